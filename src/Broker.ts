@@ -1,0 +1,422 @@
+/**
+ * Typed, at-least-once publish/subscribe. The typed front (Schema codecs, envelope, poison
+ * classification, retries, trace context, spans) lives here once; implementations in `layers/`
+ * only supply a byte-level {@link Transport}.
+ *
+ * @since 0.1.0
+ */
+import * as Context from "effect/Context"
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import type * as Either from "effect/Either"
+import type * as Schedule from "effect/Schedule"
+import type * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
+import type { BrokerUnavailable, HandlerDefect, PublishError, PublishRejected, SubscribeError } from "./BrokerError.js"
+import * as internal from "./internal/broker.js"
+import * as names from "./internal/names.js"
+
+/**
+ * @since 0.1.0
+ * @category type ids
+ */
+export const TypeId: unique symbol = Symbol.for("effect-background/Broker")
+
+/**
+ * @since 0.1.0
+ * @category type ids
+ */
+export type TypeId = typeof TypeId
+
+export {
+  BrokerUnavailable,
+  DecodeError,
+  EncodeError,
+  ErrorTypeId,
+  HandlerDefect,
+  InvalidName,
+  isBrokerError,
+  PublishRejected
+} from "./BrokerError.js"
+export type { BrokerError, PublishError, SubscribeError } from "./BrokerError.js"
+
+// ---------------------------------------------------------------------------
+// topics
+// ---------------------------------------------------------------------------
+
+/**
+ * @since 0.1.0
+ * @category type ids
+ */
+export const TopicTypeId: unique symbol = Symbol.for("effect-background/Broker/Topic")
+
+/**
+ * @since 0.1.0
+ * @category type ids
+ */
+export type TopicTypeId = typeof TopicTypeId
+
+/**
+ * What producers and consumers share about a message: its name and Schema. The codec is
+ * compiled once, here, never per message.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Subscribable<A, I = A> {
+  /** The routing key (`orders.paid`) or, for a pattern, the binding key (`orders.*`). */
+  readonly name: string
+  readonly schema: Schema.Schema<A, I>
+  /** @internal */
+  readonly codec: internal.Codec<A>
+}
+
+/**
+ * A named, Schema-typed message contract: `Broker.topic("orders.paid", OrderPaid)`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Topic<A, I = A> extends Subscribable<A, I> {
+  readonly [TopicTypeId]: "topic"
+}
+
+/**
+ * A subscribe-only binding with RabbitMQ topic wildcards (`*` one word, `#` zero or more words)
+ * whose messages all share one Schema: `Broker.pattern("orders.#", OrderEvent)`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Pattern<A, I = A> extends Subscribable<A, I> {
+  readonly [TopicTypeId]: "pattern"
+}
+
+/**
+ * Defines a topic. Throws `InvalidName` for a name RabbitMQ would reject or misroute (empty,
+ * over 255 bytes, empty words, wildcards): topics are static definitions.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const topic = <A, I>(name: string, schema: Schema.Schema<A, I>): Topic<A, I> => {
+  names.assertValid(names.validateTopic(name))
+  return { [TopicTypeId]: "topic", name, schema, codec: internal.makeCodec(name, schema) }
+}
+
+/**
+ * Defines a wildcard binding for subscriptions. Throws `InvalidName` for a malformed pattern.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const pattern = <A, I>(name: string, schema: Schema.Schema<A, I>): Pattern<A, I> => {
+  names.assertValid(names.validatePattern(name))
+  return { [TopicTypeId]: "pattern", name, schema, codec: internal.makeCodec(name, schema) }
+}
+
+// ---------------------------------------------------------------------------
+// envelope, options
+// ---------------------------------------------------------------------------
+
+/**
+ * What a handler receives beside the decoded message.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Envelope {
+  readonly id: string
+  /** The routing key the message was published with (the concrete topic under a pattern). */
+  readonly topic: string
+  /** The caller's headers (library headers `x-eb-*` removed). */
+  readonly headers: Readonly<Record<string, string>>
+  /** 1 on first delivery; incremented by each retry the handler's failure caused. */
+  readonly attempt: number
+  /** True when the broker redelivers after a crash or lost connection (not a retry). */
+  readonly redelivered: boolean
+  readonly publishedAt: Date
+  readonly correlationId: string | undefined
+  /** W3C traceparent of the producer's span. */
+  readonly traceparent: string | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface PublishOptions {
+  readonly headers?: Readonly<Record<string, string>> | undefined
+  /** Defaults to a random UUID; consumers may use it to deduplicate. */
+  readonly messageId?: string | undefined
+  readonly correlationId?: string | undefined
+  /** Deliver no earlier than this from now. */
+  readonly delay?: Duration.DurationInput | undefined
+  /** 0-255; honoured by subscriptions declared with `maxPriority`. */
+  readonly priority?: number | undefined
+  /** Drop the message if not consumed within this time. */
+  readonly expiration?: Duration.DurationInput | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface PublishEntry {
+  readonly topic: string
+  /** @internal */
+  readonly prepare: internal.Prepare
+}
+
+/**
+ * An already-encoded message (an outbox row, a relay): published as is, without a Schema.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface EncodedEntry {
+  readonly topic: string
+  /** JSON text as produced by the topic's Schema, or its UTF-8 bytes. */
+  readonly body: string | Uint8Array
+  readonly messageId: string
+  readonly headers?: Readonly<Record<string, string>> | undefined
+  readonly correlationId?: string | undefined
+  readonly traceparent?: string | undefined
+  readonly publishedAt?: number | undefined
+}
+
+/**
+ * Default retry policy of a subscription: 5 retries, exponential from 200 ms.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const defaultRetry: Schedule.Schedule<unknown, unknown> = internal.defaultRetry
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface SubscribeOptions<E> {
+  /** A durable queue: consumers in one group compete, each group receives every message. */
+  readonly group: string
+  /** In-flight messages per consumer (prefetch). Default 10; 1 keeps strict order. */
+  readonly concurrency?: number | undefined
+  /** Decides, from the failure and the attempt count, the delay before the next attempt. */
+  readonly retry?: Schedule.Schedule<unknown, E | HandlerDefect> | undefined
+  /** Declares the group's queue with this maximum priority (RabbitMQ `x-max-priority`). */
+  readonly maxPriority?: number | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type Handler<A, E, R> = (message: A, envelope: Envelope) => Effect.Effect<void, E, R>
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Health {
+  readonly status: "up" | "down"
+  readonly connection: "open" | "reconnecting" | "closed"
+  readonly consumers: number
+  readonly detail: string
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Service {
+  readonly [TypeId]: TypeId
+  /** Encodes with the topic's Schema; succeeds once the broker confirmed the message. */
+  readonly publish: <A, I>(topic: Topic<A, I>, message: A, options?: PublishOptions) => Effect.Effect<void, PublishError>
+  /**
+   * Publishes a batch keeping up to `window` confirms in flight; one outcome per entry, in order.
+   * Succeeds even when some entries failed — inspect the results.
+   */
+  readonly publishAll: (
+    entries: Iterable<PublishEntry>,
+    options?: { readonly window?: number | undefined }
+  ) => Effect.Effect<ReadonlyArray<Either.Either<void, PublishError>>>
+  /** As `publishAll` for already-encoded messages (the Outbox dispatcher uses it). */
+  readonly publishAllEncoded: (
+    entries: ReadonlyArray<EncodedEntry>,
+    options?: { readonly window?: number | undefined }
+  ) => Effect.Effect<ReadonlyArray<Either.Either<void, PublishError>>>
+  /**
+   * Consumes until the enclosing Scope closes: ack on success; failure or defect → retried
+   * after the schedule's delay with `attempt + 1`, dead-lettered when it is exhausted;
+   * undecodable payload → dead-lettered at once; interrupted → requeued.
+   */
+  readonly subscribe: <A, I, E, R>(
+    topic: Subscribable<A, I>,
+    handler: Handler<A, E, R>,
+    options: SubscribeOptions<E>
+  ) => Effect.Effect<void, SubscribeError, R | Scope.Scope>
+  readonly health: Effect.Effect<Health>
+}
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export class Broker extends Context.Tag("effect-background/Broker")<Broker, Service>() {}
+
+// ---------------------------------------------------------------------------
+// transport port
+// ---------------------------------------------------------------------------
+
+/**
+ * A message as the transport moves it: bytes plus properties. Library headers are `x-eb-*`.
+ *
+ * @since 0.1.0
+ * @category transport
+ */
+export interface TransportMessage {
+  readonly routingKey: string
+  readonly body: Uint8Array
+  readonly headers: Readonly<Record<string, string>>
+  readonly messageId: string
+  readonly correlationId: string | undefined
+  /** Epoch milliseconds. */
+  readonly publishedAt: number
+  readonly priority: number | undefined
+  /** Milliseconds. */
+  readonly expiration: number | undefined
+  /** Milliseconds; only on publish. */
+  readonly delay: number | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category transport
+ */
+export interface TransportDelivery {
+  readonly message: TransportMessage
+  /** 1-based; the transport increments it when it carries out a `Retry`. */
+  readonly attempt: number
+  readonly redelivered: boolean
+}
+
+/**
+ * What the typed front decided about a delivery. Interruption of `handle` means: requeue.
+ *
+ * @since 0.1.0
+ * @category transport
+ */
+export type Disposition =
+  | { readonly _tag: "Ack" }
+  | { readonly _tag: "Retry"; readonly delay: number; readonly reason: string }
+  | { readonly _tag: "DeadLetter"; readonly reason: string }
+
+/**
+ * @since 0.1.0
+ * @category transport
+ */
+export interface TransportSubscription {
+  /** Topic or wildcard pattern, validated. */
+  readonly pattern: string
+  /** Validated group name. */
+  readonly group: string
+  readonly concurrency: number
+  readonly maxPriority: number | undefined
+}
+
+/**
+ * The byte-level port every implementation supplies; `make` derives the typed service from it.
+ *
+ * @since 0.1.0
+ * @category transport
+ */
+export interface Transport {
+  readonly publish: (message: TransportMessage) => Effect.Effect<void, BrokerUnavailable | PublishRejected>
+  readonly publishAll: (
+    messages: ReadonlyArray<TransportMessage>,
+    window: number
+  ) => Effect.Effect<ReadonlyArray<Either.Either<void, BrokerUnavailable | PublishRejected>>>
+  /**
+   * Delivers each message to `handle`, at most `concurrency` at a time, and carries out the
+   * disposition (ack; republish with `attempt + 1` after the delay; dead-letter with the reason)
+   * before acknowledging the original. Lives until the Scope closes; closing stops new
+   * deliveries, lets in-flight ones finish within the transport's shutdown timeout, and
+   * requeues the rest.
+   */
+  readonly consume: (
+    subscription: TransportSubscription,
+    handle: (delivery: TransportDelivery) => Effect.Effect<Disposition>
+  ) => Effect.Effect<void, BrokerUnavailable, Scope.Scope>
+  readonly health: Effect.Effect<Health>
+  /** Largest body the transport accepts, in bytes. */
+  readonly maxMessageBytes: number
+}
+
+/**
+ * Library headers carried on the wire.
+ *
+ * @since 0.1.0
+ * @category transport
+ */
+export const headers = internal.headers
+
+// ---------------------------------------------------------------------------
+// constructors, accessors
+// ---------------------------------------------------------------------------
+
+/**
+ * Derives the typed service from a byte-level transport; every layer in `layers/` calls it.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make: (transport: Transport) => Service = internal.make
+
+/**
+ * @since 0.1.0
+ * @category accessors
+ */
+export const publish = <A, I>(
+  topic: Topic<A, I>,
+  message: A,
+  options?: PublishOptions
+): Effect.Effect<void, PublishError, Broker> => Effect.flatMap(Broker, (broker) => broker.publish(topic, message, options))
+
+/**
+ * @since 0.1.0
+ * @category accessors
+ */
+export const publishAll = (
+  entries: Iterable<PublishEntry>,
+  options?: { readonly window?: number | undefined }
+): Effect.Effect<ReadonlyArray<Either.Either<void, PublishError>>, never, Broker> =>
+  Effect.flatMap(Broker, (broker) => broker.publishAll(entries, options))
+
+/**
+ * @since 0.1.0
+ * @category accessors
+ */
+export const subscribe = <A, I, E, R>(
+  topic: Subscribable<A, I>,
+  handler: Handler<A, E, R>,
+  options: SubscribeOptions<E>
+): Effect.Effect<void, SubscribeError, Broker | R | Scope.Scope> =>
+  Effect.flatMap(Broker, (broker) => broker.subscribe(topic, handler, options))
+
+/**
+ * @since 0.1.0
+ * @category accessors
+ */
+export const health: Effect.Effect<Health, never, Broker> = Effect.flatMap(Broker, (broker) => broker.health)
+
+/**
+ * Builds a `PublishEntry` with its types checked against the topic.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const entry = <A, I>(topic: Topic<A, I>, message: A, options?: PublishOptions): PublishEntry => ({
+  topic: topic.name,
+  prepare: internal.prepare(topic, message, options)
+})

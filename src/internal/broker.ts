@@ -1,0 +1,340 @@
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Option from "effect/Option"
+import * as ParseResult from "effect/ParseResult"
+import * as Predicate from "effect/Predicate"
+import * as Schedule from "effect/Schedule"
+import type * as Schema from "effect/Schema"
+import * as Tracer from "effect/Tracer"
+import type * as Broker from "../Broker.js"
+import { DecodeError, EncodeError, HandlerDefect, InvalidName, PublishRejected } from "../BrokerError.js"
+import * as names from "./names.js"
+import { nextRetryDelay } from "./retry.js"
+
+/** @internal */
+export const TypeId: Broker.TypeId = Symbol.for("effect-background/Broker") as Broker.TypeId
+
+/** @internal */
+export const headers = {
+  attempt: "x-eb-attempt",
+  traceparent: "traceparent",
+  deadReason: "x-eb-dead-reason",
+  lastError: "x-eb-last-error",
+  group: "x-eb-group"
+} as const
+
+/** @internal */
+export interface Codec<A> {
+  readonly encode: (message: A) => Either.Either<Uint8Array, EncodeError>
+  readonly decode: (body: Uint8Array, messageId: string, routingKey: string) => Either.Either<A, DecodeError>
+}
+
+const formatIssue = (issue: ParseResult.ParseIssue): string => ParseResult.TreeFormatter.formatIssueSync(issue)
+
+/** @internal */
+export const toBuffer = (body: Uint8Array): Buffer =>
+  Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength)
+
+/** @internal */
+export const makeCodec = <A, I>(name: string, schema: Schema.Schema<A, I>): Codec<A> => {
+  const encode = ParseResult.encodeEither(schema)
+  const decode = ParseResult.decodeUnknownEither(schema)
+  return {
+    encode: (message) =>
+      Either.match(encode(message), {
+        onLeft: (error) => Either.left(new EncodeError({ topic: name, issue: formatIssue(error) })),
+        onRight: (encoded) => {
+          const text = JSON.stringify(encoded)
+          return text === undefined
+            ? Either.left(new EncodeError({ topic: name, issue: "the encoded value is not JSON (undefined)" }))
+            : Either.right(Buffer.from(text, "utf8"))
+        }
+      }),
+    decode: (body, messageId, routingKey) => {
+      let json: unknown
+      try {
+        json = JSON.parse(toBuffer(body).toString("utf8"))
+      } catch (error) {
+        return Either.left(
+          new DecodeError({ topic: routingKey, messageId, issue: `not JSON: ${error instanceof Error ? error.message : String(error)}` })
+        )
+      }
+      return Either.mapLeft(decode(json), (error) => new DecodeError({ topic: routingKey, messageId, issue: formatIssue(error) }))
+    }
+  }
+}
+
+/** @internal */
+export const defaultRetry: Schedule.Schedule<unknown, unknown> = Schedule.exponential("200 millis").pipe(
+  Schedule.intersect(Schedule.recurs(5))
+)
+
+const traceparentOf = (span: Tracer.AnySpan): string => `00-${span.traceId}-${span.spanId}-${span.sampled ? "01" : "00"}`
+
+const currentTraceparent: Effect.Effect<string | undefined> = Effect.map(
+  Effect.option(Effect.currentSpan),
+  Option.match({ onNone: () => undefined, onSome: traceparentOf })
+)
+
+/** Parses a W3C traceparent into a parent span; None when malformed. */
+const parentSpanOf = (traceparent: string | undefined): Tracer.ExternalSpan | undefined => {
+  if (traceparent === undefined) return undefined
+  const parts = traceparent.split("-")
+  const [version, traceId, spanId, flags] = parts
+  if (parts.length < 4 || version === undefined || traceId?.length !== 32 || spanId?.length !== 16 || flags === undefined) {
+    return undefined
+  }
+  return Tracer.externalSpan({ traceId, spanId, sampled: (parseInt(flags, 16) & 1) === 1 })
+}
+
+/** @internal */
+export type Prepare = (traceparent: string | undefined, now: number) => Either.Either<Broker.TransportMessage, EncodeError | InvalidName>
+
+const invalidOption = (value: unknown, reason: string) =>
+  Either.left(new InvalidName({ kind: "option", value: String(value), reason }))
+
+const optionalMillis = (input: Duration.DurationInput | undefined, name: string): Either.Either<number | undefined, InvalidName> => {
+  if (input === undefined) return Either.right(undefined)
+  const duration = Duration.decodeUnknown(input)
+  if (Option.isNone(duration)) return invalidOption(input, `${name} is not a duration`)
+  const millis = Duration.toMillis(duration.value)
+  if (!Number.isFinite(millis) || millis < 0) return invalidOption(input, `${name} must be a finite, non-negative duration`)
+  return Either.right(Math.round(millis))
+}
+
+const validateProperties = (
+  options: Broker.PublishOptions | undefined
+): Either.Either<{ delay: number | undefined; expiration: number | undefined }, InvalidName> =>
+  Either.gen(function*() {
+    if (options?.headers !== undefined) yield* names.validateHeaders(options.headers)
+    const priority = options?.priority
+    if (priority !== undefined && (!Number.isInteger(priority) || priority < 0 || priority > 255)) {
+      return yield* invalidOption(priority, "priority must be an integer from 0 to 255")
+    }
+    const id = options?.messageId
+    if (id !== undefined && (id.length === 0 || Buffer.byteLength(id) > 255)) {
+      return yield* invalidOption(id, "messageId must be 1-255 bytes")
+    }
+    const delay = yield* optionalMillis(options?.delay, "delay")
+    const expiration = yield* optionalMillis(options?.expiration, "expiration")
+    if (expiration === 0) return yield* invalidOption(options?.expiration, "expiration must be positive")
+    return { delay: delay === 0 ? undefined : delay, expiration }
+  })
+
+const withTraceparent = (
+  userHeaders: Readonly<Record<string, string>> | undefined,
+  traceparent: string | undefined
+): Readonly<Record<string, string>> => {
+  if (traceparent === undefined) return userHeaders ?? {}
+  return { ...userHeaders, [headers.traceparent]: traceparent }
+}
+
+/** @internal */
+export const prepare = <A, I>(topic: Broker.Topic<A, I>, message: A, options: Broker.PublishOptions | undefined): Prepare =>
+(traceparent, now) =>
+  Either.gen(function*() {
+    const properties = yield* validateProperties(options)
+    const body = yield* topic.codec.encode(message)
+    return {
+      routingKey: topic.name,
+      body,
+      headers: withTraceparent(options?.headers, traceparent),
+      messageId: options?.messageId ?? crypto.randomUUID(),
+      correlationId: options?.correlationId,
+      publishedAt: now,
+      priority: options?.priority,
+      expiration: properties.expiration,
+      delay: properties.delay
+    }
+  })
+
+const prepareEncoded = (entry: Broker.EncodedEntry, traceparent: string | undefined, now: number) =>
+  Either.gen(function*() {
+    yield* names.validateTopic(entry.topic)
+    if (entry.headers !== undefined) yield* names.validateHeaders(entry.headers)
+    const body = typeof entry.body === "string" ? Buffer.from(entry.body, "utf8") : entry.body
+    const message: Broker.TransportMessage = {
+      routingKey: entry.topic,
+      body,
+      headers: withTraceparent(entry.headers, entry.traceparent ?? traceparent),
+      messageId: entry.messageId,
+      correlationId: entry.correlationId,
+      publishedAt: entry.publishedAt ?? now,
+      priority: undefined,
+      expiration: undefined,
+      delay: undefined
+    }
+    return message
+  })
+
+const userHeadersOf = (wire: Readonly<Record<string, string>>): Record<string, string> => {
+  const result: Record<string, string> = {}
+  for (const key in wire) {
+    if (key === headers.traceparent || key.startsWith("x-eb-") || key.startsWith("x-death")) continue
+    const value = wire[key]
+    if (value !== undefined) result[key] = value
+  }
+  return result
+}
+
+const maxReasonLength = 4000
+
+/** A readable, bounded reason for dead-letter headers. */
+const describeFailure = (error: unknown): string => {
+  let text: string
+  if (Predicate.hasProperty(error, "_tag") && error instanceof Error) text = `${String(error._tag)}: ${error.message}`
+  else if (error instanceof Error) text = error.message
+  else text = typeof error === "string" ? error : JSON.stringify(error) ?? String(error)
+  return text.length > maxReasonLength ? `${text.slice(0, maxReasonLength)}…` : text
+}
+
+/** @internal */
+export const make = (transport: Broker.Transport): Broker.Service => {
+  const tooLarge = (message: Broker.TransportMessage) => message.body.byteLength > transport.maxMessageBytes
+
+  const tooLargeError = (message: Broker.TransportMessage) =>
+    new PublishRejected({
+      topic: message.routingKey,
+      messageId: message.messageId,
+      reason: "too-large",
+      ambiguous: false,
+      detail: `body of ${message.body.byteLength} bytes exceeds the maximum of ${transport.maxMessageBytes}; nothing was sent`
+    })
+
+  const publish = <A, I>(topic: Broker.Topic<A, I>, message: A, options?: Broker.PublishOptions) =>
+    Effect.gen(function*() {
+      const traceparent = yield* currentTraceparent
+      const now = yield* Clock.currentTimeMillis
+      const prepared = prepare(topic, message, options)(traceparent, now)
+      if (Either.isLeft(prepared)) return yield* prepared.left
+      if (tooLarge(prepared.right)) return yield* tooLargeError(prepared.right)
+      return yield* transport.publish(prepared.right)
+    }).pipe(
+      Effect.withSpan("broker.publish", {
+        kind: "producer",
+        captureStackTrace: false,
+        attributes: { "messaging.destination.name": topic.name, "messaging.operation.type": "send" }
+      })
+    )
+
+  const publishPrepared = (
+    prepared: ReadonlyArray<Either.Either<Broker.TransportMessage, Broker.PublishError>>,
+    window: number | undefined
+  ) =>
+    Effect.gen(function*() {
+      const valid: Array<Broker.TransportMessage> = []
+      for (const item of prepared) if (Either.isRight(item)) valid.push(item.right)
+      const sent = valid.length === 0 ? [] : yield* transport.publishAll(valid, Math.max(1, window ?? 1000))
+      let next = 0
+      return prepared.map((item): Either.Either<void, Broker.PublishError> => {
+        if (Either.isLeft(item)) return Either.left(item.left)
+        const outcome = sent[next++]
+        return outcome ?? Either.void
+      })
+    })
+
+  const checkSize = (
+    item: Either.Either<Broker.TransportMessage, Broker.PublishError>
+  ): Either.Either<Broker.TransportMessage, Broker.PublishError> =>
+    Either.flatMap(item, (m) => (tooLarge(m) ? Either.left(tooLargeError(m)) : Either.right(m)))
+
+  const publishAll: Broker.Service["publishAll"] = (entries, options) =>
+    Effect.gen(function*() {
+      const traceparent = yield* currentTraceparent
+      const now = yield* Clock.currentTimeMillis
+      const prepared = Array.from(entries, (entry) => checkSize(entry.prepare(traceparent, now)))
+      return yield* publishPrepared(prepared, options?.window)
+    }).pipe(Effect.withSpan("broker.publishAll", { kind: "producer", captureStackTrace: false }))
+
+  const publishAllEncoded: Broker.Service["publishAllEncoded"] = (entries, options) =>
+    Effect.gen(function*() {
+      const traceparent = yield* currentTraceparent
+      const now = yield* Clock.currentTimeMillis
+      const prepared = entries.map((entry) => checkSize(prepareEncoded(entry, traceparent, now)))
+      return yield* publishPrepared(prepared, options?.window)
+    }).pipe(Effect.withSpan("broker.publishAll", { kind: "producer", captureStackTrace: false }))
+
+  const subscribe = <A, I, E, R>(
+    topic: Broker.Subscribable<A, I>,
+    handler: Broker.Handler<A, E, R>,
+    options: Broker.SubscribeOptions<E>
+  ) =>
+    Effect.gen(function*() {
+      yield* names.validateGroup(options.group)
+      const concurrency = options.concurrency ?? 10
+      if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 65535) {
+        return yield* new InvalidName({ kind: "option", value: String(concurrency), reason: "concurrency must be an integer from 1 to 65535" })
+      }
+      const maxPriority = options.maxPriority
+      if (maxPriority !== undefined && (!Number.isInteger(maxPriority) || maxPriority < 1 || maxPriority > 255)) {
+        return yield* new InvalidName({ kind: "option", value: String(maxPriority), reason: "maxPriority must be an integer from 1 to 255" })
+      }
+      const retry: Schedule.Schedule<unknown, E | HandlerDefect> = options.retry ?? defaultRetry
+      const context = yield* Effect.context<R>()
+
+      const retryOrDeadLetter = (error: E | HandlerDefect, attempt: number) =>
+        Effect.map(nextRetryDelay(retry, attempt, error), (delay): Broker.Disposition => {
+          const reason = describeFailure(error)
+          return Option.isSome(delay)
+            ? { _tag: "Retry", delay: Duration.toMillis(delay.value), reason }
+            : { _tag: "DeadLetter", reason: `attempt ${attempt} failed, retries exhausted: ${reason}` }
+        })
+
+      const handle = (delivery: Broker.TransportDelivery): Effect.Effect<Broker.Disposition> => {
+        const wire = delivery.message
+        const decoded = topic.codec.decode(wire.body, wire.messageId, wire.routingKey)
+        if (Either.isLeft(decoded)) {
+          return Effect.logWarning("poison message dead-lettered").pipe(
+            Effect.annotateLogs({ topic: wire.routingKey, messageId: wire.messageId, group: options.group }),
+            Effect.as<Broker.Disposition>({ _tag: "DeadLetter", reason: decoded.left.message })
+          )
+        }
+        const traceparent = wire.headers[headers.traceparent]
+        const envelope: Broker.Envelope = {
+          id: wire.messageId,
+          topic: wire.routingKey,
+          headers: userHeadersOf(wire.headers),
+          attempt: delivery.attempt,
+          redelivered: delivery.redelivered,
+          publishedAt: new Date(wire.publishedAt),
+          correlationId: wire.correlationId,
+          traceparent
+        }
+        const parent = parentSpanOf(traceparent)
+        return handler(decoded.right, envelope).pipe(
+          Effect.withSpan("broker.process", {
+            kind: "consumer",
+            captureStackTrace: false,
+            ...(parent === undefined ? {} : { parent }),
+            attributes: {
+              "messaging.destination.name": wire.routingKey,
+              "messaging.consumer.group.name": options.group,
+              "messaging.message.id": wire.messageId,
+              "messaging.operation.type": "process",
+              "effect_background.attempt": delivery.attempt
+            }
+          }),
+          Effect.provide(context),
+          Effect.exit,
+          Effect.flatMap((exit): Effect.Effect<Broker.Disposition> => {
+            if (exit._tag === "Success") return Effect.succeed({ _tag: "Ack" })
+            const failure = Cause.failureOrCause(exit.cause)
+            const error: E | HandlerDefect = Either.isLeft(failure)
+              ? failure.left
+              : new HandlerDefect({ detail: Cause.pretty(failure.right).slice(0, maxReasonLength) })
+            return retryOrDeadLetter(error, delivery.attempt)
+          })
+        )
+      }
+
+      yield* transport.consume(
+        { pattern: topic.name, group: options.group, concurrency, maxPriority },
+        handle
+      )
+    })
+
+  return { [TypeId]: TypeId, publish, publishAll, publishAllEncoded, subscribe, health: transport.health }
+}

@@ -1,0 +1,95 @@
+import * as Either from "effect/Either"
+import { InvalidName } from "../BrokerError.js"
+
+/**
+ * Name checks done before anything reaches amqplib: it throws synchronously on long names and
+ * big header tables, RabbitMQ closes the channel on `amq.*`, and an empty queue name silently
+ * declares a server-named queue (RELIABILITY.md).
+ */
+
+const maxRoutingKeyBytes = 255
+/** Group names get suffixes (`.retry.<ms>`, `.dlq`) and a prefix; keep room under 255 bytes. */
+const maxGroupBytes = 200
+/** amqplib encodes headers into a 64 KiB field table; leave room for its framing. */
+export const maxHeaderBytes = 32 * 1024
+
+const byteLength = (s: string): number => Buffer.byteLength(s, "utf8")
+
+const invalid = (kind: InvalidName["kind"], value: string, reason: string) =>
+  Either.left(new InvalidName({ kind, value, reason }))
+
+const checkWords = (kind: "topic" | "pattern", value: string, allowWildcards: boolean) => {
+  if (value.length === 0) return invalid(kind, value, "must not be empty")
+  if (byteLength(value) > maxRoutingKeyBytes) return invalid(kind, value, `longer than ${maxRoutingKeyBytes} bytes`)
+  for (const word of value.split(".")) {
+    if (word.length === 0) return invalid(kind, value, "has an empty word (leading, trailing or double dot)")
+    if (word === "*" || word === "#") {
+      if (!allowWildcards) return invalid(kind, value, "wildcards `*` and `#` belong in Broker.pattern, not a topic")
+    } else if (word.includes("*") || word.includes("#")) {
+      return invalid(kind, value, "`*` and `#` must stand alone as a word")
+    }
+  }
+  return Either.void
+}
+
+/** @internal */
+export const validateTopic = (name: string): Either.Either<void, InvalidName> => checkWords("topic", name, false)
+
+/** @internal */
+export const validatePattern = (name: string): Either.Either<void, InvalidName> => checkWords("pattern", name, true)
+
+/** @internal */
+export const validateGroup = (name: string): Either.Either<void, InvalidName> => {
+  if (name.length === 0) return invalid("group", name, "must not be empty")
+  if (byteLength(name) > maxGroupBytes) return invalid("group", name, `longer than ${maxGroupBytes} bytes`)
+  if (name.startsWith("amq.")) return invalid("group", name, "the `amq.` prefix is reserved by RabbitMQ")
+  if (!/^[A-Za-z0-9._:-]+$/.test(name)) return invalid("group", name, "use letters, digits and . _ : -")
+  return Either.void
+}
+
+/** @internal */
+export const validateHeaders = (headers: Readonly<Record<string, string>>): Either.Either<void, InvalidName> => {
+  let bytes = 0
+  for (const key in headers) {
+    const value = headers[key]
+    if (typeof value !== "string") return invalid("header", key, "header values must be strings")
+    if (key.length === 0 || byteLength(key) > 128) return invalid("header", key, "names must be 1-128 bytes")
+    if (key.startsWith("x-eb-")) return invalid("header", key, "`x-eb-` headers are reserved by effect-background")
+    bytes += byteLength(key) + byteLength(value) + 8
+  }
+  if (bytes > maxHeaderBytes) return invalid("header", "(all)", `headers take ${bytes} bytes, over ${maxHeaderBytes}`)
+  return Either.void
+}
+
+/** Topic definitions are static: a bad one is a programming error reported at load time. */
+export const assertValid = (result: Either.Either<void, InvalidName>): void => {
+  if (Either.isLeft(result)) throw result.left
+}
+
+/**
+ * AMQP topic-exchange matching: `*` is exactly one word, `#` zero or more words.
+ *
+ * @internal
+ */
+export const matchesPattern = (pattern: string, routingKey: string): boolean => {
+  if (pattern === routingKey) return true
+  return matchWords(pattern.split("."), 0, routingKey.split("."), 0)
+}
+
+const matchWords = (p: ReadonlyArray<string>, pi: number, k: ReadonlyArray<string>, ki: number): boolean => {
+  while (pi < p.length) {
+    const word = p[pi]
+    if (word === "#") {
+      if (pi === p.length - 1) return true
+      for (let skip = ki; skip <= k.length; skip++) {
+        if (matchWords(p, pi + 1, k, skip)) return true
+      }
+      return false
+    }
+    if (ki >= k.length) return false
+    if (word !== "*" && word !== k[ki]) return false
+    pi++
+    ki++
+  }
+  return ki === k.length
+}
