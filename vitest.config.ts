@@ -21,7 +21,8 @@ export default defineConfig({
         test: {
           name: "faults",
           include: ["test/**/*.faults.test.ts"],
-          fileParallelism: false,
+          pool: "forks",
+          poolOptions: { forks: { singleFork: true } },
           sequence: { groupOrder: 1 }
         }
       }
