@@ -1,0 +1,483 @@
+/**
+ * The Broker contract: one suite, run against every implementation (memory, RabbitMQ), so the
+ * in-memory broker is only as good as its agreement with RabbitMQ.
+ *
+ * Runs on the live clock for every implementation (retries and delays really elapse; bounds are
+ * generous). Topics and groups are unique per test and per run.
+ */
+import { assert, layer } from "@effect/vitest"
+import type { Layer } from "effect"
+import { Clock, Context, Data, Deferred, Duration, Effect, Either, Exit, Fiber, Option, Queue, Ref, Schedule, Schema, Scope } from "effect"
+import * as Broker from "../../src/Broker.js"
+import { uniqueName } from "../fixtures/env.js"
+
+/** A dead-lettered message as the contract sees it. */
+export interface ContractDeadLetter {
+  readonly messageId: string
+  /** Why it was dead-lettered (names the error). */
+  readonly reason: string
+  /** The body as UTF-8 text, exactly as it was published. */
+  readonly body: string
+  readonly headers: Readonly<Record<string, string>>
+}
+
+/**
+ * Test-only access to what the Broker service does not expose. Each implementation's test
+ * supplies it: memory from its inspection API, RabbitMQ by reading the group's dead-letter queue.
+ */
+export class ContractProbe extends Context.Tag("test/broker/ContractProbe")<ContractProbe, {
+  /** Every dead letter of the group so far (cumulative: calling it again returns them again). */
+  readonly deadLetters: (group: string) => Effect.Effect<ReadonlyArray<ContractDeadLetter>>
+  /** The transport's `maxMessageBytes`, to build a body one byte too large. */
+  readonly maxMessageBytes: number
+}>() {}
+
+const Order = Schema.Struct({ id: Schema.String, amount: Schema.Int, placedAt: Schema.Date })
+type Order = typeof Order.Type
+
+class Boom extends Data.TaggedError("Boom")<{ readonly message: string }> {}
+
+const word = (base: string): string => uniqueName(base).replaceAll("_", "-")
+
+/** A topic name unique to this test and run: `t-<run>-<base>-<n>.created`. */
+const freshTopic = (base: string) => Broker.topic(`${word(base)}.created`, Order)
+
+const order = (id: string, amount = 10): Order => ({ id, amount, placedAt: new Date("2026-01-02T03:04:05.678Z") })
+
+export const brokerContract = <E>(
+  name: string,
+  brokerLayer: Layer.Layer<Broker.Broker | ContractProbe, E>,
+  options: { readonly real: boolean }
+): void => {
+  const deadline = Duration.seconds(options.real ? 20 : 10)
+
+  const within = <A, X, R>(label: string, effect: Effect.Effect<A, X, R>) =>
+    Effect.timeoutFail(effect, { duration: deadline, onTimeout: () => new Error(`timed out waiting for ${label}`) })
+
+  const takeN = <A>(queue: Queue.Dequeue<A>, n: number, label: string) =>
+    within(`${n} × ${label}`, Effect.replicateEffect(Queue.take(queue), n))
+
+  const take = <A>(queue: Queue.Dequeue<A>, label: string) => within(label, Queue.take(queue))
+
+  /** Polls until `done` holds, within the deadline. */
+  const eventually = <A, X, R>(label: string, effect: Effect.Effect<A, X, R>, done: (a: A) => boolean) =>
+    within(
+      label,
+      Effect.gen(function*() {
+        while (true) {
+          const value = yield* effect
+          if (done(value)) return value
+          yield* Effect.sleep("20 millis")
+        }
+      })
+    )
+
+  const deadLettersOf = (group: string, count: number) =>
+    Effect.flatMap(ContractProbe, (probe) =>
+      eventually(`${count} dead letter(s) in ${group}`, probe.deadLetters(group), (all) => all.length >= count))
+
+  const encoded = (value: Order) => Schema.encodeSync(Order)(value)
+
+  layer(brokerLayer, { excludeTestServices: true, timeout: "60 seconds" })(`Broker contract (${name})`, (it) => {
+    it.scoped("a published message arrives typed, with id, topic, attempt, publishedAt, headers and correlationId", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker.Broker
+        const topic = freshTopic("roundtrip")
+        const received = yield* Queue.unbounded<readonly [Order, Broker.Envelope]>()
+        yield* broker.subscribe(topic, (message, envelope) => Queue.offer(received, [message, envelope]), {
+          group: uniqueName("g")
+        })
+
+        const messageId = uniqueName("msg")
+        const before = yield* Clock.currentTimeMillis
+        yield* broker.publish(topic, order("a-1", 42), {
+          messageId,
+          headers: { tenant: "acme", "x-request": "r-1" },
+          correlationId: "corr-1"
+        })
+        const after = yield* Clock.currentTimeMillis
+        const [message, envelope] = yield* take(received, "the message")
+        assert.deepStrictEqual(message, order("a-1", 42))
+        assert.instanceOf(message.placedAt, Date)
+        assert.strictEqual(envelope.id, messageId)
+        assert.strictEqual(envelope.topic, topic.name)
+        assert.strictEqual(envelope.attempt, 1)
+        assert.strictEqual(envelope.redelivered, false)
+        assert.deepStrictEqual(envelope.headers, { tenant: "acme", "x-request": "r-1" })
+        assert.strictEqual(envelope.correlationId, "corr-1")
+        const publishedAt = envelope.publishedAt.getTime()
+        assert.isTrue(publishedAt >= before - 1000 && publishedAt <= after + 1000, `publishedAt ${publishedAt}`)
+
+        yield* broker.publish(topic, order("a-2"))
+        const [second, secondEnvelope] = yield* take(received, "the second message")
+        assert.strictEqual(second.id, "a-2")
+        assert.isTrue(secondEnvelope.id.length > 0 && secondEnvelope.id !== messageId, "a fresh message id")
+        assert.strictEqual(secondEnvelope.correlationId, undefined)
+        assert.deepStrictEqual(secondEnvelope.headers, {})
+      }))
+
+    it.scoped("consumers in one group compete: each message is handled exactly once", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker.Broker
+        const topic = freshTopic("compete")
+        const group = uniqueName("g")
+        const handled = yield* Queue.unbounded<readonly [string, string]>()
+        yield* broker.subscribe(topic, (m) => Queue.offer(handled, ["a", m.id]), { group })
+        yield* broker.subscribe(topic, (m) => Queue.offer(handled, ["b", m.id]), { group })
+
+        const ids = Array.from({ length: 20 }, (_, i) => `c-${i}`)
+        const outcomes = yield* broker.publishAll(ids.map((id) => Broker.entry(topic, order(id))))
+        assert.isTrue(outcomes.every(Either.isRight))
+        const all = yield* takeN(handled, ids.length, "handled message")
+        assert.deepStrictEqual(all.map(([, id]) => id).sort(), [...ids].sort())
+        const byA = all.filter(([consumer]) => consumer === "a").length
+        assert.isTrue(byA > 0 && byA < ids.length, `both consumers took work (a: ${byA} of ${ids.length})`)
+      }))
+
+    it.scoped("each group receives every message (fan-out)", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker.Broker
+        const topic = freshTopic("fanout")
+        const first = yield* Queue.unbounded<string>()
+        const second = yield* Queue.unbounded<string>()
+        yield* broker.subscribe(topic, (m) => Queue.offer(first, m.id), { group: uniqueName("g1"), concurrency: 1 })
+        yield* broker.subscribe(topic, (m) => Queue.offer(second, m.id), { group: uniqueName("g2"), concurrency: 1 })
+
+        const ids = ["f-1", "f-2", "f-3", "f-4", "f-5"]
+        for (const id of ids) yield* broker.publish(topic, order(id))
+        assert.deepStrictEqual(yield* takeN(first, ids.length, "first group"), ids)
+        assert.deepStrictEqual(yield* takeN(second, ids.length, "second group"), ids)
+      }))
+
+    it.scoped("patterns route with `*` as one word and `#` as zero or more words", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker.Broker
+        const base = word("wild")
+        const at = (suffix: string) => Broker.topic(suffix === "" ? base : `${base}.${suffix}`, Order)
+        const oneWord = yield* Queue.unbounded<string>()
+        const anything = yield* Queue.unbounded<string>()
+        const endsPaid = yield* Queue.unbounded<string>()
+        const record = (queue: Queue.Queue<string>) => (_: Order, envelope: Broker.Envelope) => Queue.offer(queue, envelope.topic)
+        yield* broker.subscribe(Broker.pattern(`${base}.*.paid`, Order), record(oneWord), { group: uniqueName("star"), concurrency: 1 })
+        yield* broker.subscribe(Broker.pattern(`${base}.#`, Order), record(anything), { group: uniqueName("hash"), concurrency: 1 })
+        yield* broker.subscribe(Broker.pattern(`${base}.#.paid`, Order), record(endsPaid), { group: uniqueName("mid"), concurrency: 1 })
+
+        const keys = ["eu.paid", "eu.de.paid", "", "us.refunded", "end.paid"]
+        for (const key of keys) yield* broker.publish(at(key), order(key))
+        const full = (key: string) => (key === "" ? base : `${base}.${key}`)
+        // `end.paid` matches every binding, so it arrives last everywhere: what came before is all there is.
+        assert.deepStrictEqual(yield* takeN(oneWord, 2, "`*` match"), ["eu.paid", "end.paid"].map(full))
+        assert.deepStrictEqual(yield* takeN(anything, 5, "`#` match"), keys.map(full))
+        assert.deepStrictEqual(yield* takeN(endsPaid, 3, "`#.paid` match"), ["eu.paid", "eu.de.paid", "end.paid"].map(full))
+      }))
+
+    it.scoped("a failing handler is retried with exact attempt counts, then dead-lettered with the error", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker.Broker
+        const topic = freshTopic("retry")
+        const group = uniqueName("g")
+        const attempts = yield* Queue.unbounded<Broker.Envelope>()
+        yield* broker.subscribe(
+          topic,
+          (_, envelope) => Queue.offer(attempts, envelope).pipe(Effect.zipRight(new Boom({ message: "card declined" }))),
+          { group, retry: Schedule.spaced("30 millis").pipe(Schedule.intersect(Schedule.recurs(2))) }
+        )
+        const messageId = uniqueName("msg")
+        yield* broker.publish(topic, order("r-1"), { messageId, headers: { tenant: "acme" }, correlationId: "corr-r" })
+
+        const [dead] = yield* deadLettersOf(group, 1)
+        const seen = yield* takeN(attempts, 3, "attempt")
+        assert.deepStrictEqual(seen.map((e) => e.attempt), [1, 2, 3])
+        for (const envelope of seen) {
+          assert.strictEqual(envelope.id, messageId)
+          assert.deepStrictEqual(envelope.headers, { tenant: "acme" })
+          assert.strictEqual(envelope.correlationId, "corr-r")
+        }
+        assert.strictEqual(yield* Queue.size(attempts), 0, "no fourth attempt")
+        assert.isDefined(dead)
+        if (dead === undefined) return
+        assert.strictEqual(dead.messageId, messageId)
+        assert.include(dead.reason, "Boom")
+        assert.include(dead.reason, "card declined")
+        assert.deepStrictEqual(JSON.parse(dead.body), encoded(order("r-1")))
+      }))
+
+    it.scoped("a defect (throw) is retried the same way and dead-lettered with its message", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker.Broker
+        const topic = freshTopic("defect")
+        const group = uniqueName("g")
+        const attempts = yield* Queue.unbounded<number>()
+        yield* broker.subscribe(
+          topic,
+          (_, envelope) =>
+            Queue.offer(attempts, envelope.attempt).pipe(
+              Effect.zipRight(Effect.sync(() => {
+                throw new Error("kaboom in handler")
+              }))
+            ),
+          { group, retry: Schedule.spaced("30 millis").pipe(Schedule.intersect(Schedule.recurs(2))) }
+        )
+        const messageId = uniqueName("msg")
+        yield* broker.publish(topic, order("d-1"), { messageId })
+        const [dead] = yield* deadLettersOf(group, 1)
+        assert.deepStrictEqual(yield* takeN(attempts, 3, "attempt"), [1, 2, 3])
+        assert.strictEqual(yield* Queue.size(attempts), 0, "no fourth attempt")
+        assert.strictEqual(dead?.messageId, messageId)
+        assert.include(dead?.reason, "HandlerDefect")
+        assert.include(dead?.reason, "kaboom in handler")
+      }))
+
+    it.scoped("a poison payload is dead-lettered at once with the decode error and the next message is handled", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker.Broker
+        const topic = freshTopic("poison")
+        const group = uniqueName("g")
+        const handled = yield* Queue.unbounded<string>()
+        yield* broker.subscribe(topic, (m) => Queue.offer(handled, m.id), { group, concurrency: 1 })
+
+        const notJson = uniqueName("notjson")
+        const wrongShape = uniqueName("shape")
+        const outcomes = yield* broker.publishAllEncoded([
+          { topic: topic.name, body: "not json {", messageId: notJson },
+          { topic: topic.name, body: JSON.stringify({ id: 5 }), messageId: wrongShape },
+          { topic: topic.name, body: JSON.stringify(encoded(order("p-ok"))), messageId: uniqueName("ok") }
+        ])
+        assert.isTrue(outcomes.every(Either.isRight))
+        assert.strictEqual(yield* take(handled, "the valid message"), "p-ok")
+        const dead = yield* deadLettersOf(group, 2)
+        assert.deepStrictEqual(dead.map((d) => d.messageId).sort(), [notJson, wrongShape].sort())
+        const byId = new Map(dead.map((d) => [d.messageId, d]))
+        assert.include(byId.get(notJson)?.reason, "not JSON")
+        assert.strictEqual(byId.get(notJson)?.body, "not json {")
+        assert.include(byId.get(wrongShape)?.reason, "cannot decode")
+        assert.strictEqual(yield* Queue.size(handled), 0, "poison never reached the handler")
+      }))
+
+    it.scoped("concurrency caps simultaneous handlers and is reached under load", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker.Broker
+        const topic = freshTopic("limit")
+        const running = yield* Ref.make(0)
+        const peak = yield* Ref.make(0)
+        const done = yield* Queue.unbounded<string>()
+        const handler = (m: Order) =>
+          Ref.updateAndGet(running, (n) => n + 1).pipe(
+            Effect.flatMap((now) => Ref.update(peak, (p) => Math.max(p, now))),
+            Effect.zipRight(Effect.sleep("10 millis")),
+            Effect.zipRight(Ref.update(running, (n) => n - 1)),
+            Effect.zipRight(Queue.offer(done, m.id))
+          )
+        yield* broker.subscribe(topic, handler, { group: uniqueName("g"), concurrency: 4 })
+        const outcomes = yield* broker.publishAll(Array.from({ length: 40 }, (_, i) => Broker.entry(topic, order(`l-${i}`))))
+        assert.isTrue(outcomes.every(Either.isRight))
+        yield* takeN(done, 40, "handled message")
+        assert.strictEqual(yield* Ref.get(peak), 4)
+      }))
+
+    it.scoped("concurrency 1 keeps publish order", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker.Broker
+        const topic = freshTopic("order")
+        const handled = yield* Queue.unbounded<string>()
+        yield* broker.subscribe(topic, (m) => Queue.offer(handled, m.id), { group: uniqueName("g"), concurrency: 1 })
+        const ids = Array.from({ length: 50 }, (_, i) => `o-${i}`)
+        const outcomes = yield* broker.publishAll(ids.map((id) => Broker.entry(topic, order(id))))
+        assert.isTrue(outcomes.every(Either.isRight))
+        assert.deepStrictEqual(yield* takeN(handled, ids.length, "handled message"), ids)
+      }))
+
+    it.scoped("a delayed message is not delivered before its delay", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker.Broker
+        const topic = freshTopic("delay")
+        const handled = yield* Queue.unbounded<readonly [string, number]>()
+        yield* broker.subscribe(
+          topic,
+          (m) => Effect.flatMap(Clock.currentTimeMillis, (now) => Queue.offer(handled, [m.id, now])),
+          { group: uniqueName("g") }
+        )
+        const start = yield* Clock.currentTimeMillis
+        yield* broker.publish(topic, order("later"), { delay: "500 millis" })
+        yield* broker.publish(topic, order("now"))
+        const [first, second] = yield* takeN(handled, 2, "handled message")
+        assert.strictEqual(first?.[0], "now")
+        assert.strictEqual(second?.[0], "later")
+        const waited = (second?.[1] ?? 0) - start
+        assert.isTrue(waited >= 450 && waited < 15_000, `delivered after ${waited} ms`)
+      }))
+
+    it.scoped("a group's queue keeps receiving while no consumer is attached", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker.Broker
+        const topic = freshTopic("durable")
+        const group = uniqueName("g")
+        yield* Effect.scoped(broker.subscribe(topic, () => Effect.void, { group }))
+        for (const id of ["q-1", "q-2", "q-3"]) yield* broker.publish(topic, order(id))
+        const handled = yield* Queue.unbounded<string>()
+        yield* broker.subscribe(topic, (m) => Queue.offer(handled, m.id), { group, concurrency: 1 })
+        assert.deepStrictEqual(yield* takeN(handled, 3, "queued message"), ["q-1", "q-2", "q-3"])
+      }))
+
+    it.scoped("priorities: higher first when the group has maxPriority", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker.Broker
+        const topic = freshTopic("prio")
+        const group = uniqueName("g")
+        yield* Effect.scoped(broker.subscribe(topic, () => Effect.void, { group, maxPriority: 10 }))
+        const published: ReadonlyArray<readonly [string, number | undefined]> = [
+          ["p1", 1],
+          ["p5", 5],
+          ["pnone", undefined],
+          ["p9", 9],
+          ["p3", 3]
+        ]
+        for (const [id, priority] of published) yield* broker.publish(topic, order(id), { priority })
+        const handled = yield* Queue.unbounded<string>()
+        yield* broker.subscribe(topic, (m) => Queue.offer(handled, m.id), { group, concurrency: 1, maxPriority: 10 })
+        assert.deepStrictEqual(yield* takeN(handled, 5, "queued message"), ["p9", "p5", "p3", "p1", "pnone"])
+      }))
+
+    it.scoped("closing a subscription with a handler in flight loses nothing", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker.Broker
+        const topic = freshTopic("shutdown")
+        const group = uniqueName("g")
+        const started = yield* Deferred.make<void>()
+        const gate = yield* Deferred.make<void>()
+        const completed = yield* Ref.make<ReadonlyArray<string>>([])
+        const markers = yield* Queue.unbounded<string>()
+        const handler = (m: Order) =>
+          m.id === "marker"
+            ? Queue.offer(markers, m.id)
+            : Deferred.succeed(started, undefined).pipe(
+              Effect.zipRight(Deferred.await(gate)),
+              Effect.zipRight(Ref.update(completed, (ids) => [...ids, m.id]))
+            )
+
+        const scope = yield* Scope.make()
+        yield* broker.subscribe(topic, handler, { group, concurrency: 1 }).pipe(Scope.extend(scope))
+        yield* broker.publish(topic, order("in-flight"))
+        yield* within("the handler to start", Deferred.await(started))
+        const closing = yield* Effect.fork(Scope.close(scope, Exit.void))
+        yield* Effect.yieldNow()
+        yield* Deferred.succeed(gate, undefined)
+        yield* within("the subscription to close", Fiber.join(closing))
+
+        // Completed before the close, or requeued and delivered again before the marker.
+        yield* broker.subscribe(topic, handler, { group, concurrency: 1 })
+        yield* broker.publish(topic, order("marker"))
+        yield* take(markers, "the marker")
+        const done = yield* Ref.get(completed)
+        assert.isTrue(done.length >= 1 && done.every((id) => id === "in-flight"), `completed: ${JSON.stringify(done)}`)
+      }))
+
+    it.scoped("an encode failure returns EncodeError and sends nothing", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker.Broker
+        const topic = freshTopic("encode")
+        const handled = yield* Queue.unbounded<string>()
+        yield* broker.subscribe(topic, (m) => Queue.offer(handled, m.id), { group: uniqueName("g"), concurrency: 1 })
+        const result = yield* Effect.either(broker.publish(topic, order("bad", 1.5)))
+        assert.isTrue(Either.isLeft(result) && result.left._tag === "EncodeError", String(Either.getLeft(result)))
+        yield* broker.publish(topic, order("marker"))
+        assert.strictEqual(yield* take(handled, "the marker"), "marker")
+        assert.strictEqual(yield* Queue.size(handled), 0)
+      }))
+
+    it.effect("publishing to a topic no group is bound to fails PublishRejected unroutable", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker.Broker
+        const result = yield* Effect.either(broker.publish(freshTopic("nobody"), order("u-1")))
+        assert.isTrue(Either.isLeft(result))
+        if (Either.isRight(result)) return
+        const error = result.left
+        assert.strictEqual(error._tag, "PublishRejected")
+        if (error._tag !== "PublishRejected") return
+        assert.strictEqual(error.reason, "unroutable")
+        assert.strictEqual(error.ambiguous, false)
+      }))
+
+    it.effect("invalid group, header or priority fail with InvalidName", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker.Broker
+        const topic = freshTopic("invalid")
+        const kindOf = <A, X extends { readonly _tag: string }>(effect: Effect.Effect<A, X>) =>
+          Effect.map(Effect.flip(effect), (error) => (error._tag === "InvalidName" && "kind" in error ? error.kind : error._tag))
+        const subscribeTo = (group: string) => Effect.scoped(broker.subscribe(topic, () => Effect.void, { group }))
+        assert.strictEqual(yield* kindOf(subscribeTo("amq.reserved")), "group")
+        assert.strictEqual(yield* kindOf(subscribeTo("has space")), "group")
+        assert.strictEqual(yield* kindOf(subscribeTo("")), "group")
+        // A valid group so that failures below are about the option, not routing.
+        yield* subscribeTo(uniqueName("g"))
+        assert.strictEqual(yield* kindOf(broker.publish(topic, order("i"), { headers: { "x-eb-attempt": "9" } })), "header")
+        assert.strictEqual(yield* kindOf(broker.publish(topic, order("i"), { headers: { "": "empty" } })), "header")
+        assert.strictEqual(yield* kindOf(broker.publish(topic, order("i"), { priority: 256 })), "option")
+        assert.strictEqual(yield* kindOf(broker.publish(topic, order("i"), { priority: 1.5 })), "option")
+      }))
+
+    it.scoped("a body over maxMessageBytes fails PublishRejected too-large and sends nothing", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker.Broker
+        const probe = yield* ContractProbe
+        const topic = freshTopic("large")
+        const handled = yield* Queue.unbounded<string>()
+        yield* broker.subscribe(topic, (m) => Queue.offer(handled, m.id), { group: uniqueName("g"), concurrency: 1 })
+        const result = yield* Effect.either(broker.publish(topic, order("x".repeat(probe.maxMessageBytes + 1))))
+        assert.isTrue(Either.isLeft(result))
+        if (Either.isRight(result)) return
+        assert.strictEqual(result.left._tag, "PublishRejected")
+        assert.strictEqual(result.left._tag === "PublishRejected" ? result.left.reason : "", "too-large")
+        yield* broker.publish(topic, order("marker"))
+        assert.strictEqual(yield* take(handled, "the marker"), "marker")
+      }))
+
+    it.scoped("publishAll returns one outcome per entry, in order, and sends the good ones", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker.Broker
+        const topic = freshTopic("batch")
+        const handled = yield* Queue.unbounded<string>()
+        yield* broker.subscribe(topic, (m) => Queue.offer(handled, m.id), { group: uniqueName("g"), concurrency: 1 })
+        const outcomes = yield* broker.publishAll([
+          Broker.entry(topic, order("good-1")),
+          Broker.entry(topic, order("bad-encode", 0.5)),
+          Broker.entry(topic, order("bad-header"), { headers: { "x-eb-group": "nope" } }),
+          Broker.entry(freshTopic("batch-nobody"), order("unroutable")),
+          Broker.entry(topic, order("good-2"))
+        ])
+        const tags = outcomes.map(Either.match({ onLeft: (e) => e._tag, onRight: () => "ok" }))
+        assert.deepStrictEqual(tags, ["ok", "EncodeError", "InvalidName", "PublishRejected", "ok"])
+        const rejected = Option.getOrUndefined(Option.flatMap(Option.fromNullable(outcomes[3]), Either.getLeft))
+        assert.strictEqual(rejected?._tag === "PublishRejected" ? rejected.reason : undefined, "unroutable")
+        assert.deepStrictEqual(yield* takeN(handled, 2, "good message"), ["good-1", "good-2"])
+      }))
+
+    it.scoped("the consumer's broker.process span is a child of the producer's span", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker.Broker
+        const topic = freshTopic("trace")
+        const seen = yield* Deferred.make<{ readonly traceparent: string | undefined; readonly span: Option.Option<Effect.Effect.Success<typeof Effect.currentSpan>> }>()
+        yield* broker.subscribe(
+          topic,
+          (_, envelope) =>
+            Effect.option(Effect.currentSpan).pipe(
+              Effect.flatMap((span) => Deferred.succeed(seen, { traceparent: envelope.traceparent, span }))
+            ),
+          { group: uniqueName("g") }
+        )
+        const producer = yield* Effect.currentSpan.pipe(
+          Effect.tap(() => broker.publish(topic, order("t-1"))),
+          Effect.withSpan("test.producer")
+        )
+        const { span, traceparent } = yield* within("the traced message", Deferred.await(seen))
+        assert.isDefined(traceparent)
+        assert.include(traceparent, producer.traceId)
+        assert.isTrue(Option.isSome(span))
+        if (Option.isNone(span)) return
+        assert.strictEqual(span.value.name, "broker.process")
+        assert.strictEqual(span.value.traceId, producer.traceId)
+        const parentSpanId = Option.map(span.value.parent, (parent) => parent.spanId)
+        assert.deepStrictEqual(parentSpanId, Option.some(traceparent?.split("-")[2] ?? ""))
+      }))
+  })
+}
