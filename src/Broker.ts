@@ -256,7 +256,23 @@ export interface Service {
     handler: Handler<A, E, R>,
     options: SubscribeOptions<E>
   ) => Effect.Effect<void, SubscribeError, R | Scope.Scope>
+  /**
+   * Declares a group's durable queue bound to the topic without consuming, so messages published
+   * before the group's first consumer starts are kept (TaskQueue enqueues before any worker
+   * runs). Idempotent. A no-op on a transport that cannot declare.
+   */
+  readonly declare: <A, I>(topic: Subscribable<A, I>, options: DeclareOptions) => Effect.Effect<void, SubscribeError>
   readonly health: Effect.Effect<Health>
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface DeclareOptions {
+  readonly group: string
+  /** Must match the `maxPriority` the group's subscribers use (RabbitMQ refuses other arguments). */
+  readonly maxPriority?: number | undefined
 }
 
 /**
@@ -348,6 +364,12 @@ export interface Transport {
     subscription: TransportSubscription,
     handle: (delivery: TransportDelivery) => Effect.Effect<Disposition>
   ) => Effect.Effect<void, BrokerUnavailable, Scope.Scope>
+  /**
+   * Declares the subscription's durable group queue and binding without consuming; idempotent.
+   * Optional: without it `Broker.declare` is a no-op and publishes stay unroutable until the
+   * group's first consumer starts.
+   */
+  readonly declare?: ((subscription: TransportSubscription) => Effect.Effect<void, BrokerUnavailable>) | undefined
   readonly health: Effect.Effect<Health>
   /** Largest body the transport accepts, in bytes. */
   readonly maxMessageBytes: number

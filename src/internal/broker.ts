@@ -336,5 +336,16 @@ export const make = (transport: Broker.Transport): Broker.Service => {
       )
     })
 
-  return { [TypeId]: TypeId, publish, publishAll, publishAllEncoded, subscribe, health: transport.health }
+  const declare = <A, I>(topic: Broker.Subscribable<A, I>, options: Broker.DeclareOptions) =>
+    Effect.gen(function*() {
+      yield* names.validateGroup(options.group)
+      const maxPriority = options.maxPriority
+      if (maxPriority !== undefined && (!Number.isInteger(maxPriority) || maxPriority < 1 || maxPriority > 255)) {
+        return yield* new InvalidName({ kind: "option", value: String(maxPriority), reason: "maxPriority must be an integer from 1 to 255" })
+      }
+      if (transport.declare === undefined) return
+      yield* transport.declare({ pattern: topic.name, group: options.group, concurrency: 1, maxPriority })
+    })
+
+  return { [TypeId]: TypeId, publish, publishAll, publishAllEncoded, subscribe, declare, health: transport.health }
 }

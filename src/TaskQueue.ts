@@ -1,0 +1,366 @@
+/**
+ * Enqueue typed tasks, run them in workers, await their typed results. Tasks ride on the
+ * Broker (any implementation): each task is a topic `tasks.<name>` consumed by the durable
+ * group `tasks.<name>`, so retries, delays, dead-lettering and crash redelivery are the
+ * Broker's. Results and deduplication keys live in a {@link ResultStore}.
+ *
+ * @since 0.1.0
+ */
+import * as Context from "effect/Context"
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import type * as Option from "effect/Option"
+import type * as Scope from "effect/Scope"
+import type * as Broker from "./Broker.js"
+import * as internal from "./internal/taskQueue.js"
+import * as memory from "./internal/taskResultStore.js"
+import type * as Task from "./Task.js"
+
+export {
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
+  EnqueueError,
+  /**
+   * @since 0.1.0
+   * @category type ids
+   */
+  ErrorTypeId,
+  /**
+   * @since 0.1.0
+   * @category guards
+   */
+  isTaskQueueError,
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
+  ResultError,
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
+  ResultStoreError
+} from "./internal/taskErrors.js"
+import type { EnqueueError, ResultError, ResultStoreError } from "./internal/taskErrors.js"
+
+/**
+ * @since 0.1.0
+ * @category type ids
+ */
+export const HandleTypeId: unique symbol = internal.HandleTypeId
+
+/**
+ * @since 0.1.0
+ * @category type ids
+ */
+export type HandleTypeId = typeof HandleTypeId
+
+// ---------------------------------------------------------------------------
+// models
+// ---------------------------------------------------------------------------
+
+/**
+ * What `enqueue` returns: the task id and what is needed to await its typed result.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface TaskHandle<S, F> {
+  readonly [HandleTypeId]: HandleTypeId
+  /** The task id (the Broker message id). */
+  readonly id: string
+  /** The task name. */
+  readonly task: string
+  readonly key: string | undefined
+  /** True when an earlier enqueue with the same key was found and nothing was enqueued. */
+  readonly deduplicated: boolean
+  /** @internal */
+  readonly codec: internal.HandleCodec<S, F>
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface EnqueueOptions {
+  /** Run no earlier than this from now. */
+  readonly delay?: Duration.DurationInput | undefined
+  /**
+   * Deduplication key, scoped to the task name: while a task with this key is pending (or
+   * within the layer's `keyWindow` after it was enqueued) nothing is enqueued and the first
+   * task's handle is returned. Needs a result store.
+   */
+  readonly key?: string | undefined
+  /** 0-255; honoured when the task is defined with `maxPriority`. */
+  readonly priority?: number | undefined
+  /** Extra headers carried to the handler's context. */
+  readonly headers?: Readonly<Record<string, string>> | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface ResultOptions {
+  /** How long to wait for the task to finish. Default 30 seconds. */
+  readonly timeout?: Duration.DurationInput | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Service {
+  /** Encodes the payload with the task's Schema and publishes it once the broker confirmed. */
+  readonly enqueue: <Name extends string, P, S, F>(
+    task: Task.Task<Name, P, S, F>,
+    payload: P,
+    options?: EnqueueOptions
+  ) => Effect.Effect<TaskHandle<S, F>, EnqueueError>
+  /** Waits for the task's outcome: its success value, its typed failure, or a `ResultError`. */
+  readonly result: <S, F>(handle: TaskHandle<S, F>, options?: ResultOptions) => Effect.Effect<S, F | ResultError>
+  /** The outcome if the task has finished, without waiting. */
+  readonly poll: <S, F>(handle: TaskHandle<S, F>) => Effect.Effect<Option.Option<Effect.Effect<S, F | ResultError>>, ResultError>
+}
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export class TaskQueue extends Context.Tag("effect-background/TaskQueue")<TaskQueue, Service>() {}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /**
+   * How long a key blocks new enqueues after the first enqueue, even once that task finished.
+   * Default 0: a key blocks only while its task is pending.
+   */
+  readonly keyWindow?: Duration.DurationInput | undefined
+  /** How often `result` polls a store that cannot notify. Default 50 ms. */
+  readonly pollInterval?: Duration.DurationInput | undefined
+}
+
+/**
+ * What a handler receives beside the payload.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface TaskContext {
+  readonly id: string
+  readonly task: string
+  /** 1 on the first attempt; incremented by each retry. */
+  readonly attempt: number
+  readonly key: string | undefined
+  /** True when the broker redelivers after a crash or lost connection (not a retry). */
+  readonly redelivered: boolean
+  readonly enqueuedAt: Date
+  readonly headers: Readonly<Record<string, string>>
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type Handler<P, S, F, R> = (payload: P, context: TaskContext) => Effect.Effect<S, F, R>
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface WorkerOptions {
+  /** Tasks run at once by this worker (the Broker's prefetch). Default 10. */
+  readonly concurrency?: number | undefined
+  /** How long a finished task's result is kept. Default 1 day. */
+  readonly resultTtl?: Duration.DurationInput | undefined
+}
+
+// ---------------------------------------------------------------------------
+// result store port
+// ---------------------------------------------------------------------------
+
+/**
+ * A finished task's outcome as stored: JSON text encoded with the task's Schemas (the codecs
+ * live here, not in the store). Times are epoch milliseconds.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface StoredResult {
+  readonly id: string
+  readonly task: string
+  readonly outcome: string
+  readonly finishedAt: number
+  readonly expiresAt: number
+}
+
+/**
+ * A deduplication key claim. A claim is live while its task is pending (not `done`) or until
+ * `expiresAt`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface KeyClaim {
+  readonly task: string
+  readonly key: string
+  readonly id: string
+  readonly claimedAt: number
+  readonly expiresAt: number
+}
+
+/**
+ * The port a result store implements; strings and numbers only.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ResultStoreService {
+  /** Saves (or replaces, for a re-run) a task's outcome. */
+  readonly put: (result: StoredResult) => Effect.Effect<void, ResultStoreError>
+  /** The outcome of task `id` unless it expired before `now`. */
+  readonly get: (id: string, now: number) => Effect.Effect<Option.Option<StoredResult>, ResultStoreError>
+  /**
+   * Claims `key` for task `id` unless a live claim exists; returns the id holding the key
+   * (`claim.id` when this call won). Atomic: of concurrent claims exactly one wins.
+   */
+  readonly claim: (claim: KeyClaim) => Effect.Effect<string, ResultStoreError>
+  /** Drops the claim if `id` still holds it (its enqueue failed). */
+  readonly release: (task: string, key: string, id: string) => Effect.Effect<void, ResultStoreError>
+  /** Marks the claim held by `id` done: it stays live only until its `expiresAt`. */
+  readonly complete: (task: string, key: string, id: string) => Effect.Effect<void, ResultStoreError>
+  /** Optional: waits for `put` of `id` instead of polling `get`. */
+  readonly await?: ((id: string) => Effect.Effect<StoredResult, ResultStoreError>) | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export class ResultStore extends Context.Tag("effect-background/TaskQueue/ResultStore")<ResultStore, ResultStoreService>() {}
+
+/**
+ * An in-process result store (tests, single-process apps); time comes from `Clock`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makeResultStoreMemory: Effect.Effect<ResultStoreService> = memory.make
+
+/**
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerResultStoreMemory: Layer.Layer<ResultStore> = Layer.effect(ResultStore, memory.make)
+
+// ---------------------------------------------------------------------------
+// constructors, layers
+// ---------------------------------------------------------------------------
+
+/**
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (options?: Options): Effect.Effect<Service, never, Broker.Broker | ResultStore> =>
+  internal.make(options)
+
+/**
+ * The TaskQueue service with results and deduplication keys in the provided `ResultStore`.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options?: Options): Layer.Layer<TaskQueue, never, Broker.Broker | ResultStore> =>
+  Layer.effect(TaskQueue, make(options))
+
+/**
+ * The TaskQueue service without a result store: `result` fails with `no-store`, and keyed
+ * enqueues fail with `key-store`.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerWithoutResults = (options?: Options): Layer.Layer<TaskQueue, never, Broker.Broker> =>
+  Layer.effect(TaskQueue, internal.makeWithoutStore(options))
+
+/**
+ * A worker for one task: consumes `tasks.<name>` through the Broker with a concurrency limit,
+ * runs the handler with the task's timeout, retries typed failures, timeouts and defects on the
+ * task's retry Schedule, dead-letters when it is exhausted (or the failure is non-retryable),
+ * records outcomes in the `ResultStore` when one is provided, and drains in-flight tasks when
+ * the Layer is released.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const worker = <Name extends string, P, S, F, R>(
+  task: Task.Task<Name, P, S, F>,
+  handler: Handler<P, S, F, R>,
+  options?: WorkerOptions
+): Layer.Layer<never, Broker.SubscribeError, Broker.Broker | Exclude<R, Scope.Scope>> =>
+  Layer.scopedDiscard(internal.worker(task, handler, options))
+
+/**
+ * A handle for a task id known from elsewhere (another process, a database row), to await its
+ * result.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const handle = <Name extends string, P, S, F>(
+  task: Task.Task<Name, P, S, F>,
+  id: string,
+  key?: string
+): TaskHandle<S, F> => internal.makeHandle(task, id, key, false)
+
+// ---------------------------------------------------------------------------
+// accessors
+// ---------------------------------------------------------------------------
+
+/**
+ * @since 0.1.0
+ * @category accessors
+ */
+export const enqueue = <Name extends string, P, S, F>(
+  task: Task.Task<Name, P, S, F>,
+  payload: P,
+  options?: EnqueueOptions
+): Effect.Effect<TaskHandle<S, F>, EnqueueError, TaskQueue> =>
+  Effect.flatMap(TaskQueue, (queue) => queue.enqueue(task, payload, options))
+
+/**
+ * @since 0.1.0
+ * @category accessors
+ */
+export const result = <S, F>(
+  handle: TaskHandle<S, F>,
+  options?: ResultOptions
+): Effect.Effect<S, F | ResultError, TaskQueue> => Effect.flatMap(TaskQueue, (queue) => queue.result(handle, options))
+
+/**
+ * @since 0.1.0
+ * @category accessors
+ */
+export const poll = <S, F>(
+  handle: TaskHandle<S, F>
+): Effect.Effect<Option.Option<Effect.Effect<S, F | ResultError>>, ResultError, TaskQueue> =>
+  Effect.flatMap(TaskQueue, (queue) => queue.poll(handle))
+
+// ---------------------------------------------------------------------------
+// metrics
+// ---------------------------------------------------------------------------
+
+/**
+ * Effect metrics of task runs, tagged `task=<name>`: counters `succeeded`, `failed` (every
+ * failed attempt), `retried`, `deadLettered`, and the `inFlight` gauge.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const metrics = internal.metrics

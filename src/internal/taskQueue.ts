@@ -1,0 +1,366 @@
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
+import * as Broker from "../Broker.js"
+import { HandlerDefect } from "../BrokerError.js"
+import * as Task from "../Task.js"
+import type * as TaskQueue from "../TaskQueue.js"
+import { nextRetryDelay } from "./retry.js"
+import type { Outcome, ResultCodec } from "./task.js"
+import { EnqueueError, ResultError, type ResultStoreError } from "./taskErrors.js"
+
+/** @internal */
+export const HandleTypeId: TaskQueue.HandleTypeId = Symbol.for("effect-background/TaskQueue/TaskHandle") as TaskQueue.HandleTypeId
+
+/** Header carrying the dedup key to the worker, which marks the key's claim done. */
+const keyHeader = "eb-task-key"
+
+const maxDetail = 4000
+
+const defaultResultTtl = Duration.days(1)
+const defaultResultTimeout = Duration.seconds(30)
+const defaultPollInterval = Duration.millis(50)
+
+/** @internal */
+export type HandleCodec<S, F> = ResultCodec<S, F>
+
+/** @internal */
+export const makeHandle = <Name extends string, P, S, F>(
+  task: Task.Task<Name, P, S, F>,
+  id: string,
+  key: string | undefined,
+  deduplicated: boolean
+): TaskQueue.TaskHandle<S, F> => ({ [HandleTypeId]: HandleTypeId, id, task: task.name, key, deduplicated, codec: task.resultCodec })
+
+const durationOption = (input: Duration.DurationInput | undefined, fallback: Duration.Duration, name: string) => {
+  if (input === undefined) return fallback
+  const decoded = Duration.decodeUnknown(input)
+  if (Option.isNone(decoded) || Duration.toMillis(decoded.value) < 0) {
+    throw new RangeError(`${name} must be a non-negative duration, got ${String(input)}`)
+  }
+  return decoded.value
+}
+
+// ---------------------------------------------------------------------------
+// metrics
+// ---------------------------------------------------------------------------
+
+/** @internal */
+export const metrics = {
+  succeeded: Metric.counter("effect_background_tasks_succeeded", { description: "task runs that succeeded", incremental: true }),
+  failed: Metric.counter("effect_background_tasks_failed", { description: "task attempts that failed", incremental: true }),
+  retried: Metric.counter("effect_background_tasks_retried", { description: "failed attempts scheduled for retry", incremental: true }),
+  deadLettered: Metric.counter("effect_background_tasks_dead_lettered", {
+    description: "tasks dead-lettered (retries exhausted or non-retryable)",
+    incremental: true
+  }),
+  inFlight: Metric.gauge("effect_background_tasks_in_flight", { description: "task runs in progress" })
+} as const
+
+// ---------------------------------------------------------------------------
+// producer side
+// ---------------------------------------------------------------------------
+
+const enqueueErrorOf = (task: string, error: Broker.PublishError | Broker.SubscribeError): EnqueueError => {
+  switch (error._tag) {
+    case "EncodeError":
+    case "InvalidName":
+      return new EnqueueError({ task, reason: "invalid", ambiguous: false, detail: error.message })
+    case "BrokerUnavailable":
+      return new EnqueueError({ task, reason: "unavailable", ambiguous: false, detail: error.message })
+    case "PublishRejected":
+      return error.reason === "unroutable"
+        ? new EnqueueError({
+          task,
+          reason: "no-queue",
+          ambiguous: false,
+          detail: `no queue is bound to "${error.topic}": this broker cannot declare queues ahead of workers, start a worker first`
+        })
+        : new EnqueueError({ task, reason: error.reason === "invalid" || error.reason === "too-large" ? "invalid" : "rejected", ambiguous: error.ambiguous, detail: error.message })
+  }
+}
+
+const storeUnavailable = (task: string, id: string, error: ResultStoreError) =>
+  new ResultError({ task, id, reason: "store-unavailable", detail: error.message, cause: error })
+
+/** Turns a stored outcome into the caller's typed result. */
+const fromOutcome = <S, F>(handle: TaskQueue.TaskHandle<S, F>, stored: TaskQueue.StoredResult): Effect.Effect<S, F | ResultError> => {
+  const decoded = handle.codec.decode(stored.outcome)
+  if (Either.isLeft(decoded)) {
+    return Effect.fail(new ResultError({ task: handle.task, id: handle.id, reason: "malformed", detail: decoded.left }))
+  }
+  const outcome: Outcome<S, F> = decoded.right
+  if (outcome._tag === "Success") return Effect.succeed(outcome.value)
+  const error = outcome.error
+  if (error instanceof Task.TaskTimeout) {
+    return Effect.fail(new ResultError({ task: handle.task, id: handle.id, reason: "task-timeout", detail: error.message }))
+  }
+  if (error instanceof HandlerDefect) {
+    return Effect.fail(new ResultError({ task: handle.task, id: handle.id, reason: "task-defect", detail: error.detail }))
+  }
+  return Effect.fail(error)
+}
+
+const noStore = (task: string, id: string) =>
+  new ResultError({ task, id, reason: "no-store", detail: "the TaskQueue layer was built without a result store" })
+
+const makeService = (
+  broker: Broker.Service,
+  store: Option.Option<TaskQueue.ResultStoreService>,
+  options: TaskQueue.Options | undefined
+): TaskQueue.Service => {
+  const keyWindow = Duration.toMillis(durationOption(options?.keyWindow, Duration.zero, "keyWindow"))
+  const pollInterval = durationOption(options?.pollInterval, defaultPollInterval, "pollInterval")
+
+  // Queues declared by this process, so an enqueue before any worker started is kept.
+  const declared = new Map<string, Effect.Effect<void, Broker.SubscribeError>>()
+  const declare = <A>(task: { readonly group: string; readonly maxPriority: number | undefined; readonly topic: Broker.Subscribable<A, unknown> }) => {
+    let once = declared.get(task.group)
+    if (once === undefined) {
+      once = Effect.runSync(
+        Effect.cached(
+          Effect.tapError(
+            broker.declare(task.topic, { group: task.group, maxPriority: task.maxPriority }),
+            () => Effect.sync(() => declared.delete(task.group))
+          )
+        )
+      )
+      declared.set(task.group, once)
+    }
+    return once
+  }
+
+  const enqueue = <Name extends string, P, S, F>(
+    task: Task.Task<Name, P, S, F>,
+    payload: P,
+    enqueueOptions?: TaskQueue.EnqueueOptions
+  ): Effect.Effect<TaskQueue.TaskHandle<S, F>, EnqueueError> =>
+    Effect.gen(function*() {
+      const id = crypto.randomUUID()
+      const key = enqueueOptions?.key
+      yield* Effect.mapError(declare(task), (e) => enqueueErrorOf(task.name, e))
+      const publishOptions: Broker.PublishOptions = {
+        messageId: id,
+        delay: enqueueOptions?.delay,
+        priority: enqueueOptions?.priority,
+        headers: key === undefined ? enqueueOptions?.headers : { ...enqueueOptions?.headers, [keyHeader]: key }
+      }
+      if (key === undefined) {
+        yield* Effect.mapError(broker.publish(task.topic, payload, publishOptions), (e) => enqueueErrorOf(task.name, e))
+        return makeHandle(task, id, undefined, false)
+      }
+      if (Option.isNone(store)) {
+        return yield* new EnqueueError({ task: task.name, reason: "key-store", ambiguous: false, detail: "keys need a result store; none was provided" })
+      }
+      const now = yield* Clock.currentTimeMillis
+      const holder = yield* Effect.mapError(
+        store.value.claim({ task: task.name, key, id, claimedAt: now, expiresAt: now + keyWindow }),
+        (error) => new EnqueueError({ task: task.name, reason: "key-store", ambiguous: false, detail: error.message, cause: error })
+      )
+      if (holder !== id) return makeHandle(task, holder, key, true)
+      return yield* broker.publish(task.topic, payload, publishOptions).pipe(
+        Effect.mapError((e) => enqueueErrorOf(task.name, e)),
+        // The task was not accepted: free the key so a retry of this enqueue can claim it.
+        Effect.tapError(() =>
+          store.value.release(task.name, key, id).pipe(
+            Effect.catchAll((error) => Effect.logWarning("could not release a task key after a failed enqueue", error))
+          )
+        ),
+        Effect.as(makeHandle(task, id, key, false))
+      )
+    }).pipe(
+      Effect.withSpan("task.enqueue", {
+        kind: "producer",
+        captureStackTrace: false,
+        attributes: { "effect_background.task": task.name }
+      })
+    )
+
+  const poll = <S, F>(
+    handle: TaskQueue.TaskHandle<S, F>
+  ): Effect.Effect<Option.Option<Effect.Effect<S, F | ResultError>>, ResultError> =>
+    Effect.gen(function*() {
+      if (Option.isNone(store)) return yield* noStore(handle.task, handle.id)
+      const now = yield* Clock.currentTimeMillis
+      const stored = yield* Effect.mapError(store.value.get(handle.id, now), (e) => storeUnavailable(handle.task, handle.id, e))
+      return Option.map(stored, (s) => fromOutcome(handle, s))
+    })
+
+  const result = <S, F>(handle: TaskQueue.TaskHandle<S, F>, resultOptions?: TaskQueue.ResultOptions): Effect.Effect<S, F | ResultError> =>
+    Effect.gen(function*() {
+      if (Option.isNone(store)) return yield* noStore(handle.task, handle.id)
+      const s = store.value
+      const timeout = durationOption(resultOptions?.timeout, defaultResultTimeout, "timeout")
+      const polling: Effect.Effect<TaskQueue.StoredResult, ResultStoreError> = Clock.currentTimeMillis.pipe(
+        Effect.flatMap((now) => s.get(handle.id, now)),
+        Effect.flatMap((found) =>
+          Option.isSome(found) ? Effect.succeed(found.value) : Effect.zipRight(Effect.sleep(pollInterval), polling)
+        )
+      )
+      const wait = s.await !== undefined ? s.await(handle.id) : polling
+      const stored = yield* wait.pipe(
+        Effect.mapError((e) => storeUnavailable(handle.task, handle.id, e)),
+        Effect.timeoutFail({
+          duration: timeout,
+          onTimeout: () =>
+            new ResultError({ task: handle.task, id: handle.id, reason: "wait-timeout", detail: `not finished within ${Duration.format(timeout)}` })
+        })
+      )
+      return yield* fromOutcome(handle, stored)
+    })
+
+  return { enqueue, result, poll }
+}
+
+/** @internal */
+export const make = (options: TaskQueue.Options | undefined) =>
+  Effect.gen(function*() {
+    const broker = yield* Broker.Broker
+    const store = yield* Effect.serviceOption(ResultStore)
+    return makeService(broker, store, options)
+  })
+
+/** @internal */
+export const makeWithoutStore = (options: TaskQueue.Options | undefined) =>
+  Effect.map(Broker.Broker, (broker) => makeService(broker, Option.none(), options))
+
+/**
+ * The same key as the `TaskQueue.ResultStore` class: tags resolve by key, and this keeps the
+ * module graph acyclic.
+ *
+ * @internal
+ */
+export const ResultStore = Context.GenericTag<TaskQueue.ResultStore, TaskQueue.ResultStoreService>(
+  "effect-background/TaskQueue/ResultStore"
+)
+
+// ---------------------------------------------------------------------------
+// worker side
+// ---------------------------------------------------------------------------
+
+/** The task's retry Schedule, stopped at once for non-retryable failures. */
+const effectiveRetry = <Name extends string, P, S, F>(task: Task.Task<Name, P, S, F>): Schedule.Schedule<unknown, Task.RunError<F>> => {
+  const nonRetryable = task.nonRetryable
+  if (nonRetryable === undefined) return task.retry
+  return Schedule.whileInput(
+    task.retry,
+    (error: Task.RunError<F>) => error instanceof Task.TaskTimeout || error instanceof HandlerDefect || !nonRetryable(error)
+  )
+}
+
+const describe = (error: unknown): string => {
+  const text = error instanceof Error ? error.message : typeof error === "string" ? error : JSON.stringify(error) ?? String(error)
+  return text.length > maxDetail ? `${text.slice(0, maxDetail)}…` : text
+}
+
+/** @internal */
+export const worker = <Name extends string, P, S, F, R>(
+  task: Task.Task<Name, P, S, F>,
+  handler: TaskQueue.Handler<P, S, F, R>,
+  options: TaskQueue.WorkerOptions | undefined
+): Effect.Effect<void, Broker.SubscribeError, Broker.Broker | Exclude<R, Scope.Scope> | Scope.Scope> =>
+  Effect.gen(function*() {
+    const broker = yield* Broker.Broker
+    const store = yield* Effect.serviceOption(ResultStore)
+    const resultTtl = Duration.toMillis(durationOption(options?.resultTtl, defaultResultTtl, "resultTtl"))
+    const retry = effectiveRetry(task)
+    const timeout = task.timeout
+    const tags = { task: task.name }
+    const succeeded = Metric.tagged(metrics.succeeded, "task", task.name)
+    const failed = Metric.tagged(metrics.failed, "task", task.name)
+    const retried = Metric.tagged(metrics.retried, "task", task.name)
+    const deadLettered = Metric.tagged(metrics.deadLettered, "task", task.name)
+    const inFlight = Metric.tagged(metrics.inFlight, "task", task.name)
+    const context = yield* Effect.context<Exclude<R, Scope.Scope>>()
+
+    /** Result and key bookkeeping never fails the task: a store outage must not stop processing (T4). */
+    const record = (id: string, key: string | undefined, outcome: Outcome<S, F>) =>
+      Effect.gen(function*() {
+        if (Option.isNone(store)) return
+        const encoded = task.resultCodec.encode(outcome)
+        const now = yield* Clock.currentTimeMillis
+        if (Either.isLeft(encoded)) {
+          yield* Effect.logWarning("task result does not encode with its Schema; not stored").pipe(
+            Effect.annotateLogs({ ...tags, id, issue: encoded.left })
+          )
+        } else {
+          yield* store.value.put({ id, task: task.name, outcome: encoded.right, finishedAt: now, expiresAt: now + resultTtl }).pipe(
+            Effect.catchAll((error) => Effect.logWarning("could not store a task result", error).pipe(Effect.annotateLogs({ ...tags, id })))
+          )
+        }
+        if (key !== undefined) {
+          yield* store.value.complete(task.name, key, id).pipe(
+            Effect.catchAll((error) => Effect.logWarning("could not release a task key", error).pipe(Effect.annotateLogs({ ...tags, id })))
+          )
+        }
+      })
+
+    const run = (payload: P, envelope: Broker.Envelope): Effect.Effect<void, Task.RunError<F>> => {
+      const key = envelope.headers[keyHeader]
+      const { [keyHeader]: _key, ...headers } = envelope.headers
+      const taskContext: TaskQueue.TaskContext = {
+        id: envelope.id,
+        task: task.name,
+        attempt: envelope.attempt,
+        key,
+        redelivered: envelope.redelivered,
+        enqueuedAt: envelope.publishedAt,
+        headers
+      }
+      const body: Effect.Effect<S, Task.RunError<F>> = Effect.provide(Effect.scoped(handler(payload, taskContext)), context).pipe(
+        (self) =>
+          timeout === undefined ? self : Effect.timeoutFail(self, {
+            duration: timeout,
+            onTimeout: () =>
+              new Task.TaskTimeout({ task: task.name, id: envelope.id, attempt: envelope.attempt, timeoutMillis: Duration.toMillis(timeout) })
+          }),
+        Effect.catchAllDefect((defect) => Effect.fail(new HandlerDefect({ detail: describe(defect) })))
+      )
+      return body.pipe(
+        Effect.exit,
+        Effect.flatMap((exit): Effect.Effect<void, Task.RunError<F>> => {
+          if (Exit.isSuccess(exit)) {
+            return record(envelope.id, key, { _tag: "Success", value: exit.value }).pipe(Effect.zipRight(Metric.increment(succeeded)))
+          }
+          const failure = Cause.failureOption(exit.cause)
+          // Interrupted (shutdown): let the broker requeue it.
+          if (Option.isNone(failure)) return Effect.failCause(exit.cause)
+          const error = failure.value
+          return nextRetryDelay(retry, envelope.attempt, error).pipe(
+            Effect.flatMap((delay) =>
+              Option.isSome(delay)
+                ? Metric.increment(retried)
+                : record(envelope.id, key, { _tag: "Failure", error }).pipe(Effect.zipRight(Metric.increment(deadLettered)))
+            ),
+            Effect.zipRight(Metric.increment(failed)),
+            Effect.zipRight(Effect.fail(error))
+          )
+        }),
+        (self) => Effect.zipRight(Metric.modify(inFlight, 1), self),
+        Effect.ensuring(Metric.modify(inFlight, -1)),
+        Effect.withSpan("task.run", {
+          captureStackTrace: false,
+          attributes: {
+            "effect_background.task": task.name,
+            "effect_background.task.id": envelope.id,
+            "effect_background.attempt": envelope.attempt
+          }
+        })
+      )
+    }
+
+    yield* broker.subscribe<P, unknown, Task.RunError<F>, never>(task.topic, run, {
+      group: task.group,
+      concurrency: options?.concurrency,
+      retry,
+      maxPriority: task.maxPriority
+    })
+  })
