@@ -1,0 +1,202 @@
+/**
+ * The Outbox on PostgreSQL: the table (created idempotently on Layer build), `Outbox.add` through
+ * the ambient `SqlClient`, and the dispatcher — `FOR UPDATE SKIP LOCKED` claims, confirmed
+ * publishes through the `Broker`, LISTEN/NOTIFY wake-ups with a poll as fallback.
+ *
+ * @since 0.1.0
+ */
+import * as PgClient from "@effect/sql-pg/PgClient"
+import * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
+import * as Redacted from "effect/Redacted"
+import type * as Scope from "effect/Scope"
+import type * as Pg from "pg"
+import * as Broker from "../Broker.js"
+import { InvalidName } from "../BrokerError.js"
+import * as Dispatcher from "../internal/outbox/dispatcher.js"
+import * as Sql from "../internal/outbox/sql.js"
+import * as Store from "../internal/outbox/store.js"
+import * as Outbox from "../Outbox.js"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /** Table name prefix: the table is `<prefix>_outbox`. Default `eb`. */
+  readonly prefix?: string | undefined
+  /**
+   * After each `add`, wake dispatchers in other processes with a `pg_notify` sent on a separate
+   * connection, coalesced to at most one per `notifyInterval` (never inside the caller's
+   * transaction). Default true.
+   */
+  readonly notify?: boolean | undefined
+  /** Default 5 milliseconds. */
+  readonly notifyInterval?: Duration.DurationInput | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface DispatcherOptions extends Options, Outbox.DispatcherOptions {}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export const defaults = {
+  prefix: "eb",
+  notifyInterval: "5 millis"
+} as const
+
+const resolveTables = (options: Options | undefined): Effect.Effect<Sql.Tables, InvalidName> =>
+  Either.match(Sql.tables(options?.prefix ?? defaults.prefix), { onLeft: Effect.fail, onRight: Effect.succeed })
+
+/**
+ * Creates the table if needed and returns the `Outbox` service.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (
+  options?: Options
+): Effect.Effect<Outbox.Service, SqlError | InvalidName, SqlClient.SqlClient | Scope.Scope> =>
+  Effect.gen(function*() {
+    const tables = yield* resolveTables(options)
+    const sql = yield* SqlClient.SqlClient
+    yield* Sql.setup(sql, tables)
+    return yield* Store.make(sql, {
+      tables,
+      notify: options?.notify ?? true,
+      notifyInterval: Duration.decode(options?.notifyInterval ?? defaults.notifyInterval)
+    })
+  })
+
+/**
+ * The `Outbox` service alone (producers that do not dispatch).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerStore = (options?: Options): Layer.Layer<Outbox.Outbox, SqlError | InvalidName, SqlClient.SqlClient> =>
+  Layer.scoped(Outbox.Outbox, make(options))
+
+const invalidOption = (name: string, value: unknown, reason: string) =>
+  new InvalidName({ kind: "option", value: `${name}=${String(value)}`, reason })
+
+const positiveInt = (name: string, value: number, max: number) =>
+  Number.isInteger(value) && value >= 1 && value <= max
+    ? Effect.succeed(value)
+    : Effect.fail(invalidOption(name, value, `must be an integer from 1 to ${max}`))
+
+const listenConfig = (config: PgClient.PgClientConfig, applicationName: string): Pg.ClientConfig => ({
+  connectionString: config.url === undefined ? undefined : Redacted.value(config.url),
+  host: config.path ?? config.host,
+  port: config.port,
+  database: config.database,
+  user: config.username,
+  password: config.password === undefined ? undefined : Redacted.value(config.password),
+  ssl: config.ssl,
+  application_name: applicationName,
+  keepAlive: true
+})
+
+/**
+ * Runs a dispatcher for as long as the Layer lives: `concurrency` claim loops, the LISTEN
+ * connection, retention and metrics. Batches run on the `SqlClient` it is given (give it its own
+ * pool with an `applicationName` to tell its connections apart). Creates the table if needed.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const dispatcher = (
+  options?: DispatcherOptions
+): Layer.Layer<never, SqlError | InvalidName, SqlClient.SqlClient | PgClient.PgClient | Broker.Broker> =>
+  Layer.scopedDiscard(Effect.gen(function*() {
+    const tables = yield* resolveTables(options)
+    const sql = yield* SqlClient.SqlClient
+    const pg = yield* PgClient.PgClient
+    const broker = yield* Broker.Broker
+    yield* Sql.setup(sql, tables)
+    const batchSize = yield* positiveInt("batchSize", options?.batchSize ?? Outbox.defaults.batchSize, 100_000)
+    const concurrency = yield* positiveInt("concurrency", options?.concurrency ?? Outbox.defaults.concurrency, 64)
+    const window = yield* positiveInt("window", options?.window ?? batchSize, 100_000)
+    const retention = options?.retention === false ? Option.none() : Option.some({
+      maxAgeMs: Duration.toMillis(Duration.decode(options?.retention?.maxAge ?? Outbox.defaults.retentionMaxAge)),
+      every: Duration.decode(options?.retention?.every ?? Outbox.defaults.retentionEvery),
+      batchSize: yield* positiveInt(
+        "retention.batchSize",
+        options?.retention?.batchSize ?? Outbox.defaults.retentionBatchSize,
+        1_000_000
+      )
+    })
+    // The stats query needs no service: reuse the store's statement on this client.
+    const stats = Effect.map(Sql.stats(sql, tables), (rows): Outbox.Stats => {
+      const row = rows[0]
+      return {
+        pending: Number(row?.pending ?? 0),
+        retrying: Number(row?.retrying ?? 0),
+        dead: Number(row?.dead ?? 0),
+        oldestPendingAgeMs: Math.max(0, Math.round(Number(row?.lag_ms ?? 0))),
+        dispatchRatePerSecond: Number(row?.dispatched_last_minute ?? 0) / 60
+      }
+    })
+    const wake = yield* Queue.sliding<void>(1)
+    const local = yield* Effect.serviceOption(Outbox.Outbox)
+    if (Option.isSome(local)) yield* local.value.wake.register(wake)
+    const resolved: Dispatcher.Resolved = {
+      tables,
+      batchSize,
+      concurrency,
+      window,
+      pollInterval: Duration.decode(options?.pollInterval ?? Outbox.defaults.pollInterval),
+      ordering: options?.ordering ?? "unordered",
+      retry: options?.retry ?? Outbox.defaultRetry,
+      brokerBackoff: options?.brokerBackoff ?? Outbox.defaultBrokerBackoff,
+      retention,
+      listen: options?.listen === false
+        ? Option.none()
+        : Option.some(listenConfig(pg.config, options?.listenApplicationName ?? Outbox.defaults.listenApplicationName)),
+      metricsInterval: Duration.decode(options?.metricsInterval ?? Outbox.defaults.metricsInterval),
+      metrics: Outbox.metrics,
+      stats
+    }
+    yield* Dispatcher.make(sql, broker, resolved, wake).start
+  }))
+
+/**
+ * The `Outbox` service and a dispatcher in this process (in-process wake-ups skip the NOTIFY
+ * round trip).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (
+  options?: DispatcherOptions
+): Layer.Layer<Outbox.Outbox, SqlError | InvalidName, SqlClient.SqlClient | PgClient.PgClient | Broker.Broker> =>
+  dispatcher(options).pipe(Layer.provideMerge(layerStore(options)))
+
+/**
+ * As `layer`, with the table prefix and notify settings read from `Config`.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig = (
+  config: Config.Config.Wrap<Options>,
+  dispatcherOptions?: Outbox.DispatcherOptions
+): Layer.Layer<
+  Outbox.Outbox,
+  SqlError | InvalidName | ConfigError.ConfigError,
+  SqlClient.SqlClient | PgClient.PgClient | Broker.Broker
+> =>
+  Layer.unwrapEffect(Effect.map(Config.unwrap(config), (options) => layer({ ...dispatcherOptions, ...options })))
