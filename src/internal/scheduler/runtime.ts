@@ -1,0 +1,334 @@
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as FiberHandle from "effect/FiberHandle"
+import * as Metric from "effect/Metric"
+import * as MetricBoundaries from "effect/MetricBoundaries"
+import * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
+import type * as Scheduler from "../../Scheduler.js"
+import { TimerHeap } from "./heap.js"
+import type { Next } from "./trigger.js"
+
+/**
+ * The scheduler's engine: one leadership loop renewing the lease, and while leading one timer
+ * fiber that sleeps until the earliest next-fire instant of all schedules (a heap), claims the
+ * due slots in one lease call and enqueues them. One fiber per schedule would cost ~28-64 ms CPU
+ * per 1,000 firings (DESIGN.md); one timer costs a heap operation and an array lookup per firing.
+ */
+
+/** @internal */
+export interface Entry {
+  readonly name: string
+  readonly next: Next
+  readonly missed: Scheduler.MissedPolicy
+  /** Enqueues the slot's task with the dedup key; errors are the TaskQueue's or the payload's. */
+  readonly fire: (slot: number) => Effect.Effect<void, unknown>
+  nextAt: number | undefined
+  claimed: number | undefined
+  fired: number | undefined
+}
+
+/** @internal */
+export interface Config {
+  readonly owner: string
+  readonly leaseTtl: number
+  readonly renewEvery: number
+  readonly grace: number
+  readonly concurrency: number
+  /** Upper bound of slots enumerated when catching up or re-enqueueing after a takeover. */
+  readonly maxEnumerate: number
+}
+
+/** @internal */
+export const metrics = {
+  firings: Metric.counter("effect_background_scheduler_firings_total", {
+    description: "Slots enqueued by this scheduler",
+    incremental: true
+  }),
+  failures: Metric.counter("effect_background_scheduler_firing_failures_total", {
+    description: "Slots claimed whose enqueue failed",
+    incremental: true
+  }),
+  skipped: Metric.counter("effect_background_scheduler_skipped_total", {
+    description: "Times the missed-slot policy skipped overdue slots",
+    incremental: true
+  }),
+  lateness: Metric.histogram(
+    "effect_background_scheduler_lateness_ms",
+    MetricBoundaries.exponential({ start: 1, factor: 2, count: 14 }),
+    "Firing time minus slot time"
+  ),
+  leader: Metric.gauge("effect_background_scheduler_leader", { description: "1 while this replica fires" })
+}
+
+/**
+ * The slots of `entry` after `after` that are due at `now` under its missed-slot policy, in order;
+ * sets `entry.nextAt` to the first slot still in the future. A slot is missed when it is more
+ * than `grace` ms overdue: `skip` drops those, `catchUp({ max })` keeps the latest `max`.
+ *
+ * @internal
+ */
+export const plan = (entry: Entry, after: number, now: number, config: Config): Array<number> => {
+  const due: Array<number> = []
+  const horizon = now - config.grace
+  let t: number | undefined
+  if (entry.missed._tag === "Skip") {
+    t = entry.next(after)
+    if (t !== undefined && t < horizon) {
+      metrics.skipped.unsafeUpdate(1, [])
+      t = entry.next(Math.max(after, horizon - 1))
+    }
+  } else {
+    const max = entry.missed.max
+    t = entry.next(after)
+    let n = 0
+    while (t !== undefined && t < horizon && n < config.maxEnumerate) {
+      due.push(t)
+      if (due.length > max) due.shift()
+      t = entry.next(t)
+      n++
+    }
+    if (t !== undefined && t < horizon) t = entry.next(horizon - 1)
+  }
+  while (t !== undefined && t <= now) {
+    due.push(t)
+    t = entry.next(t)
+  }
+  entry.nextAt = t
+  return due
+}
+
+interface Firing {
+  readonly entry: Entry
+  readonly slot: number
+}
+
+const runFirings = (
+  lease: Scheduler.LeaseService,
+  config: Config,
+  validUntil: () => number,
+  batch: ReadonlyArray<Firing>
+): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    const now = yield* Clock.currentTimeMillis
+    // The lease lapsed locally: another replica may already lead. The claim is fenced in the
+    // store as well, so this only saves a round trip.
+    if (now >= validUntil()) return
+    const ranges = new Map<string, { first: number; last: number }>()
+    for (const { entry, slot } of batch) {
+      const r = ranges.get(entry.name)
+      if (r === undefined) ranges.set(entry.name, { first: slot, last: slot })
+      else {
+        r.first = Math.min(r.first, slot)
+        r.last = Math.max(r.last, slot)
+      }
+    }
+    const claims: Array<Scheduler.Claim> = []
+    for (const [schedule, r] of ranges) claims.push({ schedule, first: r.first, last: r.last })
+    const won = yield* lease.claim(config.owner, claims).pipe(
+      Effect.retry(Schedule.intersect(Schedule.spaced("50 millis"), Schedule.recurs(2))),
+      Effect.tapErrorCause((cause) => Effect.logWarning("scheduler: claiming slots failed", cause)),
+      Effect.orElseSucceed((): ReadonlyArray<string> => [])
+    )
+    if (won.length === 0) return
+    const wonSet = new Set(won)
+    const firings: Array<Firing> = []
+    for (const f of batch) {
+      if (!wonSet.has(f.entry.name)) continue
+      f.entry.claimed = Math.max(f.entry.claimed ?? f.slot, f.slot)
+      firings.push(f)
+    }
+    const fired = new Map<string, number>()
+    yield* Effect.forEach(
+      firings,
+      (f) =>
+        f.entry.fire(f.slot).pipe(
+          Effect.retry(Schedule.intersect(Schedule.exponential("20 millis"), Schedule.recurs(3))),
+          Effect.matchCauseEffect({
+            onFailure: (cause) => {
+              metrics.failures.unsafeUpdate(1, [])
+              return Effect.logError(`scheduler: enqueue of "${f.entry.name}" slot ${new Date(f.slot).toISOString()} failed`, cause)
+            },
+            onSuccess: () => {
+              metrics.firings.unsafeUpdate(1, [])
+              metrics.lateness.unsafeUpdate(Math.max(0, now - f.slot), [])
+              f.entry.fired = Math.max(f.entry.fired ?? f.slot, f.slot)
+              fired.set(f.entry.name, Math.max(fired.get(f.entry.name) ?? f.slot, f.slot))
+              return Effect.void
+            }
+          })
+        ),
+      { concurrency: config.concurrency, discard: true }
+    )
+    if (fired.size === 0) return
+    const marks: Array<Scheduler.FiredSlot> = []
+    for (const [schedule, slot] of fired) marks.push({ schedule, slot })
+    yield* lease.markFired(config.owner, marks).pipe(
+      Effect.tapErrorCause((cause) => Effect.logWarning("scheduler: recording fired slots failed", cause)),
+      Effect.ignore
+    )
+  })
+
+/**
+ * Slots claimed by a previous leader but never recorded as enqueued: enqueued again with the same
+ * dedup key (the TaskQueue drops the copy if the first enqueue did happen).
+ */
+const unfiredSlots = (entry: Entry, config: Config): Array<number> => {
+  const out: Array<number> = []
+  if (entry.claimed === undefined) return out
+  const from = entry.fired ?? entry.claimed - 1
+  let t = entry.next(from)
+  while (t !== undefined && t <= entry.claimed && out.length < config.maxEnumerate) {
+    out.push(t)
+    t = entry.next(t)
+  }
+  return out
+}
+
+/**
+ * The timer: loads the persisted slots, applies the missed-slot policy, then fires forever.
+ *
+ * @internal
+ */
+export const driver = (
+  entries: ReadonlyArray<Entry>,
+  lease: Scheduler.LeaseService,
+  config: Config,
+  validUntil: () => number
+): Effect.Effect<never, Scheduler.LeaseError> =>
+  Effect.gen(function*() {
+    const state = yield* lease.state(entries.map((e) => e.name))
+    const byName = new Map(state.map((s) => [s.schedule, s]))
+    const heap = new TimerHeap<Entry>()
+    const now0 = yield* Clock.currentTimeMillis
+    let batch: Array<Firing> = []
+    const redo: Array<Firing> = []
+    for (const entry of entries) {
+      const s = byName.get(entry.name)
+      entry.claimed = s?.claimed
+      entry.fired = s?.fired
+      for (const slot of unfiredSlots(entry, config)) redo.push({ entry, slot })
+      // No history: start from now; a new schedule never "catches up" on its past.
+      const after = entry.claimed ?? now0 - 1
+      for (const slot of plan(entry, after, now0, config)) batch.push({ entry, slot })
+      if (entry.nextAt !== undefined) heap.push(entry.nextAt, entry)
+    }
+    if (redo.length > 0) {
+      yield* Effect.logInfo(`scheduler: re-enqueueing ${redo.length} slot(s) claimed but not recorded as fired`)
+      yield* Effect.forEach(
+        redo,
+        (f) =>
+          f.entry.fire(f.slot).pipe(
+            Effect.tapErrorCause((cause) => Effect.logError(`scheduler: re-enqueue of "${f.entry.name}" failed`, cause)),
+            Effect.ignore
+          ),
+        { concurrency: config.concurrency, discard: true }
+      )
+    }
+    for (;;) {
+      if (batch.length > 0) {
+        yield* runFirings(lease, config, validUntil, batch)
+        batch = []
+      }
+      const now = yield* Clock.currentTimeMillis
+      const top = heap.peek()
+      if (top > now) {
+        if (top === Number.POSITIVE_INFINITY) return yield* Effect.never
+        yield* Effect.sleep(Duration.millis(top - now))
+        continue
+      }
+      while (heap.peek() <= now) {
+        const entry = heap.pop()
+        if (entry === undefined || entry.nextAt === undefined) break
+        const slot = entry.nextAt
+        if (now - slot <= config.grace) {
+          batch.push({ entry, slot })
+          entry.nextAt = entry.next(slot)
+        } else {
+          for (const s of plan(entry, slot - 1, now, config)) batch.push({ entry, slot: s })
+        }
+        if (entry.nextAt !== undefined) heap.push(entry.nextAt, entry)
+      }
+    }
+  })
+
+/** @internal */
+export type Role = "leader" | "standby"
+
+/**
+ * Campaigns for the lease every `renewEvery`; while held, runs the driver. Leadership is valid
+ * until the time the last successful renewal was *sent* plus the ttl, so a replica that cannot
+ * reach the store stops firing before the store lets another replica take over. A renewal that
+ * hangs (blackholed connection) times out at `renewEvery`.
+ *
+ * @internal
+ */
+export const leadership = (
+  entries: ReadonlyArray<Entry>,
+  lease: Scheduler.LeaseService,
+  config: Config,
+  onRole: (role: Role) => void
+): Effect.Effect<void, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const handle = yield* FiberHandle.make<never, Scheduler.LeaseError>()
+    let validUntil = 0
+    let leading = false
+    const getValidUntil = () => validUntil
+    const stepDown = Effect.suspend(() => {
+      if (!leading) return Effect.void
+      leading = false
+      onRole("standby")
+      metrics.leader.unsafeUpdate(0, [])
+      return FiberHandle.clear(handle).pipe(Effect.zipRight(Effect.logWarning("scheduler: lease lost, standing by")))
+    })
+    const release = lease.release(config.owner).pipe(
+      Effect.timeout(Duration.millis(config.renewEvery)),
+      Effect.tapErrorCause((cause) => Effect.logWarning("scheduler: releasing the lease failed", cause)),
+      Effect.ignore
+    )
+    // Registered before the loop is forked, so it runs after the loop and driver are interrupted.
+    yield* Effect.addFinalizer(() => Effect.suspend(() => (leading ? release : Effect.void)))
+
+    const round = Effect.gen(function*() {
+      const sentAt = yield* Clock.currentTimeMillis
+      const held = yield* lease.acquire(config.owner, config.leaseTtl).pipe(
+        Effect.timeoutFail({
+          duration: Duration.millis(config.renewEvery),
+          onTimeout: () => "timeout" as const
+        }),
+        Effect.either
+      )
+      const now = yield* Clock.currentTimeMillis
+      if (held._tag === "Right" && held.right) {
+        validUntil = sentAt + config.leaseTtl
+        if (!leading) {
+          leading = true
+          onRole("leader")
+          metrics.leader.unsafeUpdate(1, [])
+          yield* Effect.logInfo("scheduler: lease acquired, firing")
+          yield* FiberHandle.run(
+            handle,
+            driver(entries, lease, config, getValidUntil).pipe(
+              Effect.tapErrorCause((cause) => Effect.logWarning("scheduler: driver failed, restarting", cause)),
+              Effect.retry(Schedule.spaced(Duration.millis(config.renewEvery)))
+            )
+          )
+        }
+        return
+      }
+      if (held._tag === "Left") {
+        yield* Effect.logWarning("scheduler: lease renewal failed", held.left)
+        if (now >= validUntil) yield* stepDown
+      } else {
+        // Another replica holds the lease.
+        yield* stepDown
+      }
+    })
+    yield* round.pipe(
+      Effect.repeat(Schedule.spaced(Duration.millis(config.renewEvery))),
+      Effect.annotateLogs({ package: "effect-background", module: "Scheduler", owner: config.owner }),
+      Effect.interruptible,
+      Effect.forkScoped
+    )
+  })

@@ -1,0 +1,100 @@
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Schedule from "effect/Schedule"
+import * as ScheduleDecision from "effect/ScheduleDecision"
+import * as Interval from "effect/ScheduleInterval"
+import type * as Scheduler from "../../Scheduler.js"
+import * as cron from "../cron.js"
+
+/**
+ * A trigger compiled to its next-fire function: the smallest slot instant strictly after `after`
+ * (epoch ms), or undefined when the trigger is exhausted (a one-shot that fired).
+ *
+ * @internal
+ */
+export type Next = (after: number) => number | undefined
+
+/** @internal */
+export type Problem = cron.Problem
+
+const problem = (field: string, value: string, reason: string): Either.Either<never, Problem> =>
+  Either.left({ field, value, reason })
+
+const compileInterval = (trigger: Scheduler.Interval): Either.Either<Next, Problem> => {
+  const every = Duration.toMillis(trigger.every)
+  const shown = Duration.format(trigger.every)
+  if (!Duration.isFinite(trigger.every)) return problem("interval", shown, "must be finite")
+  if (every <= 0) return problem("interval", shown, "must be positive")
+  if (!Number.isInteger(every)) return problem("interval", shown, "must be a whole number of milliseconds")
+  const anchor = trigger.anchor === undefined ? 0 : trigger.anchor.getTime()
+  if (Number.isNaN(anchor)) return problem("interval.anchor", String(trigger.anchor), "is an invalid Date")
+  // Slots are anchor + k·every for every k, so replicas agree on slot instants (and dedup keys).
+  return Either.right((after) => anchor + (Math.floor((after - anchor) / every) + 1) * every)
+}
+
+const compileAt = (trigger: Scheduler.At, now: number): Either.Either<Next, Problem> => {
+  const at = trigger.at.getTime()
+  if (Number.isNaN(at)) return problem("at", String(trigger.at), "is an invalid Date")
+  if (at <= now) {
+    return problem("at", trigger.at.toISOString(), `is not in the future (now is ${new Date(now).toISOString()})`)
+  }
+  return Either.right((after) => (at > after ? at : undefined))
+}
+
+const prefixed = (prefix: string, p: Problem): Problem => ({ ...p, field: `${prefix}.${p.field}` })
+
+const compileCombined = (trigger: Scheduler.Combined, now: number): Either.Either<Next, Problem> => {
+  if (trigger.triggers.length === 0) return problem("triggers", "[]", "combine needs at least one trigger")
+  const nexts: Array<Next> = []
+  for (let i = 0; i < trigger.triggers.length; i++) {
+    const child = trigger.triggers[i]
+    if (child === undefined) continue
+    const compiled = compile(child, now)
+    if (Either.isLeft(compiled)) return Either.left(prefixed(`triggers[${i}]`, compiled.left))
+    nexts.push(compiled.right)
+  }
+  return Either.right((after) => {
+    let best: number | undefined
+    for (const next of nexts) {
+      const t = next(after)
+      if (t !== undefined && (best === undefined || t < best)) best = t
+    }
+    return best
+  })
+}
+
+/**
+ * Validates a trigger and compiles its next-fire function. `now` is the Clock's time at
+ * definition/Layer build: it decides whether a one-shot is in the past and a cron ever fires.
+ *
+ * @internal
+ */
+export const compile = (trigger: Scheduler.Trigger, now: number): Either.Either<Next, Problem> => {
+  switch (trigger._tag) {
+    case "Cron":
+      return Either.map(
+        cron.parse(trigger.expression, { tz: trigger.tz, offset: trigger.offset }, now),
+        (spec) => spec.next
+      )
+    case "Interval":
+      return compileInterval(trigger)
+    case "At":
+      return compileAt(trigger, now)
+    case "Combined":
+      return compileCombined(trigger, now)
+  }
+}
+
+/**
+ * The trigger as an Effect `Schedule` whose output is each slot instant (epoch ms): usable with
+ * `Effect.repeat`/`Effect.schedule` and driven by `Clock`, so `TestClock` moves it.
+ *
+ * @internal
+ */
+export const toSchedule = (next: Next): Schedule.Schedule<number> =>
+  Schedule.makeWithState<number, unknown, number>(Number.NEGATIVE_INFINITY, (now, _, last) => {
+    const slot = next(Math.max(now, last))
+    if (slot === undefined) return Effect.succeed([last, last, ScheduleDecision.done] as const)
+    return Effect.succeed([slot, slot, ScheduleDecision.continueWith(Interval.after(slot))] as const)
+  })
