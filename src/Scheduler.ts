@@ -100,7 +100,7 @@ export interface Cron {
  */
 export interface Interval {
   readonly _tag: "Interval"
-  readonly every: Duration.Duration
+  readonly every: Duration.DurationInput
   /** Slots are `anchor + k·every`; default the Unix epoch, so `interval("1 hour")` fires on whole hours UTC. */
   readonly anchor: Date | undefined
 }
@@ -172,7 +172,7 @@ export const cron = (expression: string, options?: CronOptions): Cron => ({
  */
 export const interval = (every: Duration.DurationInput, options?: { readonly anchor?: Date | undefined }): Interval => ({
   _tag: "Interval",
-  every: Duration.decode(every),
+  every,
   anchor: options?.anchor
 })
 

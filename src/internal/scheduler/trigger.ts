@@ -22,9 +22,13 @@ const problem = (field: string, value: string, reason: string): Either.Either<ne
   Either.left({ field, value, reason })
 
 const compileInterval = (trigger: Scheduler.Interval): Either.Either<Next, Problem> => {
-  const every = Duration.toMillis(trigger.every)
-  const shown = Duration.format(trigger.every)
-  if (!Duration.isFinite(trigger.every)) return problem("interval", shown, "must be finite")
+  const decoded = Duration.decodeUnknown(trigger.every)
+  if (decoded._tag === "None") {
+    return problem("interval", String(trigger.every), "is not a Duration (e.g. \"30 seconds\", Duration.minutes(5))")
+  }
+  const every = Duration.toMillis(decoded.value)
+  const shown = typeof trigger.every === "string" ? trigger.every : Duration.format(decoded.value)
+  if (!Duration.isFinite(decoded.value)) return problem("interval", shown, "must be finite")
   if (every <= 0) return problem("interval", shown, "must be positive")
   if (!Number.isInteger(every)) return problem("interval", shown, "must be a whole number of milliseconds")
   const anchor = trigger.anchor === undefined ? 0 : trigger.anchor.getTime()
