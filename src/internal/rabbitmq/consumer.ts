@@ -1,0 +1,354 @@
+import type * as Amqp from "amqplib"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as FiberSet from "effect/FiberSet"
+import * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
+import type * as Broker from "../../Broker.js"
+import { BrokerUnavailable } from "../../BrokerError.js"
+import { headers as libraryHeaders } from "../broker.js"
+import type { Connection, Manager } from "./connection.js"
+import type { Declarer } from "./declarer.js"
+import type { OutMessage, Publisher } from "./publisher.js"
+import * as topology from "./topology.js"
+
+/** Carries the original routing key through retry and dead-letter queues. @internal */
+export const routingKeyHeader = "x-eb-routing-key"
+/** Millisecond publish time (AMQP's `timestamp` has whole seconds). @internal */
+export const publishedAtHeader = "x-eb-published-at"
+
+/** @internal */
+export interface ConsumerDeps {
+  readonly manager: Manager
+  readonly publisher: Publisher
+  readonly declarer: Declarer
+  readonly names: topology.Names
+  readonly queueType: topology.QueueType
+  readonly shutdownTimeout: Duration.Duration
+  readonly attachTimeout: Duration.Duration
+  /** Attached consumers, for health. */
+  readonly active: Set<object>
+}
+
+const isDeathHeader = (key: string): boolean =>
+  key === "x-death" || key.startsWith("x-first-death") || key.startsWith("x-last-death")
+
+/** Converts an amqplib delivery to the transport's shape. @internal */
+export const toDelivery = (message: Amqp.Message): Broker.TransportDelivery => {
+  const wire = message.properties.headers
+  const headers: Record<string, string> = {}
+  if (wire !== undefined && wire !== null) {
+    for (const key in wire) {
+      // RabbitMQ's dead-lettering bookkeeping (retry queues add it) is not the caller's.
+      if (isDeathHeader(key)) continue
+      const value: unknown = wire[key]
+      if (typeof value === "string") headers[key] = value
+      else if (typeof value === "number") headers[key] = String(value)
+    }
+  }
+  const routingKey = headers[routingKeyHeader] ?? message.fields.routingKey
+  const attempt = Number(headers[libraryHeaders.attempt] ?? "1")
+  const publishedAt = Number(headers[publishedAtHeader])
+  const timestamp: unknown = message.properties.timestamp
+  const messageId: unknown = message.properties.messageId
+  const correlationId: unknown = message.properties.correlationId
+  const priority: unknown = message.properties.priority
+  const expiration: unknown = message.properties.expiration
+  return {
+    message: {
+      routingKey,
+      body: message.content,
+      headers,
+      messageId: typeof messageId === "string" && messageId.length > 0
+        ? messageId
+        : `no-id:${routingKey}:${message.fields.deliveryTag}`,
+      correlationId: typeof correlationId === "string" ? correlationId : undefined,
+      publishedAt: Number.isFinite(publishedAt)
+        ? publishedAt
+        : typeof timestamp === "number"
+        ? timestamp * 1000
+        : Date.now(),
+      priority: typeof priority === "number" ? priority : undefined,
+      expiration: expiration === undefined || expiration === null ? undefined : Number(expiration),
+      delay: undefined
+    },
+    attempt: Number.isInteger(attempt) && attempt >= 1 ? attempt : 1,
+    redelivered: message.fields.redelivered
+  }
+}
+
+const maxHeaderText = 2000
+
+const bounded = (text: string) => (text.length > maxHeaderText ? `${text.slice(0, maxHeaderText)}…` : text)
+
+/** A copy of the delivery for a retry or dead-letter queue, through the default exchange. */
+const republished = (
+  message: Amqp.Message,
+  delivery: Broker.TransportDelivery,
+  queue: string,
+  extra: Record<string, string>
+): OutMessage => {
+  const headers: Record<string, unknown> = {}
+  const wire = message.properties.headers
+  if (wire !== undefined && wire !== null) {
+    for (const key in wire) {
+      if (isDeathHeader(key)) continue
+      headers[key] = wire[key]
+    }
+  }
+  headers[routingKeyHeader] = delivery.message.routingKey
+  headers[publishedAtHeader] = String(delivery.message.publishedAt)
+  Object.assign(headers, extra)
+  const options: Amqp.Options.Publish = {
+    persistent: true,
+    mandatory: true,
+    messageId: delivery.message.messageId,
+    headers,
+    contentType: "application/json"
+  }
+  if (delivery.message.correlationId !== undefined) options.correlationId = delivery.message.correlationId
+  if (delivery.message.priority !== undefined) options.priority = delivery.message.priority
+  return {
+    exchange: "",
+    routingKey: queue,
+    content: message.content,
+    options,
+    topic: delivery.message.routingKey,
+    messageId: delivery.message.messageId
+  }
+}
+
+interface Attached {
+  readonly connection: Connection
+  readonly channel: Amqp.Channel
+  readonly consumerTag: string
+  /** Completes with the reason when the channel closes or the broker cancels the consumer. */
+  readonly lost: Deferred.Deferred<string>
+}
+
+/** Backoff between attempts to re-attach a consumer; consumers never give up on their own. */
+const reattachSchedule = Schedule.exponential("100 millis").pipe(
+  Schedule.union(Schedule.spaced("5 seconds")),
+  Schedule.jittered
+)
+
+/** @internal */
+export const consume = (deps: ConsumerDeps) =>
+(
+  subscription: Broker.TransportSubscription,
+  handle: (delivery: Broker.TransportDelivery) => Effect.Effect<Broker.Disposition>
+): Effect.Effect<void, BrokerUnavailable, Scope.Scope> =>
+  Effect.gen(function*() {
+    const { manager, names } = deps
+    const queue = names.group(subscription.group)
+    const handlers = yield* FiberSet.make<void, never>()
+    const run = yield* FiberSet.runtime(handlers)<never>()
+    const token = {}
+    let stopping = false
+    let attached: Attached | undefined
+
+    const annotations = { group: subscription.group, pattern: subscription.pattern }
+    const fail = (detail: string, error: unknown) =>
+      new BrokerUnavailable({ reason: "closed", detail: `${detail}: ${manager.describeError(error)}` })
+
+    /** Acks or nacks once: a second settle of a delivery tag would close the channel. */
+    const settle = (channel: Amqp.Channel, message: Amqp.Message, state: { done: boolean }, ack: boolean) => {
+      if (state.done) return
+      state.done = true
+      try {
+        if (ack) channel.ack(message)
+        else channel.nack(message, false, true)
+      } catch (error) {
+        // The channel is gone; the broker requeues every unacked delivery of a closed channel.
+        manager.log({
+          level: "debug",
+          message: `${ack ? "ack" : "nack"} on a closed channel (the message will be redelivered): ${
+            manager.describeError(error)
+          }`,
+          annotations
+        })
+      }
+    }
+
+    const republish = (out: OutMessage) =>
+      Effect.map(deps.publisher.publish([out], 1), (outcomes) => outcomes[0])
+
+    /** Carries out a retry or dead-letter; on failure the original is requeued after a pause. */
+    const forward = (
+      channel: Amqp.Channel,
+      message: Amqp.Message,
+      state: { done: boolean },
+      prepare: Effect.Effect<OutMessage, BrokerUnavailable>
+    ) =>
+      Effect.gen(function*() {
+        const prepared = yield* Effect.either(prepare)
+        const outcome = Either.isLeft(prepared) ? prepared.left : yield* republish(prepared.right)
+        if (outcome === undefined) return settle(channel, message, state, true)
+        yield* Effect.logWarning(`could not forward the message, requeueing it: ${outcome.message}`)
+        yield* Effect.sleep("1 second")
+        settle(channel, message, state, false)
+      })
+
+    const carryOut = (
+      channel: Amqp.Channel,
+      message: Amqp.Message,
+      delivery: Broker.TransportDelivery,
+      state: { done: boolean },
+      disposition: Broker.Disposition
+    ): Effect.Effect<void> => {
+      switch (disposition._tag) {
+        case "Ack":
+          return Effect.sync(() => settle(channel, message, state, true))
+        case "Retry": {
+          const extra = {
+            [libraryHeaders.attempt]: String(delivery.attempt + 1),
+            [libraryHeaders.lastError]: bounded(disposition.reason)
+          }
+          if (disposition.delay <= 0) {
+            return forward(channel, message, state, Effect.succeed(republished(message, delivery, queue, extra)))
+          }
+          const ms = topology.bucketDelay(disposition.delay)
+          const retryQueue = names.retry(subscription.group, ms)
+          return forward(
+            channel,
+            message,
+            state,
+            Effect.as(
+              deps.declarer.ensure(retryQueue, ms, (ch) => topology.declareRetry(ch, names, subscription.group, ms)),
+              republished(message, delivery, retryQueue, extra)
+            )
+          )
+        }
+        case "DeadLetter":
+          return forward(
+            channel,
+            message,
+            state,
+            Effect.succeed(
+              republished(message, delivery, names.deadLetter(subscription.group), {
+                [libraryHeaders.deadReason]: bounded(disposition.reason),
+                [libraryHeaders.group]: subscription.group
+              })
+            )
+          )
+      }
+    }
+
+    const process = (channel: Amqp.Channel, message: Amqp.Message): Effect.Effect<void> => {
+      const state = { done: false }
+      const delivery = toDelivery(message)
+      return Effect.flatMap(handle(delivery), (disposition) => carryOut(channel, message, delivery, state, disposition))
+        .pipe(
+          // Interrupted (shutdown, scope closed): give the message back to the queue.
+          Effect.onInterrupt(() => Effect.sync(() => settle(channel, message, state, false)))
+        )
+    }
+
+    const attach = (after: number): Effect.Effect<Attached, BrokerUnavailable> =>
+      Effect.gen(function*() {
+        const connection = yield* manager.awaitOpen(deps.attachTimeout, after)
+        const channel = yield* Effect.tryPromise({
+          try: () => connection.model.createChannel(),
+          catch: (error) => fail("cannot open a consumer channel", error)
+        })
+        const lost = yield* Deferred.make<string>()
+        channel.on("error", (error: unknown) => {
+          manager.log({ level: "warning", message: `consumer channel error: ${manager.describeError(error)}`, annotations })
+        })
+        channel.on("close", () => {
+          Deferred.unsafeDone(lost, Effect.succeed("channel closed"))
+        })
+        const setup = Effect.gen(function*() {
+          yield* Effect.tryPromise({
+            try: () =>
+              topology.declareGroup(channel, names, {
+                group: subscription.group,
+                pattern: subscription.pattern,
+                queueType: deps.queueType,
+                maxPriority: subscription.maxPriority
+              }),
+            catch: (error) => fail(`declaring queue "${queue}" failed`, error)
+          })
+          yield* Effect.tryPromise({
+            try: () => channel.prefetch(subscription.concurrency),
+            catch: (error) => fail("setting prefetch failed", error)
+          })
+          const reply = yield* Effect.tryPromise({
+            try: () =>
+              channel.consume(queue, (message) => {
+                if (message === null) {
+                  // The broker cancelled us (queue deleted): drop the channel, the supervisor re-attaches.
+                  manager.log({ level: "warning", message: `the broker cancelled the consumer of ${queue}`, annotations })
+                  Deferred.unsafeDone(lost, Effect.succeed("consumer cancelled by the broker"))
+                  channel.close().then(undefined, (error: unknown) =>
+                    manager.log({ level: "debug", message: `closing a cancelled consumer: ${manager.describeError(error)}` }))
+                  return
+                }
+                run(process(channel, message))
+              }, { noAck: false }),
+            catch: (error) => fail(`consuming from "${queue}" failed`, error)
+          })
+          return reply.consumerTag
+        })
+        const consumerTag = yield* setup.pipe(
+          Effect.onError(() => closeChannel(channel, lost))
+        )
+        return { connection, channel, consumerTag, lost }
+      })
+
+    const closeChannel = (channel: Amqp.Channel, lost: Deferred.Deferred<string>) =>
+      Effect.flatMap(Deferred.isDone(lost), (gone) =>
+        gone ? Effect.void : Effect.tryPromise(() => channel.close()).pipe(
+          Effect.timeout(deps.shutdownTimeout),
+          Effect.catchAll((error) => Effect.logDebug(`closing a consumer channel: ${manager.describeError(error)}`))
+        ))
+
+    attached = yield* attach(0)
+    deps.active.add(token)
+
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function*() {
+        stopping = true
+        deps.active.delete(token)
+        const current = attached
+        if (current === undefined) return yield* FiberSet.clear(handlers)
+        if (!(yield* Deferred.isDone(current.lost))) {
+          yield* Effect.tryPromise(() => current.channel.cancel(current.consumerTag)).pipe(
+            Effect.timeout(deps.shutdownTimeout),
+            Effect.catchAll((error) => Effect.logDebug(`cancelling the consumer: ${manager.describeError(error)}`))
+          )
+        }
+        const drained = yield* FiberSet.awaitEmpty(handlers).pipe(Effect.timeoutOption(deps.shutdownTimeout))
+        if (drained._tag === "None") {
+          const left = yield* FiberSet.size(handlers)
+          yield* Effect.logWarning(`shutdown timeout: interrupting ${left} in-flight handler(s); their messages are requeued`)
+        }
+        yield* FiberSet.clear(handlers)
+        yield* closeChannel(current.channel, current.lost)
+      }).pipe(Effect.annotateLogs(annotations))
+    )
+
+    const supervise = Effect.gen(function*() {
+      while (true) {
+        const current = attached
+        if (current === undefined) return
+        const reason = yield* Deferred.await(current.lost)
+        if (stopping) return
+        deps.active.delete(token)
+        yield* Effect.logWarning(`consumer lost (${reason}); re-attaching`)
+        const connectionGone = yield* Deferred.isDone(current.connection.closed)
+        const next = yield* attach(connectionGone ? current.connection.generation : 0).pipe(
+          Effect.tapError((error) => Effect.logWarning(`re-attaching failed: ${error.message}`)),
+          Effect.retry(reattachSchedule)
+        )
+        attached = next
+        deps.active.add(token)
+        yield* Effect.logInfo("consumer re-attached")
+      }
+    }).pipe(
+      Effect.annotateLogs({ package: "effect-background", module: "RabbitMQBroker", ...annotations })
+    )
+    yield* Effect.forkScoped(Effect.interruptible(supervise))
+  })

@@ -1,0 +1,266 @@
+import type * as Amqp from "amqplib"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import { BrokerUnavailable, PublishRejected } from "../../BrokerError.js"
+import type { Connection, Manager } from "./connection.js"
+
+/** A message ready for `channel.publish`. @internal */
+export interface OutMessage {
+  readonly exchange: string
+  readonly routingKey: string
+  readonly content: Buffer
+  readonly options: Amqp.Options.Publish
+  /** For error messages: the topic the caller published to. */
+  readonly topic: string
+  readonly messageId: string
+}
+
+/** `undefined` = confirmed. @internal */
+export type Outcome = undefined | PublishRejected | BrokerUnavailable
+
+const Ok: unique symbol = Symbol("Ok")
+const Unsent: unique symbol = Symbol("Unsent")
+const Pending: unique symbol = Symbol("Pending")
+const InFlight: unique symbol = Symbol("InFlight")
+
+type SendResult = typeof Ok | typeof Unsent | PublishRejected
+type Slot = typeof Ok | typeof Pending | typeof InFlight | PublishRejected | BrokerUnavailable
+
+const isIllegalOperation = (error: unknown): boolean => error instanceof Error && error.name === "IllegalOperationError"
+
+/**
+ * One confirm channel. Plain callbacks, no Effect per message: the hot path of publishing.
+ * Writes pause while amqplib's buffer asks for `drain`; `basic.return`s (which RabbitMQ sends
+ * before the ack of the same publish) are matched to publishes by message id.
+ */
+class Sink {
+  closed: string | undefined = undefined
+  private blocked = false
+  private readonly waiting: Array<() => void> = []
+  private readonly returned = new Map<string, number>()
+
+  constructor(
+    readonly channel: Amqp.ConfirmChannel,
+    readonly generation: number,
+    private readonly manager: Manager
+  ) {
+    channel.on("drain", () => {
+      this.blocked = false
+      this.flush()
+    })
+    channel.on("return", (message: Amqp.Message) => {
+      const id: unknown = message.properties.messageId
+      if (typeof id === "string") this.returned.set(id, (this.returned.get(id) ?? 0) + 1)
+    })
+    channel.on("error", (error: unknown) => {
+      this.closed = manager.describeError(error)
+      manager.log({ level: "warning", message: `publish channel error: ${this.closed}` })
+    })
+    channel.on("close", () => {
+      if (this.closed === undefined) this.closed = "channel closed"
+      this.blocked = false
+      this.flush()
+    })
+  }
+
+  private flush(): void {
+    while (!this.blocked && this.waiting.length > 0) {
+      const next = this.waiting.shift()
+      if (next !== undefined) next()
+    }
+  }
+
+  send(message: OutMessage, done: (result: SendResult) => void): void {
+    if (this.closed !== undefined) return done(Unsent)
+    if (this.blocked) {
+      this.waiting.push(() => this.send(message, done))
+      return
+    }
+    let writable: boolean
+    try {
+      writable = this.channel.publish(message.exchange, message.routingKey, message.content, message.options, (error) => {
+        if (error === null || error === undefined) {
+          const returns = this.returned.get(message.messageId)
+          if (returns === undefined) return done(Ok)
+          if (returns <= 1) this.returned.delete(message.messageId)
+          else this.returned.set(message.messageId, returns - 1)
+          return done(reject(message, "unroutable", false, `no queue is bound for routing key "${message.routingKey}"`))
+        }
+        const text = this.manager.describeError(error)
+        if (text === "message nacked") return done(reject(message, "nacked", false, "the broker nacked the message"))
+        return done(reject(message, "channel-closed", true, `${this.closed ?? text} before the confirm arrived`))
+      })
+    } catch (error) {
+      // amqplib throws synchronously once the channel is closing, and on fields it cannot encode.
+      if (this.closed !== undefined || isIllegalOperation(error)) {
+        if (this.closed === undefined) this.closed = this.manager.describeError(error)
+        return done(Unsent)
+      }
+      return done(reject(message, "invalid", false, this.manager.describeError(error)))
+    }
+    if (!writable) this.blocked = true
+  }
+}
+
+const reject = (message: OutMessage, reason: PublishRejected["reason"], ambiguous: boolean, detail: string) =>
+  new PublishRejected({ topic: message.topic, messageId: message.messageId, reason, ambiguous, detail })
+
+/** @internal */
+export interface Publisher {
+  /** Publishes keeping up to `window` confirms in flight; one outcome per message, in order. */
+  readonly publish: (messages: ReadonlyArray<OutMessage>, window: number) => Effect.Effect<Array<Outcome>>
+  /** Closes the publish channel (layer release). */
+  readonly close: Effect.Effect<void>
+}
+
+/** @internal */
+export const make = (manager: Manager, publishTimeout: Duration.Duration): Effect.Effect<Publisher> =>
+  Effect.sync(() => {
+    const timeoutMs = Duration.toMillis(publishTimeout)
+    let sink: Sink | undefined
+    const lock = Effect.unsafeMakeSemaphore(1)
+
+    const openSink = (connection: Connection) =>
+      Effect.tryPromise({
+        try: () => connection.model.createConfirmChannel(),
+        catch: (error) =>
+          new BrokerUnavailable({ reason: "closed", detail: `cannot open a publish channel: ${manager.describeError(error)}` })
+      }).pipe(Effect.map((channel) => new Sink(channel, connection.generation, manager)))
+
+    const acquireSink = (timeout: Duration.Duration): Effect.Effect<Sink, BrokerUnavailable> => {
+      const current = sink
+      if (current !== undefined && current.closed === undefined) return Effect.succeed(current)
+      return lock.withPermits(1)(
+        Effect.suspend(() => {
+          if (sink !== undefined && sink.closed === undefined) return Effect.succeed(sink)
+          // After a dead channel, prefer a newer connection if the old one is gone.
+          const attempt = (after: number): Effect.Effect<Sink, BrokerUnavailable> =>
+            Effect.flatMap(manager.awaitOpen(timeout, after), (connection) =>
+              openSink(connection).pipe(
+                Effect.catchAll((error) =>
+                  Effect.flatMap(
+                    Deferred.isDone(connection.closed),
+                    (gone) => (gone ? attempt(connection.generation) : Effect.fail(error))
+                  )
+                )
+              ))
+          return Effect.tap(attempt(0), (created) =>
+            Effect.sync(() => {
+              sink = created
+            }))
+        })
+      )
+    }
+
+    const round = (
+      target: Sink,
+      messages: ReadonlyArray<OutMessage>,
+      indices: ReadonlyArray<number>,
+      window: number,
+      slots: Array<Slot>,
+      progress: { at: number }
+    ) =>
+      Effect.async<void>((resume) => {
+        const n = indices.length
+        let next = 0
+        let inFlight = 0
+        let settled = 0
+        let pumping = false
+        let cancelled = false
+        const pump = (): void => {
+          if (pumping) return
+          pumping = true
+          while (!cancelled && inFlight < window && next < n) {
+            const index = indices[next++]
+            const message = index === undefined ? undefined : messages[index]
+            if (index === undefined || message === undefined) break
+            inFlight++
+            slots[index] = InFlight
+            target.send(message, (result) => {
+              if (cancelled) return
+              slots[index] = result === Unsent ? Pending : result
+              inFlight--
+              settled++
+              if (result !== Unsent) progress.at = Date.now()
+              if (settled === n) resume(Effect.void)
+              else pump()
+            })
+          }
+          pumping = false
+        }
+        if (n === 0) resume(Effect.void)
+        else pump()
+        return Effect.sync(() => {
+          cancelled = true
+        })
+      })
+
+    /** Completes when nothing was confirmed for `timeoutMs` (the connection may be half-open). */
+    const watchdog = (progress: { at: number }): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        const idle = Date.now() - progress.at
+        return idle >= timeoutMs ? Effect.void : Effect.flatMap(Effect.sleep(timeoutMs - idle), () => watchdog(progress))
+      })
+
+    const publish = (messages: ReadonlyArray<OutMessage>, window: number): Effect.Effect<Array<Outcome>> =>
+      Effect.gen(function*() {
+        const slots: Array<Slot> = new Array<Slot>(messages.length).fill(Pending)
+        const progress = { at: Date.now() }
+        while (true) {
+          const indices: Array<number> = []
+          for (let i = 0; i < slots.length; i++) if (slots[i] === Pending) indices.push(i)
+          if (indices.length === 0) break
+          const idleFor = Date.now() - progress.at
+          if (idleFor >= timeoutMs) {
+            for (const i of indices) slots[i] = timedOut(messages[i], false)
+            break
+          }
+          const target = yield* Effect.either(acquireSink(Duration.millis(timeoutMs - idleFor)))
+          if (Either.isLeft(target)) {
+            for (const i of indices) slots[i] = target.left
+            break
+          }
+          const finished = yield* Effect.raceFirst(
+            Effect.as(round(target.right, messages, indices, Math.max(1, window), slots, progress), true),
+            Effect.as(watchdog(progress), false)
+          )
+          if (!finished) {
+            for (let i = 0; i < slots.length; i++) {
+              const slot = slots[i]
+              if (slot === InFlight) slots[i] = timedOut(messages[i], true)
+              else if (slot === Pending) slots[i] = timedOut(messages[i], false)
+            }
+            break
+          }
+        }
+        // Only a confirm makes a success; a slot left undecided is reported as a timeout.
+        return slots.map((slot, i): Outcome =>
+          slot === Ok ? undefined : slot === Pending || slot === InFlight ? timedOut(messages[i], slot === InFlight) : slot
+        )
+      })
+
+    const timedOut = (message: OutMessage | undefined, ambiguous: boolean) =>
+      new PublishRejected({
+        topic: message?.topic ?? "",
+        messageId: message?.messageId ?? "",
+        reason: "timeout",
+        ambiguous,
+        detail: ambiguous
+          ? `no confirm within ${timeoutMs} ms (the connection may be half-open)`
+          : `not sent: no usable channel within ${timeoutMs} ms`
+      })
+
+    const close = Effect.suspend(() => {
+      const current = sink
+      sink = undefined
+      if (current === undefined || current.closed !== undefined) return Effect.void
+      return Effect.tryPromise(() => current.channel.close()).pipe(
+        Effect.timeout(publishTimeout),
+        Effect.catchAll((error) => Effect.logDebug(`closing the publish channel: ${manager.describeError(error)}`))
+      )
+    })
+
+    return { publish, close } satisfies Publisher
+  })

@@ -1,0 +1,216 @@
+import type * as Amqp from "amqplib"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import type * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
+import * as SubscriptionRef from "effect/SubscriptionRef"
+import type * as Broker from "../../Broker.js"
+import { BrokerUnavailable, PublishRejected } from "../../BrokerError.js"
+import * as connection from "./connection.js"
+import * as consumer from "./consumer.js"
+import * as declarer from "./declarer.js"
+import * as publisher from "./publisher.js"
+import * as topology from "./topology.js"
+import { describe, type Endpoint } from "./url.js"
+
+/** Fully resolved options (defaults applied, validated). @internal */
+export interface Resolved {
+  readonly endpoint: Endpoint
+  readonly prefix: string
+  readonly queueType: topology.QueueType
+  readonly heartbeatSeconds: number
+  readonly connectTimeout: Duration.Duration
+  readonly reconnect: Schedule.Schedule<unknown, BrokerUnavailable>
+  readonly shutdownTimeout: Duration.Duration
+  readonly maxMessageBytes: number
+  readonly publishTimeout: Duration.Duration
+}
+
+/** @internal */
+export const make = (options: Resolved): Effect.Effect<Broker.Transport, BrokerUnavailable, Scope.Scope> =>
+  Effect.gen(function*() {
+    const names = topology.names(options.prefix)
+    const manager = yield* connection.make({
+      endpoint: options.endpoint,
+      heartbeatSeconds: options.heartbeatSeconds,
+      connectTimeout: options.connectTimeout,
+      shutdownTimeout: options.shutdownTimeout,
+      reconnect: options.reconnect,
+      connectionName: `effect-background ${options.prefix}`,
+      setup: (channel) => topology.declareExchanges(channel, names)
+    })
+    const publish = yield* publisher.make(manager, options.publishTimeout)
+    const declare = yield* declarer.make(manager, options.publishTimeout)
+    yield* Effect.addFinalizer(() => Effect.zipRight(declare.close, publish.close))
+    const active = new Set<object>()
+
+    const toOut = (message: Broker.TransportMessage, delay: number | undefined): publisher.OutMessage => {
+      const headers: Record<string, unknown> = { ...message.headers }
+      headers[consumer.publishedAtHeader] = String(message.publishedAt)
+      let exchange = names.exchange
+      if (delay !== undefined) {
+        headers[topology.delayHeader] = String(delay)
+        exchange = names.delayExchange
+      }
+      const properties: Amqp.Options.Publish = {
+        persistent: true,
+        mandatory: true,
+        messageId: message.messageId,
+        contentType: "application/json",
+        timestamp: Math.floor(message.publishedAt / 1000),
+        headers
+      }
+      if (message.correlationId !== undefined) properties.correlationId = message.correlationId
+      if (message.priority !== undefined) properties.priority = message.priority
+      if (message.expiration !== undefined) properties.expiration = String(message.expiration)
+      return {
+        exchange,
+        routingKey: message.routingKey,
+        content: Buffer.isBuffer(message.body)
+          ? message.body
+          : Buffer.from(message.body.buffer, message.body.byteOffset, message.body.byteLength),
+        options: properties,
+        topic: message.routingKey,
+        messageId: message.messageId
+      }
+    }
+
+    type Result = Either.Either<void, BrokerUnavailable | PublishRejected>
+
+    const publishAll = (messages: ReadonlyArray<Broker.TransportMessage>, window: number) =>
+      Effect.gen(function*() {
+        const results: Array<Result | undefined> = new Array(messages.length)
+        const out: Array<publisher.OutMessage> = []
+        const positions: Array<number> = []
+        // Delay queues are declared (or their lease renewed) before anything is sent through them.
+        const failedDelays = new Map<number, BrokerUnavailable>()
+        for (let i = 0; i < messages.length; i++) {
+          const message = messages[i]
+          if (message === undefined) continue
+          if (message.body.byteLength > options.maxMessageBytes) {
+            results[i] = Either.left(
+              new PublishRejected({
+                topic: message.routingKey,
+                messageId: message.messageId,
+                reason: "too-large",
+                ambiguous: false,
+                detail: `body of ${message.body.byteLength} bytes exceeds the maximum of ${options.maxMessageBytes}`
+              })
+            )
+            continue
+          }
+          let delay: number | undefined
+          if (message.delay !== undefined && message.delay > 0) {
+            if (message.delay > topology.maxDelayMs) {
+              results[i] = Either.left(
+                new PublishRejected({
+                  topic: message.routingKey,
+                  messageId: message.messageId,
+                  reason: "invalid",
+                  ambiguous: false,
+                  detail: `delay of ${message.delay} ms exceeds RabbitMQ's maximum TTL of ${topology.maxDelayMs} ms`
+                })
+              )
+              continue
+            }
+            delay = topology.bucketDelay(message.delay)
+            if (!failedDelays.has(delay)) {
+              const ms = delay
+              const ensured = yield* Effect.either(
+                declare.ensure(names.delay(ms), ms, (channel) => topology.declareDelay(channel, names, ms))
+              )
+              if (Either.isLeft(ensured)) failedDelays.set(ms, ensured.left)
+            }
+            const failed = failedDelays.get(delay)
+            if (failed !== undefined) {
+              results[i] = Either.left(failed)
+              continue
+            }
+          }
+          out.push(toOut(message, delay))
+          positions.push(i)
+        }
+        if (out.length > 0) {
+          const outcomes = yield* publish.publish(out, window)
+          for (let j = 0; j < positions.length; j++) {
+            const position = positions[j]
+            if (position === undefined) continue
+            const outcome = outcomes[j]
+            results[position] = outcome === undefined ? Either.void : Either.left(outcome)
+          }
+        }
+        return results.map((result): Result => result ?? Either.void)
+      })
+
+    const health: Effect.Effect<Broker.Health> = Effect.map(SubscriptionRef.get(manager.state), (state) => {
+      const where = describe(options.endpoint)
+      const lastError = manager.lastError()
+      switch (state._tag) {
+        case "Open":
+          return {
+            status: "up",
+            connection: "open",
+            consumers: active.size,
+            detail: `connected to ${where} (connection #${state.connection.generation})${
+              lastError === undefined ? "" : `; last error: ${lastError}`
+            }`
+          }
+        case "Reconnecting":
+          return {
+            status: "down",
+            connection: "reconnecting",
+            consumers: active.size,
+            detail: `reconnecting to ${where} for ${Date.now() - state.since} ms (${state.attempts} attempts): ${state.lastError}`
+          }
+        case "Closed":
+          return { status: "down", connection: "closed", consumers: active.size, detail: `${where}: ${state.reason}` }
+      }
+    })
+
+    /** Declares a group's queue and binding on a short-lived channel (a 406 closes only it). */
+    const declareGroup = (subscription: Broker.TransportSubscription) =>
+      Effect.flatMap(manager.awaitOpen(options.publishTimeout), (connection) =>
+        Effect.tryPromise({
+          try: async () => {
+            const channel = await connection.model.createChannel()
+            channel.on("error", (error: unknown) =>
+              manager.log({ level: "warning", message: `declaring group ${subscription.group}: ${manager.describeError(error)}` }))
+            await topology.declareGroup(channel, names, {
+              group: subscription.group,
+              pattern: subscription.pattern,
+              queueType: options.queueType,
+              maxPriority: subscription.maxPriority
+            })
+            await channel.close()
+          },
+          catch: (error) =>
+            new BrokerUnavailable({
+              reason: "closed",
+              detail: `declaring queue "${names.group(subscription.group)}" failed: ${manager.describeError(error)}`
+            })
+        }))
+
+    const transport: Broker.Transport = {
+      declare: declareGroup,
+      publish: (message) =>
+        Effect.flatMap(publishAll([message], 1), (results) => {
+          const result = results[0]
+          return result === undefined || Either.isRight(result) ? Effect.void : Effect.fail(result.left)
+        }),
+      publishAll,
+      consume: consumer.consume({
+        manager,
+        publisher: publish,
+        declarer: declare,
+        names,
+        queueType: options.queueType,
+        shutdownTimeout: options.shutdownTimeout,
+        attachTimeout: options.publishTimeout,
+        active
+      }),
+      health,
+      maxMessageBytes: options.maxMessageBytes
+    }
+    return transport
+  })
