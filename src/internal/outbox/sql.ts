@@ -141,7 +141,7 @@ export const claimSuccessors = (
   limit: number
 ) =>
   sql<ClaimedRow>`select ${columns(sql)} from ${sql(t.outbox)} o
-    join unnest(${keys}::text[], ${heads}::bigint[]) as h(key, head) on o.key = h.key and o.id > h.head
+    join unnest(${keys}::text[], ${heads}::bigint[]) as h(k, head) on o.key = h.k and o.id > h.head
     where o.state <> 'dispatched'
     order by o.key, o.id limit ${limit} for update of o`
 

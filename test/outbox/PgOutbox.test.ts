@@ -1,0 +1,277 @@
+import { SqlClient } from "@effect/sql"
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Either, Exit, Layer, Schedule, Schema } from "effect"
+import { Broker } from "../../src/index.js"
+import * as PgOutbox from "../../src/layers/PgOutbox.js"
+import * as Outbox from "../../src/Outbox.js"
+import { orderPlaced, pg, recordingBroker, tally, uniquePrefix, waitUntil } from "./fixtures.js"
+
+const run = <A, E>(body: Effect.Effect<A, E, SqlClient.SqlClient | import("@effect/sql-pg").PgClient.PgClient | import("effect").Scope.Scope>) =>
+  Effect.scoped(body).pipe(Effect.provide(pg()))
+
+const decode = Schema.decodeUnknownSync(Schema.parseJson(orderPlaced.schema))
+
+const countRows = (prefix: string, where: "all" | "pending" | "dispatched" | "dead" = "all") =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const rows = where === "all"
+      ? yield* sql<{ n: string }>`select count(*) as n from ${sql(`${prefix}_outbox`)}`
+      : yield* sql<{ n: string }>`select count(*) as n from ${sql(`${prefix}_outbox`)} where state = ${where}`
+    return Number(rows[0]?.n ?? 0)
+  })
+
+describe("PgOutbox", () => {
+  it.live("add in a rolled-back transaction leaves no event; a committed one is published with its trace context", () =>
+    run(Effect.gen(function*() {
+      const prefix = yield* uniquePrefix
+      const broker = recordingBroker()
+      const ctx = yield* Layer.build(PgOutbox.layer({ prefix, pollInterval: "200 millis" }).pipe(Layer.provide(broker.layer)))
+      const sql = yield* SqlClient.SqlClient
+      const rolledBack = yield* sql.withTransaction(Effect.gen(function*() {
+        yield* Outbox.add(orderPlaced, { orderId: "rolled-back", n: 1 })
+        return yield* Effect.fail("abort")
+      })).pipe(Effect.provide(ctx), Effect.exit)
+      assert.isTrue(Exit.isFailure(rolledBack))
+
+      const committed = yield* sql.withTransaction(Effect.gen(function*() {
+        const span = yield* Effect.currentSpan
+        const id = yield* Outbox.add(orderPlaced, { orderId: "committed", n: 2 }, { key: "k", headers: { tenant: "a" } })
+        return { id, span }
+      })).pipe(Effect.withSpan("checkout"), Effect.provide(ctx))
+
+      yield* waitUntil("the committed event is published", Effect.sync(() => broker.sent.length >= 1))
+      assert.strictEqual(broker.sent.length, 1)
+      const sent = broker.sent[0]
+      assert.strictEqual(sent?.messageId, committed.id)
+      assert.deepStrictEqual(decode(sent?.body), { orderId: "committed", n: 2 })
+      assert.strictEqual(sent?.headers["tenant"], "a")
+      assert.strictEqual(
+        sent?.headers["traceparent"],
+        `00-${committed.span.traceId}-${committed.span.spanId}-${committed.span.sampled ? "01" : "00"}`
+      )
+      yield* waitUntil("the row is marked dispatched", Effect.map(countRows(prefix, "dispatched"), (n) => n === 1))
+      assert.strictEqual(yield* countRows(prefix), 1)
+    })))
+
+  it.live("a domain row and its event commit or roll back together; an encode failure is typed and rolls back", () =>
+    run(Effect.gen(function*() {
+      const prefix = yield* uniquePrefix
+      const sql = yield* SqlClient.SqlClient
+      const orders = sql(`${prefix}_orders`)
+      yield* sql`create table ${orders} (id text primary key)`
+      yield* Effect.addFinalizer(() => Effect.orDie(sql`drop table if exists ${orders}`))
+      const ctx = yield* Layer.build(PgOutbox.layerStore({ prefix }))
+
+      const placeOrder = (id: string, n: unknown, fail: boolean) =>
+        sql.withTransaction(Effect.gen(function*() {
+          yield* sql`insert into ${orders} (id) values (${id})`
+          yield* Outbox.add(orderPlaced, { orderId: id, n: n as number })
+          if (fail) return yield* Effect.fail("domain rule violated" as const)
+        })).pipe(Effect.provide(ctx), Effect.either)
+
+      assert.isTrue(Either.isRight(yield* placeOrder("o1", 1, false)))
+      assert.isTrue(Either.isLeft(yield* placeOrder("o2", 2, true)))
+      const bad = yield* placeOrder("o3", "not a number", false)
+      assert.isTrue(Either.isLeft(bad) && typeof bad.left === "object" && bad.left._tag === "EncodeError")
+
+      const domain = yield* sql<{ id: string }>`select id from ${orders} order by id`
+      const events = yield* sql<{ body: string }>`select body from ${sql(`${prefix}_outbox`)}`
+      assert.deepStrictEqual(domain.map((r) => r.id), ["o1"])
+      assert.deepStrictEqual(events.map((r) => decode(r.body).orderId), ["o1"])
+    })))
+
+  it.live("3 dispatchers drain 20,000 events: none lost, none duplicated", () =>
+    run(Effect.gen(function*() {
+      const prefix = yield* uniquePrefix
+      const broker = recordingBroker()
+      const store = yield* Layer.build(PgOutbox.layerStore({ prefix, notify: false }))
+      const sql = yield* SqlClient.SqlClient
+      const ids: Array<string> = []
+      for (let chunk = 0; chunk < 20; chunk++) {
+        const batch = yield* sql.withTransaction(Effect.forEach(
+          Array.from({ length: 1000 }, (_, i) => chunk * 1000 + i),
+          (n) => Outbox.add(orderPlaced, { orderId: `o${n}`, n })
+        )).pipe(Effect.provide(store))
+        ids.push(...batch)
+      }
+      for (let i = 0; i < 3; i++) {
+        yield* Layer.build(
+          PgOutbox.dispatcher({ prefix, batchSize: 500, pollInterval: "100 millis" }).pipe(Layer.provide(broker.layer))
+        )
+      }
+      yield* waitUntil(
+        "every event is dispatched",
+        Effect.map(countRows(prefix, "pending"), (n) => n === 0),
+        "60 seconds"
+      )
+      const counted = tally(broker.sent.map((s) => s.messageId))
+      const lost = ids.filter((id) => !counted.counts.has(id)).length
+      assert.strictEqual(lost, 0)
+      assert.strictEqual(counted.duplicates, 0)
+      assert.strictEqual(counted.unique, 20_000)
+      assert.strictEqual(yield* countRows(prefix, "dispatched"), 20_000)
+    })), 90_000)
+
+  it.live("per-key order holds with 3 dispatchers and injected publish failures", () =>
+    run(Effect.gen(function*() {
+      const prefix = yield* uniquePrefix
+      let injected = 0
+      const broker = recordingBroker({
+        current: (message) => {
+          const roll = Math.random()
+          if (roll < 0.15) {
+            injected++
+            return new Broker.PublishRejected({
+              topic: message.routingKey,
+              messageId: message.messageId,
+              reason: "nacked",
+              ambiguous: false,
+              detail: "injected"
+            })
+          }
+          if (roll < 0.2) {
+            injected++
+            return new Broker.BrokerUnavailable({ reason: "closed", detail: "injected" })
+          }
+          return undefined
+        }
+      })
+      const store = yield* Layer.build(PgOutbox.layerStore({ prefix }))
+      const keys = 30
+      const perKey = 40
+      const addHalf = (from: number, to: number) =>
+        Effect.forEach(
+          Array.from({ length: to - from }, (_, i) => from + i),
+          (n) =>
+            Effect.forEach(Array.from({ length: keys }, (_, k) => k), (k) =>
+              Outbox.add(orderPlaced, { orderId: `key-${k}`, n }, { key: `key-${k}` }), { discard: true }),
+          { discard: true }
+        ).pipe(Effect.provide(store))
+      yield* addHalf(0, perKey / 2)
+      for (let i = 0; i < 3; i++) {
+        yield* Layer.build(
+          PgOutbox.dispatcher({
+            prefix,
+            ordering: "per-key",
+            batchSize: 50,
+            pollInterval: "100 millis",
+            retry: Schedule.spaced("5 millis"),
+            brokerBackoff: Schedule.spaced("10 millis")
+          }).pipe(Layer.provide(broker.layer))
+        )
+      }
+      yield* addHalf(perKey / 2, perKey)
+      yield* waitUntil(
+        "every event is dispatched",
+        Effect.map(countRows(prefix, "dispatched"), (n) => n === keys * perKey),
+        "60 seconds"
+      )
+      const byKey = new Map<string, Array<number>>()
+      for (const sent of broker.sent) {
+        const message = decode(sent.body)
+        const list = byKey.get(message.orderId) ?? []
+        list.push(message.n)
+        byKey.set(message.orderId, list)
+      }
+      const expected = Array.from({ length: perKey }, (_, i) => i)
+      for (let k = 0; k < keys; k++) assert.deepStrictEqual(byKey.get(`key-${k}`), expected, `order of key-${k}`)
+      assert.isAbove(injected, 50)
+    })), 90_000)
+
+  it.live("retention deletes only old dispatched rows; dead rows stay for inspection and replay publishes them", () =>
+    run(Effect.gen(function*() {
+      const prefix = yield* uniquePrefix
+      const poisoned = new Set<string>()
+      const broker = recordingBroker({
+        current: (message) =>
+          poisoned.has(message.messageId)
+            ? new Broker.PublishRejected({
+              topic: message.routingKey,
+              messageId: message.messageId,
+              reason: "invalid",
+              ambiguous: false,
+              detail: "injected: the broker can never take this"
+            })
+            : undefined
+      })
+      const sql = yield* SqlClient.SqlClient
+      const table = sql(`${prefix}_outbox`)
+      const ctx = yield* Layer.build(
+        PgOutbox.layer({
+          prefix,
+          pollInterval: "100 millis",
+          retention: { maxAge: "1 hour", every: "50 millis", batchSize: 3 }
+        }).pipe(Layer.provide(broker.layer))
+      )
+      poisoned.add("dead-1")
+      poisoned.add("dead-2")
+      for (let n = 0; n < 10; n++) yield* Outbox.add(orderPlaced, { orderId: `o${n}`, n }).pipe(Effect.provide(ctx))
+      yield* Outbox.add(orderPlaced, { orderId: "d1", n: 1 }, { messageId: "dead-1" }).pipe(Effect.provide(ctx))
+      yield* Outbox.add(orderPlaced, { orderId: "d2", n: 2 }, { messageId: "dead-2" }).pipe(Effect.provide(ctx))
+      yield* waitUntil("10 dispatched and 2 dead", Effect.zipWith(countRows(prefix, "dispatched"), countRows(prefix, "dead"), (d, x) => d === 10 && x === 2))
+
+      const dead = yield* Outbox.dead().pipe(Effect.provide(ctx))
+      assert.deepStrictEqual(dead.map((d) => d.messageId).sort(), ["dead-1", "dead-2"])
+      assert.include(dead[0]?.lastError ?? "", "PublishRejected")
+      const stats = yield* Outbox.stats.pipe(Effect.provide(ctx))
+      assert.strictEqual(stats.dead, 2)
+      assert.strictEqual(stats.pending, 0)
+
+      // Age seven dispatched rows and both dead rows past the retention age.
+      yield* sql`update ${table} set dispatched_at = now() - interval '2 hours', created_at = now() - interval '2 hours'
+        where id in (select id from ${table} where state = 'dispatched' order by id limit 7)`
+      yield* sql`update ${table} set created_at = now() - interval '2 hours' where state = 'dead'`
+      yield* waitUntil("old dispatched rows are deleted", Effect.map(countRows(prefix, "dispatched"), (n) => n === 3))
+      assert.strictEqual(yield* countRows(prefix, "dead"), 2)
+
+      poisoned.clear()
+      assert.strictEqual(yield* Outbox.replay(["dead-1", "dead-2"]).pipe(Effect.provide(ctx)), 2)
+      yield* waitUntil("replayed events are published", Effect.sync(() => broker.sent.filter((s) => s.messageId.startsWith("dead-")).length === 2))
+      yield* waitUntil("replayed rows are dispatched", Effect.map(countRows(prefix, "dead"), (n) => n === 0))
+    })))
+
+  it.live("odd topics, keys and headers (quotes, semicolons, SQL) are stored and published verbatim", () =>
+    run(Effect.gen(function*() {
+      const prefix = yield* uniquePrefix
+      const broker = recordingBroker()
+      const ctx = yield* Layer.build(PgOutbox.layer({ prefix, pollInterval: "100 millis" }).pipe(Layer.provide(broker.layer)))
+      const topic = Broker.topic(`o7.it's;"x";drop table ${prefix}_outbox;--.ünï`, orderPlaced.schema)
+      const key = `'); delete from ${prefix}_outbox; -- "$1" \\ ::jsonb`
+      const headers = { "x-sql": "'; drop table users; --", "quote\"name": "$1 $2 ::text", empty: "" }
+      const message = { orderId: `'); truncate ${prefix}_outbox; --`, n: 7 }
+      const id = yield* Outbox.add(topic, message, { key, headers }).pipe(Effect.provide(ctx))
+      yield* waitUntil("published", Effect.sync(() => broker.sent.length === 1))
+      const sent = broker.sent[0]
+      assert.strictEqual(sent?.routingKey, topic.name)
+      assert.strictEqual(sent?.messageId, id)
+      assert.deepStrictEqual(decode(sent?.body), message)
+      for (const [name, value] of Object.entries(headers)) assert.strictEqual(sent?.headers[name], value)
+      const sql = yield* SqlClient.SqlClient
+      const rows = yield* sql<{ topic: string; key: string; headers: Record<string, string> }>`
+        select topic, key, headers from ${sql(`${prefix}_outbox`)}`
+      assert.deepStrictEqual(rows.map((r) => [r.topic, r.key, r.headers]), [[topic.name, key, headers]])
+    })))
+
+  it.live("a dispatcher in another process (no in-process signal) is woken by NOTIFY long before its poll", () =>
+    run(Effect.gen(function*() {
+      const prefix = yield* uniquePrefix
+      const broker = recordingBroker()
+      const store = yield* Layer.build(PgOutbox.layerStore({ prefix }))
+      yield* Layer.build(PgOutbox.dispatcher({ prefix, pollInterval: "60 seconds" }).pipe(Layer.provide(broker.layer)))
+      // The listen connection is up once it shows in pg_listening_channels of some backend.
+      const sql = yield* SqlClient.SqlClient
+      yield* waitUntil(
+        "the dispatcher listens",
+        Effect.map(
+          sql<{ n: string }>`select count(*) as n from pg_stat_activity where application_name = 'eb-outbox-listen'`,
+          (rows) => Number(rows[0]?.n ?? 0) > 0
+        )
+      )
+      const stats = yield* Outbox.stats.pipe(Effect.provide(store))
+      assert.strictEqual(stats.pending, 0)
+      for (let round = 0; round < 3; round++) {
+        yield* Outbox.add(orderPlaced, { orderId: `r${round}`, n: round }).pipe(Effect.provide(store))
+        yield* waitUntil(`event ${round} is published`, Effect.sync(() => broker.sent.length === round + 1), "5 seconds")
+      }
+    })))
+})
