@@ -2,3 +2,28 @@
  * @since 0.1.0
  */
 export * as Broker from "./Broker.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as BrokerError from "./BrokerError.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as Outbox from "./Outbox.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as Scheduler from "./Scheduler.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as Task from "./Task.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as TaskQueue from "./TaskQueue.js"
