@@ -1,6 +1,7 @@
 import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
+import * as FiberId from "effect/FiberId"
 import * as Option from "effect/Option"
 import type * as TaskQueue from "../TaskQueue.js"
 import type { ResultStoreError } from "./taskErrors.js"
@@ -86,7 +87,7 @@ export const make: Effect.Effect<TaskQueue.ResultStoreService> = Effect.sync(() 
         if (found !== undefined && found.expiresAt > now) return Effect.succeed(found)
         let waiter = waiters.get(id)
         if (waiter === undefined) {
-          waiter = { deferred: Deferred.unsafeMake(Effect.runSync(Effect.fiberId)), count: 0 }
+          waiter = { deferred: Deferred.unsafeMake(FiberId.none), count: 0 }
           waiters.set(id, waiter)
         }
         const w = waiter
