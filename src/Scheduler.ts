@@ -428,6 +428,7 @@ export interface LeaseService {
   readonly claim: (owner: string, claims: ReadonlyArray<Claim>) => Effect.Effect<ReadonlyArray<string>, LeaseError>
   /** Raises the fired watermark of each schedule (enqueue succeeded). */
   readonly markFired: (owner: string, slots: ReadonlyArray<FiredSlot>) => Effect.Effect<void, LeaseError>
+  /** The watermarks of those of `schedules` that ever claimed a slot. */
   readonly state: (schedules: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<SlotState>, LeaseError>
 }
 

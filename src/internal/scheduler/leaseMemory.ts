@@ -45,7 +45,11 @@ export const make: Effect.Effect<Scheduler.LeaseService> = Effect.sync(() => {
       }),
     state: (schedules) =>
       Effect.sync(() =>
-        schedules.map((schedule) => ({ schedule, claimed: claimed.get(schedule), fired: fired.get(schedule) }))
+        schedules.filter((schedule) => claimed.has(schedule)).map((schedule) => ({
+          schedule,
+          claimed: claimed.get(schedule),
+          fired: fired.get(schedule)
+        }))
       )
   }
 })
