@@ -1,6 +1,6 @@
 import { assert, describe, it, layer } from "@effect/vitest"
 import * as Amqp from "amqplib"
-import { Deferred, Duration, Effect, Either, Layer, Logger, Queue, Redacted, Schedule, Schema, Scope } from "effect"
+import { Context, Deferred, Duration, Effect, Either, Exit, Layer, Logger, Queue, Redacted, Schedule, Schema, Scope } from "effect"
 import * as Broker from "../../src/Broker.js"
 import * as RabbitMQBroker from "../../src/layers/RabbitMQBroker.js"
 import { rabbitmqUrl, runId, uniqueName } from "../fixtures/env.js"
@@ -24,3 +24,247 @@ const live = Layer.unwrapScoped(
 ).pipe(Layer.orDie)
 
 brokerContract("RabbitMQ", live, { real: true })
+
+const Ping = Schema.Struct({ n: Schema.Number })
+const freshTopic = (base: string) => Broker.topic(`${uniqueName(base).replaceAll("_", "-")}.x`, Ping)
+const liveUrl = () => urlFor(vhost)
+
+const within = <A, E, R>(label: string, effect: Effect.Effect<A, E, R>, seconds = 20) =>
+  Effect.timeoutFail(effect, { duration: Duration.seconds(seconds), onTimeout: () => new Error(`timed out: ${label}`) })
+
+/** Whether a queue or exchange exists (a 404 closes the channel, so each check gets its own). */
+const exists = (model: Amqp.ChannelModel, kind: "queue" | "exchange", name: string) =>
+  Effect.either(withChannel(model, (channel) => kind === "queue" ? channel.checkQueue(name) : channel.checkExchange(name)))
+    .pipe(Effect.map(Either.isRight))
+
+layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQBroker", (it) => {
+  it.scoped("declares the documented topology: exchanges, group, dead-letter, retry and delay queues", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker.Broker
+      const topic = freshTopic("names")
+      const group = uniqueName("g")
+      const handled = yield* Queue.unbounded<number>()
+      yield* broker.subscribe(
+        topic,
+        (message, envelope) => envelope.attempt === 1 ? Effect.fail("first attempt fails") : Queue.offer(handled, message.n),
+        { group, retry: Schedule.spaced("300 millis") }
+      )
+      yield* broker.publish(topic, { n: 1 })
+      assert.strictEqual(yield* within("the retried message", Queue.take(handled)), 1)
+      yield* broker.publish(topic, { n: 2 }, { delay: "250 millis" })
+      assert.strictEqual(yield* within("the delayed message", Queue.take(handled)), 2)
+
+      const model = yield* rawConnection(liveUrl())
+      assert.isTrue(yield* exists(model, "exchange", `${prefix}.topic`))
+      assert.isTrue(yield* exists(model, "exchange", `${prefix}.delay`))
+      assert.isTrue(yield* exists(model, "queue", `${prefix}.group.${group}`))
+      assert.isTrue(yield* exists(model, "queue", `${prefix}.dlq.${group}`))
+      assert.isTrue(yield* exists(model, "queue", `${prefix}.retry.300.${group}`))
+      assert.isTrue(yield* exists(model, "queue", `${prefix}.delay.250`))
+      assert.isFalse(yield* exists(model, "queue", `${prefix}.group.nobody-${runId}`))
+    }))
+
+  it.scoped("B3: a queue redeclared with other arguments fails that subscribe typed; other work goes on", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker.Broker
+      const working = freshTopic("b3-ok")
+      const handled = yield* Queue.unbounded<number>()
+      yield* broker.subscribe(working, (m) => Queue.offer(handled, m.n), { group: uniqueName("g") })
+
+      const clash = uniqueName("clash")
+      const model = yield* rawConnection(liveUrl())
+      yield* withChannel(model, (channel) =>
+        channel.assertQueue(`${prefix}.group.${clash}`, { durable: true, arguments: { "x-max-priority": 3 } }))
+
+      const failed = yield* Effect.either(Effect.scoped(broker.subscribe(freshTopic("b3-bad"), () => Effect.void, { group: clash })))
+      assert.isTrue(Either.isLeft(failed))
+      if (Either.isRight(failed)) return
+      assert.strictEqual(failed.left._tag, "BrokerUnavailable")
+      assert.include(failed.left.message, "PRECONDITION_FAILED")
+
+      yield* broker.publish(working, { n: 7 })
+      assert.strictEqual(yield* within("the message on the healthy subscription", Queue.take(handled)), 7)
+      const health = yield* broker.health
+      assert.strictEqual(health.status, "up")
+      assert.isTrue(health.consumers >= 1)
+    }))
+
+  it.scoped("a consumer whose queue was deleted under it re-declares the queue and resumes", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker.Broker
+      const topic = freshTopic("deleted")
+      const group = uniqueName("g")
+      const handled = yield* Queue.unbounded<number>()
+      yield* broker.subscribe(topic, (m) => Queue.offer(handled, m.n), { group })
+      const model = yield* rawConnection(liveUrl())
+      yield* withChannel(model, (channel) => channel.deleteQueue(`${prefix}.group.${group}`))
+      // Unroutable until the consumer re-declared its queue: publish until one is accepted.
+      yield* within(
+        "a publish accepted after the re-declaration",
+        broker.publish(topic, { n: 1 }).pipe(Effect.retry(Schedule.spaced("50 millis")))
+      )
+      assert.strictEqual(yield* within("the message after resuming", Queue.take(handled)), 1)
+    }))
+
+  it.scoped("a broker nack fails exactly the rejected publishes (x-max-length, reject-publish)", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker.Broker
+      const topic = freshTopic("nack")
+      const model = yield* rawConnection(liveUrl())
+      const queue = `${prefix}.raw.${uniqueName("full")}`
+      yield* withChannel(model, async (channel) => {
+        await channel.assertQueue(queue, { arguments: { "x-max-length": 5, "x-overflow": "reject-publish" } })
+        await channel.bindQueue(queue, `${prefix}.topic`, topic.name)
+      })
+      const outcomes = yield* broker.publishAll(Array.from({ length: 8 }, (_, n) => Broker.entry(topic, { n })), { window: 1 })
+      const reasons = outcomes.map(Either.match({
+        onLeft: (error) => (error._tag === "PublishRejected" ? `${error.reason}:${error.ambiguous}` : error._tag),
+        onRight: () => "ok"
+      }))
+      assert.deepStrictEqual(reasons, ["ok", "ok", "ok", "ok", "ok", "nacked:false", "nacked:false", "nacked:false"])
+    }))
+
+  it.scoped("returns are matched to their own publish: only the unroutable entries of a batch fail", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker.Broker
+      const routable = freshTopic("routable")
+      const unroutable = freshTopic("unroutable")
+      yield* broker.subscribe(routable, () => Effect.void, { group: uniqueName("g") })
+      const entries = Array.from({ length: 400 }, (_, n) => Broker.entry(n % 3 === 0 ? unroutable : routable, { n }))
+      const outcomes = yield* broker.publishAll(entries, { window: 64 })
+      outcomes.forEach((outcome, n) => {
+        if (n % 3 === 0) {
+          assert.isTrue(Either.isLeft(outcome) && outcome.left._tag === "PublishRejected" && outcome.left.reason === "unroutable", `#${n}`)
+        } else {
+          assert.isTrue(Either.isRight(outcome), `#${n}: ${String(Either.getLeft(outcome))}`)
+        }
+      })
+    }))
+
+  it.effect("health says up and where, never the password", () =>
+    Effect.gen(function*() {
+      const health = yield* Broker.health
+      assert.strictEqual(health.status, "up")
+      assert.strictEqual(health.connection, "open")
+      assert.include(health.detail, "127.0.0.1:5672")
+      assert.notInclude(health.detail, "guest:guest")
+    }))
+})
+
+/** Builds the layer in a throwaway scope and returns its failure, if any. */
+const buildError = (options: RabbitMQBroker.Options) =>
+  Effect.flip(Effect.scoped(Layer.build(RabbitMQBroker.layer(options))))
+
+describe("RabbitMQBroker connection failures (B8, B11)", () => {
+  const secret = "s3cr3t-Pa55:w@rd/x"
+  const encoded = encodeURIComponent(secret)
+  const leaks = (text: string) => text.includes(secret) || text.includes(encoded) || text.includes("s3cr3t")
+
+  it.live("a wrong password fails auth once, fast, with no password in the error", () =>
+    Effect.gen(function*() {
+      const proxy = yield* tcpProxy("127.0.0.1", 5672)
+      const started = Date.now()
+      const error = yield* buildError({ url: Redacted.make(`amqp://guest:${encoded}@127.0.0.1:${proxy.port}/`) })
+      assert.strictEqual(error.reason, "auth")
+      assert.isBelow(Date.now() - started, 5000)
+      assert.strictEqual(proxy.accepted(), 1, "no retry on an auth failure")
+      for (const text of [error.message, String(error), JSON.stringify(error), JSON.stringify(Schema.encodeSync(Broker.BrokerUnavailable)(error))]) {
+        assert.isFalse(leaks(text), text)
+      }
+    }).pipe(Effect.scoped))
+
+  it.live("a closed port fails connect at once", () =>
+    Effect.gen(function*() {
+      const port = yield* Effect.scoped(Effect.map(tcpProxy("127.0.0.1", 5672), (proxy) => proxy.port))
+      const started = Date.now()
+      const error = yield* buildError({ url: Redacted.make(`amqp://guest:${encoded}@127.0.0.1:${port}/`) })
+      assert.strictEqual(error.reason, "connect")
+      assert.isBelow(Date.now() - started, 5000)
+      assert.isFalse(leaks(error.message))
+    }))
+
+  it.live("malformed URLs fail invalid-url without echoing the password", () =>
+    Effect.gen(function*() {
+      for (const url of [`not a url ${secret}`, `http://guest:${encoded}@127.0.0.1/`, `amqp://guest:${encoded}@:5672`, `amqp://u:${encoded}@host:99999/`]) {
+        const error = yield* buildError({ url: Redacted.make(url) })
+        assert.strictEqual(error.reason, "invalid-url", url)
+        assert.isFalse(leaks(error.message), error.message)
+      }
+    }))
+
+  it.live("an unknown vhost fails auth with a readable reason", () =>
+    Effect.gen(function*() {
+      const error = yield* buildError({ url: Redacted.make(urlFor(`missing-${runId}`)) })
+      assert.strictEqual(error.reason, "auth")
+      assert.include(error.message, `missing-${runId}`)
+    }))
+
+  it.live("a host that never answers fails timeout within connectTimeout (no hang)", () =>
+    Effect.gen(function*() {
+      const proxy = yield* tcpProxy("127.0.0.1", 5672)
+      yield* proxy.setMode("blackhole")
+      const started = Date.now()
+      const error = yield* buildError({ url: Redacted.make(proxy.url(rabbitmqUrl)), connectTimeout: "500 millis" })
+      assert.strictEqual(error.reason, "timeout")
+      assert.isBelow(Date.now() - started, 3000)
+    }).pipe(Effect.scoped))
+
+  it.live("B11: a real password appears in no log line, health output or error, across a reconnect", () =>
+    Effect.gen(function*() {
+      const user = `eb-user-${runId}`
+      const b11 = `b11${runId}`
+      const group = uniqueName("g")
+      yield* Effect.acquireRelease(rabbitmqctl("add_user", user, secret), () =>
+        Effect.gen(function*() {
+          yield* Effect.ignore(rabbitmqctl("delete_user", user))
+          const model = yield* rawConnection(rabbitmqUrl)
+          yield* Effect.ignore(withChannel(model, async (channel) => {
+            await channel.deleteQueue(`${b11}.group.${group}`)
+            await channel.deleteQueue(`${b11}.dlq.${group}`)
+            await channel.deleteExchange(`${b11}.topic`)
+            await channel.deleteExchange(`${b11}.delay`)
+          }))
+        }).pipe(Effect.scoped, Effect.orDie))
+      yield* rabbitmqctl("set_permissions", "-p", "/", user, ".*", ".*", ".*")
+      const lines: Array<string> = []
+      const capture = Logger.replace(
+        Logger.defaultLogger,
+        Logger.make(({ annotations, message }) => lines.push(JSON.stringify({ message, annotations: [...annotations] })))
+      )
+      // Through a proxy, so the test can cut the connection and make the layer log the reconnect.
+      const proxy = yield* tcpProxy("127.0.0.1", 5672)
+      const url = `amqp://${user}:${encoded}@127.0.0.1:${proxy.port}/`
+      const scope = yield* Scope.make()
+      const context = yield* Layer.buildWithScope(RabbitMQBroker.layer({ url: Redacted.make(url), prefix: b11 }), scope).pipe(
+        Effect.provide(capture)
+      )
+      const broker = Context.get(context, Broker.Broker)
+      const topic = freshTopic("b11")
+      const seen = yield* Deferred.make<void>()
+      yield* broker.subscribe(topic, () => Deferred.succeed(seen, undefined), { group }).pipe(
+        Scope.extend(scope),
+        Effect.provide(capture)
+      )
+      yield* broker.publish(topic, { n: 1 }).pipe(Effect.provide(capture))
+      yield* within("the message", Deferred.await(seen))
+      const health = yield* broker.health
+      yield* Effect.either(broker.publish(freshTopic("b11-nobody"), { n: 2 }))
+      yield* proxy.setMode("reset")
+      yield* proxy.setMode("pass")
+      yield* within(
+        "a reconnect",
+        Effect.repeat(broker.health, {
+          schedule: Schedule.spaced("50 millis"),
+          until: (h) => h.status === "up" && h.detail.includes("#2")
+        })
+      )
+      const afterReconnect = yield* broker.health
+      yield* Scope.close(scope, Exit.void).pipe(Effect.provide(capture))
+      const wrongVhost = yield* buildError({ url: Redacted.make(`amqp://${user}:${encoded}@127.0.0.1:5672/nope-${runId}`) })
+
+      assert.isTrue(lines.some((line) => line.includes("reconnected")), "the reconnect was logged")
+      for (const text of [...lines, JSON.stringify(health), JSON.stringify(afterReconnect), wrongVhost.message, JSON.stringify(wrongVhost)]) {
+        assert.isFalse(leaks(text), text)
+      }
+    }).pipe(Effect.scoped))
+})
