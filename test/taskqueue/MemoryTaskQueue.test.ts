@@ -1,0 +1,17 @@
+import { Effect, Layer } from "effect"
+import * as MemoryBroker from "../../src/layers/MemoryBroker.js"
+import { ContractProbe } from "../broker/contract.js"
+import { taskQueueContract } from "./contract.js"
+
+const probe = Layer.effect(
+  ContractProbe,
+  Effect.map(MemoryBroker.MemoryBroker, (memory) => ({
+    deadLetters: (group: string) =>
+      Effect.map(memory.deadLetters(group), (letters) =>
+        letters.map(({ body, headers, messageId, reason }) => ({ body, headers, messageId, reason }))),
+    maxMessageBytes: MemoryBroker.defaults.maxMessageBytes
+  }))
+)
+
+// declaresAhead: false until the memory transport implements `Transport.declare`.
+taskQueueContract("memory", Layer.provideMerge(probe, MemoryBroker.layer()), { real: false, declaresAhead: false })

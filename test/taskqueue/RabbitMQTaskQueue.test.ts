@@ -1,0 +1,72 @@
+import { PgClient } from "@effect/sql-pg"
+import { describe, it } from "@effect/vitest"
+import { assert } from "vitest"
+import { Effect, Either, Layer, Redacted } from "effect"
+import * as RabbitMQBroker from "../../src/layers/RabbitMQBroker.js"
+import * as PgResultStore from "../../src/layers/PgResultStore.js"
+import * as TaskQueue from "../../src/TaskQueue.js"
+import { SqlClient } from "@effect/sql"
+import { databaseUrl, runId, uniqueName } from "../fixtures/env.js"
+import { probeLayer, scopedVhost, urlFor } from "../support/rabbitmq.js"
+import { taskQueueContract, welcomeTask, withQueue } from "./contract.js"
+
+const prefix = `t${runId}`
+const maxMessageBytes = 256 * 1024
+
+/** RabbitMQ in a vhost of its own, deleted (with every queue) afterwards. */
+const liveIn = (vhost: string) => Layer.unwrapScoped(
+  Effect.map(scopedVhost(vhost), (name) => {
+    const url = urlFor(name)
+    return Layer.merge(
+      RabbitMQBroker.layer({ url: Redacted.make(url), prefix, maxMessageBytes, shutdownTimeout: "2 seconds" }),
+      probeLayer(url, prefix, maxMessageBytes)
+    )
+  })
+).pipe(Layer.orDie)
+
+taskQueueContract("RabbitMQ", liveIn(`eb-tasks-${runId}`), { real: true })
+
+/** PostgreSQL result store with run-unique tables, dropped when the layer is released. */
+const tablePrefix = uniqueName("tq")
+const pgStore = PgResultStore.layer({ prefix: tablePrefix }).pipe(
+  Layer.provideMerge(Layer.scopedDiscard(Effect.addFinalizer(() =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      yield* sql`drop table if exists ${sql(`${tablePrefix}_task_results`)}, ${sql(`${tablePrefix}_task_keys`)}`
+    }).pipe(Effect.orDie)
+  ))),
+  Layer.provide(PgClient.layer({ url: Redacted.make(databaseUrl), maxConnections: 10 })),
+  Layer.orDie
+)
+
+describe("TaskQueue on RabbitMQ with the PostgreSQL result store", () => {
+  it.live("a task enqueued before any worker, then 50 enqueues of one key, all with results in PostgreSQL", () =>
+    Effect.gen(function*() {
+      const task = welcomeTask()
+      const worker = TaskQueue.worker(task, (payload, ctx) => Effect.succeed({ messageId: `${payload.userId}:${ctx.id}`, at: new Date(0) }))
+      // Enqueued while no worker exists: the queue is declared by enqueue, so the task waits.
+      const early = yield* withQueue(
+        Layer.empty,
+        TaskQueue.enqueue(task, { userId: "early", email: "a@b.c" }),
+        pgStore
+      )
+      yield* withQueue(
+        worker,
+        Effect.gen(function*() {
+          const first = yield* Effect.either(TaskQueue.result(early, { timeout: "20 seconds" }))
+          assert.deepStrictEqual(first, Either.right({ messageId: `early:${early.id}`, at: new Date(0) }))
+          const handles = yield* Effect.forEach(
+            Array.from({ length: 50 }, (_, i) => i),
+            (i) => TaskQueue.enqueue(task, { userId: `u${i}`, email: "a@b.c" }, { key: "same" }),
+            { concurrency: "unbounded" }
+          )
+          assert.strictEqual(new Set(handles.map((h) => h.id)).size, 1)
+          const [one] = handles
+          if (one === undefined) return assert.fail("no handle")
+          const sent = yield* TaskQueue.result(one, { timeout: "20 seconds" })
+          assert.match(sent.messageId, /^u\d+:/)
+        }),
+        pgStore
+      )
+    }).pipe(Effect.provide(liveIn(`eb-tasks-pg-${runId}`))), 60_000)
+})
