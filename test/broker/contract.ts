@@ -5,7 +5,7 @@
  * Runs on the live clock for every implementation (retries and delays really elapse; bounds are
  * generous). Topics and groups are unique per test and per run.
  */
-import { assert, layer } from "@effect/vitest"
+import { assert, it as sharedIt, layer } from "@effect/vitest"
 import type { Layer } from "effect"
 import { Clock, Context, Data, Deferred, Duration, Effect, Either, Exit, Fiber, Option, Queue, Ref, Schedule, Schema, Scope } from "effect"
 import * as Broker from "../../src/Broker.js"
@@ -77,6 +77,11 @@ export const brokerContract = <E>(
       eventually(`${count} dead letter(s) in ${group}`, probe.deadLetters(group), (all) => all.length >= count))
 
   const encoded = (value: Order) => Schema.encodeSync(Order)(value)
+
+  // @effect/vitest's `layer()` rebinds the testers of the one shared `it` object to its runtime
+  // (live clock here); put them back once our tests are registered, so tests declared after this
+  // suite in the same file keep their TestServices.
+  const testers = { effect: sharedIt.effect, scoped: sharedIt.scoped, layer: sharedIt.layer, flakyTest: sharedIt.flakyTest }
 
   layer(brokerLayer, { excludeTestServices: true, timeout: "60 seconds" })(`Broker contract (${name})`, (it) => {
     it.scoped("a published message arrives typed, with id, topic, attempt, publishedAt, headers and correlationId", () =>
@@ -479,5 +484,7 @@ export const brokerContract = <E>(
         const parentSpanId = Option.map(span.value.parent, (parent) => parent.spanId)
         assert.deepStrictEqual(parentSpanId, Option.some(traceparent?.split("-")[2] ?? ""))
       }))
+
+    Object.assign(sharedIt, testers)
   })
 }
