@@ -343,6 +343,20 @@ export const brokerContract = <E>(
         assert.deepStrictEqual(yield* takeN(handled, 5, "queued message"), ["p9", "p5", "p3", "p1", "pnone"])
       }))
 
+    it.scoped("subscribing to a group with another maxPriority fails BrokerUnavailable; the group keeps working", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker.Broker
+        const topic = freshTopic("clash")
+        const group = uniqueName("g")
+        const handled = yield* Queue.unbounded<string>()
+        yield* broker.subscribe(topic, (m) => Queue.offer(handled, m.id), { group, maxPriority: 5 })
+        const clash = yield* Effect.either(Effect.scoped(broker.subscribe(topic, () => Effect.void, { group })))
+        assert.isTrue(Either.isLeft(clash) && clash.left._tag === "BrokerUnavailable", String(Either.getLeft(clash)))
+        yield* broker.publish(topic, order("still-works"))
+        assert.strictEqual(yield* take(handled, "the message on the first subscription"), "still-works")
+        assert.strictEqual((yield* broker.health).status, "up")
+      }))
+
     it.scoped("closing a subscription with a handler in flight loses nothing", () =>
       Effect.gen(function*() {
         const broker = yield* Broker.Broker

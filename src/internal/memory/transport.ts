@@ -146,16 +146,17 @@ export const make = (options: Options): Effect.Effect<MemoryTransport, never, Sc
     // topology
     // -----------------------------------------------------------------------------------------
 
-    const declare = (name: string, maxPriority: number | undefined): Effect.Effect<Group> => {
+    const declare = (name: string, maxPriority: number | undefined): Effect.Effect<Group, BrokerUnavailable> => {
       const existing = groups.get(name)
       if (existing !== undefined) {
         if (existing.maxPriority === maxPriority) return Effect.succeed(existing)
-        // RabbitMQ refuses to redeclare a queue with other arguments; the first declaration stays.
-        return Effect.as(
-          Effect.logWarning(
-            `group "${name}" was declared with maxPriority ${existing.maxPriority ?? "none"}; keeping it (asked for ${maxPriority ?? "none"})`
-          ),
-          existing
+        // As RabbitMQ (406 PRECONDITION_FAILED): a queue cannot be redeclared with other arguments.
+        return Effect.fail(
+          new BrokerUnavailable({
+            reason: "closed",
+            detail: `PRECONDITION_FAILED - group "${name}" exists with maxPriority ${existing.maxPriority ?? "none"}, ` +
+              `cannot subscribe with maxPriority ${maxPriority ?? "none"}`
+          })
         )
       }
       const group: Group = {
