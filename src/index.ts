@@ -11,6 +11,11 @@ export * as BrokerError from "./BrokerError.js"
 /**
  * @since 0.1.0
  */
+export * as MemoryBroker from "./layers/MemoryBroker.js"
+
+/**
+ * @since 0.1.0
+ */
 export * as Outbox from "./Outbox.js"
 
 /**
