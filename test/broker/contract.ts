@@ -324,6 +324,22 @@ export const brokerContract = <E>(
         assert.deepStrictEqual(yield* takeN(handled, 3, "queued message"), ["q-1", "q-2", "q-3"])
       }))
 
+    it.scoped("a message not consumed within its expiration is dropped", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker.Broker
+        const topic = freshTopic("expire")
+        const group = uniqueName("g")
+        yield* Effect.scoped(broker.subscribe(topic, () => Effect.void, { group }))
+        yield* broker.publish(topic, order("expires"), { expiration: "100 millis" })
+        yield* broker.publish(topic, order("stays"), { expiration: "1 minute" })
+        // The expiration is the condition under test: let it pass while no consumer is attached.
+        yield* Effect.sleep("400 millis")
+        yield* broker.publish(topic, order("fresh"))
+        const handled = yield* Queue.unbounded<string>()
+        yield* broker.subscribe(topic, (m) => Queue.offer(handled, m.id), { group, concurrency: 1 })
+        assert.deepStrictEqual(yield* takeN(handled, 2, "live message"), ["stays", "fresh"])
+      }))
+
     it.scoped("priorities: higher first when the group has maxPriority", () =>
       Effect.gen(function*() {
         const broker = yield* Broker.Broker
