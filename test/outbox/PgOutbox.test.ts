@@ -1,13 +1,29 @@
 import { SqlClient } from "@effect/sql"
+import type { PgClient } from "@effect/sql-pg"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Either, Exit, Layer, Schedule, Schema } from "effect"
+import { Context, Effect, Either, Exit, Layer, Queue, Redacted, Schedule, Schema, type Scope } from "effect"
 import { Broker } from "../../src/index.js"
+import * as MemoryBroker from "../../src/layers/MemoryBroker.js"
 import * as PgOutbox from "../../src/layers/PgOutbox.js"
+import * as RabbitMQBroker from "../../src/layers/RabbitMQBroker.js"
 import * as Outbox from "../../src/Outbox.js"
+import { runId, uniqueName } from "../fixtures/env.js"
+import { scopedVhost, urlFor } from "../support/rabbitmq.js"
 import { orderPlaced, pg, recordingBroker, tally, uniquePrefix, waitUntil } from "./fixtures.js"
 
-const run = <A, E>(body: Effect.Effect<A, E, SqlClient.SqlClient | import("@effect/sql-pg").PgClient.PgClient | import("effect").Scope.Scope>) =>
+const run = <A, E>(body: Effect.Effect<A, E, SqlClient.SqlClient | PgClient.PgClient | Scope.Scope>) =>
   Effect.scoped(body).pipe(Effect.provide(pg()))
+
+const brokers: ReadonlyArray<readonly [string, Layer.Layer<Broker.Broker, unknown>]> = [
+  ["MemoryBroker", MemoryBroker.layer()],
+  [
+    "RabbitMQBroker",
+    Layer.unwrapScoped(Effect.map(
+      scopedVhost(`eb-test-outbox-main-${runId}`),
+      (vhost) => RabbitMQBroker.layer({ url: Redacted.make(urlFor(vhost)), prefix: `t${runId}` })
+    ))
+  ]
+]
 
 const decode = Schema.decodeUnknownSync(Schema.parseJson(orderPlaced.schema))
 
@@ -21,6 +37,38 @@ const countRows = (prefix: string, where: "all" | "pending" | "dispatched" | "de
   })
 
 describe("PgOutbox", () => {
+  for (const [name, brokerLayer] of brokers) {
+    it.live(`committed events reach a ${name} subscriber decoded, with their headers and the producer's trace`, () =>
+      run(Effect.gen(function*() {
+        const prefix = yield* uniquePrefix
+        const brokerContext = yield* Layer.build(brokerLayer)
+        const broker = Context.get(brokerContext, Broker.Broker)
+        const received = yield* Queue.unbounded<readonly [typeof orderPlaced.schema.Type, Broker.Envelope]>()
+        yield* broker.subscribe(orderPlaced, (message, envelope) => Queue.offer(received, [message, envelope]), {
+          group: uniqueName("outbox").replaceAll("_", "-")
+        })
+        const ctx = yield* Layer.build(
+          PgOutbox.layer({ prefix, pollInterval: "200 millis" }).pipe(Layer.provide(Layer.succeedContext(brokerContext)))
+        )
+        const sql = yield* SqlClient.SqlClient
+        const sent = yield* sql.withTransaction(Effect.gen(function*() {
+          const span = yield* Effect.currentSpan
+          const ids = yield* Effect.forEach([1, 2, 3], (n) =>
+            Outbox.add(orderPlaced, { orderId: `o${n}`, n }, { key: "customer-1", headers: { tenant: "acme" } }))
+          return { ids, span }
+        })).pipe(Effect.withSpan("checkout"), Effect.provide(ctx))
+        const messages = [yield* Queue.take(received), yield* Queue.take(received), yield* Queue.take(received)]
+          .sort(([a], [b]) => a.n - b.n)
+        assert.deepStrictEqual(messages.map(([m]) => m), [1, 2, 3].map((n) => ({ orderId: `o${n}`, n })))
+        assert.deepStrictEqual(messages.map(([, e]) => e.id), sent.ids)
+        for (const [, envelope] of messages) {
+          assert.strictEqual(envelope.headers["tenant"], "acme")
+          assert.strictEqual(envelope.traceparent?.split("-")[1], sent.span.traceId)
+          assert.strictEqual(envelope.traceparent?.split("-")[2], sent.span.spanId)
+        }
+      })).pipe(Effect.timeout("30 seconds")))
+  }
+
   it.live("add in a rolled-back transaction leaves no event; a committed one is published with its trace context", () =>
     run(Effect.gen(function*() {
       const prefix = yield* uniquePrefix

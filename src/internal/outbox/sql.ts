@@ -61,7 +61,9 @@ export const setup = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<void, 
     yield* sql`create index if not exists ${sql(`${t.outbox}_dispatched_at`)} on ${table} (dispatched_at)
       where state = 'dispatched'`
     yield* sql`create index if not exists ${sql(`${t.outbox}_dead`)} on ${table} (id) where state = 'dead'`
-    yield* sql`create index if not exists ${sql(`${t.outbox}_message_id`)} on ${table} (message_id)`
+    // Partial: marking a row dispatched then adds no entry here (replay only targets undispatched rows).
+    yield* sql`create index if not exists ${sql(`${t.outbox}_undispatched_message_id`)} on ${table} (message_id)
+      where state <> 'dispatched'`
   }))
 }
 
