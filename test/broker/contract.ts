@@ -194,6 +194,7 @@ export const brokerContract = <E>(
         const seen = yield* takeN(attempts, 3, "attempt")
         assert.deepStrictEqual(seen.map((e) => e.attempt), [1, 2, 3])
         for (const envelope of seen) {
+          assert.strictEqual(envelope.redelivered, false, "a retry is not a redelivery")
           assert.strictEqual(envelope.id, messageId)
           assert.deepStrictEqual(envelope.headers, { tenant: "acme" })
           assert.strictEqual(envelope.correlationId, "corr-r")
@@ -205,6 +206,24 @@ export const brokerContract = <E>(
         assert.include(dead.reason, "Boom")
         assert.include(dead.reason, "card declined")
         assert.deepStrictEqual(JSON.parse(dead.body), encoded(order("r-1")))
+      }))
+
+    it.scoped("a message waiting for its retry does not block the next one", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker.Broker
+        const topic = freshTopic("noblock")
+        const handled = yield* Queue.unbounded<readonly [string, number]>()
+        yield* broker.subscribe(
+          topic,
+          (m, envelope) =>
+            Queue.offer(handled, [m.id, envelope.attempt]).pipe(
+              Effect.zipRight(m.id === "slow" ? new Boom({ message: "later" }) : Effect.void)
+            ),
+          { group: uniqueName("g"), concurrency: 1, retry: Schedule.spaced("1 minute") }
+        )
+        yield* broker.publish(topic, order("slow"))
+        yield* broker.publish(topic, order("next"))
+        assert.deepStrictEqual(yield* takeN(handled, 2, "handled message"), [["slow", 1], ["next", 1]])
       }))
 
     it.scoped("a defect (throw) is retried the same way and dead-lettered with its message", () =>
