@@ -105,24 +105,36 @@ const optionalMillis = (input: Duration.DurationInput | undefined, name: string)
   return Either.right(Math.round(millis))
 }
 
+const noProperties: Either.Either<{ delay: number | undefined; expiration: number | undefined }, InvalidName> = Either.right({
+  delay: undefined,
+  expiration: undefined
+})
+
+// Plain branches rather than Either.gen: this runs once per published message (hot path).
 const validateProperties = (
   options: Broker.PublishOptions | undefined
-): Either.Either<{ delay: number | undefined; expiration: number | undefined }, InvalidName> =>
-  Either.gen(function*() {
-    if (options?.headers !== undefined) yield* names.validateHeaders(options.headers)
-    const priority = options?.priority
-    if (priority !== undefined && (!Number.isInteger(priority) || priority < 0 || priority > 255)) {
-      return yield* invalidOption(priority, "priority must be an integer from 0 to 255")
-    }
-    const id = options?.messageId
-    if (id !== undefined && (id.length === 0 || Buffer.byteLength(id) > 255)) {
-      return yield* invalidOption(id, "messageId must be 1-255 bytes")
-    }
-    const delay = yield* optionalMillis(options?.delay, "delay")
-    const expiration = yield* optionalMillis(options?.expiration, "expiration")
-    if (expiration === 0) return yield* invalidOption(options?.expiration, "expiration must be positive")
-    return { delay: delay === 0 ? undefined : delay, expiration }
-  })
+): Either.Either<{ delay: number | undefined; expiration: number | undefined }, InvalidName> => {
+  if (options === undefined) return noProperties
+  if (options.headers !== undefined) {
+    const checked = names.validateHeaders(options.headers)
+    if (Either.isLeft(checked)) return Either.left(checked.left)
+  }
+  const priority = options.priority
+  if (priority !== undefined && (!Number.isInteger(priority) || priority < 0 || priority > 255)) {
+    return invalidOption(priority, "priority must be an integer from 0 to 255")
+  }
+  const id = options.messageId
+  if (id !== undefined && (id.length === 0 || Buffer.byteLength(id) > 255)) {
+    return invalidOption(id, "messageId must be 1-255 bytes")
+  }
+  if (options.delay === undefined && options.expiration === undefined) return noProperties
+  const delay = optionalMillis(options.delay, "delay")
+  if (Either.isLeft(delay)) return Either.left(delay.left)
+  const expiration = optionalMillis(options.expiration, "expiration")
+  if (Either.isLeft(expiration)) return Either.left(expiration.left)
+  if (expiration.right === 0) return invalidOption(options.expiration, "expiration must be positive")
+  return Either.right({ delay: delay.right === 0 ? undefined : delay.right, expiration: expiration.right })
+}
 
 const withTraceparent = (
   userHeaders: Readonly<Record<string, string>> | undefined,
@@ -134,41 +146,47 @@ const withTraceparent = (
 
 /** @internal */
 export const prepare = <A, I>(topic: Broker.Topic<A, I>, message: A, options: Broker.PublishOptions | undefined): Prepare =>
-(traceparent, now) =>
-  Either.gen(function*() {
-    const properties = yield* validateProperties(options)
-    const body = yield* topic.codec.encode(message)
-    return {
-      routingKey: topic.name,
-      body,
-      headers: withTraceparent(options?.headers, traceparent),
-      messageId: options?.messageId ?? crypto.randomUUID(),
-      correlationId: options?.correlationId,
-      publishedAt: now,
-      priority: options?.priority,
-      expiration: properties.expiration,
-      delay: properties.delay
-    }
+(traceparent, now) => {
+  const properties = validateProperties(options)
+  if (Either.isLeft(properties)) return Either.left(properties.left)
+  const body = topic.codec.encode(message)
+  if (Either.isLeft(body)) return Either.left(body.left)
+  return Either.right({
+    routingKey: topic.name,
+    body: body.right,
+    headers: withTraceparent(options?.headers, traceparent),
+    messageId: options?.messageId ?? crypto.randomUUID(),
+    correlationId: options?.correlationId,
+    publishedAt: now,
+    priority: options?.priority,
+    expiration: properties.right.expiration,
+    delay: properties.right.delay
   })
+}
 
-const prepareEncoded = (entry: Broker.EncodedEntry, traceparent: string | undefined, now: number) =>
-  Either.gen(function*() {
-    yield* names.validateTopic(entry.topic)
-    if (entry.headers !== undefined) yield* names.validateHeaders(entry.headers)
-    const body = typeof entry.body === "string" ? Buffer.from(entry.body, "utf8") : entry.body
-    const message: Broker.TransportMessage = {
-      routingKey: entry.topic,
-      body,
-      headers: withTraceparent(entry.headers, entry.traceparent ?? traceparent),
-      messageId: entry.messageId,
-      correlationId: entry.correlationId,
-      publishedAt: entry.publishedAt ?? now,
-      priority: undefined,
-      expiration: undefined,
-      delay: undefined
-    }
-    return message
+const prepareEncoded = (
+  entry: Broker.EncodedEntry,
+  traceparent: string | undefined,
+  now: number
+): Either.Either<Broker.TransportMessage, InvalidName> => {
+  const topic = names.validateTopic(entry.topic)
+  if (Either.isLeft(topic)) return Either.left(topic.left)
+  if (entry.headers !== undefined) {
+    const checked = names.validateHeaders(entry.headers)
+    if (Either.isLeft(checked)) return Either.left(checked.left)
+  }
+  return Either.right({
+    routingKey: entry.topic,
+    body: typeof entry.body === "string" ? Buffer.from(entry.body, "utf8") : entry.body,
+    headers: withTraceparent(entry.headers, entry.traceparent ?? traceparent),
+    messageId: entry.messageId,
+    correlationId: entry.correlationId,
+    publishedAt: entry.publishedAt ?? now,
+    priority: undefined,
+    expiration: undefined,
+    delay: undefined
   })
+}
 
 const userHeadersOf = (wire: Readonly<Record<string, string>>): Record<string, string> => {
   const result: Record<string, string> = {}

@@ -4,6 +4,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as FiberSet from "effect/FiberSet"
+import * as Queue from "effect/Queue"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import type * as Broker from "../../Broker.js"
@@ -120,6 +121,11 @@ const republished = (
   }
 }
 
+interface Inbound {
+  readonly channel: Amqp.Channel
+  readonly message: Amqp.Message
+}
+
 interface Attached {
   readonly connection: Connection
   readonly channel: Amqp.Channel
@@ -143,8 +149,15 @@ export const consume = (deps: ConsumerDeps) =>
   Effect.gen(function*() {
     const { manager, names } = deps
     const queue = names.group(subscription.group)
-    const handlers = yield* FiberSet.make<void, never>()
-    const run = yield* FiberSet.runtime(handlers)<never>()
+    // A fixed pool of `concurrency` workers fed by the delivery callback: no fiber per message.
+    const inbox = yield* Queue.unbounded<Inbound>()
+    const workers = yield* FiberSet.make<never, never>()
+    let pending = 0
+    let drained: Deferred.Deferred<void> | undefined
+    const finished = Effect.sync(() => {
+      pending--
+      if (pending === 0 && drained !== undefined) Deferred.unsafeDone(drained, Effect.void)
+    })
     const token = {}
     let stopping = false
     let attached: Attached | undefined
@@ -286,7 +299,8 @@ export const consume = (deps: ConsumerDeps) =>
                     manager.log({ level: "debug", message: `closing a cancelled consumer: ${manager.describeError(error)}` }))
                   return
                 }
-                run(process(channel, message))
+                pending++
+                Queue.unsafeOffer(inbox, { channel, message })
               }, { noAck: false }),
             catch: (error) => fail(`consuming from "${queue}" failed`, error)
           })
@@ -305,6 +319,11 @@ export const consume = (deps: ConsumerDeps) =>
           Effect.catchAll((error) => Effect.logDebug(`closing a consumer channel: ${manager.describeError(error)}`))
         ))
 
+    const worker = Effect.forever(
+      Effect.flatMap(Queue.take(inbox), (item) => Effect.ensuring(process(item.channel, item.message), finished))
+    )
+    for (let i = 0; i < subscription.concurrency; i++) yield* FiberSet.run(workers, Effect.interruptible(worker))
+
     attached = yield* attach(0)
     deps.active.add(token)
 
@@ -313,19 +332,26 @@ export const consume = (deps: ConsumerDeps) =>
         stopping = true
         deps.active.delete(token)
         const current = attached
-        if (current === undefined) return yield* FiberSet.clear(handlers)
-        if (!(yield* Deferred.isDone(current.lost))) {
+        if (current !== undefined && !(yield* Deferred.isDone(current.lost))) {
           yield* Effect.tryPromise(() => current.channel.cancel(current.consumerTag)).pipe(
             Effect.timeout(deps.shutdownTimeout),
             Effect.catchAll((error) => Effect.logDebug(`cancelling the consumer: ${manager.describeError(error)}`))
           )
         }
-        const drained = yield* FiberSet.awaitEmpty(handlers).pipe(Effect.timeoutOption(deps.shutdownTimeout))
-        if (drained._tag === "None") {
-          const left = yield* FiberSet.size(handlers)
-          yield* Effect.logWarning(`shutdown timeout: interrupting ${left} in-flight handler(s); their messages are requeued`)
+        if (pending > 0) {
+          const signal = yield* Deferred.make<void>()
+          drained = signal
+          const result = yield* Deferred.await(signal).pipe(Effect.timeoutOption(deps.shutdownTimeout))
+          if (result._tag === "None") {
+            yield* Effect.logWarning(
+              `shutdown timeout: interrupting ${pending} in-flight message(s); they are requeued`
+            )
+          }
         }
-        yield* FiberSet.clear(handlers)
+        // Interrupted handlers requeue their message; deliveries no worker started are requeued here.
+        yield* FiberSet.clear(workers)
+        for (const item of yield* Queue.takeAll(inbox)) settle(item.channel, item.message, { done: false }, false)
+        if (current === undefined) return
         yield* closeChannel(current.channel, current.lost)
       }).pipe(Effect.annotateLogs(annotations))
     )

@@ -1,0 +1,264 @@
+/**
+ * `npm run bench -- broker`: RabbitMQBroker against raw amqplib, in the same run, on the local
+ * RabbitMQ (durable classic queues, persistent messages, ~200 B JSON).
+ *
+ * - publish: raw = confirm channel, window 1,000, straight to the queue; ours = `publishAll` with
+ *   the same window (Schema encode, topic exchange, `mandatory`, return correlation included).
+ * - consume: a backlog of N messages; raw = manual ack at prefetch 100; ours = `subscribe` with
+ *   concurrency 100 (decode, envelope, span, ack included).
+ * - latency: publish→handler at 2,000 msg/s for a few seconds, p50/p99, both paths.
+ */
+import * as Amqp from "amqplib"
+import { Context, Deferred, Effect, Either, Layer, Redacted, Schema } from "effect"
+import * as Broker from "../src/Broker.js"
+import * as RabbitMQBroker from "../src/layers/RabbitMQBroker.js"
+import { rabbitmqUrl, runId } from "../test/fixtures/env.js"
+
+const N = Number(process.env["BENCH_BROKER_N"] ?? 50_000)
+const WINDOW = 1_000
+const PREFETCH = 100
+const RATE = 2_000
+const LATENCY_SECONDS = 4
+const ROUNDS = Number(process.env["BENCH_BROKER_ROUNDS"] ?? 3)
+
+const Order = Schema.Struct({
+  id: Schema.String,
+  customer: Schema.String,
+  amount: Schema.Number,
+  currency: Schema.String,
+  sentAt: Schema.Number,
+  note: Schema.String
+})
+type Order = typeof Order.Type
+const note = "x".repeat(100)
+const order = (n: number, sentAt = 0): Order => ({
+  id: `order-${n}`,
+  customer: `customer-${n % 977}`,
+  amount: n % 10_000,
+  currency: "EUR",
+  sentAt,
+  note
+})
+
+const print = (name: string, value: number, unit: string) =>
+  process.stdout.write(`${name}: ${Number.isInteger(value) ? value : value.toFixed(2)} ${unit}\n`)
+
+const median = (values: ReadonlyArray<number>) => {
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN
+}
+const percentile = (sorted: ReadonlyArray<number>, p: number) =>
+  sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN
+
+// ---------------------------------------------------------------------------------------------
+// raw amqplib
+// ---------------------------------------------------------------------------------------------
+
+const rawPublish = async (channel: Amqp.ConfirmChannel, queue: string, count: number): Promise<number> => {
+  const started = performance.now()
+  await new Promise<void>((resolve, reject) => {
+    let sent = 0
+    let confirmed = 0
+    let inFlight = 0
+    let blocked = false
+    const pump = () => {
+      while (!blocked && inFlight < WINDOW && sent < count) {
+        const n = sent++
+        inFlight++
+        const ok = channel.sendToQueue(queue, Buffer.from(JSON.stringify(order(n))), {
+          persistent: true,
+          contentType: "application/json",
+          messageId: `raw-${n}`
+        }, (error) => {
+          if (error !== null && error !== undefined) return reject(error)
+          inFlight--
+          confirmed++
+          if (confirmed === count) resolve()
+          else pump()
+        })
+        if (!ok) blocked = true
+      }
+    }
+    channel.on("drain", () => {
+      blocked = false
+      pump()
+    })
+    pump()
+  })
+  channel.removeAllListeners("drain")
+  return count / ((performance.now() - started) / 1000)
+}
+
+const rawConsume = async (model: Amqp.ChannelModel, queue: string, count: number): Promise<number> => {
+  const channel = await model.createChannel()
+  await channel.prefetch(PREFETCH)
+  const started = performance.now()
+  let received = 0
+  let tag = ""
+  await new Promise<void>((resolve) => {
+    void channel.consume(queue, (message) => {
+      if (message === null) return
+      JSON.parse(message.content.toString("utf8"))
+      channel.ack(message)
+      if (++received === count) resolve()
+    }, { noAck: false }).then((reply) => {
+      tag = reply.consumerTag
+    })
+  })
+  const rate = count / ((performance.now() - started) / 1000)
+  await channel.cancel(tag)
+  await channel.close()
+  return rate
+}
+
+const rawLatency = async (model: Amqp.ChannelModel, queue: string): Promise<Array<number>> => {
+  const publish = await model.createConfirmChannel()
+  const consume = await model.createChannel()
+  await consume.prefetch(PREFETCH)
+  const total = RATE * LATENCY_SECONDS
+  const latencies: Array<number> = []
+  await new Promise<void>((resolve) => {
+    void consume.consume(queue, (message) => {
+      if (message === null) return
+      const body = JSON.parse(message.content.toString("utf8")) as Order
+      latencies.push(performance.now() - body.sentAt)
+      consume.ack(message)
+      if (latencies.length === total) resolve()
+    })
+    let sent = 0
+    const started = performance.now()
+    const tick = () => {
+      const due = Math.min(total, Math.floor(((performance.now() - started) / 1000) * RATE))
+      while (sent < due) {
+        const n = sent++
+        publish.sendToQueue(queue, Buffer.from(JSON.stringify(order(n, performance.now()))), { persistent: true }, () => undefined)
+      }
+      if (sent < total) setTimeout(tick, 1)
+    }
+    tick()
+  })
+  await publish.close()
+  await consume.close()
+  return latencies.sort((a, b) => a - b)
+}
+
+// ---------------------------------------------------------------------------------------------
+// ours
+// ---------------------------------------------------------------------------------------------
+
+const oursPublish = (broker: Broker.Service, topic: Broker.Topic<Order, Order>, count: number) =>
+  Effect.gen(function*() {
+    const started = performance.now()
+    const entries = Array.from({ length: count }, (_, n) => Broker.entry(topic, order(n)))
+    const outcomes = yield* broker.publishAll(entries, { window: WINDOW })
+    const failed = outcomes.filter(Either.isLeft).length
+    if (failed > 0) return yield* Effect.dieMessage(`${failed} publishes failed`)
+    return count / ((performance.now() - started) / 1000)
+  })
+
+const oursConsume = (broker: Broker.Service, topic: Broker.Topic<Order, Order>, group: string, count: number) =>
+  Effect.gen(function*() {
+    const done = yield* Deferred.make<void>()
+    let received = 0
+    const started = performance.now()
+    yield* broker.subscribe(topic, () =>
+      Effect.sync(() => {
+        if (++received === count) Deferred.unsafeDone(done, Effect.void)
+      }), { group, concurrency: PREFETCH })
+    yield* Deferred.await(done)
+    return count / ((performance.now() - started) / 1000)
+  }).pipe(Effect.scoped)
+
+const oursLatency = (broker: Broker.Service, topic: Broker.Topic<Order, Order>, group: string) =>
+  Effect.gen(function*() {
+    const total = RATE * LATENCY_SECONDS
+    const latencies: Array<number> = []
+    const done = yield* Deferred.make<void>()
+    yield* broker.subscribe(topic, (message) =>
+      Effect.sync(() => {
+        latencies.push(performance.now() - message.sentAt)
+        if (latencies.length === total) Deferred.unsafeDone(done, Effect.void)
+      }), { group, concurrency: PREFETCH })
+    let sent = 0
+    const started = performance.now()
+    while (sent < total) {
+      const due = Math.min(total, Math.floor(((performance.now() - started) / 1000) * RATE))
+      const batch: Array<Broker.PublishEntry> = []
+      while (sent < due) batch.push(Broker.entry(topic, order(sent++, performance.now())))
+      // Publishes run concurrently with the pacing loop, as independent producers would.
+      if (batch.length > 0) yield* Effect.forkScoped(broker.publishAll(batch, { window: WINDOW }))
+      yield* Effect.sleep("1 millis")
+    }
+    yield* Deferred.await(done)
+    return latencies.sort((a, b) => a - b)
+  }).pipe(Effect.scoped)
+
+// ---------------------------------------------------------------------------------------------
+
+const prefix = `bench${runId}`
+
+const main = Effect.gen(function*() {
+  const model = yield* Effect.acquireRelease(
+    Effect.promise(() => Amqp.connect(rabbitmqUrl)),
+    (m) => Effect.promise(() => m.close())
+  )
+  const admin = yield* Effect.promise(() => model.createChannel())
+  const created: Array<string> = []
+  yield* Effect.addFinalizer(() =>
+    Effect.promise(async () => {
+      for (const queue of created) await admin.deleteQueue(queue)
+      await admin.deleteExchange(`${prefix}.topic`)
+      await admin.deleteExchange(`${prefix}.delay`)
+      await admin.close()
+    }))
+  const context = yield* Layer.build(RabbitMQBroker.layer({ url: Redacted.make(rabbitmqUrl), prefix }))
+  const broker = Context.get(context, Broker.Broker)
+
+  const publish = { raw: [] as Array<number>, ours: [] as Array<number> }
+  const consume = { raw: [] as Array<number>, ours: [] as Array<number> }
+  for (let round = 0; round < ROUNDS; round++) {
+    const rawQueue = `${prefix}.raw.${round}`
+    created.push(rawQueue)
+    yield* Effect.promise(() => admin.assertQueue(rawQueue, { durable: true }))
+    const confirm = yield* Effect.promise(() => model.createConfirmChannel())
+    publish.raw.push(yield* Effect.promise(() => rawPublish(confirm, rawQueue, N)))
+    yield* Effect.promise(() => confirm.close())
+    consume.raw.push(yield* Effect.promise(() => rawConsume(model, rawQueue, N)))
+
+    const topic = Broker.topic(`bench.orders.r${round}`, Order)
+    const group = `bench-${round}`
+    created.push(`${prefix}.group.${group}`, `${prefix}.dlq.${group}`)
+    yield* broker.declare(topic, { group })
+    publish.ours.push(yield* oursPublish(broker, topic, N))
+    consume.ours.push(yield* oursConsume(broker, topic, group, N))
+    process.stderr.write(
+      `round ${round + 1}: publish raw ${publish.raw[round]?.toFixed(0)} ours ${publish.ours[round]?.toFixed(0)}; consume raw ${
+        consume.raw[round]?.toFixed(0)
+      } ours ${consume.ours[round]?.toFixed(0)} msg/s\n`
+    )
+  }
+  const rawP = median(publish.raw)
+  const oursP = median(publish.ours)
+  const rawC = median(consume.raw)
+  const oursC = median(consume.ours)
+  print("broker.publish.amqplib_msgs_per_s", Math.round(rawP), "msg/s")
+  print("broker.publish.ours_msgs_per_s", Math.round(oursP), "msg/s")
+  print("broker.publish.ratio_vs_amqplib", oursP / rawP, "x")
+  print("broker.consume.amqplib_msgs_per_s", Math.round(rawC), "msg/s")
+  print("broker.consume.ours_msgs_per_s", Math.round(oursC), "msg/s")
+  print("broker.consume.ratio_vs_amqplib", oursC / rawC, "x")
+
+  const latencyQueue = `${prefix}.raw.latency`
+  created.push(latencyQueue)
+  yield* Effect.promise(() => admin.assertQueue(latencyQueue, { durable: true }))
+  const raw = yield* Effect.promise(() => rawLatency(model, latencyQueue))
+  const latencyTopic = Broker.topic("bench.orders.latency", Order)
+  created.push(`${prefix}.group.latency`, `${prefix}.dlq.latency`)
+  const ours = yield* oursLatency(broker, latencyTopic, "latency")
+  print("broker.latency.amqplib_p50_ms", percentile(raw, 50), "ms")
+  print("broker.latency.amqplib_p99_ms", percentile(raw, 99), "ms")
+  print("broker.latency.ours_p50_ms", percentile(ours, 50), "ms")
+  print("broker.latency.ours_p99_ms", percentile(ours, 99), "ms")
+})
+
+await Effect.runPromise(Effect.scoped(main))
