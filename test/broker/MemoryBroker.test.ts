@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Either, Exit, Fiber, Layer, Option, Queue, Ref, Schedule, Schema, Scope, TestClock } from "effect"
+import { Config, ConfigProvider, Deferred, Effect, Either, Exit, Fiber, Layer, Option, Queue, Ref, Schedule, Schema, Scope, TestClock } from "effect"
 import * as Broker from "../../src/Broker.js"
 import * as MemoryBroker from "../../src/layers/MemoryBroker.js"
 import { brokerContract, ContractProbe } from "./contract.js"
@@ -283,6 +283,23 @@ describe("MemoryBroker inspection API", () => {
       )
       assert.isTrue(Either.isLeft(maxed) && maxed.left._tag === "PublishRejected" && maxed.left.reason === "too-large")
     }).pipe(Effect.provide(MemoryBroker.layer({ maxMessageBytes: 1024 }))))
+
+  it.effect("layerConfig reads its options from Config", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker.Broker
+      const rejected = yield* Effect.either(
+        Effect.scoped(
+          Effect.zipRight(
+            broker.subscribe(jobs, () => Effect.void, { group: "g" }),
+            broker.publish(Broker.topic("jobs.run", Schema.String), "x".repeat(200))
+          )
+        )
+      )
+      assert.isTrue(Either.isLeft(rejected) && rejected.left._tag === "PublishRejected" && rejected.left.reason === "too-large")
+    }).pipe(
+      Effect.provide(MemoryBroker.layerConfig({ maxMessageBytes: Config.integer("BROKER_MAX_BYTES") })),
+      Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["BROKER_MAX_BYTES", "100"]])))
+    ))
 
   it.scoped("each make is a separate broker", () =>
     Effect.gen(function*() {
