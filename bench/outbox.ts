@@ -158,6 +158,19 @@ const ceiling = (url: string) =>
     (connection) => Effect.promise(() => connection.close().catch(() => undefined))
   )
 
+/** The same publishes through the library's Broker (`publishAllEncoded`, the dispatcher's path). */
+const brokerCeiling = (broker: Broker.Service) =>
+  Effect.gen(function*() {
+    const body = JSON.stringify(message(1))
+    const entries = Array.from({ length: CEILING_MESSAGES }, (_, i) => ({ topic: topic.name, body, messageId: `b${i}` }))
+    const started = performance.now()
+    const results = yield* broker.publishAllEncoded(entries, { window: CEILING_WINDOW })
+    const seconds = (performance.now() - started) / 1000
+    const failed = results.filter(Either.isLeft).length
+    if (failed > 0) return yield* Effect.fail(new Error(`broker ceiling: ${failed} publishes failed`))
+    return CEILING_MESSAGES / seconds
+  })
+
 const purge = (url: string) =>
   Effect.acquireUseRelease(
     Effect.tryPromise(() => Amqp.connect(url)),
@@ -208,6 +221,8 @@ const recipe = (broker: Broker.Service, confirmed: Map<string, number>) =>
     yield* Layer.build(PgOutbox.layerStore({ prefix: live, notify: false }))
     yield* Effect.addFinalizer(() => Effect.zipRight(dropTable(backlog), dropTable(live)))
     yield* fill(backlog, DRAIN_EVENTS)
+    // Setup done; the returned effect is the measured run.
+    return Effect.gen(function*() {
     let drained = 0
     const every5s = Schedule.fixed("5 seconds")
     const started = performance.now()
@@ -240,6 +255,7 @@ const recipe = (broker: Broker.Service, confirmed: Map<string, number>) =>
       return done === undefined ? [] : [done - at]
     }).sort((a, b) => a - b)
     return { rate, latencies, unconfirmed: committed.size - latencies.length }
+    })
   })
 
 // ---------------------------------------------------------------------------
@@ -301,13 +317,15 @@ const latencyOurs = (prefix: string, inProcess: boolean) =>
     // In-process: the dispatcher sees the store and gets direct signals. Otherwise only NOTIFY.
     yield* Layer.build(inProcess ? dispatcher.pipe(Layer.provide(Layer.succeedContext(store))) : dispatcher)
     const seconds = inProcess ? LATENCY_SECONDS : LATENCY_SECONDS / 2
-    const committed = yield* produce(LATENCY_RATE, seconds, 4).pipe(Effect.provide(store))
+    const started = performance.now()
+    const committed = yield* produce(LATENCY_RATE, seconds, 10).pipe(Effect.provide(store))
+    const achievedRate = committed.size / ((performance.now() - started) / 1000)
     yield* waitFor("every latency event to be dispatched", Effect.map(countState(prefix, "pending"), (n) => n === 0), "30 seconds")
     const latencies = latencyOf(committed, confirmed)
     if (latencies.length !== committed.size) {
       return yield* Effect.fail(new Error(`latency: ${committed.size - latencies.length} events not confirmed`))
     }
-    return latencies
+    return { latencies, achievedRate }
   }))
 
 // ---------------------------------------------------------------------------
@@ -386,24 +404,30 @@ const main = Effect.gen(function*() {
 
   // The recipe is timer-bound (one tick per 5 s): it runs beside the other measurements.
   const recipeConfirmed = new Map<string, number>()
-  const recipeFiber = yield* Effect.fork(Effect.scoped(recipe(broker, recipeConfirmed)))
+  const recipeRun = yield* recipe(broker, recipeConfirmed)
+  const recipeFiber = yield* Effect.fork(recipeRun)
 
   const ceilingRate = yield* ceiling(url)
   yield* purge(url)
+  const brokerRate = yield* brokerCeiling(broker)
+  yield* purge(url)
   const drainRate = yield* drainOurs(prefixes.drain).pipe(Effect.provideService(BenchBroker, broker))
   yield* purge(url)
-  const latencies = yield* latencyOurs(prefixes.latency, true).pipe(Effect.provideService(BenchBroker, broker))
-  const notifyLatencies = yield* latencyOurs(prefixes.notify, false).pipe(Effect.provideService(BenchBroker, broker))
+  const { achievedRate, latencies } = yield* latencyOurs(prefixes.latency, true).pipe(Effect.provideService(BenchBroker, broker))
+  const { latencies: notifyLatencies } = yield* latencyOurs(prefixes.notify, false).pipe(Effect.provideService(BenchBroker, broker))
   yield* purge(url)
   const insert = yield* insertRates(prefixes.insert)
   const recipeResult = yield* Fiber.join(recipeFiber)
   yield* purge(url)
 
   yield* line("outbox.ceiling.confirmed_publish_rate", ceilingRate, "msg/s")
+  yield* line("outbox.ceiling.broker_publish_rate", brokerRate, "msg/s")
   yield* line("outbox.drain.rate", drainRate, "rows/s")
   yield* line("outbox.drain.recipe_rate", recipeResult.rate, "rows/s")
   yield* line("outbox.drain.ratio_vs_recipe", drainRate / recipeResult.rate, "x")
   yield* line("outbox.drain.ratio_vs_ceiling", drainRate / ceilingRate, "x")
+  yield* line("outbox.drain.ratio_vs_broker_publish", drainRate / brokerRate, "x")
+  yield* line("outbox.latency.achieved_rate", achievedRate, "events/s")
   yield* line("outbox.latency_p50_ms", percentile(latencies, 50), "ms")
   yield* line("outbox.latency_p99_ms", percentile(latencies, 99), "ms")
   yield* line("outbox.latency_notify_only_p50_ms", percentile(notifyLatencies, 50), "ms")
