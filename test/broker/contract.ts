@@ -359,6 +359,23 @@ export const brokerContract = <E>(
         assert.deepStrictEqual(yield* takeN(handled, 2, "live message"), ["stays", "fresh"])
       }))
 
+    it.scoped("declare makes a group's queue receive before its first consumer starts", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker.Broker
+        const topic = freshTopic("declare")
+        const group = uniqueName("g")
+        yield* broker.declare(topic, { group })
+        yield* broker.declare(topic, { group })
+        yield* broker.publish(topic, order("early"))
+        const handled = yield* Queue.unbounded<string>()
+        yield* broker.subscribe(topic, (m) => Queue.offer(handled, m.id), { group })
+        assert.strictEqual(yield* take(handled, "the early message"), "early")
+        const clash = yield* Effect.either(broker.declare(topic, { group, maxPriority: 4 }))
+        assert.isTrue(Either.isLeft(clash) && clash.left._tag === "BrokerUnavailable", String(Either.getLeft(clash)))
+        const invalid = yield* Effect.either(broker.declare(topic, { group: "amq.nope" }))
+        assert.isTrue(Either.isLeft(invalid) && invalid.left._tag === "InvalidName")
+      }))
+
     it.scoped("priorities: higher first when the group has maxPriority", () =>
       Effect.gen(function*() {
         const broker = yield* Broker.Broker

@@ -511,6 +511,14 @@ export const make = (options: Options): Effect.Effect<MemoryTransport, never, Sc
         dispatch(group)
       })
 
+    const declareOnly: NonNullable<Broker.Transport["declare"]> = (subscription) =>
+      Effect.suspend(() => {
+        if (closed) return new BrokerUnavailable({ reason: "closed", detail: "the in-memory broker was shut down" })
+        return Effect.map(declare(subscription.group, subscription.maxPriority), (group) => {
+          bind(group, subscription.pattern)
+        })
+      })
+
     const health: Effect.Effect<Broker.Health> = Effect.sync(() => ({
       status: closed ? "down" : "up",
       connection: closed ? "closed" : "open",
@@ -522,6 +530,7 @@ export const make = (options: Options): Effect.Effect<MemoryTransport, never, Sc
       publish,
       publishAll,
       consume,
+      declare: declareOnly,
       health,
       maxMessageBytes: options.maxMessageBytes
     }
