@@ -3,8 +3,8 @@ import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import * as FiberSet from "effect/FiberSet"
-import * as Queue from "effect/Queue"
+import * as Fiber from "effect/Fiber"
+import * as Runtime from "effect/Runtime"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import type * as Broker from "../../Broker.js"
@@ -121,11 +121,6 @@ const republished = (
   }
 }
 
-interface Inbound {
-  readonly channel: Amqp.Channel
-  readonly message: Amqp.Message
-}
-
 interface Attached {
   readonly connection: Connection
   readonly channel: Amqp.Channel
@@ -149,15 +144,19 @@ export const consume = (deps: ConsumerDeps) =>
   Effect.gen(function*() {
     const { manager, names } = deps
     const queue = names.group(subscription.group)
-    // A fixed pool of `concurrency` workers fed by the delivery callback: no fiber per message.
-    const inbox = yield* Queue.unbounded<Inbound>()
-    const workers = yield* FiberSet.make<never, never>()
-    let pending = 0
+    // A fiber per delivery, tracked in a plain Set: cheaper than a worker pool on Effect's Queue
+    // or a FiberSet (both measured), and prefetch already bounds how many run at once.
+    const runFork = Runtime.runFork(yield* Effect.runtime<never>())
+    const inFlight = new Set<Fiber.RuntimeFiber<void>>()
     let drained: Deferred.Deferred<void> | undefined
-    const finished = Effect.sync(() => {
-      pending--
-      if (pending === 0 && drained !== undefined) Deferred.unsafeDone(drained, Effect.void)
-    })
+    const start = (channel: Amqp.Channel, message: Amqp.Message) => {
+      const fiber = runFork(process(channel, message))
+      inFlight.add(fiber)
+      fiber.addObserver(() => {
+        inFlight.delete(fiber)
+        if (inFlight.size === 0 && drained !== undefined) Deferred.unsafeDone(drained, Effect.void)
+      })
+    }
     const token = {}
     let stopping = false
     let attached: Attached | undefined
@@ -299,8 +298,7 @@ export const consume = (deps: ConsumerDeps) =>
                     manager.log({ level: "debug", message: `closing a cancelled consumer: ${manager.describeError(error)}` }))
                   return
                 }
-                pending++
-                Queue.unsafeOffer(inbox, { channel, message })
+                start(channel, message)
               }, { noAck: false }),
             catch: (error) => fail(`consuming from "${queue}" failed`, error)
           })
@@ -319,11 +317,6 @@ export const consume = (deps: ConsumerDeps) =>
           Effect.catchAll((error) => Effect.logDebug(`closing a consumer channel: ${manager.describeError(error)}`))
         ))
 
-    const worker = Effect.forever(
-      Effect.flatMap(Queue.take(inbox), (item) => Effect.ensuring(process(item.channel, item.message), finished))
-    )
-    for (let i = 0; i < subscription.concurrency; i++) yield* FiberSet.run(workers, Effect.interruptible(worker))
-
     attached = yield* attach(0)
     deps.active.add(token)
 
@@ -338,19 +331,18 @@ export const consume = (deps: ConsumerDeps) =>
             Effect.catchAll((error) => Effect.logDebug(`cancelling the consumer: ${manager.describeError(error)}`))
           )
         }
-        if (pending > 0) {
+        if (inFlight.size > 0) {
           const signal = yield* Deferred.make<void>()
           drained = signal
           const result = yield* Deferred.await(signal).pipe(Effect.timeoutOption(deps.shutdownTimeout))
           if (result._tag === "None") {
             yield* Effect.logWarning(
-              `shutdown timeout: interrupting ${pending} in-flight message(s); they are requeued`
+              `shutdown timeout: interrupting ${inFlight.size} in-flight handler(s); their messages are requeued`
             )
           }
         }
-        // Interrupted handlers requeue their message; deliveries no worker started are requeued here.
-        yield* FiberSet.clear(workers)
-        for (const item of yield* Queue.takeAll(inbox)) settle(item.channel, item.message, { done: false }, false)
+        // Interrupted handlers requeue their message (see `process`).
+        yield* Fiber.interruptAll([...inFlight])
         if (current === undefined) return
         yield* closeChannel(current.channel, current.lost)
       }).pipe(Effect.annotateLogs(annotations))
