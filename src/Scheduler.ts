@@ -253,12 +253,9 @@ export interface Definition<E = never, R = never> {
    * @internal
    */
   readonly enqueue: (
+    queue: TaskQueue.Service,
     key: string
-  ) => Effect.Effect<
-    Effect.Effect<boolean, TaskQueue.ResultError, TaskQueue.TaskQueue>,
-    E | TaskQueue.EnqueueError,
-    R | TaskQueue.TaskQueue
-  >
+  ) => Effect.Effect<Effect.Effect<boolean, TaskQueue.ResultError>, E | TaskQueue.EnqueueError, R>
 }
 
 /**
@@ -305,10 +302,10 @@ export const schedule = <Name extends string, P, S, F, E = never, R = never>(
   task: Task.Task<Name, P, S, F>,
   options: ScheduleOptions<P, E, R>
 ): Definition<E, R> => {
-  const payload: Effect.Effect<P, E, R> = Effect.isEffect(options.payload)
-    ? (options.payload as Effect.Effect<P, E, R>)
-    : Effect.succeed(options.payload as P)
   const priority = options.priority
+  const probe = (queue: TaskQueue.Service) => (handle: TaskQueue.TaskHandle<S, F>) =>
+    Effect.map(Effect.suspend(() => queue.poll(handle)), Option.isSome)
+  const payload = options.payload
   return {
     [TypeId]: TypeId,
     name,
@@ -316,10 +313,20 @@ export const schedule = <Name extends string, P, S, F, E = never, R = never>(
     trigger: options.trigger,
     missed: options.missed ?? skip,
     overlap: options.overlap ?? "allow",
-    enqueue: (key) =>
-      Effect.flatMap(payload, (p) => TaskQueue.enqueue(task, p, priority === undefined ? { key } : { key, priority })).pipe(
-        Effect.map((handle) => Effect.map(TaskQueue.poll(handle), Option.isSome))
-      )
+    enqueue: Effect.isEffect(payload)
+      ? (queue, key) =>
+        Effect.map(
+          Effect.flatMap(
+            payload as Effect.Effect<P, E, R>,
+            (p) => queue.enqueue(task, p, priority === undefined ? { key } : { key, priority })
+          ),
+          probe(queue)
+        )
+      : (queue, key) =>
+        Effect.map(
+          queue.enqueue(task, payload as P, priority === undefined ? { key } : { key, priority }),
+          probe(queue)
+        )
   }
 }
 
@@ -368,7 +375,16 @@ const compileAll = <E, R>(
  * @since 0.1.0
  * @category constructors
  */
-export const slotKey = (name: string, slot: number): string => `${name}@${new Date(slot).toISOString()}`
+export const slotKey = (name: string, slot: number): string => {
+  // Aligned schedules share slot instants: format each instant once, not once per schedule.
+  if (slot !== lastSlot) {
+    lastSlot = slot
+    lastIso = new Date(slot).toISOString()
+  }
+  return `${name}@${lastIso}`
+}
+let lastSlot = Number.NaN
+let lastIso = ""
 
 // ---------------------------------------------------------------------------
 // lease port
@@ -540,7 +556,7 @@ export const make = <E, R>(
     const compiled = compileAll(definitions, now)
     if (Either.isLeft(compiled)) return yield* compiled.left
     const lease = yield* Lease
-    const context = yield* Effect.context<R | TaskQueue.TaskQueue>()
+    const queue = yield* TaskQueue.TaskQueue
     const leaseTtl = toMillis(options?.leaseTtl ?? defaults.leaseTtl)
     const config: runtime.Config = {
       owner: options?.owner ?? `scheduler-${crypto.randomUUID()}`,
@@ -550,21 +566,19 @@ export const make = <E, R>(
       concurrency: options?.concurrency ?? defaults.concurrency,
       maxEnumerate: 100_000
     }
-    const entries = compiled.right.map(({ definition, next }): runtime.Entry => {
-      let running: Effect.Effect<boolean, TaskQueue.ResultError, TaskQueue.TaskQueue> | undefined
-      const enqueue = (slot: number) =>
-        definition.enqueue(slotKey(definition.name, slot)).pipe(
-          Effect.map((finished) => {
-            running = finished
-          }),
-          Effect.provide(context)
-        )
-      const fire = definition.overlap === "allow" ? enqueue : (slot: number) =>
+    const entries = compiled.right.map(({ definition, next }): runtime.Entry<R> => {
+      let running: Effect.Effect<boolean, TaskQueue.ResultError> | undefined
+      const remember = (finished: Effect.Effect<boolean, TaskQueue.ResultError>) => {
+        running = finished
+      }
+      const enqueue = (slot: number) => Effect.map(definition.enqueue(queue, slotKey(definition.name, slot)), remember)
+      const fire = definition.overlap === "allow"
+        ? (slot: number) => definition.enqueue(queue, slotKey(definition.name, slot))
+        : (slot: number) =>
         Effect.suspend(() => {
           const previous = running
           if (previous === undefined) return enqueue(slot)
           return previous.pipe(
-            Effect.provide(context),
             Effect.flatMap((finished) =>
               finished
                 ? enqueue(slot)

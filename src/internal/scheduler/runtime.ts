@@ -18,12 +18,12 @@ import type { Next } from "./trigger.js"
  */
 
 /** @internal */
-export interface Entry {
+export interface Entry<R = never> {
   readonly name: string
   readonly next: Next
   readonly missed: Scheduler.MissedPolicy
   /** Enqueues the slot's task with the dedup key; errors are the TaskQueue's or the payload's. */
-  readonly fire: (slot: number) => Effect.Effect<void, unknown>
+  readonly fire: (slot: number) => Effect.Effect<unknown, unknown, R>
   nextAt: number | undefined
   claimed: number | undefined
   fired: number | undefined
@@ -69,7 +69,7 @@ export const metrics = {
  *
  * @internal
  */
-export const plan = (entry: Entry, after: number, now: number, config: Config): Array<number> => {
+export const plan = <R>(entry: Entry<R>, after: number, now: number, config: Config): Array<number> => {
   const due: Array<number> = []
   const horizon = now - config.grace
   let t: number | undefined
@@ -99,17 +99,50 @@ export const plan = (entry: Entry, after: number, now: number, config: Config): 
   return due
 }
 
-interface Firing {
-  readonly entry: Entry
+interface Firing<R> {
+  readonly entry: Entry<R>
   readonly slot: number
 }
 
-const runFirings = (
+const retryPolicy = Schedule.intersect(Schedule.exponential("20 millis"), Schedule.recurs(3))
+const claimRetry = Schedule.intersect(Schedule.spaced("50 millis"), Schedule.recurs(2))
+
+/** Enqueues one slot; the retry Schedule is only set up once the first attempt failed (hot path). */
+const fireOne = <R>(f: Firing<R>, now: number, fired: Map<string, number>): Effect.Effect<void, never, R> =>
+  Effect.matchCauseEffect(f.entry.fire(f.slot), {
+    onFailure: () =>
+      Effect.retry(f.entry.fire(f.slot), retryPolicy).pipe(
+        Effect.matchCauseEffect({
+          onFailure: (cause) => {
+            metrics.failures.unsafeUpdate(1, [])
+            return Effect.logError(
+              `scheduler: enqueue of "${f.entry.name}" slot ${new Date(f.slot).toISOString()} failed`,
+              cause
+            )
+          },
+          onSuccess: () => Effect.sync(() => recordFired(f, now, fired))
+        })
+      ),
+    onSuccess: () => {
+      recordFired(f, now, fired)
+      return Effect.void
+    }
+  })
+
+const recordFired = <R>(f: Firing<R>, now: number, fired: Map<string, number>): void => {
+  metrics.firings.unsafeUpdate(1, [])
+  metrics.lateness.unsafeUpdate(now - f.slot, [])
+  if (f.entry.fired === undefined || f.slot > f.entry.fired) f.entry.fired = f.slot
+  const last = fired.get(f.entry.name)
+  if (last === undefined || f.slot > last) fired.set(f.entry.name, f.slot)
+}
+
+const runFirings = <R>(
   lease: Scheduler.LeaseService,
   config: Config,
   validUntil: () => number,
-  batch: ReadonlyArray<Firing>
-): Effect.Effect<void> =>
+  batch: ReadonlyArray<Firing<R>>
+): Effect.Effect<void, never, R> =>
   Effect.gen(function*() {
     const now = yield* Clock.currentTimeMillis
     // The lease lapsed locally: another replica may already lead. The claim is fenced in the
@@ -127,40 +160,33 @@ const runFirings = (
     const claims: Array<Scheduler.Claim> = []
     for (const [schedule, r] of ranges) claims.push({ schedule, first: r.first, last: r.last })
     const won = yield* lease.claim(config.owner, claims).pipe(
-      Effect.retry(Schedule.intersect(Schedule.spaced("50 millis"), Schedule.recurs(2))),
+      Effect.retry(claimRetry),
       Effect.tapErrorCause((cause) => Effect.logWarning("scheduler: claiming slots failed", cause)),
       Effect.orElseSucceed((): ReadonlyArray<string> => [])
     )
     if (won.length === 0) return
     const wonSet = new Set(won)
-    const firings: Array<Firing> = []
+    const firings: Array<Firing<R>> = []
     for (const f of batch) {
       if (!wonSet.has(f.entry.name)) continue
       f.entry.claimed = Math.max(f.entry.claimed ?? f.slot, f.slot)
       firings.push(f)
     }
     const fired = new Map<string, number>()
-    yield* Effect.forEach(
-      firings,
-      (f) =>
-        f.entry.fire(f.slot).pipe(
-          Effect.retry(Schedule.intersect(Schedule.exponential("20 millis"), Schedule.recurs(3))),
-          Effect.matchCauseEffect({
-            onFailure: (cause) => {
-              metrics.failures.unsafeUpdate(1, [])
-              return Effect.logError(`scheduler: enqueue of "${f.entry.name}" slot ${new Date(f.slot).toISOString()} failed`, cause)
-            },
-            onSuccess: () => {
-              metrics.firings.unsafeUpdate(1, [])
-              metrics.lateness.unsafeUpdate(Math.max(0, now - f.slot), [])
-              f.entry.fired = Math.max(f.entry.fired ?? f.slot, f.slot)
-              fired.set(f.entry.name, Math.max(fired.get(f.entry.name) ?? f.slot, f.slot))
-              return Effect.void
-            }
-          })
-        ),
-      { concurrency: config.concurrency, discard: true }
-    )
+    // A pool of `concurrency` fibers pulling from the batch, instead of a fiber per firing:
+    // forking dominated the CPU cost of a firing.
+    let index = 0
+    const worker = Effect.whileLoop({
+      while: () => index < firings.length,
+      body: () => {
+        const f = firings[index++]
+        return f === undefined ? Effect.void : fireOne(f, now, fired)
+      },
+      step: () => {}
+    })
+    const workers = Math.min(config.concurrency, firings.length)
+    if (workers <= 1) yield* worker
+    else yield* Effect.all(Array.from({ length: workers }, () => worker), { concurrency: "unbounded", discard: true })
     if (fired.size === 0) return
     const marks: Array<Scheduler.FiredSlot> = []
     for (const [schedule, slot] of fired) marks.push({ schedule, slot })
@@ -174,7 +200,7 @@ const runFirings = (
  * Slots claimed by a previous leader but never recorded as enqueued: enqueued again with the same
  * dedup key (the TaskQueue drops the copy if the first enqueue did happen).
  */
-const unfiredSlots = (entry: Entry, config: Config): Array<number> => {
+const unfiredSlots = <R>(entry: Entry<R>, config: Config): Array<number> => {
   const out: Array<number> = []
   if (entry.claimed === undefined) return out
   const from = entry.fired ?? entry.claimed - 1
@@ -191,19 +217,19 @@ const unfiredSlots = (entry: Entry, config: Config): Array<number> => {
  *
  * @internal
  */
-export const driver = (
-  entries: ReadonlyArray<Entry>,
+export const driver = <R>(
+  entries: ReadonlyArray<Entry<R>>,
   lease: Scheduler.LeaseService,
   config: Config,
   validUntil: () => number
-): Effect.Effect<never, Scheduler.LeaseError> =>
+): Effect.Effect<never, Scheduler.LeaseError, R> =>
   Effect.gen(function*() {
     const state = yield* lease.state(entries.map((e) => e.name))
     const byName = new Map(state.map((s) => [s.schedule, s]))
-    const heap = new TimerHeap<Entry>()
+    const heap = new TimerHeap<Entry<R>>()
     const now0 = yield* Clock.currentTimeMillis
-    let batch: Array<Firing> = []
-    const redo: Array<Firing> = []
+    let batch: Array<Firing<R>> = []
+    const redo: Array<Firing<R>> = []
     for (const entry of entries) {
       const s = byName.get(entry.name)
       entry.claimed = s?.claimed
@@ -264,12 +290,12 @@ export type Role = "leader" | "standby"
  *
  * @internal
  */
-export const leadership = (
-  entries: ReadonlyArray<Entry>,
+export const leadership = <R>(
+  entries: ReadonlyArray<Entry<R>>,
   lease: Scheduler.LeaseService,
   config: Config,
   onRole: (role: Role) => void
-): Effect.Effect<void, never, Scope.Scope> =>
+): Effect.Effect<void, never, Scope.Scope | R> =>
   Effect.gen(function*() {
     const handle = yield* FiberHandle.make<never, Scheduler.LeaseError>()
     let validUntil = 0
