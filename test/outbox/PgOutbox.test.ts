@@ -9,7 +9,7 @@ import * as RabbitMQBroker from "../../src/layers/RabbitMQBroker.js"
 import * as Outbox from "../../src/Outbox.js"
 import { runId, uniqueName } from "../fixtures/env.js"
 import { scopedVhost, urlFor } from "../support/rabbitmq.js"
-import { orderPlaced, pg, recordingBroker, tally, uniquePrefix, waitUntil } from "./fixtures.js"
+import { failingBroker, orderPlaced, pg, recordingBroker, tally, uniquePrefix, waitUntil } from "./fixtures.js"
 
 const run = <A, E>(body: Effect.Effect<A, E, SqlClient.SqlClient | PgClient.PgClient | Scope.Scope>) =>
   Effect.scoped(body).pipe(Effect.provide(pg()))
@@ -163,31 +163,28 @@ describe("PgOutbox", () => {
   it.live("per-key order holds with 3 dispatchers and injected publish failures", () =>
     run(Effect.gen(function*() {
       const prefix = yield* uniquePrefix
+      const memory = yield* Layer.build(MemoryBroker.layer())
+      const inner = Context.get(memory, MemoryBroker.MemoryBroker)
+      yield* inner.declare(orderPlaced, { group: uniqueName("perkey").replaceAll("_", "-") })
       let injected = 0
-      const broker = recordingBroker({
-        current: (message) => {
-          const roll = Math.random()
-          if (roll < 0.15) {
-            injected++
-            return new Broker.PublishRejected({
-              topic: message.routingKey,
-              messageId: message.messageId,
-              reason: "nacked",
-              ambiguous: false,
-              detail: "injected"
-            })
-          }
-          if (roll < 0.2) {
-            injected++
-            return new Broker.BrokerUnavailable({ reason: "closed", detail: "injected" })
-          }
-          return undefined
-        }
+      const broker = failingBroker(inner, (entry) => {
+        const roll = Math.random()
+        if (roll >= 0.2) return undefined
+        injected++
+        return roll < 0.15
+          ? new Broker.PublishRejected({
+            topic: entry.topic,
+            messageId: entry.messageId,
+            reason: "nacked",
+            ambiguous: false,
+            detail: "injected"
+          })
+          : new Broker.BrokerUnavailable({ reason: "closed", detail: "injected" })
       })
       const store = yield* Layer.build(PgOutbox.layerStore({ prefix }))
       const keys = 30
       const perKey = 40
-      const addHalf = (from: number, to: number) =>
+      const addRange = (from: number, to: number) =>
         Effect.forEach(
           Array.from({ length: to - from }, (_, i) => from + i),
           (n) =>
@@ -195,7 +192,7 @@ describe("PgOutbox", () => {
               Outbox.add(orderPlaced, { orderId: `key-${k}`, n }, { key: `key-${k}` }), { discard: true }),
           { discard: true }
         ).pipe(Effect.provide(store))
-      yield* addHalf(0, perKey / 2)
+      yield* addRange(0, perKey / 2)
       for (let i = 0; i < 3; i++) {
         yield* Layer.build(
           PgOutbox.dispatcher({
@@ -205,18 +202,18 @@ describe("PgOutbox", () => {
             pollInterval: "100 millis",
             retry: Schedule.spaced("5 millis"),
             brokerBackoff: Schedule.spaced("10 millis")
-          }).pipe(Layer.provide(broker.layer))
+          }).pipe(Layer.provide(Layer.succeed(Broker.Broker, broker)))
         )
       }
-      yield* addHalf(perKey / 2, perKey)
+      yield* addRange(perKey / 2, perKey)
       yield* waitUntil(
         "every event is dispatched",
         Effect.map(countRows(prefix, "dispatched"), (n) => n === keys * perKey),
         "60 seconds"
       )
       const byKey = new Map<string, Array<number>>()
-      for (const sent of broker.sent) {
-        const message = decode(sent.body)
+      for (const published of yield* inner.published) {
+        const message = decode(published.body)
         const list = byKey.get(message.orderId) ?? []
         list.push(message.n)
         byKey.set(message.orderId, list)

@@ -64,6 +64,27 @@ export const recordingBroker = (inject: { current: Inject | undefined } = { curr
   return { sent, inject, layer: Layer.succeed(Broker.Broker, Broker.make(transport)) }
 }
 
+/**
+ * Wraps a broker so that `publishAllEncoded` fails the entries `inject` picks (without sending
+ * them) and passes the rest, in order, to the real broker.
+ */
+export const failingBroker = (
+  inner: Broker.Service,
+  inject: (entry: Broker.EncodedEntry) => Broker.PublishError | undefined
+): Broker.Service => ({
+  ...inner,
+  publishAllEncoded: (entries, options) =>
+    Effect.gen(function*() {
+      const decisions = entries.map(inject)
+      const passing = entries.filter((_, i) => decisions[i] === undefined)
+      const results = passing.length === 0 ? [] : yield* inner.publishAllEncoded(passing, options)
+      let next = 0
+      return decisions.map((failure) =>
+        failure === undefined ? (results[next++] ?? Either.void) : Either.left(failure)
+      )
+    })
+})
+
 /** Polls `check` until it holds or the deadline passes (the deadline is the assertion). */
 export const waitUntil = <E, R>(
   what: string,
