@@ -275,6 +275,28 @@ describe("PgOutbox", () => {
       yield* waitUntil("replayed rows are dispatched", Effect.map(countRows(prefix, "dead"), (n) => n === 0))
     })))
 
+  it.live("a defect in the broker does not stop the dispatcher: the batch rolls back and is published again", () =>
+    run(Effect.gen(function*() {
+      const prefix = yield* uniquePrefix
+      const recording = recordingBroker()
+      const inner = Context.get(yield* Layer.build(recording.layer), Broker.Broker)
+      let calls = 0
+      const flaky: Broker.Service = {
+        ...inner,
+        publishAllEncoded: (entries, options) =>
+          ++calls === 1 ? Effect.die(new Error("driver bug")) : inner.publishAllEncoded(entries, options)
+      }
+      const ctx = yield* Layer.build(
+        PgOutbox.layer({ prefix, pollInterval: "100 millis", concurrency: 1 }).pipe(
+          Layer.provide(Layer.succeed(Broker.Broker, flaky))
+        )
+      )
+      const id = yield* Outbox.add(orderPlaced, { orderId: "after-defect", n: 1 }).pipe(Effect.provide(ctx))
+      yield* waitUntil("the event is published after the defect", Effect.sync(() => recording.sent.some((s) => s.messageId === id)))
+      yield* waitUntil("the row is dispatched", Effect.map(countRows(prefix, "dispatched"), (n) => n === 1))
+      assert.isAtLeast(calls, 2)
+    })))
+
   it.live("odd topics, keys and headers (quotes, semicolons, SQL) are stored and published verbatim", () =>
     run(Effect.gen(function*() {
       const prefix = yield* uniquePrefix

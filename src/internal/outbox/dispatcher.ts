@@ -1,5 +1,6 @@
 import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
+import * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -249,10 +250,12 @@ export const make = (
 
   const sqlRetry = Schedule.exponential("50 millis").pipe(Schedule.union(Schedule.spaced(options.pollInterval)))
 
+  // Failures and defects alike restart the loop: a dead dispatcher fiber would be silent.
   const fork = <A, E>(name: string, effect: Effect.Effect<A, E>) =>
     effect.pipe(
-      Effect.tapErrorCause((cause) => Effect.logWarning(`outbox ${name} failed; retrying`, cause)),
-      Effect.retry(sqlRetry),
+      Effect.sandbox,
+      Effect.tapError((cause) => Effect.logWarning(`outbox ${name} failed; retrying`, cause)),
+      Effect.retry({ schedule: sqlRetry, while: (cause) => !Cause.isInterruptedOnly(cause) }),
       Effect.annotateLogs({ package: "effect-background", module: "Outbox", fiber: name, table: t.outbox }),
       Effect.forkScoped,
       Effect.interruptible

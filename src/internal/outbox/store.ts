@@ -1,5 +1,6 @@
 import type * as SqlClient from "@effect/sql/SqlClient"
 import type * as Duration from "effect/Duration"
+import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
@@ -63,8 +64,9 @@ export const make = (
           yield* Effect.sleep(options.notifyInterval)
         }
       }).pipe(
-        Effect.tapErrorCause((cause) => Effect.logWarning("outbox notify failed; retrying", cause)),
-        Effect.retry(Schedule.spaced("100 millis")),
+        Effect.sandbox,
+        Effect.tapError((cause) => Effect.logWarning("outbox notify failed; retrying", cause)),
+        Effect.retry({ schedule: Schedule.spaced("100 millis"), while: (cause) => !Cause.isInterruptedOnly(cause) }),
         Effect.annotateLogs({ package: "effect-background", module: "Outbox", fiber: "notify" }),
         Effect.forkScoped,
         Effect.interruptible
