@@ -1,0 +1,69 @@
+import * as JSONSchema from "effect/JSONSchema"
+import type * as AST from "effect/SchemaAST"
+
+/** @internal */
+export type JsonValue = null | boolean | number | string | ReadonlyArray<JsonValue> | { readonly [key: string]: JsonValue }
+
+/** @internal */
+export type JsonObject = { readonly [key: string]: JsonValue }
+
+/** @internal */
+export const componentSchemasPath = "#/components/schemas/"
+
+// Component keys must match ^[\w\d.\-_]+$; schema identifiers (`/schemas/void`, class names with
+// spaces) are made to fit, and the `$ref`s rewritten with them.
+/** @internal */
+export const componentKey = (id: string): string => id.replace(/[^\w.-]/g, "_").replace(/^_+/, "") || "schema"
+
+const isObject = (value: unknown): value is Record<string, unknown> =>
+  typeof value === "object" && value !== null && !Array.isArray(value)
+
+const toJson = (value: unknown): JsonValue => {
+  if (value === null || typeof value === "boolean" || typeof value === "string") return value
+  if (typeof value === "number") return Number.isFinite(value) ? value : null
+  if (Array.isArray(value)) return value.map(toJson)
+  if (isObject(value)) {
+    const out: Record<string, JsonValue> = {}
+    for (const [key, entry] of Object.entries(value)) {
+      if (entry !== undefined) out[key] = toJson(entry)
+    }
+    return out
+  }
+  return null
+}
+
+const rewriteRefs = (value: JsonValue): JsonValue => {
+  if (Array.isArray(value)) return value.map(rewriteRefs)
+  if (isObject(value)) {
+    const out: Record<string, JsonValue> = {}
+    for (const [key, entry] of Object.entries(value)) {
+      out[key] = key === "$ref" && typeof entry === "string" && entry.startsWith(componentSchemasPath)
+        ? componentSchemasPath + componentKey(entry.slice(componentSchemasPath.length))
+        : rewriteRefs(entry as JsonValue)
+    }
+    return out
+  }
+  return value
+}
+
+/**
+ * Collects JSON Schemas for several Schemas into one set of shared definitions, referenced as
+ * `#/components/schemas/<id>` (the `$defs` of `JSONSchema.make` would resolve against the
+ * document root in AsyncAPI, not against the payload).
+ *
+ * @internal
+ */
+export const makeSchemaCollector = () => {
+  const definitions: Record<string, JSONSchema.JsonSchema7> = {}
+  return {
+    schemaOf: (ast: AST.AST): JsonValue =>
+      rewriteRefs(toJson(JSONSchema.fromAST(ast, { definitions, definitionPath: componentSchemasPath }))),
+    components: (): Record<string, JsonValue> => {
+      const out: Record<string, JsonValue> = {}
+      for (const [id, schema] of Object.entries(definitions)) {
+        out[componentKey(id)] = rewriteRefs(toJson(schema))
+      }
+      return out
+    }
+  }
+}
