@@ -284,6 +284,41 @@ describe("MemoryBroker inspection API", () => {
       assert.isTrue(Either.isLeft(maxed) && maxed.left._tag === "PublishRejected" && maxed.left.reason === "too-large")
     }).pipe(Effect.provide(MemoryBroker.layer({ maxMessageBytes: 1024 }))))
 
+  it.live("closing one of two consumers under load loses nothing; only interrupted messages repeat", () =>
+    Effect.gen(function*() {
+      const broker = yield* MemoryBroker.make({ shutdownTimeout: "1 millis" })
+      const handled = yield* Ref.make<ReadonlyArray<number>>([])
+      const byA = yield* Ref.make(0)
+      const redelivered = yield* Ref.make(0)
+      const halfway = yield* Deferred.make<void>()
+      // A is slow, so closing it with a 1 ms shutdownTimeout interrupts handlers mid-flight.
+      const handler = (counter: Ref.Ref<number> | undefined) => (job: { readonly n: number }, envelope: Broker.Envelope) =>
+        Effect.sleep(counter === undefined ? "1 millis" : "50 millis").pipe(
+          Effect.zipRight(Ref.update(handled, (all) => [...all, job.n])),
+          Effect.zipRight(envelope.redelivered ? Ref.update(redelivered, (n) => n + 1) : Effect.void),
+          Effect.zipRight(counter === undefined ? Effect.succeed(0) : Ref.updateAndGet(counter, (n) => n + 1)),
+          Effect.tap((n) => (n === 20 ? Deferred.succeed(halfway, undefined) : Effect.void))
+        )
+      const scopeA = yield* Scope.make()
+      yield* broker.subscribe(jobs, handler(byA), { group: "g", concurrency: 5 }).pipe(Scope.extend(scopeA))
+      yield* Effect.scoped(
+        Effect.gen(function*() {
+          yield* broker.subscribe(jobs, handler(undefined), { group: "g", concurrency: 5 })
+          yield* broker.publishAll(Array.from({ length: 1000 }, (_, n) => Broker.entry(jobs, { n })))
+          yield* Deferred.await(halfway)
+          yield* Scope.close(scopeA, Exit.void)
+          yield* broker.awaitIdle
+        })
+      )
+      const all = yield* Ref.get(handled)
+      const distinct = new Set(all)
+      assert.strictEqual(distinct.size, 1000, "every message handled")
+      assert.isAtMost(all.length - distinct.size, 5, "repeats bounded by the closed consumer's concurrency")
+      assert.isAtLeast(yield* Ref.get(redelivered), 1, "interrupted messages were redelivered")
+      const stats = yield* broker.queue("g")
+      assert.isTrue(Option.isSome(stats) && stats.value.ready === 0 && stats.value.inFlight === 0)
+    }).pipe(Effect.scoped, Effect.timeout("30 seconds")))
+
   it.effect("layerConfig reads its options from Config", () =>
     Effect.gen(function*() {
       const broker = yield* Broker.Broker
