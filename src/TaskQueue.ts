@@ -9,6 +9,7 @@
 import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import type * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import type * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
@@ -98,6 +99,18 @@ export interface EnqueueOptions {
   readonly priority?: number | undefined
   /** Extra headers carried to the handler's context. */
   readonly headers?: Readonly<Record<string, string>> | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface EnqueueAllOptions {
+  readonly delay?: Duration.DurationInput | undefined
+  readonly priority?: number | undefined
+  readonly headers?: Readonly<Record<string, string>> | undefined
+  /** Broker confirms in flight. Default 1,000. */
+  readonly window?: number | undefined
 }
 
 /**
@@ -333,6 +346,21 @@ export const enqueue = <Name extends string, P, S, F>(
   options?: EnqueueOptions
 ): Effect.Effect<TaskHandle<S, F>, EnqueueError, TaskQueue> =>
   Effect.flatMap(TaskQueue, (queue) => queue.enqueue(task, payload, options))
+
+/**
+ * Enqueues many tasks with up to `window` broker confirms in flight (the batch path, like
+ * BullMQ `addBulk`); one outcome per payload, in order. Needs only the Broker. No keys: use
+ * `enqueue` to deduplicate.
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const enqueueAll = <Name extends string, P, S, F>(
+  task: Task.Task<Name, P, S, F>,
+  payloads: Iterable<P>,
+  options?: EnqueueAllOptions
+): Effect.Effect<ReadonlyArray<Either.Either<TaskHandle<S, F>, EnqueueError>>, EnqueueError, Broker.Broker> =>
+  internal.enqueueAll(task, payloads, options)
 
 /**
  * @since 0.1.0

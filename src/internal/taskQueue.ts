@@ -221,6 +221,45 @@ const makeService = (
 }
 
 /** @internal */
+export const enqueueAll = <Name extends string, P, S, F>(
+  task: Task.Task<Name, P, S, F>,
+  payloads: Iterable<P>,
+  options?: TaskQueue.EnqueueAllOptions
+): Effect.Effect<ReadonlyArray<Either.Either<TaskQueue.TaskHandle<S, F>, EnqueueError>>, EnqueueError, Broker.Broker> =>
+  Effect.gen(function*() {
+    const broker = yield* Broker.Broker
+    yield* Effect.mapError(
+      broker.declare(task.topic, { group: task.group, maxPriority: task.maxPriority }),
+      (e) => enqueueErrorOf(task.name, e)
+    )
+    const ids: Array<string> = []
+    const entries: Array<Broker.PublishEntry> = []
+    for (const payload of payloads) {
+      const id = crypto.randomUUID()
+      ids.push(id)
+      entries.push(Broker.entry(task.topic, payload, {
+        messageId: id,
+        delay: options?.delay,
+        priority: options?.priority,
+        headers: options?.headers
+      }))
+    }
+    const outcomes = yield* broker.publishAll(entries, { window: options?.window })
+    return outcomes.map((outcome, i) =>
+      Either.match(outcome, {
+        onLeft: (error) => Either.left(enqueueErrorOf(task.name, error)),
+        onRight: () => Either.right(makeHandle(task, ids[i] ?? "", undefined, false))
+      })
+    )
+  }).pipe(
+    Effect.withSpan("task.enqueueAll", {
+      kind: "producer",
+      captureStackTrace: false,
+      attributes: { "effect_background.task": task.name }
+    })
+  )
+
+/** @internal */
 export const make = (options: TaskQueue.Options | undefined) =>
   Effect.gen(function*() {
     const broker = yield* Broker.Broker

@@ -1,0 +1,339 @@
+/**
+ * `npm run bench -- tasks`: end-to-end no-op tasks/s and enqueue→start latency, in one run, with
+ * the same ~200 B JSON payload and worker concurrency 50, producer and worker in this process:
+ *
+ * - ours: `TaskQueue.enqueueAll` (window 1,000) + `TaskQueue.worker` on RabbitMQBroker — durable:
+ *   classic durable queue, persistent messages, publisher confirms, manual ack after the handler.
+ *   "ours+results" adds the in-memory result store (one result write per task).
+ * - amqplib: the transport's ceiling doing the same work by hand — confirm channel (window 1,000)
+ *   to the same kind of topic exchange + durable queue, consumer prefetch 50, JSON.parse, ack.
+ *   Same durability as ours.
+ * - BullMQ: `addBulk` (chunks of 1,000) + Worker concurrency 50 on the local Redis — durability
+ *   is Redis's (no AOF/RDB here: lost on a Redis crash).
+ * - graphile-worker: `addJobs` (chunks of 1,000) + runner concurrency 50 with its local queue
+ *   (size 500) and batched completion (completeJobBatchDelay 0) — durable (PostgreSQL).
+ *
+ * Throughput = N / (first enqueue → last handler done), enqueue and processing overlapping.
+ * Latency = enqueue call → handler start, single enqueues at a fixed rate.
+ * Env: BENCH_TASKS_N (default 50,000), BENCH_TASKS_ROUNDS (default 2), BENCH_TASKS_RATE (1,000/s).
+ */
+import * as Amqp from "amqplib"
+import { Queue as BullQueue, Worker as BullWorker } from "bullmq"
+import { Context, Effect, Either, Layer, Redacted, Runtime, Schema } from "effect"
+import { Logger as GraphileLogger, makeWorkerUtils, run as runGraphile } from "graphile-worker"
+import pg from "pg"
+import * as Broker from "../src/Broker.js"
+import * as RabbitMQBroker from "../src/layers/RabbitMQBroker.js"
+import * as Task from "../src/Task.js"
+import * as TaskQueue from "../src/TaskQueue.js"
+import { databaseUrl, rabbitmqUrl, runId } from "../test/fixtures/env.js"
+
+const N = Number(process.env["BENCH_TASKS_N"] ?? 50_000)
+const ROUNDS = Number(process.env["BENCH_TASKS_ROUNDS"] ?? 2)
+const RATE = Number(process.env["BENCH_TASKS_RATE"] ?? 1_000)
+const LATENCY_SECONDS = 3
+const CONCURRENCY = 50
+const WINDOW = 1_000
+const CHUNK = 1_000
+
+const Payload = Schema.Struct({
+  id: Schema.String,
+  user: Schema.String,
+  amount: Schema.Number,
+  currency: Schema.String,
+  sentAt: Schema.Number,
+  note: Schema.String
+})
+type Payload = typeof Payload.Type
+const note = "x".repeat(100)
+const payload = (n: number, sentAt = 0): Payload => ({ id: `task-${n}`, user: `user-${n % 977}`, amount: n % 10_000, currency: "EUR", sentAt, note })
+
+const print = (name: string, value: number, unit: string) =>
+  process.stdout.write(`${name}: ${Number.isInteger(value) ? value : value.toFixed(2)} ${unit}\n`)
+const log = (line: string) => process.stderr.write(`${line}\n`)
+const median = (values: ReadonlyArray<number>) => {
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN
+}
+const percentile = (sorted: ReadonlyArray<number>, p: number) =>
+  sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN
+
+/** A completion counter a no-op handler bumps; resolves when `total` handlers ran. */
+const counter = (total: number) => {
+  let count = 0
+  let resolve: () => void = () => undefined
+  const done = new Promise<void>((r) => (resolve = r))
+  return { hit: () => (++count === total ? resolve() : undefined), done }
+}
+
+/** Calls `send(n, now)` at RATE per second for LATENCY_SECONDS; `latencies` are pushed by the handler. */
+const paced = async (send: (n: number) => void, total: number) => {
+  let sent = 0
+  const started = performance.now()
+  while (sent < total) {
+    const due = Math.min(total, Math.floor(((performance.now() - started) / 1000) * RATE))
+    while (sent < due) send(sent++)
+    await new Promise((r) => setTimeout(r, 1))
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// raw amqplib
+// ---------------------------------------------------------------------------------------------
+
+const prefix = `bench${runId}`
+const rawExchange = `${prefix}.raw`
+
+const rawPublishAll = (channel: Amqp.ConfirmChannel, routingKey: string, count: number) =>
+  new Promise<void>((resolve, reject) => {
+    let sent = 0
+    let confirmed = 0
+    let inFlight = 0
+    let blocked = false
+    const pump = () => {
+      while (!blocked && inFlight < WINDOW && sent < count) {
+        const n = sent++
+        inFlight++
+        const ok = channel.publish(rawExchange, routingKey, Buffer.from(JSON.stringify(payload(n))), {
+          persistent: true,
+          contentType: "application/json",
+          messageId: `raw-${n}`,
+          mandatory: true
+        }, (error) => {
+          if (error !== null && error !== undefined) return reject(error)
+          inFlight--
+          if (++confirmed === count) resolve()
+          else pump()
+        })
+        if (!ok) blocked = true
+      }
+    }
+    channel.on("drain", () => {
+      blocked = false
+      pump()
+    })
+    pump()
+  })
+
+const rawRun = async (model: Amqp.ChannelModel, round: string, mode: "throughput" | "latency") => {
+  const queue = `${prefix}.rawq.${round}`
+  const admin = await model.createChannel()
+  await admin.assertExchange(rawExchange, "topic", { durable: true })
+  await admin.assertQueue(queue, { durable: true })
+  await admin.bindQueue(queue, rawExchange, `raw.${round}`)
+  const consume = await model.createChannel()
+  await consume.prefetch(CONCURRENCY)
+  const publish = await model.createConfirmChannel()
+  const total = mode === "throughput" ? N : RATE * LATENCY_SECONDS
+  const done = counter(total)
+  const latencies: Array<number> = []
+  await consume.consume(queue, (message) => {
+    if (message === null) return
+    const body = JSON.parse(message.content.toString("utf8")) as Payload
+    if (mode === "latency") latencies.push(performance.now() - body.sentAt)
+    consume.ack(message)
+    done.hit()
+  })
+  const started = performance.now()
+  if (mode === "throughput") {
+    await rawPublishAll(publish, `raw.${round}`, N)
+  } else {
+    await paced((n) =>
+      publish.publish(rawExchange, `raw.${round}`, Buffer.from(JSON.stringify(payload(n, performance.now()))), { persistent: true }, () => undefined), total)
+  }
+  await done.done
+  const seconds = (performance.now() - started) / 1000
+  await publish.close()
+  await consume.close()
+  await admin.deleteQueue(queue)
+  await admin.close()
+  return { rate: total / seconds, latencies: latencies.sort((a, b) => a - b) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ours
+// ---------------------------------------------------------------------------------------------
+
+const oursRun = (brokerContext: Context.Context<Broker.Broker>, round: string, mode: "throughput" | "latency", results: boolean) =>
+  Effect.gen(function*() {
+    const task = Task.make(`bench.${round}`, { payload: Payload })
+    const total = mode === "throughput" ? N : RATE * LATENCY_SECONDS
+    const done = counter(total)
+    const latencies: Array<number> = []
+    const worker = TaskQueue.worker(task, (p) =>
+      Effect.sync(() => {
+        if (mode === "latency") latencies.push(performance.now() - p.sentAt)
+        done.hit()
+      }), { concurrency: CONCURRENCY })
+    const services = Layer.mergeAll(TaskQueue.layer(), worker).pipe(
+      Layer.provide(TaskQueue.layerResultStoreMemory),
+      Layer.provide(Layer.succeedContext(brokerContext))
+    )
+    const servicesWithout = Layer.mergeAll(TaskQueue.layerWithoutResults(), worker).pipe(
+      Layer.provide(Layer.succeedContext(brokerContext))
+    )
+    return yield* Effect.gen(function*() {
+      const started = performance.now()
+      if (mode === "throughput") {
+        const outcomes = yield* TaskQueue.enqueueAll(task, Array.from({ length: N }, (_, n) => payload(n)), { window: WINDOW })
+        const failed = outcomes.filter(Either.isLeft).length
+        if (failed > 0) return yield* Effect.dieMessage(`${failed} enqueues failed`)
+      } else {
+        const queue = yield* TaskQueue.TaskQueue
+        const runtime = yield* Effect.runtime<never>()
+        const run = Runtime.runFork(runtime)
+        yield* Effect.promise(() => paced((n) => void run(queue.enqueue(task, payload(n, performance.now()))), total))
+      }
+      yield* Effect.promise(() => done.done)
+      const seconds = (performance.now() - started) / 1000
+      return { rate: total / seconds, latencies: latencies.sort((a, b) => a - b), group: task.group }
+    }).pipe(Effect.provide(results ? services : servicesWithout), Effect.provide(brokerContext))
+  })
+
+// ---------------------------------------------------------------------------------------------
+// BullMQ
+// ---------------------------------------------------------------------------------------------
+
+const redis = { host: "127.0.0.1", port: 6379, maxRetriesPerRequest: null }
+
+const bullRun = async (round: string, mode: "throughput" | "latency") => {
+  const name = `${prefix}-bull-${round}`
+  const queue = new BullQueue(name, { connection: redis, defaultJobOptions: { removeOnComplete: true, removeOnFail: true } })
+  const total = mode === "throughput" ? N : RATE * LATENCY_SECONDS
+  const done = counter(total)
+  const latencies: Array<number> = []
+  const worker = new BullWorker(name, async (job) => {
+    if (mode === "latency") latencies.push(performance.now() - (job.data as Payload).sentAt)
+    done.hit()
+  }, { connection: redis, concurrency: CONCURRENCY })
+  await worker.waitUntilReady()
+  const started = performance.now()
+  if (mode === "throughput") {
+    for (let from = 0; from < N; from += CHUNK) {
+      await queue.addBulk(Array.from({ length: Math.min(CHUNK, N - from) }, (_, i) => ({ name: "noop", data: payload(from + i) })))
+    }
+  } else {
+    await paced((n) => void queue.add("noop", payload(n, performance.now())), total)
+  }
+  await done.done
+  const seconds = (performance.now() - started) / 1000
+  await worker.close()
+  await queue.obliterate({ force: true })
+  await queue.close()
+  return { rate: total / seconds, latencies: latencies.sort((a, b) => a - b) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// graphile-worker
+// ---------------------------------------------------------------------------------------------
+
+const graphileSchema = `bench_gw_${runId}`
+const quiet = new GraphileLogger(() => () => undefined)
+
+const graphileRun = async (round: string, mode: "throughput" | "latency") => {
+  const total = mode === "throughput" ? N : RATE * LATENCY_SECONDS
+  const done = counter(total)
+  const latencies: Array<number> = []
+  const identifier = `noop_${round.replaceAll(".", "_")}`
+  const utils = await makeWorkerUtils({ connectionString: databaseUrl, schema: graphileSchema, logger: quiet })
+  await utils.migrate()
+  const runner = await runGraphile({
+    connectionString: databaseUrl,
+    schema: graphileSchema,
+    concurrency: CONCURRENCY,
+    noHandleSignals: true,
+    pollInterval: 1000,
+    logger: quiet,
+    taskList: {
+      [identifier]: async (p) => {
+        if (mode === "latency") latencies.push(performance.now() - (p as Payload).sentAt)
+        done.hit()
+      }
+    },
+    preset: { worker: { localQueue: { size: 500 }, completeJobBatchDelay: 0, failJobBatchDelay: 0 } }
+  })
+  const started = performance.now()
+  if (mode === "throughput") {
+    for (let from = 0; from < N; from += CHUNK) {
+      await utils.addJobs(Array.from({ length: Math.min(CHUNK, N - from) }, (_, i) => ({ identifier, payload: payload(from + i) })))
+    }
+  } else {
+    await paced((n) => void utils.addJob(identifier, payload(n, performance.now())), total)
+  }
+  await done.done
+  const seconds = (performance.now() - started) / 1000
+  await runner.stop()
+  await utils.release()
+  return { rate: total / seconds, latencies: latencies.sort((a, b) => a - b) }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const main = Effect.gen(function*() {
+  const benchStarted = performance.now()
+  const model = yield* Effect.acquireRelease(
+    Effect.promise(() => Amqp.connect(rabbitmqUrl)),
+    (m) => Effect.promise(() => m.close())
+  )
+  const admin = yield* Effect.promise(() => model.createChannel())
+  const groups: Array<string> = []
+  yield* Effect.addFinalizer(() =>
+    Effect.promise(async () => {
+      for (const group of groups) {
+        await admin.deleteQueue(`${prefix}.group.${group}`)
+        await admin.deleteQueue(`${prefix}.dlq.${group}`)
+      }
+      for (const exchange of [`${prefix}.topic`, `${prefix}.delay`, rawExchange]) await admin.deleteExchange(exchange)
+      await admin.close()
+      const client = new pg.Client({ connectionString: databaseUrl })
+      await client.connect()
+      await client.query(`drop schema if exists "${graphileSchema}" cascade`)
+      await client.end()
+    }))
+  const brokerContext = yield* Layer.build(RabbitMQBroker.layer({ url: Redacted.make(rabbitmqUrl), prefix }))
+
+  const rates = { ours: [] as Array<number>, oursResults: [] as Array<number>, amqplib: [] as Array<number>, bullmq: [] as Array<number>, graphile: [] as Array<number> }
+  for (let round = 0; round < ROUNDS; round++) {
+    const r = `r${round}`
+    const ours = yield* oursRun(brokerContext, r, "throughput", false)
+    groups.push(ours.group)
+    rates.ours.push(ours.rate)
+    const oursResults = yield* oursRun(brokerContext, `${r}res`, "throughput", true)
+    groups.push(oursResults.group)
+    rates.oursResults.push(oursResults.rate)
+    rates.amqplib.push((yield* Effect.promise(() => rawRun(model, r, "throughput"))).rate)
+    rates.bullmq.push((yield* Effect.promise(() => bullRun(r, "throughput"))).rate)
+    rates.graphile.push((yield* Effect.promise(() => graphileRun(r, "throughput"))).rate)
+    log(
+      `round ${round + 1}: ours ${rates.ours[round]?.toFixed(0)} (+results ${rates.oursResults[round]?.toFixed(0)}), amqplib ${
+        rates.amqplib[round]?.toFixed(0)
+      }, bullmq ${rates.bullmq[round]?.toFixed(0)}, graphile ${rates.graphile[round]?.toFixed(0)} tasks/s`
+    )
+  }
+  const ours = median(rates.ours)
+  print("tasks.throughput.ours_tasks_per_s", Math.round(ours), "tasks/s")
+  print("tasks.throughput.ours_with_results_tasks_per_s", Math.round(median(rates.oursResults)), "tasks/s")
+  print("tasks.throughput.amqplib_tasks_per_s", Math.round(median(rates.amqplib)), "tasks/s")
+  print("tasks.throughput.bullmq_tasks_per_s", Math.round(median(rates.bullmq)), "tasks/s")
+  print("tasks.throughput.graphile_tasks_per_s", Math.round(median(rates.graphile)), "tasks/s")
+  print("tasks.throughput.ratio_vs_amqplib", ours / median(rates.amqplib), "x")
+  print("tasks.throughput.ratio_vs_bullmq", ours / median(rates.bullmq), "x")
+  print("tasks.throughput.ratio_vs_graphile", ours / median(rates.graphile), "x")
+
+  const latOurs = yield* oursRun(brokerContext, "lat", "latency", false)
+  groups.push(latOurs.group)
+  const latRaw = yield* Effect.promise(() => rawRun(model, "lat", "latency"))
+  const latBull = yield* Effect.promise(() => bullRun("lat", "latency"))
+  const latGraphile = yield* Effect.promise(() => graphileRun("lat", "latency"))
+  print("tasks.latency_p50_ms", percentile(latOurs.latencies, 50), "ms")
+  print("tasks.latency_p99_ms", percentile(latOurs.latencies, 99), "ms")
+  print("tasks.latency.amqplib_p50_ms", percentile(latRaw.latencies, 50), "ms")
+  print("tasks.latency.amqplib_p99_ms", percentile(latRaw.latencies, 99), "ms")
+  print("tasks.latency.bullmq_p50_ms", percentile(latBull.latencies, 50), "ms")
+  print("tasks.latency.bullmq_p99_ms", percentile(latBull.latencies, 99), "ms")
+  print("tasks.latency.graphile_p50_ms", percentile(latGraphile.latencies, 50), "ms")
+  print("tasks.latency.graphile_p99_ms", percentile(latGraphile.latencies, 99), "ms")
+  log(`bench took ${((performance.now() - benchStarted) / 1000).toFixed(1)} s (N=${N}, rounds=${ROUNDS}, rate=${RATE}/s)`)
+})
+
+await Effect.runPromise(Effect.scoped(main))
