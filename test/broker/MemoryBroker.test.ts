@@ -293,11 +293,11 @@ describe("MemoryBroker inspection API", () => {
       const halfway = yield* Deferred.make<void>()
       // A is slow, so closing it with a 1 ms shutdownTimeout interrupts handlers mid-flight.
       const handler = (counter: Ref.Ref<number> | undefined) => (job: { readonly n: number }, envelope: Broker.Envelope) =>
-        Effect.sleep(counter === undefined ? "1 millis" : "50 millis").pipe(
+        Effect.sleep(counter === undefined ? "2 millis" : "50 millis").pipe(
           Effect.zipRight(Ref.update(handled, (all) => [...all, job.n])),
           Effect.zipRight(envelope.redelivered ? Ref.update(redelivered, (n) => n + 1) : Effect.void),
           Effect.zipRight(counter === undefined ? Effect.succeed(0) : Ref.updateAndGet(counter, (n) => n + 1)),
-          Effect.tap((n) => (n === 20 ? Deferred.succeed(halfway, undefined) : Effect.void))
+          Effect.tap((n) => (n === 5 ? Deferred.succeed(halfway, undefined) : Effect.void))
         )
       const scopeA = yield* Scope.make()
       yield* broker.subscribe(jobs, handler(byA), { group: "g", concurrency: 5 }).pipe(Scope.extend(scopeA))
