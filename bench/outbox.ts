@@ -24,7 +24,7 @@ import { execFile } from "node:child_process"
 import { databaseUrl, rabbitmqUrl, runId } from "../test/fixtures/env.js"
 
 const DRAIN_EVENTS = 50_000
-const CEILING_MESSAGES = 30_000
+const CEILING_MESSAGES = 20_000
 const CEILING_WINDOW = 1_000
 const LATENCY_RATE = 1_000
 const LATENCY_SECONDS = 8
