@@ -155,6 +155,11 @@ export interface Options {
    * Default 0: a key blocks only while its task is pending.
    */
   readonly keyWindow?: Duration.DurationInput | undefined
+  /**
+   * How long a key stays claimed by a task that never finishes (lost before it was published, or
+   * dead-lettered as poison). Default 1 day.
+   */
+  readonly keyPendingLimit?: Duration.DurationInput | undefined
   /** How often `result` polls a store that cannot notify. Default 50 ms. */
   readonly pollInterval?: Duration.DurationInput | undefined
 }
@@ -214,8 +219,9 @@ export interface StoredResult {
 }
 
 /**
- * A deduplication key claim. A claim is live while its task is pending (not `done`) or until
- * `expiresAt`.
+ * A deduplication key claim. A claim is live until `expiresAt`, and after that while its task is
+ * pending (not `done`) but no longer than `staleAt` — so a claim whose task was lost (a crash
+ * between claim and publish, a poison payload) cannot block its key forever.
  *
  * @since 0.1.0
  * @category models
@@ -226,6 +232,7 @@ export interface KeyClaim {
   readonly id: string
   readonly claimedAt: number
   readonly expiresAt: number
+  readonly staleAt: number
 }
 
 /**

@@ -118,6 +118,7 @@ const makeService = (
   options: TaskQueue.Options | undefined
 ): TaskQueue.Service => {
   const keyWindow = Duration.toMillis(durationOption(options?.keyWindow, Duration.zero, "keyWindow"))
+  const keyPendingLimit = Duration.toMillis(durationOption(options?.keyPendingLimit, Duration.days(1), "keyPendingLimit"))
   const pollInterval = durationOption(options?.pollInterval, defaultPollInterval, "pollInterval")
 
   // Queues declared by this process, so an enqueue before any worker started is kept.
@@ -162,7 +163,7 @@ const makeService = (
       }
       const now = yield* Clock.currentTimeMillis
       const holder = yield* Effect.mapError(
-        store.value.claim({ task: task.name, key, id, claimedAt: now, expiresAt: now + keyWindow }),
+        store.value.claim({ task: task.name, key, id, claimedAt: now, expiresAt: now + keyWindow, staleAt: now + keyPendingLimit }),
         (error) => new EnqueueError({ task: task.name, reason: "key-store", ambiguous: false, detail: error.message, cause: error })
       )
       if (holder !== id) return makeHandle(task, holder, key, true)

@@ -9,6 +9,7 @@ import type { ResultStoreError } from "./taskErrors.js"
 interface Claim {
   readonly id: string
   readonly expiresAt: number
+  readonly staleAt: number
   readonly done: boolean
 }
 
@@ -33,7 +34,9 @@ export const make: Effect.Effect<TaskQueue.ResultStoreService> = Effect.sync(() 
 
   const sweep = (now: number) => {
     for (const [id, result] of results) if (result.expiresAt <= now) results.delete(id)
-    for (const [key, claim] of claims) if (claim.done && claim.expiresAt <= now) claims.delete(key)
+    for (const [key, claim] of claims) {
+      if (claim.expiresAt <= now && (claim.done || claim.staleAt <= now)) claims.delete(key)
+    }
   }
 
   const put = (result: TaskQueue.StoredResult) =>
@@ -62,8 +65,9 @@ export const make: Effect.Effect<TaskQueue.ResultStoreService> = Effect.sync(() 
     Effect.sync(() => {
       const k = claimKey(request.task, request.key)
       const existing = claims.get(k)
-      if (existing !== undefined && (!existing.done || existing.expiresAt > request.claimedAt)) return existing.id
-      claims.set(k, { id: request.id, expiresAt: request.expiresAt, done: false })
+      const now = request.claimedAt
+      if (existing !== undefined && (existing.expiresAt > now || (!existing.done && existing.staleAt > now))) return existing.id
+      claims.set(k, { id: request.id, expiresAt: request.expiresAt, staleAt: request.staleAt, done: false })
       return request.id
     })
 

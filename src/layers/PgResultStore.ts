@@ -94,9 +94,10 @@ export const make = (
         task_id text not null,
         done boolean not null default false,
         expires_at bigint not null,
+        stale_at bigint not null,
         primary key (task, key)
       )`
-      yield* sql`create index if not exists ${keysExpiry} on ${keys} (expires_at) where done`
+      yield* sql`create index if not exists ${keysExpiry} on ${keys} (expires_at)`
     }))
 
     const put: TaskQueue.ResultStoreService["put"] = (result) =>
@@ -124,10 +125,11 @@ export const make = (
     // concurrent claims one inserts; the others wait on its row lock, see it live, and update nothing.
     const claimOnce = (claim: TaskQueue.KeyClaim) =>
       Effect.gen(function*() {
-        const won = yield* sql<{ task_id: string }>`insert into ${keys} (task, key, task_id, done, expires_at)
-          values (${claim.task}, ${claim.key}, ${claim.id}, false, ${claim.expiresAt})
-          on conflict (task, key) do update set task_id = excluded.task_id, done = false, expires_at = excluded.expires_at
-          where ${keys}.done and ${keys}.expires_at <= ${claim.claimedAt}
+        const won = yield* sql<{ task_id: string }>`insert into ${keys} (task, key, task_id, done, expires_at, stale_at)
+          values (${claim.task}, ${claim.key}, ${claim.id}, false, ${claim.expiresAt}, ${claim.staleAt})
+          on conflict (task, key) do update set task_id = excluded.task_id, done = false,
+            expires_at = excluded.expires_at, stale_at = excluded.stale_at
+          where ${keys}.expires_at <= ${claim.claimedAt} and (${keys}.done or ${keys}.stale_at <= ${claim.claimedAt})
           returning task_id`
         const first = won[0]
         if (first !== undefined) return Option.some(first.task_id)
@@ -164,7 +166,7 @@ export const make = (
       yield* sql`delete from ${results} where id in (
         select id from ${results} where expires_at <= ${now} limit ${sweepBatch})`
       yield* sql`delete from ${keys} where (task, key) in (
-        select task, key from ${keys} where done and expires_at <= ${now} limit ${sweepBatch})`
+        select task, key from ${keys} where expires_at <= ${now} and (done or stale_at <= ${now}) limit ${sweepBatch})`
     })
 
     const sweepInterval = options?.sweepInterval ?? defaults.sweepInterval

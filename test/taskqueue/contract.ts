@@ -232,6 +232,34 @@ export const taskQueueContract = <E>(
       })
     })
 
+    it.scoped("a higher priority task runs before lower ones queued earlier", () => {
+      const task = Task.make(uniqueName("prio"), { payload: Schema.Struct({ label: Schema.String }), maxPriority: 10 })
+      return Effect.gen(function*() {
+        const order = yield* Ref.make<ReadonlyArray<string>>([])
+        const started = yield* Deferred.make<void>()
+        const gate = yield* Deferred.make<void>()
+        const worker = TaskQueue.worker(task, ({ label }) =>
+          Ref.update(order, (all) => [...all, label]).pipe(
+            Effect.zipRight(label === "blocker" ? Deferred.succeed(started, undefined).pipe(Effect.zipRight(Deferred.await(gate))) : Effect.void)
+          ), { concurrency: 1 })
+        yield* withQueue(
+          worker,
+          Effect.gen(function*() {
+            yield* TaskQueue.enqueue(task, { label: "blocker" })
+            yield* within("the blocker to start", Deferred.await(started))
+            yield* TaskQueue.enqueue(task, { label: "low-1" }, { priority: 1 })
+            yield* TaskQueue.enqueue(task, { label: "low-2" }, { priority: 1 })
+            const high = yield* TaskQueue.enqueue(task, { label: "high" }, { priority: 9 })
+            const last = yield* TaskQueue.enqueue(task, { label: "low-3" }, { priority: 1 })
+            yield* Deferred.succeed(gate, undefined)
+            yield* within("the tasks", Effect.zipRight(TaskQueue.result(high), TaskQueue.result(last)))
+            const ran = yield* Ref.get(order)
+            assert.strictEqual(ran[1], "high", JSON.stringify(ran))
+          })
+        )
+      })
+    })
+
     it.scoped("an untyped throw fails that task only; the worker keeps going", () => {
       const task = welcomeTask().pipe(Task.withRetry(Schedule.recurs(1)))
       return Effect.gen(function*() {

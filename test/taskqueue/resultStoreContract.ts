@@ -38,10 +38,14 @@ export const resultStoreContract = <E>(name: string, storeLayer: Layer.Layer<Tas
         const store = yield* TaskQueue.ResultStore
         const task = uniqueName("task")
         const claim = (id: string, at: number, window = 0) =>
-          store.claim({ task, key: "k", id, claimedAt: at, expiresAt: at + window })
+          store.claim({ task, key: "k", id, claimedAt: at, expiresAt: at + window, staleAt: at + 1_000_000 })
         assert.strictEqual(yield* claim("a", now), "a")
-        assert.strictEqual(yield* claim("b", now + 10_000), "a", "pending claims never lapse")
-        assert.strictEqual(yield* store.claim({ task: `${task}-other`, key: "k", id: "x", claimedAt: now, expiresAt: now }), "x", "keys are per task")
+        assert.strictEqual(yield* claim("b", now + 10_000), "a", "pending claims hold until stale")
+        assert.strictEqual(
+          yield* store.claim({ task: `${task}-other`, key: "k", id: "x", claimedAt: now, expiresAt: now, staleAt: now + 1 }),
+          "x",
+          "keys are per task"
+        )
         yield* store.release(task, "k", "not-the-holder")
         assert.strictEqual(yield* claim("b", now), "a")
         yield* store.release(task, "k", "a")
@@ -49,6 +53,8 @@ export const resultStoreContract = <E>(name: string, storeLayer: Layer.Layer<Tas
         yield* store.complete(task, "k", "c")
         assert.strictEqual(yield* claim("d", now + 999), "c", "within the window after completion")
         assert.strictEqual(yield* claim("e", now + 1000), "e", "past the window")
+        assert.strictEqual(yield* claim("f", now + 1000 + 999_999), "e", "pending, not yet stale")
+        assert.strictEqual(yield* claim("g", now + 1000 + 1_000_000), "g", "a pending claim past staleAt is taken over")
       }))
 
     it.effect("of 50 concurrent claims of one key exactly one wins", () =>
@@ -58,7 +64,7 @@ export const resultStoreContract = <E>(name: string, storeLayer: Layer.Layer<Tas
         const ids = Array.from({ length: 50 }, (_, i) => `id-${i}`)
         const holders = yield* Effect.forEach(
           ids,
-          (id) => store.claim({ task, key: "same", id, claimedAt: now, expiresAt: now }),
+          (id) => store.claim({ task, key: "same", id, claimedAt: now, expiresAt: now, staleAt: now + 60_000 }),
           { concurrency: "unbounded" }
         )
         const distinct = new Set(holders)
