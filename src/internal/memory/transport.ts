@@ -12,6 +12,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
+import type * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
 import * as FiberSet from "effect/FiberSet"
 import type * as Scope from "effect/Scope"
@@ -51,7 +52,7 @@ interface Waiter {
 interface Consumer {
   readonly concurrency: number
   readonly handle: (delivery: Broker.TransportDelivery) => Effect.Effect<Broker.Disposition>
-  readonly run: (effect: Effect.Effect<void>, options: typeof scheduled) => unknown
+  readonly run: (effect: Effect.Effect<void>, options: typeof scheduled) => Fiber.RuntimeFiber<void>
   readonly idle: Array<Waiter>
   workers: number
   inFlight: number
@@ -276,8 +277,40 @@ export const make = (options: Options): Effect.Effect<MemoryTransport, never, Sc
         waiter.handed = entry
         waiter.resume(entry)
       } else {
-        consumer.workers++
-        consumer.run(worker(group, consumer, entry), scheduled)
+        spawn(group, consumer, entry)
+      }
+    }
+
+    /**
+     * Starts a worker with its first message. A worker interrupted before it started (its
+     * subscription closed in between) never saw the message: the observer gives it back.
+     */
+    const spawn = (group: Group, consumer: Consumer, first: Entry) => {
+      consumer.workers++
+      let started = false
+      const fiber = consumer.run(
+        Effect.uninterruptible(Effect.suspend(() => {
+          started = true
+          return worker(group, consumer, first)
+        })),
+        scheduled
+      )
+      fiber.addObserver(() => {
+        consumer.workers--
+        if (!started) {
+          release(group, consumer)
+          requeue(group, first)
+          checkIdle()
+        }
+      })
+    }
+
+    /** A delivery of `consumer` is settled or given back. */
+    const release = (group: Group, consumer: Consumer) => {
+      consumer.inFlight--
+      group.inFlight--
+      if (consumer.closing && consumer.inFlight === 0 && consumer.drained !== undefined) {
+        Deferred.unsafeDone(consumer.drained, Exit.void)
       }
     }
 
@@ -295,9 +328,9 @@ export const make = (options: Options): Effect.Effect<MemoryTransport, never, Sc
           const index = consumer.idle.indexOf(waiter)
           if (index >= 0) consumer.idle.splice(index, 1)
           if (waiter.handed !== undefined) {
-            consumer.inFlight--
-            group.inFlight--
+            release(group, consumer)
             requeue(group, waiter.handed)
+            checkIdle()
           }
         })
       })
@@ -322,10 +355,7 @@ export const make = (options: Options): Effect.Effect<MemoryTransport, never, Sc
         }
       }).pipe(
         // Only the handler and the park are interruptible: a message taken is always settled.
-        Effect.uninterruptible,
-        Effect.ensuring(Effect.sync(() => {
-          consumer.workers--
-        }))
+        Effect.uninterruptible
       )
 
     const requeue = (group: Group, entry: Entry) => {
@@ -343,8 +373,7 @@ export const make = (options: Options): Effect.Effect<MemoryTransport, never, Sc
       entry: Entry,
       exit: Exit.Exit<Broker.Disposition>
     ): Effect.Effect<void> => {
-      consumer.inFlight--
-      group.inFlight--
+      release(group, consumer)
       let log: Effect.Effect<void> = Effect.void
       if (Exit.isSuccess(exit)) {
         const disposition = exit.value
@@ -376,9 +405,6 @@ export const make = (options: Options): Effect.Effect<MemoryTransport, never, Sc
           Effect.annotateLogs({ group: group.name, messageId: entry.message.messageId }),
           Effect.zipRight(Effect.logError(exit.cause))
         )
-      }
-      if (consumer.closing && consumer.inFlight === 0 && consumer.drained !== undefined) {
-        Deferred.unsafeDone(consumer.drained, Exit.void)
       }
       checkIdle()
       return log
