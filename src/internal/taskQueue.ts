@@ -386,6 +386,7 @@ export const worker = <Name extends string, P, S, F, R>(
         }),
         (self) => Effect.zipRight(Metric.modify(inFlight, 1), self),
         Effect.ensuring(Metric.modify(inFlight, -1)),
+        Effect.annotateLogs({ task: task.name, taskId: envelope.id, attempt: envelope.attempt }),
         Effect.withSpan("task.run", {
           captureStackTrace: false,
           attributes: {

@@ -13,5 +13,4 @@ const probe = Layer.effect(
   }))
 )
 
-// declaresAhead: false until the memory transport implements `Transport.declare`.
-taskQueueContract("memory", Layer.provideMerge(probe, MemoryBroker.layer()), { real: false, declaresAhead: false })
+taskQueueContract("memory", Layer.provideMerge(probe, MemoryBroker.layer()), { real: false })

@@ -79,7 +79,7 @@ export const taskQueueContract = <E>(
       )
     })
 
-    // Needs `Transport.declare` (RabbitMQ has it; the memory transport is getting it).
+    // Needs `Transport.declare` (both RabbitMQ and memory have it).
     if (options.declaresAhead !== false) it.scoped("a task enqueued before any worker exists waits for one", () => {
       const task = welcomeTask()
       const worker = TaskQueue.worker(task, (payload, ctx) => Effect.succeed({ messageId: `${payload.userId}:${ctx.id}`, at: new Date(0) }))
