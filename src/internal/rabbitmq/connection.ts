@@ -152,6 +152,8 @@ export const make = (options: ManagerOptions): Effect.Effect<Manager, BrokerUnav
         })
       }).pipe(
         Effect.flatMap((model) => attach(model, generation)),
+        // The first connect runs inside acquireRelease (uninterruptible): let the timeout cut it.
+        Effect.interruptible,
         Effect.timeoutFail({
           duration: options.connectTimeout,
           onTimeout: () =>
@@ -195,7 +197,8 @@ export const make = (options: ManagerOptions): Effect.Effect<Manager, BrokerUnav
       Effect.gen(function*() {
         if (yield* Deferred.isDone(connection.closed)) return
         const result = yield* Effect.either(
-          Effect.tryPromise(() => connection.model.close()).pipe(Effect.timeout(options.shutdownTimeout))
+          // Finalizers are uninterruptible: without `interruptible` the timeout could not cut the wait.
+          Effect.tryPromise(() => connection.model.close()).pipe(Effect.interruptible, Effect.timeout(options.shutdownTimeout))
         )
         if (Either.isLeft(result)) {
           yield* Effect.logDebug(`closing the connection: ${describeError(result.left)}`)

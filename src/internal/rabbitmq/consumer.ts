@@ -313,6 +313,7 @@ export const consume = (deps: ConsumerDeps) =>
     const closeChannel = (channel: Amqp.Channel, lost: Deferred.Deferred<string>) =>
       Effect.flatMap(Deferred.isDone(lost), (gone) =>
         gone ? Effect.void : Effect.tryPromise(() => channel.close()).pipe(
+          Effect.interruptible,
           Effect.timeout(deps.shutdownTimeout),
           Effect.catchAll((error) => Effect.logDebug(`closing a consumer channel: ${manager.describeError(error)}`))
         ))
@@ -327,6 +328,7 @@ export const consume = (deps: ConsumerDeps) =>
         const current = attached
         if (current !== undefined && !(yield* Deferred.isDone(current.lost))) {
           yield* Effect.tryPromise(() => current.channel.cancel(current.consumerTag)).pipe(
+            Effect.interruptible,
             Effect.timeout(deps.shutdownTimeout),
             Effect.catchAll((error) => Effect.logDebug(`cancelling the consumer: ${manager.describeError(error)}`))
           )
@@ -334,7 +336,7 @@ export const consume = (deps: ConsumerDeps) =>
         if (inFlight.size > 0) {
           const signal = yield* Deferred.make<void>()
           drained = signal
-          const result = yield* Deferred.await(signal).pipe(Effect.timeoutOption(deps.shutdownTimeout))
+          const result = yield* Deferred.await(signal).pipe(Effect.interruptible, Effect.timeoutOption(deps.shutdownTimeout))
           if (result._tag === "None") {
             yield* Effect.logWarning(
               `shutdown timeout: interrupting ${inFlight.size} in-flight handler(s); their messages are requeued`

@@ -82,6 +82,7 @@ export const make = (manager: Manager, timeout: Duration.Duration): Effect.Effec
       current = undefined
       if (open === undefined || open.closed) return Effect.void
       return Effect.tryPromise(() => open.channel.close()).pipe(
+        Effect.interruptible,
         Effect.timeout(timeout),
         Effect.catchAll((error) => Effect.logDebug(`closing the topology channel: ${manager.describeError(error)}`))
       )

@@ -257,6 +257,7 @@ export const make = (manager: Manager, publishTimeout: Duration.Duration): Effec
       sink = undefined
       if (current === undefined || current.closed !== undefined) return Effect.void
       return Effect.tryPromise(() => current.channel.close()).pipe(
+        Effect.interruptible,
         Effect.timeout(publishTimeout),
         Effect.catchAll((error) => Effect.logDebug(`closing the publish channel: ${manager.describeError(error)}`))
       )

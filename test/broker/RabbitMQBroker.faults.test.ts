@@ -1,0 +1,236 @@
+/**
+ * RabbitMQBroker under real faults (RELIABILITY.md B1, B2, B4, B9). Serial "faults" project:
+ * `stop_app` breaks every vhost for a few seconds. Each scenario keeps a ledger per message id
+ * (publish outcome, deliveries) and asserts: nothing confirmed is lost, duplicates stay within
+ * the bound, consumers come back.
+ */
+import { assert, layer } from "@effect/vitest"
+import { Context, Duration, Effect, Either, Exit, Fiber, Layer, Redacted, Schema, Scope } from "effect"
+import * as Broker from "../../src/Broker.js"
+import * as RabbitMQBroker from "../../src/layers/RabbitMQBroker.js"
+import { runId, uniqueName } from "../fixtures/env.js"
+import { rabbitmqctl, scopedVhost, urlFor } from "../support/rabbitmq.js"
+import { tcpProxy } from "../support/tcpProxy.js"
+
+const Item = Schema.Struct({ id: Schema.String })
+const freshTopic = (base: string) => Broker.topic(`${uniqueName(base).replaceAll("_", "-")}.x`, Item)
+
+/** Per-id publish outcomes and deliveries. */
+const makeLedger = () => {
+  const confirmed = new Set<string>()
+  const failed = new Map<string, string>()
+  const deliveries = new Map<string, number>()
+  let redelivered = 0
+  return {
+    confirmed,
+    failed,
+    deliveries,
+    record: (outcomes: ReadonlyArray<Either.Either<void, Broker.PublishError>>, ids: ReadonlyArray<string>) =>
+      outcomes.forEach((outcome, i) => {
+        const id = ids[i]
+        if (id === undefined) return
+        if (Either.isRight(outcome)) confirmed.add(id)
+        else {
+          const error = outcome.left
+          failed.set(id, error._tag === "PublishRejected" ? `${error.reason}${error.ambiguous ? "?" : ""}` : error._tag)
+        }
+      }),
+    deliver: (id: string, envelope: Broker.Envelope) =>
+      Effect.sync(() => {
+        deliveries.set(id, (deliveries.get(id) ?? 0) + 1)
+        if (envelope.redelivered) redelivered++
+      }),
+    lost: () => [...confirmed].filter((id) => !deliveries.has(id)),
+    duplicates: () => [...deliveries.values()].reduce((sum, n) => sum + n - 1, 0),
+    redelivered: () => redelivered,
+    summary: (label: string) => {
+      const reasons = new Map<string, number>()
+      for (const reason of failed.values()) reasons.set(reason, (reasons.get(reason) ?? 0) + 1)
+      return `${label}: confirmed ${confirmed.size}, failed ${failed.size} ${JSON.stringify(Object.fromEntries(reasons))}, ` +
+        `delivered ${deliveries.size} distinct, duplicates ${[...deliveries.values()].reduce((s, n) => s + n - 1, 0)}, ` +
+        `redelivered ${redelivered}`
+    }
+  }
+}
+
+const waitFor = (label: string, condition: () => boolean, seconds: number) =>
+  Effect.gen(function*() {
+    while (!condition()) yield* Effect.sleep("20 millis")
+  }).pipe(
+    Effect.timeoutFail({ duration: Duration.seconds(seconds), onTimeout: () => new Error(`timed out after ${seconds} s: ${label}`) })
+  )
+
+/** A broker for one scenario, released with the test's scope. */
+const brokerAt = (options: RabbitMQBroker.Options) =>
+  Effect.map(Layer.build(RabbitMQBroker.layer(options)), (context) => Context.get(context, Broker.Broker))
+
+const vhost = `eb-faults-${runId}`
+const prefix = "faults"
+
+/** Polls `broker.health` until `done` holds; fails after `seconds`. */
+const healthUntil = (broker: Broker.Service, done: (health: Broker.Health) => boolean, seconds: number) =>
+  Effect.gen(function*() {
+    while (true) {
+      const health = yield* broker.health
+      if (done(health)) return health
+      yield* Effect.sleep("20 millis")
+    }
+  }).pipe(Effect.timeoutFail({ duration: Duration.seconds(seconds), onTimeout: () => new Error("health never recovered") }))
+
+// One vhost for the file: `close_all_connections -p` then kills only this file's connections.
+layer(Layer.scopedDiscard(scopedVhost(vhost)), { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQBroker faults", (it) => {
+
+  it.scoped("B1: the server closes the connection under thousands of in-flight confirms: no confirmed message lost", () =>
+    Effect.gen(function*() {
+      const broker = yield* brokerAt({ url: Redacted.make(urlFor(vhost)), prefix })
+      const topic = freshTopic("b1")
+      const ledger = makeLedger()
+      yield* broker.subscribe(topic, (item, envelope) => ledger.deliver(item.id, envelope), { group: uniqueName("g"), concurrency: 100 })
+
+      const window = 1000
+      let closed = false
+      let batches = 0
+      const publisher = yield* Effect.fork(Effect.gen(function*() {
+        // Keep confirms in flight until the close has happened and two more batches went through.
+        let afterClose = 0
+        while (afterClose < 2) {
+          if (closed) afterClose++
+          const ids = Array.from({ length: window }, (_, i) => `b1-${batches}-${i}`)
+          batches++
+          ledger.record(yield* broker.publishAll(ids.map((id) => Broker.entry(topic, { id })), { window }), ids)
+        }
+      }))
+      yield* waitFor("the first confirms", () => ledger.confirmed.size >= 2 * window, 60)
+      yield* rabbitmqctl("close_all_connections", "-p", vhost, "B1 fault test")
+      const closedAt = Date.now()
+      const deliveredAtClose = ledger.deliveries.size
+      closed = true
+      // Back = reconnected, consumer re-attached, and a message delivered after the close.
+      const health = yield* healthUntil(broker, (h) => h.status === "up" && h.detail.includes("#2") && h.consumers === 1, 5)
+      yield* waitFor("a delivery after the close", () => ledger.deliveries.size > deliveredAtClose, 5)
+      const recoveredIn = Date.now() - closedAt
+      yield* Fiber.join(publisher)
+      yield* waitFor("every confirmed message consumed", () => ledger.lost().length === 0, 60).pipe(Effect.either)
+
+      console.log(ledger.summary("B1"), `, health ${health.detail}, recovered within ${recoveredIn} ms`)
+      assert.isTrue(ledger.confirmed.size + ledger.failed.size === batches * window, "every publish has an outcome")
+      assert.strictEqual(ledger.lost().length, 0, "confirmed but never consumed")
+      assert.isAtMost(ledger.duplicates(), window, "duplicates within the confirm window")
+      assert.include(health.detail, "#2", "reconnected")
+      for (const reason of ledger.failed.values()) assert.oneOf(reason, ["channel-closed?", "timeout?", "BrokerUnavailable"])
+    }).pipe(Effect.scoped), { timeout: 120_000 })
+
+  it.scoped("B2: stop_app / start_app while consuming: consumers resume, nothing lost, unacked redelivered", () =>
+    Effect.gen(function*() {
+      const broker = yield* brokerAt({ url: Redacted.make(urlFor(vhost)), prefix })
+      const topic = freshTopic("b2")
+      const group = uniqueName("g")
+      const ledger = makeLedger()
+      yield* broker.declare(topic, { group })
+      const ids = Array.from({ length: 3000 }, (_, i) => `b2-${i}`)
+      ledger.record(yield* broker.publishAll(ids.map((id) => Broker.entry(topic, { id }))), ids)
+      assert.strictEqual(ledger.confirmed.size, ids.length)
+
+      // Slow enough that consumption is still going when the broker stops.
+      yield* broker.subscribe(
+        topic,
+        (item, envelope) => Effect.zipRight(Effect.sleep("5 millis"), ledger.deliver(item.id, envelope)),
+        { group, concurrency: 20 }
+      )
+      yield* waitFor("consumption under way", () => ledger.deliveries.size >= 200, 30)
+      const before = ledger.deliveries.size
+      yield* rabbitmqctl("stop_app").pipe(Effect.ensuring(Effect.orDie(rabbitmqctl("start_app"))))
+      yield* rabbitmqctl("await_startup")
+      yield* waitFor("every message consumed", () => ledger.lost().length === 0, 60).pipe(Effect.either)
+
+      console.log(ledger.summary("B2"), `, consumed before the stop ${before}`)
+      assert.isBelow(before, ids.length, "the stop happened mid-stream")
+      assert.strictEqual(ledger.lost().length, 0)
+      assert.isAtMost(ledger.duplicates(), 20 + 20, "duplicates within the prefetch, twice over")
+      assert.strictEqual((yield* broker.health).status, "up")
+    }).pipe(Effect.scoped), { timeout: 120_000 })
+
+  it.scoped("B4: a connection blackholed between publish and confirm fails the publish typed, never reports success", () =>
+    Effect.gen(function*() {
+      const proxy = yield* tcpProxy("127.0.0.1", 5672)
+      const broker = yield* brokerAt({
+        url: Redacted.make(proxy.url(urlFor(vhost))),
+        prefix,
+        heartbeat: 1,
+        connectTimeout: "1 second"
+      })
+      const topic = freshTopic("b4")
+      const group = uniqueName("g")
+      const ledger = makeLedger()
+      yield* broker.subscribe(topic, (item, envelope) => ledger.deliver(item.id, envelope), { group })
+
+      // A first publish opens the publish channel, so the next one is written and awaits its confirm.
+      yield* broker.publish(topic, { id: "b4-warm-up" })
+      // Blackhole: the publish hangs until the heartbeat notices (~3 × 1 s), then fails typed.
+      yield* proxy.setMode("blackhole")
+      const started = Date.now()
+      const hung = yield* Effect.either(broker.publish(topic, { id: "b4-blackholed" }))
+      const failedAfter = Date.now() - started
+      assert.isTrue(Either.isLeft(hung), "no success without a confirm")
+      if (Either.isLeft(hung)) {
+        assert.strictEqual(hung.left._tag, "PublishRejected")
+        if (hung.left._tag === "PublishRejected") assert.isTrue(hung.left.ambiguous)
+      }
+      assert.isBelow(failedAfter, 10_000)
+
+      // Reset in the middle of a confirmed batch: every entry ok or typed; every ok one delivered.
+      yield* proxy.setMode("pass")
+      yield* healthUntil(broker, (h) => h.status === "up" && h.consumers === 1, 20)
+      const ids = Array.from({ length: 2000 }, (_, i) => `b4-${i}`)
+      const batch = yield* Effect.fork(broker.publishAll(ids.map((id) => Broker.entry(topic, { id })), { window: 500 }))
+      const warm = ledger.deliveries.size
+      yield* waitFor("the batch under way", () => ledger.deliveries.size >= warm + 200, 20)
+      yield* proxy.setMode("reset")
+      yield* proxy.setMode("pass")
+      ledger.record(yield* Fiber.join(batch), ids)
+      yield* waitFor("every confirmed message consumed", () => ledger.lost().length === 0, 30).pipe(Effect.either)
+
+      console.log(ledger.summary("B4"), `, blackholed publish failed after ${failedAfter} ms: ${Either.isLeft(hung) ? hung.left.message : "ok"}`)
+      assert.strictEqual(ledger.confirmed.size + ledger.failed.size, ids.length)
+      assert.isBelow(ledger.confirmed.size, ids.length + 1)
+      for (const reason of ledger.failed.values()) assert.oneOf(reason, ["channel-closed?", "timeout?", "BrokerUnavailable"])
+      assert.strictEqual(ledger.lost().length, 0)
+    }).pipe(Effect.scoped), { timeout: 60_000 })
+
+  it.scoped("B9: shutdown lets in-flight handlers finish within the timeout and requeues the rest", () =>
+    Effect.gen(function*() {
+      const broker = yield* brokerAt({ url: Redacted.make(urlFor(vhost)), prefix, shutdownTimeout: "300 millis" })
+      const topic = freshTopic("b9")
+      const group = uniqueName("g")
+      const ledger = makeLedger()
+      const finished = new Set<string>()
+      let started = 0
+      const scope = yield* Scope.make()
+      yield* broker.subscribe(
+        topic,
+        (item, envelope) =>
+          Effect.gen(function*() {
+            started++
+            yield* ledger.deliver(item.id, envelope)
+            // Quick ones finish within the shutdown timeout; slow ones never would.
+            yield* Effect.sleep(item.id.startsWith("quick") ? "50 millis" : "1 hour")
+            finished.add(item.id)
+          }),
+        { group, concurrency: 6 }
+      ).pipe(Scope.extend(scope))
+      const ids = ["quick-1", "quick-2", "quick-3", "slow-1", "slow-2", "slow-3"]
+      ledger.record(yield* broker.publishAll(ids.map((id) => Broker.entry(topic, { id }))), ids)
+      yield* waitFor("all six handlers running", () => started === 6, 20)
+      const closing = Date.now()
+      yield* Scope.close(scope, Exit.void)
+      const tookMs = Date.now() - closing
+      assert.deepStrictEqual([...finished].sort(), ["quick-1", "quick-2", "quick-3"])
+      assert.isBelow(tookMs, 3000, "shutdown is bounded by shutdownTimeout")
+
+      const again = makeLedger()
+      yield* broker.subscribe(topic, (item, envelope) => again.deliver(item.id, envelope), { group })
+      yield* waitFor("the interrupted messages redelivered", () => again.deliveries.size === 3, 20)
+      assert.deepStrictEqual([...again.deliveries.keys()].sort(), ["slow-1", "slow-2", "slow-3"])
+      assert.strictEqual(again.redelivered(), 3)
+    }).pipe(Effect.scoped), { timeout: 60_000 })
+})
