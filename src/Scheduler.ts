@@ -247,12 +247,14 @@ export interface Definition<E = never, R = never> {
   readonly trigger: Trigger
   readonly missed: MissedPolicy
   readonly overlap: "allow" | "skip"
+  /** Enqueues one firing. @internal */
+  readonly enqueue: (queue: TaskQueue.Service, key: string) => Effect.Effect<unknown, E | TaskQueue.EnqueueError, R>
   /**
    * Enqueues one firing; succeeds with an effect telling whether that task has finished.
    *
    * @internal
    */
-  readonly enqueue: (
+  readonly enqueueTracked: (
     queue: TaskQueue.Service,
     key: string
   ) => Effect.Effect<Effect.Effect<boolean, TaskQueue.ResultError>, E | TaskQueue.EnqueueError, R>
@@ -303,9 +305,17 @@ export const schedule = <Name extends string, P, S, F, E = never, R = never>(
   options: ScheduleOptions<P, E, R>
 ): Definition<E, R> => {
   const priority = options.priority
-  const probe = (queue: TaskQueue.Service) => (handle: TaskQueue.TaskHandle<S, F>) =>
-    Effect.map(Effect.suspend(() => queue.poll(handle)), Option.isSome)
   const payload = options.payload
+  const enqueue: (
+    queue: TaskQueue.Service,
+    key: string
+  ) => Effect.Effect<TaskQueue.TaskHandle<S, F>, E | TaskQueue.EnqueueError, R> = Effect.isEffect(payload)
+    ? (queue, key) =>
+      Effect.flatMap(
+        payload as Effect.Effect<P, E, R>,
+        (p) => queue.enqueue(task, p, priority === undefined ? { key } : { key, priority })
+      )
+    : (queue, key) => queue.enqueue(task, payload as P, priority === undefined ? { key } : { key, priority })
   return {
     [TypeId]: TypeId,
     name,
@@ -313,20 +323,12 @@ export const schedule = <Name extends string, P, S, F, E = never, R = never>(
     trigger: options.trigger,
     missed: options.missed ?? skip,
     overlap: options.overlap ?? "allow",
-    enqueue: Effect.isEffect(payload)
-      ? (queue, key) =>
-        Effect.map(
-          Effect.flatMap(
-            payload as Effect.Effect<P, E, R>,
-            (p) => queue.enqueue(task, p, priority === undefined ? { key } : { key, priority })
-          ),
-          probe(queue)
-        )
-      : (queue, key) =>
-        Effect.map(
-          queue.enqueue(task, payload as P, priority === undefined ? { key } : { key, priority }),
-          probe(queue)
-        )
+    enqueue,
+    enqueueTracked: (queue, key) =>
+      Effect.map(
+        enqueue(queue, key),
+        (handle) => Effect.map(Effect.suspend(() => queue.poll(handle)), Option.isSome)
+      )
   }
 }
 
@@ -351,6 +353,7 @@ const compileAll = <E, R>(
   now: number
 ): Either.Either<Array<{ readonly definition: Definition<E, R>; readonly next: trigger.Next }>, InvalidSchedule> => {
   const seen = new Set<string>()
+  const memo: trigger.Memo = new Map()
   const out: Array<{ readonly definition: Definition<E, R>; readonly next: trigger.Next }> = []
   for (const d of definitions) {
     const fail = (field: string, value: string, reason: string) =>
@@ -362,7 +365,7 @@ const compileAll = <E, R>(
     if (d.missed._tag === "CatchUp" && (!Number.isInteger(d.missed.max) || d.missed.max < 1)) {
       return fail("missed.max", String(d.missed.max), "must be a positive integer")
     }
-    const compiled = trigger.compile(d.trigger, now)
+    const compiled = trigger.compile(d.trigger, now, memo)
     if (Either.isLeft(compiled)) return Either.left(new InvalidSchedule({ schedule: d.name, ...compiled.left }))
     out.push({ definition: d, next: compiled.right })
   }
@@ -571,7 +574,8 @@ export const make = <E, R>(
       const remember = (finished: Effect.Effect<boolean, TaskQueue.ResultError>) => {
         running = finished
       }
-      const enqueue = (slot: number) => Effect.map(definition.enqueue(queue, slotKey(definition.name, slot)), remember)
+      const enqueue = (slot: number) =>
+        Effect.map(definition.enqueueTracked(queue, slotKey(definition.name, slot)), remember)
       const fire = definition.overlap === "allow"
         ? (slot: number) => definition.enqueue(queue, slotKey(definition.name, slot))
         : (slot: number) =>

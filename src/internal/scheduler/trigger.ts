@@ -18,6 +18,9 @@ export type Next = (after: number) => number | undefined
 /** @internal */
 export type Problem = cron.Problem
 
+/** Compiled crons by expression and zone, shared within one scheduler. @internal */
+export type Memo = Map<string, Next>
+
 const problem = (field: string, value: string, reason: string): Either.Either<never, Problem> =>
   Either.left({ field, value, reason })
 
@@ -48,13 +51,13 @@ const compileAt = (trigger: Scheduler.At, now: number): Either.Either<Next, Prob
 
 const prefixed = (prefix: string, p: Problem): Problem => ({ ...p, field: `${prefix}.${p.field}` })
 
-const compileCombined = (trigger: Scheduler.Combined, now: number): Either.Either<Next, Problem> => {
+const compileCombined = (trigger: Scheduler.Combined, now: number, memo?: Memo): Either.Either<Next, Problem> => {
   if (trigger.triggers.length === 0) return problem("triggers", "[]", "combine needs at least one trigger")
   const nexts: Array<Next> = []
   for (let i = 0; i < trigger.triggers.length; i++) {
     const child = trigger.triggers[i]
     if (child === undefined) continue
-    const compiled = compile(child, now)
+    const compiled = compile(child, now, memo)
     if (Either.isLeft(compiled)) return Either.left(prefixed(`triggers[${i}]`, compiled.left))
     nexts.push(compiled.right)
   }
@@ -74,19 +77,27 @@ const compileCombined = (trigger: Scheduler.Combined, now: number): Either.Eithe
  *
  * @internal
  */
-export const compile = (trigger: Scheduler.Trigger, now: number): Either.Either<Next, Problem> => {
+export const compile = (trigger: Scheduler.Trigger, now: number, memo?: Memo): Either.Either<Next, Problem> => {
   switch (trigger._tag) {
-    case "Cron":
-      return Either.map(
+    case "Cron": {
+      const offset = trigger.offset
+      // Schedules with the same expression and zone share one compiled cron (and its cache).
+      const key = typeof offset === "object" ? undefined : `${trigger.expression}\u0000${trigger.tz}\u0000${offset}`
+      const cached = key === undefined ? undefined : memo?.get(key)
+      if (cached !== undefined) return Either.right(cached)
+      const compiled = Either.map(
         cron.parse(trigger.expression, { tz: trigger.tz, offset: trigger.offset }, now),
         (spec) => spec.next
       )
+      if (key !== undefined && memo !== undefined && Either.isRight(compiled)) memo.set(key, compiled.right)
+      return compiled
+    }
     case "Interval":
       return compileInterval(trigger)
     case "At":
       return compileAt(trigger, now)
     case "Combined":
-      return compileCombined(trigger, now)
+      return compileCombined(trigger, now, memo)
   }
 }
 
