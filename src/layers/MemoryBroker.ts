@@ -227,7 +227,7 @@ export const make = (options?: Options): Effect.Effect<Service, never, Scope.Sco
         }),
       deadLetters: (group) => Effect.sync(() => memory.deadLetters(group).map(toDeadLetter)),
       queues: Effect.sync(memory.stats),
-      queue: (group) => Effect.sync(() => Option.fromNullable(memory.stats().find((stats) => stats.group === group))),
+      queue: (group) => Effect.sync(() => Option.fromNullable(memory.statsOf(group))),
       awaitIdle: memory.awaitIdle
     }
     return service

@@ -114,6 +114,7 @@ export interface MemoryTransport {
   readonly published: () => ReadonlyArray<PublishedRecord>
   readonly deadLetters: (group: string) => ReadonlyArray<DeadLetterRecord>
   readonly stats: () => ReadonlyArray<GroupStats>
+  readonly statsOf: (group: string) => GroupStats | undefined
   readonly awaitIdle: Effect.Effect<void>
 }
 
@@ -552,6 +553,20 @@ export const make = (options: Options): Effect.Effect<MemoryTransport, never, Sc
       detail: closed ? "in-memory broker shut down" : `in-memory broker, ${groups.size} group(s)`
     }))
 
+    const statsOf = (group: Group): GroupStats => ({
+      group: group.name,
+      patterns: Array.from(group.patterns),
+      maxPriority: group.maxPriority,
+      consumers: group.consumers.length,
+      ready: group.ready.size,
+      inFlight: group.inFlight,
+      delayed: group.delayed,
+      acked: group.acked,
+      retried: group.retried,
+      expired: group.expired,
+      deadLettered: group.deadLetters.length
+    })
+
     const transport: Broker.Transport = {
       publish,
       publishAll,
@@ -565,20 +580,11 @@ export const make = (options: Options): Effect.Effect<MemoryTransport, never, Sc
       transport,
       published: () => published.toArray(),
       deadLetters: (name) => groups.get(name)?.deadLetters.slice() ?? [],
-      stats: () =>
-        Array.from(groups.values(), (group): GroupStats => ({
-          group: group.name,
-          patterns: Array.from(group.patterns),
-          maxPriority: group.maxPriority,
-          consumers: group.consumers.length,
-          ready: group.ready.size,
-          inFlight: group.inFlight,
-          delayed: group.delayed,
-          acked: group.acked,
-          retried: group.retried,
-          expired: group.expired,
-          deadLettered: group.deadLetters.length
-        })),
+      stats: () => Array.from(groups.values(), statsOf),
+      statsOf: (name) => {
+        const group = groups.get(name)
+        return group === undefined ? undefined : statsOf(group)
+      },
       awaitIdle
     }
   })
