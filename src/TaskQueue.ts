@@ -6,6 +6,8 @@
  *
  * @since 0.1.0
  */
+import * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -298,6 +300,17 @@ export const make = (options?: Options): Effect.Effect<Service, never, Broker.Br
  */
 export const layer = (options?: Options): Layer.Layer<TaskQueue, never, Broker.Broker | ResultStore> =>
   Layer.effect(TaskQueue, make(options))
+
+/**
+ * As {@link layer}, reading the options from `Config`.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig = (
+  config: Config.Config.Wrap<Options>
+): Layer.Layer<TaskQueue, ConfigError.ConfigError, Broker.Broker | ResultStore> =>
+  Layer.effect(TaskQueue, Effect.flatMap(Config.unwrap(config), make))
 
 /**
  * The TaskQueue service without a result store: `result` fails with `no-store`, and keyed
