@@ -136,21 +136,32 @@ const runCheck = (check: Check, timeout: Duration.Duration): Effect.Effect<Check
   })
 
 /**
+ * The services a record of checks needs.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Requirements<Checks extends Readonly<Record<string, Check<unknown>>>> = Effect.Effect.Context<
+  Checks[keyof Checks]
+>
+
+/**
  * Builds the service with an initial set of checks; the checks' requirements are captured here.
  *
  * @since 0.1.0
  * @category constructors
  */
-export const make = <R = never>(
-  checks: Readonly<Record<string, Check<R>>> = {},
+export const make = <const Checks extends Readonly<Record<string, Check<unknown>>> = {}>(
+  checks?: Checks,
   options: Options = {}
-): Effect.Effect<Service, never, R> =>
+): Effect.Effect<Service, never, Requirements<Checks>> =>
   Effect.gen(function*() {
-    const context = yield* Effect.context<R>()
+    const context = yield* Effect.context<Requirements<Checks>>()
     const timeout = Duration.decode(options.timeout ?? "5 seconds")
     const registered = new Map<string, Check>()
-    for (const [name, check] of Object.entries(checks)) {
-      registered.set(name, Effect.provide(check, context))
+    for (const [name, check] of Object.entries(checks ?? {})) {
+      // Each check needs a part of `Requirements<Checks>`, all of which `context` holds.
+      registered.set(name, Effect.provide(check as Check<Requirements<Checks>>, context))
     }
     const check = Effect.suspend(() =>
       Effect.forEach(
@@ -176,10 +187,10 @@ export const make = <R = never>(
  * @since 0.1.0
  * @category layers
  */
-export const layer = <R = never>(
-  checks: Readonly<Record<string, Check<R>>> = {},
+export const layer = <const Checks extends Readonly<Record<string, Check<unknown>>> = {}>(
+  checks?: Checks,
   options: Options = {}
-): Layer.Layer<Health, never, R> => Layer.effect(Health, make(checks, options))
+): Layer.Layer<Health, never, Requirements<Checks>> => Layer.effect(Health, make(checks, options))
 
 /**
  * @since 0.1.0

@@ -1,0 +1,70 @@
+/**
+ * Infrastructure chosen from the environment: with no `DATABASE_URL` / `RABBITMQ_URL` the example
+ * needs no servers (embedded PostgreSQL through PGlite, the in-memory broker); with them it uses
+ * the real ones.
+ */
+import { Reactivity } from "@effect/experimental"
+import { SqlClient } from "@effect/sql"
+import { PgClient } from "@effect/sql-pg"
+import { Config, Context, Effect, Layer, Option, Redacted } from "effect"
+import { Broker, MemoryBroker } from "effect-background"
+import * as PgliteClient from "effect-background/layers/PgliteClient"
+import * as RabbitMQBroker from "effect-background/layers/RabbitMQBroker"
+
+export interface Environment {
+  readonly databaseUrl: Option.Option<Redacted.Redacted>
+  readonly rabbitmqUrl: Option.Option<Redacted.Redacted>
+  readonly port: number
+}
+
+export const environment: Config.Config<Environment> = Config.all({
+  databaseUrl: Config.option(Config.redacted("DATABASE_URL")),
+  rabbitmqUrl: Config.option(Config.redacted("RABBITMQ_URL")),
+  port: Config.withDefault(Config.integer("PORT"), 3000)
+})
+
+/** Whether the outbox can LISTEN on a real server connection (PGlite is in-process). */
+export class Embedded extends Context.Tag("orders/Embedded")<Embedded, { readonly database: boolean; readonly broker: boolean }>() {}
+
+/**
+ * PgOutbox's dispatcher asks for a `PgClient` only to open its LISTEN connection from `config`;
+ * with PGlite the example turns LISTEN off (the dispatcher is woken in-process) and hands it this
+ * view of the PGlite client, whose `config` points nowhere on purpose.
+ */
+const pgliteAsPgClient = (client: PgliteClient.PgliteClient): PgClient.PgClient => {
+  function statement(this: unknown, ...args: ReadonlyArray<unknown>): unknown {
+    return Reflect.apply(client, this, args)
+  }
+  Object.setPrototypeOf(statement, client)
+  return Object.assign(statement, {
+    [PgClient.TypeId]: PgClient.TypeId,
+    config: { host: "pglite.invalid" },
+    json: client.json,
+    listen: client.listen,
+    notify: client.notify
+  }) as unknown as PgClient.PgClient
+}
+
+const pglite = Layer.scopedContext(
+  Effect.map(PgliteClient.make(), (client) =>
+    Context.make(SqlClient.SqlClient, client).pipe(
+      Context.add(PgliteClient.PgliteClient, client),
+      Context.add(PgClient.PgClient, pgliteAsPgClient(client))
+    ))
+).pipe(Layer.provide(Reactivity.layer))
+
+export const Infrastructure = Layer.unwrapEffect(Effect.map(environment, (env) => {
+  const database = Option.match(env.databaseUrl, {
+    onNone: () => pglite,
+    onSome: (url) => PgClient.layer({ url, applicationName: "eb-orders-example" })
+  })
+  const broker: Layer.Layer<Broker.Broker, Broker.BrokerUnavailable> = Option.match(env.rabbitmqUrl, {
+    onNone: () => MemoryBroker.layer(),
+    onSome: (url) => RabbitMQBroker.layer({ url, prefix: "eb_orders" })
+  })
+  const embedded = Layer.succeed(Embedded, {
+    database: Option.isNone(env.databaseUrl),
+    broker: Option.isNone(env.rabbitmqUrl)
+  })
+  return Layer.mergeAll(database, broker, embedded)
+}))

@@ -1,0 +1,18 @@
+/**
+ * Periodic work: the Scheduler only enqueues tasks (one leader across replicas, each firing keyed
+ * by schedule and slot); workers run them.
+ */
+import { Scheduler } from "effect-background"
+import { dailyDigest, heartbeat } from "./contracts.js"
+
+export const schedules = [
+  Scheduler.schedule("daily-digest", dailyDigest, {
+    trigger: Scheduler.cron("0 9 * * MON-FRI", { offset: "-03:00" }),
+    payload: { reason: "cron" as const },
+    missed: Scheduler.catchUp({ max: 1 })
+  }),
+  Scheduler.schedule("heartbeat", heartbeat, {
+    trigger: Scheduler.interval("15 seconds"),
+    payload: { from: "orders-example" }
+  })
+]

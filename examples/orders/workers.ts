@@ -1,0 +1,54 @@
+/**
+ * Background work: a subscriber turns each `orders.placed` event into a `send_confirmation` task;
+ * workers run the tasks. Runs in the web process here, or alone in `worker.ts`.
+ */
+import { Effect, Layer, Metric, Option } from "effect"
+import { Broker, TaskQueue } from "effect-background"
+import { dailyDigest, heartbeat, MailboxUnavailable, ordersPlaced, sendConfirmation } from "./contracts.js"
+import * as Orders from "./orders.js"
+
+/**
+ * Each placed order gets one confirmation task: the order id is the dedup key, so a redelivered
+ * event finds the key taken and gets the first task's handle back.
+ */
+const confirmations = Layer.scopedDiscard(
+  Broker.subscribe(
+    ordersPlaced,
+    (event) => TaskQueue.enqueue(sendConfirmation, { orderId: event.orderId, email: event.email }, { key: event.orderId }),
+    { group: "orders.confirmations", concurrency: 20 }
+  )
+)
+
+const confirmationsSent = Metric.counter("orders_confirmations_sent", { description: "confirmation mails sent" })
+
+const sendConfirmationWorker = TaskQueue.worker(
+  sendConfirmation,
+  (payload, context) =>
+    Effect.gen(function*() {
+      // A real app would call its mail provider here; a typed failure is retried by the task's policy.
+      if (payload.email.endsWith("@unreachable.invalid")) {
+        return yield* new MailboxUnavailable({ email: payload.email })
+      }
+      const confirmedAt = yield* Orders.confirm(payload.orderId).pipe(Effect.orDie)
+      yield* Metric.increment(confirmationsSent)
+      yield* Effect.logInfo(`order ${payload.orderId} confirmed (attempt ${context.attempt})`)
+      return { confirmedAt: Option.getOrElse(confirmedAt, () => new Date()).toISOString() }
+    }),
+  { concurrency: 10 }
+)
+
+const digestWorker = TaskQueue.worker(dailyDigest, (payload) =>
+  Orders.counts.pipe(
+    Effect.orDie,
+    Effect.flatMap((counts) => Effect.logInfo(`daily digest (${payload.reason}): ${JSON.stringify(counts)}`))
+  ))
+
+const heartbeats = Metric.counter("orders_heartbeats", { description: "heartbeat tasks run" })
+
+const heartbeatWorker = TaskQueue.worker(heartbeat, (payload) =>
+  Metric.increment(heartbeats).pipe(Effect.zipRight(Effect.logDebug(`heartbeat from ${payload.from}`))))
+
+export const Workers = Layer.mergeAll(confirmations, sendConfirmationWorker, digestWorker, heartbeatWorker)
+
+/** Subscriptions this process runs, for its health check. */
+export const consumerCount = 4
