@@ -4,7 +4,8 @@
  *
  * - ours: `TaskQueue.enqueueAll` (window 1,000) + `TaskQueue.worker` on RabbitMQBroker — durable:
  *   classic durable queue, persistent messages, publisher confirms, manual ack after the handler.
- *   "ours+results" adds the in-memory result store (one result write per task).
+ *   "ours+results" adds the in-memory result store (one result write per task); "ours quorum" runs
+ *   the same on quorum queues (`queueType: "quorum"`: replicated and fsync'd, the durable choice).
  * - amqplib: the transport's ceiling doing the same work by hand — confirm channel (window 1,000)
  *   to the same kind of topic exchange + durable queue, consumer prefetch 50, JSON.parse, ack.
  *   Same durability as ours.
@@ -291,8 +292,20 @@ const main = Effect.gen(function*() {
       await client.end()
     }))
   const brokerContext = yield* Layer.build(RabbitMQBroker.layer({ url: Redacted.make(rabbitmqUrl), prefix }))
+  const quorumContext = yield* Layer.build(RabbitMQBroker.layer({ url: Redacted.make(rabbitmqUrl), prefix: `${prefix}q`, queueType: "quorum" }))
+  const quorumGroups: Array<string> = []
+  yield* Effect.addFinalizer(() =>
+    Effect.promise(async () => {
+      const channel = await model.createChannel()
+      for (const group of quorumGroups) {
+        await channel.deleteQueue(`${prefix}q.group.${group}`)
+        await channel.deleteQueue(`${prefix}q.dlq.${group}`)
+      }
+      for (const exchange of [`${prefix}q.topic`, `${prefix}q.delay`]) await channel.deleteExchange(exchange)
+      await channel.close()
+    }))
 
-  const rates = { ours: [] as Array<number>, oursResults: [] as Array<number>, amqplib: [] as Array<number>, bullmq: [] as Array<number>, graphile: [] as Array<number> }
+  const rates = { ours: [] as Array<number>, oursResults: [] as Array<number>, oursQuorum: [] as Array<number>, amqplib: [] as Array<number>, bullmq: [] as Array<number>, graphile: [] as Array<number> }
   for (let round = 0; round < ROUNDS; round++) {
     const r = `r${round}`
     const ours = yield* oursRun(brokerContext, r, "throughput", false)
@@ -301,11 +314,16 @@ const main = Effect.gen(function*() {
     const oursResults = yield* oursRun(brokerContext, `${r}res`, "throughput", true)
     groups.push(oursResults.group)
     rates.oursResults.push(oursResults.rate)
+    const quorum = yield* oursRun(quorumContext, `${r}q`, "throughput", false)
+    quorumGroups.push(quorum.group)
+    rates.oursQuorum.push(quorum.rate)
     rates.amqplib.push((yield* Effect.promise(() => rawRun(model, r, "throughput"))).rate)
     rates.bullmq.push((yield* Effect.promise(() => bullRun(r, "throughput"))).rate)
     rates.graphile.push((yield* Effect.promise(() => graphileRun(r, "throughput"))).rate)
     log(
-      `round ${round + 1}: ours ${rates.ours[round]?.toFixed(0)} (+results ${rates.oursResults[round]?.toFixed(0)}), amqplib ${
+      `round ${round + 1}: ours ${rates.ours[round]?.toFixed(0)} (+results ${rates.oursResults[round]?.toFixed(0)}, quorum ${
+        rates.oursQuorum[round]?.toFixed(0)
+      }), amqplib ${
         rates.amqplib[round]?.toFixed(0)
       }, bullmq ${rates.bullmq[round]?.toFixed(0)}, graphile ${rates.graphile[round]?.toFixed(0)} tasks/s`
     )
@@ -313,6 +331,7 @@ const main = Effect.gen(function*() {
   const ours = median(rates.ours)
   print("tasks.throughput.ours_tasks_per_s", Math.round(ours), "tasks/s")
   print("tasks.throughput.ours_with_results_tasks_per_s", Math.round(median(rates.oursResults)), "tasks/s")
+  print("tasks.throughput.ours_quorum_tasks_per_s", Math.round(median(rates.oursQuorum)), "tasks/s")
   print("tasks.throughput.amqplib_tasks_per_s", Math.round(median(rates.amqplib)), "tasks/s")
   print("tasks.throughput.bullmq_tasks_per_s", Math.round(median(rates.bullmq)), "tasks/s")
   print("tasks.throughput.graphile_tasks_per_s", Math.round(median(rates.graphile)), "tasks/s")
