@@ -164,6 +164,7 @@ const makeNext = (cron: CronExpression, shift: number): ((after: number) => numb
   const seconds = secondsOf(cron)
   const reusable = seconds.length > 1
   let minute = Number.NaN
+  let position = Number.NaN
   return (afterUtc) => {
     const after = afterUtc + shift
     const m = Math.floor(after / 60_000) * 60_000
@@ -175,11 +176,15 @@ const makeNext = (cron: CronExpression, shift: number): ((after: number) => numb
       }
     }
     try {
-      cron.reset(new Date(after))
+      // Sequential use (the next slot after the previous one) continues cron-parser's iterator;
+      // only a jump needs the costlier reset.
+      if (after !== position) cron.reset(new Date(after))
       const next = cron.next().getTime()
+      position = next
       minute = Math.floor(next / 60_000) * 60_000
       return next - shift
     } catch {
+      position = Number.NaN
       // cron-parser throws when no date matches within its search horizon: there is no next fire.
       return undefined
     }
