@@ -67,29 +67,31 @@ export const assertValid = (result: Either.Either<void, InvalidName>): void => {
 }
 
 /**
- * AMQP topic-exchange matching: `*` is exactly one word, `#` zero or more words.
+ * AMQP topic-exchange matching: `*` is exactly one word, `#` zero or more words. Dynamic
+ * programming over (pattern word, key word), so many `#` cost O(p·k), not exponential time.
  *
  * @internal
  */
 export const matchesPattern = (pattern: string, routingKey: string): boolean => {
   if (pattern === routingKey) return true
-  return matchWords(pattern.split("."), 0, routingKey.split("."), 0)
-}
-
-const matchWords = (p: ReadonlyArray<string>, pi: number, k: ReadonlyArray<string>, ki: number): boolean => {
-  while (pi < p.length) {
-    const word = p[pi]
+  const p = pattern.split(".")
+  const k = routingKey.split(".")
+  // reachable[j]: the pattern words seen so far can match exactly the first j key words
+  let reachable: Array<boolean> = Array.from({ length: k.length + 1 }, (_, j) => j === 0)
+  for (const word of p) {
+    const next: Array<boolean> = new Array(k.length + 1).fill(false)
     if (word === "#") {
-      if (pi === p.length - 1) return true
-      for (let skip = ki; skip <= k.length; skip++) {
-        if (matchWords(p, pi + 1, k, skip)) return true
+      let any = false
+      for (let j = 0; j <= k.length; j++) {
+        any = any || reachable[j] === true
+        next[j] = any
       }
-      return false
+    } else {
+      for (let j = 1; j <= k.length; j++) {
+        next[j] = reachable[j - 1] === true && (word === "*" || word === k[j - 1])
+      }
     }
-    if (ki >= k.length) return false
-    if (word !== "*" && word !== k[ki]) return false
-    pi++
-    ki++
+    reachable = next
   }
-  return ki === k.length
+  return reachable[k.length] === true
 }

@@ -91,3 +91,12 @@ describe("names validation", () => {
     assert.doesNotThrow(() => names.assertValid(names.validateTopic("ok")))
   })
 })
+
+describe("matchesPattern with many wildcards", () => {
+  it("stays fast and correct with eight `#` against a 30-word key", () => {
+    const key = Array.from({ length: 30 }, (_, i) => `w${i}`).join(".")
+    const pattern = Array.from({ length: 8 }, () => "#").join(".") + ".nomatch"
+    assert.isFalse(names.matchesPattern(pattern, key))
+    assert.isTrue(names.matchesPattern(Array.from({ length: 8 }, () => "#").join(".") + ".w29", key))
+  })
+})
