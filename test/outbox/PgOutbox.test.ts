@@ -1,7 +1,7 @@
 import { SqlClient } from "@effect/sql"
 import type { PgClient } from "@effect/sql-pg"
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Either, Exit, Layer, Queue, Redacted, Schedule, Schema, type Scope } from "effect"
+import { Context, Effect, Either, Exit, Layer, Metric, Queue, Redacted, Schedule, Schema, type Scope } from "effect"
 import { Broker } from "../../src/index.js"
 import * as MemoryBroker from "../../src/layers/MemoryBroker.js"
 import * as PgOutbox from "../../src/layers/PgOutbox.js"
@@ -9,7 +9,7 @@ import * as RabbitMQBroker from "../../src/layers/RabbitMQBroker.js"
 import * as Outbox from "../../src/Outbox.js"
 import { runId, uniqueName } from "../fixtures/env.js"
 import { scopedVhost, urlFor } from "../support/rabbitmq.js"
-import { failingBroker, orderPlaced, pg, recordingBroker, tally, uniquePrefix, waitUntil } from "./fixtures.js"
+import { failingBroker, type Inject, orderPlaced, pg, recordingBroker, tally, uniquePrefix, waitUntil } from "./fixtures.js"
 
 const run = <A, E>(body: Effect.Effect<A, E, SqlClient.SqlClient | PgClient.PgClient | Scope.Scope>) =>
   Effect.scoped(body).pipe(Effect.provide(pg()))
@@ -295,6 +295,33 @@ describe("PgOutbox", () => {
       yield* waitUntil("the event is published after the defect", Effect.sync(() => recording.sent.some((s) => s.messageId === id)))
       yield* waitUntil("the row is dispatched", Effect.map(countRows(prefix, "dispatched"), (n) => n === 1))
       assert.isAtLeast(calls, 2)
+    })))
+
+  it.live("stats and metrics report pending events, lag, dead events and the dispatch rate", () =>
+    run(Effect.gen(function*() {
+      const prefix = yield* uniquePrefix
+      const inject: { current: Inject | undefined } = {
+        current: () => new Broker.BrokerUnavailable({ reason: "closed", detail: "injected outage" })
+      }
+      const broker = recordingBroker(inject)
+      const ctx = yield* Layer.build(
+        PgOutbox.layer({ prefix, pollInterval: "100 millis", metricsInterval: "50 millis" }).pipe(Layer.provide(broker.layer))
+      )
+      const dispatchedBefore = (yield* Metric.value(Outbox.metrics.dispatched)).count
+      for (let n = 0; n < 3; n++) yield* Outbox.add(orderPlaced, { orderId: `o${n}`, n }).pipe(Effect.provide(ctx))
+      yield* waitUntil("the pending gauge shows the backlog", Effect.map(Metric.value(Outbox.metrics.pending), (g) => g.value === 3))
+      const during = yield* Outbox.stats.pipe(Effect.provide(ctx))
+      assert.strictEqual(during.pending, 3)
+      assert.isAbove(during.oldestPendingAgeMs, 0)
+      assert.strictEqual(during.dead, 0)
+
+      inject.current = undefined
+      yield* waitUntil("the backlog drains", Effect.map(Outbox.stats.pipe(Effect.provide(ctx)), (s) => s.pending === 0))
+      const after = yield* Outbox.stats.pipe(Effect.provide(ctx))
+      assert.strictEqual(after.oldestPendingAgeMs, 0)
+      assert.closeTo(after.dispatchRatePerSecond, 3 / 60, 1e-9)
+      assert.strictEqual((yield* Metric.value(Outbox.metrics.dispatched)).count - dispatchedBefore, 3)
+      yield* waitUntil("the pending gauge returns to 0", Effect.map(Metric.value(Outbox.metrics.pending), (g) => g.value === 0))
     })))
 
   it.live("odd topics, keys and headers (quotes, semicolons, SQL) are stored and published verbatim", () =>
