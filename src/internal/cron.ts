@@ -59,7 +59,11 @@ const problem = (field: string, value: string, reason: string): Either.Either<ne
 
 const errorMessage = (u: unknown): string => (u instanceof Error ? u.message : String(u))
 
-/** A time zone that both `Intl` and cron-parser (luxon) know; `"Europe/Berlin "` is rejected. */
+/**
+ * A time zone that both `Intl` and cron-parser (luxon) know; `"Europe/Berlin "` is rejected.
+ *
+ * @internal
+ */
 export const validateZone = (tz: string): Either.Either<string, Problem> => {
   if (tz.length === 0) return problem("tz", tz, "is empty")
   if (tz.trim() !== tz) return problem("tz", tz, "has leading or trailing whitespace")
@@ -75,6 +79,8 @@ const maxOffsetMillis = 14 * 3_600_000
 /**
  * A fixed UTC offset: `"-03:00"`, `"+0530"`, `"Z"`, a Duration (east of UTC) or a signed number of
  * milliseconds; `"-3 hours"` is read as a negative Duration.
+ *
+ * @internal
  */
 export const parseOffset = (input: string | Duration.DurationInput): Either.Either<number, Problem> => {
   const value = typeof input === "string" ? input : typeof input === "number" ? String(input) : Duration.format(Duration.decode(input))
