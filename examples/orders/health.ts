@@ -3,17 +3,16 @@
  */
 import { Effect } from "effect"
 import { Broker, Outbox, Scheduler } from "effect-background"
-import * as Health from "effect-background/Health"
 
 const maxLagMs = 30_000
 
-const outbox = Effect.map(Outbox.stats, (stats) => ({
+export const outbox = Effect.map(Outbox.stats, (stats) => ({
   status: stats.oldestPendingAgeMs > maxLagMs ? "down" as const : "up" as const,
   detail: `${stats.pending} pending, oldest ${stats.oldestPendingAgeMs} ms, ${stats.dead} dead`,
   ...stats
 }))
 
-const scheduler = Effect.flatMap(Scheduler.Scheduler, (scheduler) => scheduler.status).pipe(
+export const scheduler = Effect.flatMap(Scheduler.Scheduler, (scheduler) => scheduler.status).pipe(
   Effect.map((status) => ({
     // A standby is healthy: it takes over when the leader's lease runs out.
     status: "up" as const,
@@ -26,16 +25,8 @@ const scheduler = Effect.flatMap(Scheduler.Scheduler, (scheduler) => scheduler.s
   }))
 )
 
-const workers = (expected: number) =>
+export const workers = (expected: number) =>
   Effect.map(Broker.health, (health) => ({
     status: health.status === "up" && health.consumers >= expected ? "up" as const : "down" as const,
     detail: `${health.consumers} of ${expected} consumers attached`
   }))
-
-export const checks = (expectedConsumers: number) => ({
-  broker: Health.broker,
-  database: Health.sql,
-  outbox,
-  scheduler,
-  workers: workers(expectedConsumers)
-})

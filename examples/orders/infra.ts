@@ -14,13 +14,13 @@ import * as RabbitMQBroker from "effect-background/layers/RabbitMQBroker"
 export interface Environment {
   readonly databaseUrl: Option.Option<Redacted.Redacted>
   readonly rabbitmqUrl: Option.Option<Redacted.Redacted>
-  readonly port: number
+  readonly port: number | undefined
 }
 
 export const environment: Config.Config<Environment> = Config.all({
   databaseUrl: Config.option(Config.redacted("DATABASE_URL")),
   rabbitmqUrl: Config.option(Config.redacted("RABBITMQ_URL")),
-  port: Config.withDefault(Config.integer("PORT"), 3000)
+  port: Config.integer("PORT").pipe(Config.option, Config.map(Option.getOrUndefined))
 })
 
 /** Whether the outbox can LISTEN on a real server connection (PGlite is in-process). */

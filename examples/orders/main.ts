@@ -4,15 +4,19 @@
  *   npm run example              # embedded PostgreSQL (PGlite) + in-memory broker, port 3000
  *   DATABASE_URL=postgres://… RABBITMQ_URL=amqp://… npm run example
  *   npm run example -- --once    # run the start-up scenario, then exit (CI)
+ *   npm run example -- --role=web     # production shape: HTTP + outbox dispatcher (needs both URLs)
+ *   npm run example -- --role=worker  # task workers + scheduler, /health on PORT or 3001
  *
  * On start it places three orders through its own HTTP API and waits until all are confirmed:
  * POST /orders → order row + outbox event (one transaction) → dispatcher publishes
  * `orders.placed` → subscriber enqueues `send_confirmation` → worker marks the order confirmed.
  */
-import { FetchHttpClient, HttpClient, HttpClientRequest, HttpServer } from "@effect/platform"
+import { FetchHttpClient, HttpClient, HttpClientRequest, type HttpRouter, HttpServer } from "@effect/platform"
 import { NodeHttpServer, NodeRuntime } from "@effect/platform-node"
 import { Console, Duration, Effect, Layer, Schema } from "effect"
-import { TaskQueue } from "effect-background"
+import type { SqlClient } from "@effect/sql"
+import type { PgClient } from "@effect/sql-pg"
+import { type Broker, TaskQueue } from "effect-background"
 import * as Health from "effect-background/Health"
 import * as PgLease from "effect-background/layers/PgLease"
 import * as PgOutbox from "effect-background/layers/PgOutbox"
@@ -27,6 +31,14 @@ import { schedules } from "./schedules.js"
 import { consumerCount, Workers } from "./workers.js"
 
 const once = process.argv.includes("--once")
+
+/**
+ * `all` (default): everything in this process. In production run `web` (HTTP + outbox
+ * dispatcher) and `worker` (task workers + scheduler) as separate processes, any number of
+ * each; they share PostgreSQL and RabbitMQ, so both URLs are required.
+ */
+type Role = "all" | "web" | "worker"
+const roleArg = process.argv.find((arg) => arg.startsWith("--role="))?.slice("--role=".length) ?? "all"
 
 const Migrations = Layer.effectDiscard(Orders.migrate)
 
@@ -43,19 +55,62 @@ const Tasks = TaskQueue.layer().pipe(Layer.provide(PgResultStore.layer()))
 
 const Schedules = Scheduler.layerService(schedules).pipe(Layer.provide(PgLease.layer()))
 
-const Http = Layer.unwrapEffect(Effect.map(environment, (env) =>
-  HttpServer.serve(router).pipe(
-    Layer.provideMerge(NodeHttpServer.layer(() => createServer(), { port: once ? 0 : env.port }))
-  )))
+const serve = <E, R>(app: HttpRouter.HttpRouter<E, R>, defaultPort: number) =>
+  Layer.unwrapEffect(Effect.map(environment, (env) =>
+    HttpServer.serve(app).pipe(
+      Layer.provideMerge(NodeHttpServer.layer(() => createServer(), { port: once ? 0 : env.port ?? defaultPort }))
+    )))
 
-export const App = Layer.mergeAll(Http, Workers).pipe(
-  Layer.provideMerge(Health.layer(Checks.checks(consumerCount))),
-  Layer.provideMerge(Schedules),
-  Layer.provideMerge(Outbox),
-  Layer.provideMerge(Tasks),
-  Layer.provideMerge(Migrations),
-  Layer.provideMerge(Infrastructure)
-)
+type Provided = Broker.Broker | SqlClient.SqlClient | PgClient.PgClient | Embedded
+
+const appFor = (role: Role): Layer.Layer<HttpServer.HttpServer, unknown, Provided> => {
+  switch (role) {
+    case "all":
+      return Layer.mergeAll(serve(router, 3000), Workers).pipe(
+        Layer.provideMerge(Health.layer({
+          broker: Health.broker,
+          database: Health.sql,
+          outbox: Checks.outbox,
+          scheduler: Checks.scheduler,
+          workers: Checks.workers(consumerCount)
+        })),
+        Layer.provideMerge(Schedules),
+        Layer.provideMerge(Outbox),
+        Layer.provideMerge(Tasks),
+        Layer.provideMerge(Migrations)
+      )
+    case "web":
+      return serve(router, 3000).pipe(
+        Layer.provideMerge(Health.layer({ broker: Health.broker, database: Health.sql, outbox: Checks.outbox })),
+        Layer.provideMerge(Outbox),
+        Layer.provideMerge(Migrations)
+      )
+    case "worker":
+      return Layer.mergeAll(serve(Health.router, 3001), Workers).pipe(
+        Layer.provideMerge(Health.layer({
+          broker: Health.broker,
+          database: Health.sql,
+          scheduler: Checks.scheduler,
+          workers: Checks.workers(consumerCount)
+        })),
+        Layer.provideMerge(Schedules),
+        Layer.provideMerge(Tasks),
+        Layer.provideMerge(Migrations)
+      )
+  }
+}
+
+const App = Layer.unwrapEffect(Effect.gen(function*() {
+  const role = roleArg
+  if (role !== "all" && role !== "web" && role !== "worker") {
+    return yield* Effect.fail(new Error(`--role must be all, web or worker (got ${role})`))
+  }
+  const embedded = yield* Embedded
+  if (role !== "all" && (embedded.database || embedded.broker)) {
+    return yield* Effect.fail(new Error("--role=web|worker needs DATABASE_URL and RABBITMQ_URL (processes share them)"))
+  }
+  return appFor(role)
+})).pipe(Layer.provideMerge(Infrastructure))
 
 const OrderJson = Schema.Struct({ id: Schema.String, status: Schema.String, email: Schema.String })
 
@@ -101,15 +156,20 @@ const program = Effect.gen(function*() {
   const port = server.address._tag === "TcpAddress" ? server.address.port : 0
   const baseUrl = `http://localhost:${port}`
   yield* Console.log([
-    `orders example listening on ${baseUrl} (database: ${embedded.database ? "embedded PGlite" : "DATABASE_URL"},`,
+    `orders example (${roleArg}) listening on ${baseUrl} (database: ${embedded.database ? "embedded PGlite" : "DATABASE_URL"},`,
     ` broker: ${embedded.broker ? "in-memory" : "RABBITMQ_URL"})`
   ].join(""))
-  yield* Console.log(
-    `try: curl -s -XPOST ${baseUrl}/orders -H 'content-type: application/json' -d '{"email":"you@example.com","totalCents":4200}'`
-  )
-  const started = Date.now()
-  yield* scenario(baseUrl)
-  yield* Console.log(`scenario done in ${Duration.format(Duration.millis(Date.now() - started))}`)
+  if (roleArg !== "worker") {
+    yield* Console.log(
+      `try: curl -s -XPOST ${baseUrl}/orders -H 'content-type: application/json' -d '{"email":"you@example.com","totalCents":4200}'`
+    )
+  }
+  // The worker role has no orders API; the scenario needs a worker somewhere (this or another process).
+  if (roleArg !== "worker") {
+    const started = Date.now()
+    yield* scenario(baseUrl)
+    yield* Console.log(`scenario done in ${Duration.format(Duration.millis(Date.now() - started))}`)
+  }
   if (!once) {
     yield* Console.log(`also: curl -s ${baseUrl}/health ; curl -s ${baseUrl}/metrics`)
     return yield* Effect.never
