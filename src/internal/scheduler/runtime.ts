@@ -1,3 +1,4 @@
+import type * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -159,7 +160,9 @@ const runFirings = <R>(
     }
     const claims: Array<Scheduler.Claim> = []
     for (const [schedule, r] of ranges) claims.push({ schedule, first: r.first, last: r.last })
+    // Every store call is bounded: a blackholed connection must not park the timer.
     const won = yield* lease.claim(config.owner, claims).pipe(
+      Effect.timeout(Duration.millis(config.renewEvery)),
       Effect.retry(claimRetry),
       Effect.tapErrorCause((cause) => Effect.logWarning("scheduler: claiming slots failed", cause)),
       Effect.orElseSucceed((): ReadonlyArray<string> => [])
@@ -191,6 +194,7 @@ const runFirings = <R>(
     const marks: Array<Scheduler.FiredSlot> = []
     for (const [schedule, slot] of fired) marks.push({ schedule, slot })
     yield* lease.markFired(config.owner, marks).pipe(
+      Effect.timeout(Duration.millis(config.renewEvery)),
       Effect.tapErrorCause((cause) => Effect.logWarning("scheduler: recording fired slots failed", cause)),
       Effect.ignore
     )
@@ -222,9 +226,11 @@ export const driver = <R>(
   lease: Scheduler.LeaseService,
   config: Config,
   validUntil: () => number
-): Effect.Effect<never, Scheduler.LeaseError, R> =>
+): Effect.Effect<never, Scheduler.LeaseError | Cause.TimeoutException, R> =>
   Effect.gen(function*() {
-    const state = yield* lease.state(entries.map((e) => e.name))
+    const state = yield* lease.state(entries.map((e) => e.name)).pipe(
+      Effect.timeout(Duration.millis(config.renewEvery))
+    )
     const byName = new Map(state.map((s) => [s.schedule, s]))
     const heap = new TimerHeap<Entry<R>>()
     const now0 = yield* Clock.currentTimeMillis
@@ -297,7 +303,7 @@ export const leadership = <R>(
   onRole: (role: Role) => void
 ): Effect.Effect<void, never, Scope.Scope | R> =>
   Effect.gen(function*() {
-    const handle = yield* FiberHandle.make<never, Scheduler.LeaseError>()
+    const handle = yield* FiberHandle.make<never, Scheduler.LeaseError | Cause.TimeoutException>()
     let validUntil = 0
     let leading = false
     const getValidUntil = () => validUntil
