@@ -10,6 +10,7 @@ import type * as Scope from "effect/Scope"
 import type * as Broker from "../../Broker.js"
 import { BrokerUnavailable } from "../../BrokerError.js"
 import { headers as libraryHeaders } from "../broker.js"
+import { Acker } from "./acker.js"
 import type { Connection, Manager } from "./connection.js"
 import type { Declarer } from "./declarer.js"
 import type { OutMessage, Publisher } from "./publisher.js"
@@ -124,6 +125,7 @@ const republished = (
 interface Attached {
   readonly connection: Connection
   readonly channel: Amqp.Channel
+  readonly acker: Acker
   readonly consumerTag: string
   /** Completes with the reason when the channel closes or the broker cancels the consumer. */
   readonly lost: Deferred.Deferred<string>
@@ -149,8 +151,8 @@ export const consume = (deps: ConsumerDeps) =>
     const runFork = Runtime.runFork(yield* Effect.runtime<never>())
     const inFlight = new Set<Fiber.RuntimeFiber<void>>()
     let drained: Deferred.Deferred<void> | undefined
-    const start = (channel: Amqp.Channel, message: Amqp.Message) => {
-      const fiber = runFork(process(channel, message))
+    const start = (acker: Acker, message: Amqp.Message) => {
+      const fiber = runFork(process(acker, message))
       inFlight.add(fiber)
       fiber.addObserver(() => {
         inFlight.delete(fiber)
@@ -166,22 +168,11 @@ export const consume = (deps: ConsumerDeps) =>
       new BrokerUnavailable({ reason: "closed", detail: `${detail}: ${manager.describeError(error)}` })
 
     /** Acks or nacks once: a second settle of a delivery tag would close the channel. */
-    const settle = (channel: Amqp.Channel, message: Amqp.Message, state: { done: boolean }, ack: boolean) => {
+    const settle = (acker: Acker, message: Amqp.Message, state: { done: boolean }, ack: boolean) => {
       if (state.done) return
       state.done = true
-      try {
-        if (ack) channel.ack(message)
-        else channel.nack(message, false, true)
-      } catch (error) {
-        // The channel is gone; the broker requeues every unacked delivery of a closed channel.
-        manager.log({
-          level: "debug",
-          message: `${ack ? "ack" : "nack"} on a closed channel (the message will be redelivered): ${
-            manager.describeError(error)
-          }`,
-          annotations
-        })
-      }
+      if (ack) acker.ack(message)
+      else acker.nack(message)
     }
 
     const republish = (out: OutMessage) =>
@@ -189,7 +180,7 @@ export const consume = (deps: ConsumerDeps) =>
 
     /** Carries out a retry or dead-letter; on failure the original is requeued after a pause. */
     const forward = (
-      channel: Amqp.Channel,
+      acker: Acker,
       message: Amqp.Message,
       state: { done: boolean },
       prepare: Effect.Effect<OutMessage, BrokerUnavailable>
@@ -197,14 +188,14 @@ export const consume = (deps: ConsumerDeps) =>
       Effect.gen(function*() {
         const prepared = yield* Effect.either(prepare)
         const outcome = Either.isLeft(prepared) ? prepared.left : yield* republish(prepared.right)
-        if (outcome === undefined) return settle(channel, message, state, true)
+        if (outcome === undefined) return settle(acker, message, state, true)
         yield* Effect.logWarning(`could not forward the message, requeueing it: ${outcome.message}`)
         yield* Effect.sleep("1 second")
-        settle(channel, message, state, false)
+        settle(acker, message, state, false)
       })
 
     const carryOut = (
-      channel: Amqp.Channel,
+      acker: Acker,
       message: Amqp.Message,
       delivery: Broker.TransportDelivery,
       state: { done: boolean },
@@ -212,19 +203,19 @@ export const consume = (deps: ConsumerDeps) =>
     ): Effect.Effect<void> => {
       switch (disposition._tag) {
         case "Ack":
-          return Effect.sync(() => settle(channel, message, state, true))
+          return Effect.sync(() => settle(acker, message, state, true))
         case "Retry": {
           const extra = {
             [libraryHeaders.attempt]: String(delivery.attempt + 1),
             [libraryHeaders.lastError]: bounded(disposition.reason)
           }
           if (disposition.delay <= 0) {
-            return forward(channel, message, state, Effect.succeed(republished(message, delivery, queue, extra)))
+            return forward(acker, message, state, Effect.succeed(republished(message, delivery, queue, extra)))
           }
           const ms = topology.bucketDelay(disposition.delay)
           const retryQueue = names.retry(subscription.group, ms)
           return forward(
-            channel,
+            acker,
             message,
             state,
             Effect.as(
@@ -235,7 +226,7 @@ export const consume = (deps: ConsumerDeps) =>
         }
         case "DeadLetter":
           return forward(
-            channel,
+            acker,
             message,
             state,
             Effect.succeed(
@@ -248,13 +239,13 @@ export const consume = (deps: ConsumerDeps) =>
       }
     }
 
-    const process = (channel: Amqp.Channel, message: Amqp.Message): Effect.Effect<void> => {
+    const process = (acker: Acker, message: Amqp.Message): Effect.Effect<void> => {
       const state = { done: false }
       const delivery = toDelivery(message)
-      return Effect.flatMap(handle(delivery), (disposition) => carryOut(channel, message, delivery, state, disposition))
+      return Effect.flatMap(handle(delivery), (disposition) => carryOut(acker, message, delivery, state, disposition))
         .pipe(
           // Interrupted (shutdown, scope closed): give the message back to the queue.
-          Effect.onInterrupt(() => Effect.sync(() => settle(channel, message, state, false)))
+          Effect.onInterrupt(() => Effect.sync(() => settle(acker, message, state, false)))
         )
     }
 
@@ -266,6 +257,12 @@ export const consume = (deps: ConsumerDeps) =>
           catch: (error) => fail("cannot open a consumer channel", error)
         })
         const lost = yield* Deferred.make<string>()
+        const acker = new Acker(channel, (operation, error) =>
+          manager.log({
+            level: "debug",
+            message: `${operation} on a closed channel (the broker redelivers): ${manager.describeError(error)}`,
+            annotations
+          }))
         channel.on("error", (error: unknown) => {
           manager.log({ level: "warning", message: `consumer channel error: ${manager.describeError(error)}`, annotations })
         })
@@ -298,7 +295,7 @@ export const consume = (deps: ConsumerDeps) =>
                     manager.log({ level: "debug", message: `closing a cancelled consumer: ${manager.describeError(error)}` }))
                   return
                 }
-                start(channel, message)
+                start(acker, message)
               }, { noAck: false }),
             catch: (error) => fail(`consuming from "${queue}" failed`, error)
           })
@@ -307,7 +304,7 @@ export const consume = (deps: ConsumerDeps) =>
         const consumerTag = yield* setup.pipe(
           Effect.onError(() => closeChannel(channel, lost))
         )
-        return { connection, channel, consumerTag, lost }
+        return { connection, channel, acker, consumerTag, lost }
       })
 
     const closeChannel = (channel: Amqp.Channel, lost: Deferred.Deferred<string>) =>
@@ -346,6 +343,7 @@ export const consume = (deps: ConsumerDeps) =>
         // Interrupted handlers requeue their message (see `process`).
         yield* Fiber.interruptAll([...inFlight])
         if (current === undefined) return
+        current.acker.flush()
         yield* closeChannel(current.channel, current.lost)
       }).pipe(Effect.annotateLogs(annotations))
     )
