@@ -45,6 +45,17 @@ export class TimerHeap<A> {
     return top
   }
 
+  /** Moves the earliest entry to `instant` (one sift instead of a pop and a push); call only when `size > 0`. */
+  replaceTop(instant: number): void {
+    this.at[0] = instant
+    this.siftDown(0)
+  }
+
+  /** The earliest entry without removing it. */
+  top(): A | undefined {
+    return this.items[0]
+  }
+
   clear(): void {
     this.at.length = 0
     this.items.length = 0

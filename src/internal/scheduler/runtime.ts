@@ -271,8 +271,11 @@ export const driver = <R>(
         continue
       }
       while (heap.peek() <= now) {
-        const entry = heap.pop()
-        if (entry === undefined || entry.nextAt === undefined) break
+        const entry = heap.top()
+        if (entry === undefined || entry.nextAt === undefined) {
+          heap.pop()
+          continue
+        }
         const slot = entry.nextAt
         if (now - slot <= config.grace) {
           batch.push({ entry, slot })
@@ -280,7 +283,8 @@ export const driver = <R>(
         } else {
           for (const s of plan(entry, slot - 1, now, config)) batch.push({ entry, slot: s })
         }
-        if (entry.nextAt !== undefined) heap.push(entry.nextAt, entry)
+        if (entry.nextAt === undefined) heap.pop()
+        else heap.replaceTop(entry.nextAt)
       }
     }
   })
