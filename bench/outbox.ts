@@ -26,6 +26,7 @@ import { databaseUrl, rabbitmqUrl, runId } from "../test/fixtures/env.js"
 const DRAIN_EVENTS = 50_000
 const CEILING_MESSAGES = 20_000
 const CEILING_WINDOW = 1_000
+const RTT_SAMPLES = 30
 const LATENCY_RATE = 1_000
 const LATENCY_SECONDS = 8
 const RECIPE_WINDOW_SECONDS = 20
@@ -151,9 +152,19 @@ const ceiling = (url: string) =>
         }
         while (inFlight > 0) await new Promise<void>((resolve) => (wake = resolve))
         const seconds = (performance.now() - started) / 1000
+        // One publish at a time: the broker's own confirm round trip, a floor for any latency.
+        const roundTrips: Array<number> = []
+        for (let i = 0; i < RTT_SAMPLES; i++) {
+          const sent = performance.now()
+          await new Promise<void>((resolve, reject) =>
+            channel.publish(exchange, topic.name, body, { persistent: true, mandatory: true, messageId: `r${i}` }, (error) =>
+              error === null || error === undefined ? resolve() : reject(error))
+          )
+          roundTrips.push(performance.now() - sent)
+        }
         await channel.close()
         if (failed > 0) throw new Error(`ceiling: ${failed} publishes failed`)
-        return CEILING_MESSAGES / seconds
+        return { rate: CEILING_MESSAGES / seconds, roundTripMs: percentile(roundTrips.sort((a, b) => a - b), 50) }
       }),
     (connection) => Effect.promise(() => connection.close().catch(() => undefined))
   )
@@ -404,7 +415,12 @@ const main = Effect.gen(function*() {
 
   // The recipe is timer-bound (one tick per 5 s): it runs beside the other measurements.
   const recipeConfirmed = new Map<string, number>()
-  const recipeRun = yield* recipe(broker, recipeConfirmed)
+  // Its own connection: single publishes awaiting confirms must not queue behind (or ahead of) ours.
+  const recipeBroker = Context.get(
+    yield* Layer.build(RabbitMQBroker.layer({ url: Redacted.make(url), prefix: brokerPrefix })),
+    Broker.Broker
+  )
+  const recipeRun = yield* recipe(recipeBroker, recipeConfirmed)
   const recipeFiber = yield* Effect.fork(recipeRun)
 
   // Ceilings before and after the drain, averaged: the machine's speed drifts between phases.
@@ -416,7 +432,8 @@ const main = Effect.gen(function*() {
   const brokerAfter = yield* brokerCeiling(broker)
   const ceilingAfter = yield* ceiling(url)
   yield* purge(url)
-  const ceilingRate = (ceilingBefore + ceilingAfter) / 2
+  const ceilingRate = (ceilingBefore.rate + ceilingAfter.rate) / 2
+  const confirmRoundTrip = (ceilingBefore.roundTripMs + ceilingAfter.roundTripMs) / 2
   const brokerRate = (brokerBefore + brokerAfter) / 2
   const { achievedRate, latencies } = yield* latencyOurs(prefixes.latency, true).pipe(Effect.provideService(BenchBroker, broker))
   const { latencies: notifyLatencies } = yield* latencyOurs(prefixes.notify, false).pipe(Effect.provideService(BenchBroker, broker))
@@ -426,6 +443,7 @@ const main = Effect.gen(function*() {
   yield* purge(url)
 
   yield* line("outbox.ceiling.confirmed_publish_rate", ceilingRate, "msg/s")
+  yield* line("outbox.ceiling.single_confirm_round_trip_ms", confirmRoundTrip, "ms")
   yield* line("outbox.ceiling.broker_publish_rate", brokerRate, "msg/s")
   yield* line("outbox.drain.rate", drainRate, "rows/s")
   yield* line("outbox.drain.recipe_rate", recipeResult.rate, "rows/s")
