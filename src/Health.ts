@@ -9,6 +9,7 @@
 import * as HttpRouter from "@effect/platform/HttpRouter"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
@@ -21,6 +22,8 @@ import * as Option from "effect/Option"
 import * as Predicate from "effect/Predicate"
 import type * as Scope from "effect/Scope"
 import * as Broker from "./Broker.js"
+import * as Outbox from "./Outbox.js"
+import * as Scheduler from "./Scheduler.js"
 import * as prometheus from "./internal/prometheus.js"
 
 /**
@@ -227,6 +230,63 @@ export const broker: Check<Broker.Broker> = Broker.health
 export const sql: Check<SqlClient.SqlClient> = Effect.flatMap(SqlClient.SqlClient, (client) => client`SELECT 1`).pipe(
   Effect.as({ status: "up", detail: "SELECT 1 answered" } satisfies CheckResult)
 )
+
+/**
+ * The outbox's lag: `down` when the oldest pending event is older than `maxLag` (default 30 s),
+ * with the `Outbox.stats` figures in the report.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const outbox = (
+  options: { readonly maxLag?: Duration.DurationInput | undefined } = {}
+): Effect.Effect<CheckResult & Outbox.Stats, SqlError, Outbox.Outbox> => {
+  const maxLagMs = Duration.toMillis(Duration.decode(options.maxLag ?? "30 seconds"))
+  return Effect.map(Outbox.stats, (stats) => ({
+    ...stats,
+    status: stats.oldestPendingAgeMs > maxLagMs ? "down" as const : "up" as const,
+    detail: `${stats.pending} pending (oldest ${stats.oldestPendingAgeMs} ms), ${stats.dead} dead`
+  }))
+}
+
+/**
+ * The scheduler's role. A standby is healthy (it takes over when the leader's lease lapses), so
+ * this is `up` either way, with the role and each schedule's next fire in the report.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const scheduler: Effect.Effect<
+  CheckResult & {
+    readonly role: "leader" | "standby"
+    readonly schedules: ReadonlyArray<{ readonly name: string; readonly nextFire: string | null }>
+  },
+  never,
+  Scheduler.Scheduler
+> = Effect.flatMap(Scheduler.Scheduler, (s) => s.status).pipe(
+  Effect.map((status) => ({
+    status: "up" as const,
+    detail: status.role,
+    role: status.role,
+    schedules: status.schedules.map((schedule) => ({
+      name: schedule.name,
+      nextFire: Option.match(schedule.nextFire, { onNone: () => null, onSome: (date) => date.toISOString() })
+    }))
+  }))
+)
+
+/**
+ * Workers and subscribers: `down` unless the broker is up with at least `minimum` consumers
+ * attached in this process.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const consumers = (minimum: number): Check<Broker.Broker> =>
+  Effect.map(Broker.health, (health) => ({
+    status: health.status === "up" && health.consumers >= minimum ? "up" : "down",
+    detail: `${health.consumers} of ${minimum} consumers attached (${health.connection})`
+  }))
 
 /**
  * The Prometheus text exposition of every Effect metric in the registry.

@@ -23,7 +23,6 @@ import * as PgOutbox from "effect-background/layers/PgOutbox"
 import * as PgResultStore from "effect-background/layers/PgResultStore"
 import { Scheduler } from "effect-background"
 import { createServer } from "node:http"
-import * as Checks from "./health.js"
 import { router } from "./http.js"
 import { Embedded, environment, Infrastructure } from "./infra.js"
 import * as Orders from "./orders.js"
@@ -70,9 +69,9 @@ const appFor = (role: Role): Layer.Layer<HttpServer.HttpServer, unknown, Provide
         Layer.provideMerge(Health.layer({
           broker: Health.broker,
           database: Health.sql,
-          outbox: Checks.outbox,
-          scheduler: Checks.scheduler,
-          workers: Checks.workers(consumerCount)
+          outbox: Health.outbox({ maxLag: "30 seconds" }),
+          scheduler: Health.scheduler,
+          workers: Health.consumers(consumerCount)
         })),
         Layer.provideMerge(Schedules),
         Layer.provideMerge(Outbox),
@@ -81,7 +80,7 @@ const appFor = (role: Role): Layer.Layer<HttpServer.HttpServer, unknown, Provide
       )
     case "web":
       return serve(router, 3000).pipe(
-        Layer.provideMerge(Health.layer({ broker: Health.broker, database: Health.sql, outbox: Checks.outbox })),
+        Layer.provideMerge(Health.layer({ broker: Health.broker, database: Health.sql, outbox: Health.outbox({ maxLag: "30 seconds" }) })),
         Layer.provideMerge(Outbox),
         Layer.provideMerge(Migrations)
       )
@@ -90,8 +89,8 @@ const appFor = (role: Role): Layer.Layer<HttpServer.HttpServer, unknown, Provide
         Layer.provideMerge(Health.layer({
           broker: Health.broker,
           database: Health.sql,
-          scheduler: Checks.scheduler,
-          workers: Checks.workers(consumerCount)
+          scheduler: Health.scheduler,
+          workers: Health.consumers(consumerCount)
         })),
         Layer.provideMerge(Schedules),
         Layer.provideMerge(Tasks),
