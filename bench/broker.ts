@@ -214,39 +214,64 @@ const main = Effect.gen(function*() {
   const context = yield* Layer.build(RabbitMQBroker.layer({ url: Redacted.make(rabbitmqUrl), prefix }))
   const broker = Context.get(context, Broker.Broker)
 
-  const publish = { raw: [] as Array<number>, ours: [] as Array<number> }
-  const consume = { raw: [] as Array<number>, ours: [] as Array<number> }
+  const cpu = () => {
+    const usage = process.cpuUsage()
+    return usage.user + usage.system
+  }
+  /** Runs one measurement, returning its rate and the process CPU µs spent per message. */
+  const measured = <E>(effect: Effect.Effect<number, E>) =>
+    Effect.gen(function*() {
+      const before = cpu()
+      const rate = yield* effect
+      return { rate, cpuUs: (cpu() - before) / N }
+    })
+  type Sample = { readonly rate: number; readonly cpuUs: number }
+  const publish = { raw: [] as Array<Sample>, ours: [] as Array<Sample> }
+  const consume = { raw: [] as Array<Sample>, ours: [] as Array<Sample> }
   for (let round = 0; round < ROUNDS; round++) {
     const rawQueue = `${prefix}.raw.${round}`
     created.push(rawQueue)
     yield* Effect.promise(() => admin.assertQueue(rawQueue, { durable: true }))
-    const confirm = yield* Effect.promise(() => model.createConfirmChannel())
-    publish.raw.push(yield* Effect.promise(() => rawPublish(confirm, rawQueue, N)))
-    yield* Effect.promise(() => confirm.close())
-    consume.raw.push(yield* Effect.promise(() => rawConsume(model, rawQueue, N)))
-
     const topic = Broker.topic(`bench.orders.r${round}`, Order)
     const group = `bench-${round}`
     created.push(`${prefix}.group.${group}`, `${prefix}.dlq.${group}`)
     yield* broker.declare(topic, { group })
-    publish.ours.push(yield* oursPublish(broker, topic, N))
-    consume.ours.push(yield* oursConsume(broker, topic, group, N))
+
+    const rawRound = Effect.gen(function*() {
+      const confirm = yield* Effect.promise(() => model.createConfirmChannel())
+      publish.raw.push(yield* measured(Effect.promise(() => rawPublish(confirm, rawQueue, N))))
+      yield* Effect.promise(() => confirm.close())
+      consume.raw.push(yield* measured(Effect.promise(() => rawConsume(model, rawQueue, N))))
+    })
+    const oursRound = Effect.gen(function*() {
+      publish.ours.push(yield* measured(oursPublish(broker, topic, N)))
+      consume.ours.push(yield* measured(oursConsume(broker, topic, group, N)))
+    })
+    // Alternate which side goes first, so neither always meets a warmer broker.
+    if (round % 2 === 0) yield* Effect.zipRight(rawRound, oursRound)
+    else yield* Effect.zipRight(oursRound, rawRound)
+    const show = (sample: Sample | undefined) => `${sample?.rate.toFixed(0)}/s (${sample?.cpuUs.toFixed(0)} µs cpu/msg)`
     process.stderr.write(
-      `round ${round + 1}: publish raw ${publish.raw[round]?.toFixed(0)} ours ${publish.ours[round]?.toFixed(0)}; consume raw ${
-        consume.raw[round]?.toFixed(0)
-      } ours ${consume.ours[round]?.toFixed(0)} msg/s\n`
+      `round ${round + 1}: publish raw ${show(publish.raw[round])} ours ${show(publish.ours[round])}; consume raw ${
+        show(consume.raw[round])
+      } ours ${show(consume.ours[round])}\n`
     )
   }
-  const rawP = median(publish.raw)
-  const oursP = median(publish.ours)
-  const rawC = median(consume.raw)
-  const oursC = median(consume.ours)
-  print("broker.publish.amqplib_msgs_per_s", Math.round(rawP), "msg/s")
-  print("broker.publish.ours_msgs_per_s", Math.round(oursP), "msg/s")
-  print("broker.publish.ratio_vs_amqplib", oursP / rawP, "x")
-  print("broker.consume.amqplib_msgs_per_s", Math.round(rawC), "msg/s")
-  print("broker.consume.ours_msgs_per_s", Math.round(oursC), "msg/s")
-  print("broker.consume.ratio_vs_amqplib", oursC / rawC, "x")
+  /** Median over rounds of the per-round ratio: both sides of a round met the same machine load. */
+  const ratio = (ours: ReadonlyArray<Sample>, raw: ReadonlyArray<Sample>) =>
+    median(ours.map((sample, i) => sample.rate / (raw[i]?.rate ?? Number.NaN)))
+  const rates = (samples: ReadonlyArray<Sample>) => median(samples.map((sample) => sample.rate))
+  const cpus = (samples: ReadonlyArray<Sample>) => median(samples.map((sample) => sample.cpuUs))
+  print("broker.publish.amqplib_msgs_per_s", Math.round(rates(publish.raw)), "msg/s")
+  print("broker.publish.ours_msgs_per_s", Math.round(rates(publish.ours)), "msg/s")
+  print("broker.publish.ratio_vs_amqplib", ratio(publish.ours, publish.raw), "x")
+  print("broker.publish.amqplib_cpu_us_per_msg", cpus(publish.raw), "us")
+  print("broker.publish.ours_cpu_us_per_msg", cpus(publish.ours), "us")
+  print("broker.consume.amqplib_msgs_per_s", Math.round(rates(consume.raw)), "msg/s")
+  print("broker.consume.ours_msgs_per_s", Math.round(rates(consume.ours)), "msg/s")
+  print("broker.consume.ratio_vs_amqplib", ratio(consume.ours, consume.raw), "x")
+  print("broker.consume.amqplib_cpu_us_per_msg", cpus(consume.raw), "us")
+  print("broker.consume.ours_cpu_us_per_msg", cpus(consume.ours), "us")
 
   const latencyQueue = `${prefix}.raw.latency`
   created.push(latencyQueue)
