@@ -1,6 +1,9 @@
 import { SqlClient } from "@effect/sql"
-import { assert, layer } from "@effect/vitest"
+import { assert, describe, it, layer } from "@effect/vitest"
 import { Deferred, Effect, Exit, Fiber, Option, Queue, Stream } from "effect"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
 import * as PgliteClient from "../../src/layers/PgliteClient.js"
 
 class Boom {
@@ -159,3 +162,25 @@ const listenAndNotify = (sql: SqlClient.SqlClient, pg: PgliteClient.PgliteClient
       const channels = yield* sql<{ channel: string }>`SELECT pg_listening_channels() AS channel`
       assert.deepStrictEqual(channels, [{ channel: "outbox wake" }])
     })
+
+describe("PgliteClient with a data directory", () => {
+  it.live("keeps committed rows across a close and reopen", () =>
+    Effect.gen(function*() {
+      const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "eb-pglite-"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(dataDir, { recursive: true, force: true })))
+      const session = <A, E>(effect: Effect.Effect<A, E, SqlClient.SqlClient>) =>
+        Effect.provide(effect, PgliteClient.layer({ dataDir }))
+      yield* session(Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`CREATE TABLE kept (id int PRIMARY KEY)`
+        yield* sql.withTransaction(sql`INSERT INTO kept (id) VALUES (${1}), (${2})`)
+        yield* sql`INSERT INTO kept (id) VALUES (${3})`.pipe(
+          Effect.zipRight(Effect.fail(new Boom())),
+          sql.withTransaction,
+          Effect.ignore
+        )
+      }))
+      const rows = yield* session(Effect.flatMap(SqlClient.SqlClient, (sql) => sql`SELECT id FROM kept ORDER BY id`))
+      assert.deepStrictEqual(rows, [{ id: 1 }, { id: 2 }])
+    }).pipe(Effect.scoped), { timeout: 120_000 })
+})
