@@ -170,6 +170,42 @@ describe("Scheduler (TestClock, memory lease, stand-in TaskQueue)", () => {
       }).pipe(Effect.provide(env)))
   })
 
+  describe("slots overdue while running (a stalled enqueue holds the timer 3.5 s)", () => {
+    const stalled = (missed: Scheduler.MissedPolicy) =>
+      Effect.gen(function*() {
+        yield* TestClock.setTime(ms("2026-01-01T00:00:00.500Z"))
+        const recorder = yield* Recorder
+        recorder.slow.set(key("s", "2026-01-01T00:00:02Z"), "3500 millis")
+        yield* start([Scheduler.schedule("s", tick, { trigger: Scheduler.interval("1 second"), payload: { n: 0 }, missed })], "a")
+        yield* TestClock.adjust("7 seconds")
+        return recorder.all().map((e) => [e.key, new Date(e.at).toISOString()])
+      })
+
+    it.scoped("skip: slots more than `grace` overdue are dropped, the rest fire at once", () =>
+      Effect.gen(function*() {
+        // The timer is back at 5.5 s: 3 s and 4 s are over 1 s late, 5 s is within grace.
+        assert.deepStrictEqual(yield* stalled(Scheduler.skip), [
+          [key("s", "2026-01-01T00:00:01Z"), "2026-01-01T00:00:01.000Z"],
+          [key("s", "2026-01-01T00:00:02Z"), "2026-01-01T00:00:02.000Z"],
+          [key("s", "2026-01-01T00:00:05Z"), "2026-01-01T00:00:05.500Z"],
+          [key("s", "2026-01-01T00:00:06Z"), "2026-01-01T00:00:06.000Z"],
+          [key("s", "2026-01-01T00:00:07Z"), "2026-01-01T00:00:07.000Z"]
+        ])
+      }).pipe(Effect.provide(env)))
+
+    it.scoped("catchUp({ max: 1 }): the latest overdue slot fires too", () =>
+      Effect.gen(function*() {
+        assert.deepStrictEqual(yield* stalled(Scheduler.catchUp({ max: 1 })), [
+          [key("s", "2026-01-01T00:00:01Z"), "2026-01-01T00:00:01.000Z"],
+          [key("s", "2026-01-01T00:00:02Z"), "2026-01-01T00:00:02.000Z"],
+          [key("s", "2026-01-01T00:00:04Z"), "2026-01-01T00:00:05.500Z"],
+          [key("s", "2026-01-01T00:00:05Z"), "2026-01-01T00:00:05.500Z"],
+          [key("s", "2026-01-01T00:00:06Z"), "2026-01-01T00:00:06.000Z"],
+          [key("s", "2026-01-01T00:00:07Z"), "2026-01-01T00:00:07.000Z"]
+        ])
+      }).pipe(Effect.provide(env)))
+  })
+
   it.scoped("overlap: skip does not enqueue while the previous firing's task is still running", () =>
     Effect.gen(function*() {
       yield* TestClock.setTime(ms("2026-01-01T00:00:00.500Z"))

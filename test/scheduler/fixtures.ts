@@ -1,4 +1,4 @@
-import { Clock, Context, Effect, Layer, Option, Queue, Schema } from "effect"
+import { Clock, Context, Duration, Effect, Layer, Option, Queue, Schema } from "effect"
 import * as Task from "../../src/Task.js"
 import * as TaskQueue from "../../src/TaskQueue.js"
 
@@ -21,6 +21,8 @@ export class Recorder extends Context.Tag("test/scheduler/Recorder")<Recorder, {
   readonly all: () => ReadonlyArray<Enqueued>
   /** Tasks reported as still running by `poll` (for the overlap policy). */
   readonly running: Set<string>
+  /** Enqueues of these keys take this long (Clock time), stalling the scheduler's timer. */
+  readonly slow: Map<string, Duration.DurationInput>
 }>() {}
 
 export const InstanceRef = Context.GenericTag<"test/scheduler/Instance", string>("test/scheduler/Instance")
@@ -34,6 +36,7 @@ export const recorderLayer: Layer.Layer<TaskQueue.TaskQueue | Recorder> = Layer.
     const enqueued = yield* Queue.unbounded<Enqueued>()
     const log: Array<Enqueued> = []
     const running = new Set<string>()
+    const slow = new Map<string, Duration.DurationInput>()
     let n = 0
     const service: TaskQueue.Service = {
       enqueue: (task, payload, options) =>
@@ -43,6 +46,8 @@ export const recorderLayer: Layer.Layer<TaskQueue.TaskQueue | Recorder> = Layer.
           const entry: Enqueued = { task: task.name, payload, key: options?.key, at, instance }
           log.push(entry)
           yield* Queue.offer(enqueued, entry)
+          const stall = slow.get(options?.key ?? "")
+          if (stall !== undefined) yield* Effect.sleep(stall)
           return TaskQueue.handle(task, `id-${++n}`, options?.key)
         }),
       result: () => Effect.dieMessage("not used by the scheduler"),
@@ -53,7 +58,7 @@ export const recorderLayer: Layer.Layer<TaskQueue.TaskQueue | Recorder> = Layer.
     }
     return Layer.merge(
       Layer.succeed(TaskQueue.TaskQueue, service),
-      Layer.succeed(Recorder, { enqueued, all: () => log, running })
+      Layer.succeed(Recorder, { enqueued, all: () => log, running, slow })
     )
   })
 )
