@@ -117,6 +117,7 @@ layer(Layer.scopedDiscard(scopedVhost(vhost)), { excludeTestServices: true, time
       assert.strictEqual(ledger.lost().length, 0, "confirmed but never consumed")
       assert.isAtMost(ledger.duplicates(), window, "duplicates within the confirm window")
       assert.include(health.detail, "#2", "reconnected")
+      assert.isBelow(recoveredIn, 5000, "consumers back within 5 s")
       for (const reason of ledger.failed.values()) assert.oneOf(reason, ["channel-closed?", "timeout?", "BrokerUnavailable"])
     }).pipe(Effect.scoped), { timeout: 120_000 })
 
@@ -147,6 +148,7 @@ layer(Layer.scopedDiscard(scopedVhost(vhost)), { excludeTestServices: true, time
       assert.isBelow(before, ids.length, "the stop happened mid-stream")
       assert.strictEqual(ledger.lost().length, 0)
       assert.isAtMost(ledger.duplicates(), 20 + 20, "duplicates within the prefetch, twice over")
+      assert.isAbove(ledger.redelivered(), 0, "the unacked deliveries came back")
       assert.strictEqual((yield* broker.health).status, "up")
     }).pipe(Effect.scoped), { timeout: 120_000 })
 
