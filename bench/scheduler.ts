@@ -197,6 +197,14 @@ const nextFireRates = () => {
 
 nextFireRates()
 
+// This process's own CPU while idle (tsx loader, timers): at 1,000 firings/s, ms/s ≈ ms per 1,000
+// firings, so read every cpu figure below against it.
+{
+  const cpu0 = cpuMs()
+  await sleep(3_000)
+  print("bench.process_idle_cpu_ms_per_s", (cpuMs() - cpu0) / 3, "ms")
+}
+
 const ours = await runOurs()
 print("scheduler.firings", ours.firings, "firings")
 print("scheduler.lateness_p50_ms", ours.p50, "ms")
