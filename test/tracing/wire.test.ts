@@ -1,0 +1,133 @@
+/**
+ * Trace context across the wire: a request's span is the ancestor of the consumer span of the
+ * event it wrote to the outbox, and of the task run that consumer enqueued — through the outbox
+ * row, the broker headers and the task message.
+ */
+import { SqlClient } from "@effect/sql"
+import { PgClient } from "@effect/sql-pg"
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Layer, Option, Redacted, Schedule, Schema, Tracer } from "effect"
+import * as Broker from "../../src/Broker.js"
+import * as MemoryBroker from "../../src/layers/MemoryBroker.js"
+import * as PgOutbox from "../../src/layers/PgOutbox.js"
+import * as Outbox from "../../src/Outbox.js"
+import * as Task from "../../src/Task.js"
+import * as TaskQueue from "../../src/TaskQueue.js"
+import { databaseUrl, runId } from "../fixtures/env.js"
+
+interface Recorded {
+  readonly name: string
+  readonly spanId: string
+  readonly traceId: string
+  readonly parentSpanId: string | undefined
+  readonly kind: Tracer.SpanKind
+}
+
+/** A tracer that keeps every span it starts (an in-memory exporter). */
+const makeRecordingTracer = () => {
+  const spans: Array<Recorded> = []
+  let next = 0
+  const id = (length: number) => (++next).toString(16).padStart(length, "0")
+  const tracer = Tracer.make({
+    span: (name, parent, context, links, startTime, kind) => {
+      const parentSpan = Option.getOrUndefined(parent)
+      const traceId = parentSpan?.traceId ?? id(32)
+      const spanId = id(16)
+      spans.push({ name, spanId, traceId, parentSpanId: parentSpan?.spanId, kind })
+      const attributes = new Map<string, unknown>()
+      const span: Tracer.Span = {
+        _tag: "Span",
+        name,
+        spanId,
+        traceId,
+        parent,
+        context,
+        status: { _tag: "Started", startTime },
+        attributes,
+        links: [...links],
+        sampled: true,
+        kind,
+        end: () => undefined,
+        attribute: (key, value) => {
+          attributes.set(key, value)
+        },
+        event: () => undefined,
+        addLinks: () => undefined
+      }
+      return span
+    },
+    context: (f) => f()
+  })
+  const ancestry = (span: Recorded): Array<string> => {
+    const chain: Array<string> = []
+    let current: Recorded | undefined = span
+    while (current !== undefined) {
+      chain.push(current.name)
+      const parentId: string | undefined = current.parentSpanId
+      current = parentId === undefined ? undefined : spans.find((s) => s.spanId === parentId)
+    }
+    return chain
+  }
+  return { tracer, spans, ancestry }
+}
+
+const OrderPlaced = Broker.topic("trace.orders.placed", Schema.Struct({ orderId: Schema.String }))
+const confirm = Task.make("trace_confirm", { payload: Schema.Struct({ orderId: Schema.String }) })
+
+const prefix = `eb_trace_${runId}`
+
+const Database = PgClient.layer({ url: Redacted.make(databaseUrl), applicationName: "eb-trace-test" })
+
+const dropTable = Layer.scopedDiscard(Effect.addFinalizer(() =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) => sql`DROP TABLE IF EXISTS ${sql(`${prefix}_outbox`)}`).pipe(Effect.orDie)
+))
+
+describe("tracing across the wire", () => {
+  it.live("HTTP span -> outbox row -> dispatch -> consume -> enqueue -> task run stay one trace", () => {
+    const recording = makeRecordingTracer()
+    return Effect.gen(function*() {
+      yield* Broker.subscribe(
+        OrderPlaced,
+        (event) => TaskQueue.enqueue(confirm, { orderId: event.orderId }),
+        { group: `trace_${runId}` }
+      )
+      const sql = yield* SqlClient.SqlClient
+      yield* Outbox.add(OrderPlaced, { orderId: "o-1" }).pipe(
+        sql.withTransaction,
+        Effect.withSpan("http.request", { kind: "server" })
+      )
+      // Wait (bounded) for the worker to run the task the consumer enqueued.
+      yield* Effect.sync(() => recording.spans.some((span) => span.name === "task.run")).pipe(
+        Effect.repeat({ schedule: Schedule.spaced("50 millis"), until: (found) => found }),
+        Effect.timeout("20 seconds")
+      )
+
+      const root = recording.spans.find((span) => span.name === "http.request")
+      const run = recording.spans.find((span) => span.name === "task.run")
+      assert.isDefined(root)
+      assert.isDefined(run)
+      if (root === undefined || run === undefined) return
+      const chain = recording.ancestry(run)
+      assert.strictEqual(run.traceId, root.traceId, `task.run is in the request's trace: ${chain.join(" <- ")}`)
+      assert.strictEqual(chain.at(-1), "http.request", chain.join(" <- "))
+      // The consumer of the outbox event, and the consumer of the task message, are on the path.
+      assert.isAtLeast(chain.filter((name) => name === "broker.process").length, 2, chain.join(" <- "))
+      assert.include(chain, "task.enqueue", chain.join(" <- "))
+      const dispatch = recording.spans.find((span) => span.name === "outbox.dispatch")
+      assert.isDefined(dispatch, "the dispatcher traced its batch")
+    }).pipe(
+      Effect.provide(
+        TaskQueue.worker(confirm, () => Effect.void).pipe(
+          Layer.provideMerge(PgOutbox.layer({ prefix, listen: false, notify: false, pollInterval: "100 millis" })),
+          Layer.provideMerge(TaskQueue.layer()),
+          Layer.provideMerge(TaskQueue.layerResultStoreMemory),
+          Layer.provideMerge(MemoryBroker.layer()),
+          Layer.provideMerge(dropTable),
+          Layer.provideMerge(Database)
+        )
+      ),
+      Effect.withTracer(recording.tracer),
+      Effect.scoped
+    )
+  }, 60_000)
+})
