@@ -5,7 +5,8 @@
  *   BENCH_SCHEDULER_SECONDS (30) on the live clock, memory lease, a stand-in TaskQueue that only
  *   records (key, time): lateness (enqueue time − slot) p50/p99 and process CPU per 1,000 firings.
  *   Baselines over 10 s with the same 1,000 schedules: one Node `setInterval` each, and one Effect
- *   fiber each (`Effect.sleep` loop) — DESIGN.md's ~0.3 ms and ~28 ms per 1,000 firings.
+ *   fiber each (`Effect.sleep` loop) — DESIGN.md's ~0.3 ms and ~28 ms per 1,000 firings. The
+ *   setInterval run also reports its own tick lateness: the floor this machine's load allows.
  * - the same run with the real TaskQueue on MemoryBroker + memory result store (10 s): what a
  *   firing costs end to end (encode, dedup-key claim, publish).
  * - next-fire rate: our cron path (`internal/cron`: cron-parser + seconds cache) vs cron-parser's
@@ -131,12 +132,25 @@ const runOursTaskQueue = async () => {
 // baselines
 // ---------------------------------------------------------------------------------------------
 
-const runSetInterval = () => {
+/** One Node timer per schedule; lateness = callback time − (previous callback + 1 s): the machine's floor. */
+const runSetInterval = async () => {
   let n = 0
-  return measure(BASELINE_SECONDS, () => n, () => {
-    const timers = Array.from({ length: SCHEDULES }, () => setInterval(() => void n++, 1000))
+  const lateness: Array<number> = []
+  const result = await measure(BASELINE_SECONDS, () => n, () => {
+    const started = Date.now()
+    const timers = Array.from({ length: SCHEDULES }, () => {
+      let last = started
+      return setInterval(() => {
+        const now = Date.now()
+        if (now - started > WARMUP_MS) lateness.push(now - last - 1000)
+        last = now
+        n++
+      }, 1000)
+    })
     return async () => timers.forEach(clearInterval)
   })
+  lateness.sort((a, b) => a - b)
+  return { ...result, p50: percentile(lateness, 50), p99: percentile(lateness, 99) }
 }
 
 const runFiberPerSchedule = () => {
@@ -217,6 +231,8 @@ print("scheduler.taskqueue_memorybroker_worker.cpu_ms_per_1000_firings", withQue
 
 const interval = await runSetInterval()
 print("baseline.set_interval.cpu_ms_per_1000_firings", interval.cpuPer1000, "ms")
+print("baseline.set_interval.lateness_p50_ms", interval.p50, "ms")
+print("baseline.set_interval.lateness_p99_ms", interval.p99, "ms")
 const fibers = await runFiberPerSchedule()
 print("baseline.fiber_per_schedule.cpu_ms_per_1000_firings", fibers.cpuPer1000, "ms")
 print("scheduler.cpu_ratio_vs_fiber_per_schedule", ours.cpuPer1000 / fibers.cpuPer1000, "x")
