@@ -21,7 +21,10 @@
  * queue, so an unroutable topic is not detected for them.
  *
  * Library headers: `x-eb-attempt`, `x-eb-routing-key` (the original topic of a retried or
- * dead-lettered message), `x-eb-published-at`, `x-eb-last-error`, `x-eb-dead-reason`, `x-eb-group`.
+ * dead-lettered message), `x-eb-last-error`, `x-eb-dead-reason`, `x-eb-group`, `x-eb-delay`. A
+ * message without caller headers carries no header table at all (cheaper to encode); its publish
+ * time travels in AMQP's `timestamp` property, in whole seconds as the spec defines it, so
+ * `Envelope.publishedAt` has one-second precision on RabbitMQ.
  *
  * @since 0.1.0
  */

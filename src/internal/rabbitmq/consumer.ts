@@ -18,7 +18,12 @@ import * as topology from "./topology.js"
 
 /** Carries the original routing key through retry and dead-letter queues. @internal */
 export const routingKeyHeader = "x-eb-routing-key"
-/** Millisecond publish time (AMQP's `timestamp` has whole seconds). @internal */
+/**
+ * Millisecond publish time, read when present. Publishes use AMQP's `timestamp` (whole seconds,
+ * as the spec says): a header table on every message costs more than the precision is worth.
+ *
+ * @internal
+ */
 export const publishedAtHeader = "x-eb-published-at"
 
 /** @internal */
@@ -101,7 +106,6 @@ const republished = (
     }
   }
   headers[routingKeyHeader] = delivery.message.routingKey
-  headers[publishedAtHeader] = String(delivery.message.publishedAt)
   Object.assign(headers, extra)
   const options: Amqp.Options.Publish = {
     persistent: true,
@@ -110,6 +114,8 @@ const republished = (
     headers,
     contentType: "application/json"
   }
+  const timestamp: unknown = message.properties.timestamp
+  if (typeof timestamp === "number") options.timestamp = timestamp
   if (delivery.message.correlationId !== undefined) options.correlationId = delivery.message.correlationId
   if (delivery.message.priority !== undefined) options.priority = delivery.message.priority
   return {

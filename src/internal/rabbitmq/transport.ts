@@ -45,21 +45,26 @@ export const make = (options: Resolved): Effect.Effect<Broker.Transport, BrokerU
     yield* Effect.addFinalizer(() => Effect.zipRight(declare.close, publish.close))
     const active = new Set<object>()
 
+    const hasKeys = (record: Readonly<Record<string, string>>): boolean => {
+      for (const _ in record) return true
+      return false
+    }
+
     const toOut = (message: Broker.TransportMessage, delay: number | undefined): publisher.OutMessage => {
-      const headers: Record<string, unknown> = { ...message.headers }
-      headers[consumer.publishedAtHeader] = String(message.publishedAt)
       let exchange = names.exchange
-      if (delay !== undefined) {
-        headers[topology.delayHeader] = String(delay)
-        exchange = names.delayExchange
-      }
       const properties: Amqp.Options.Publish = {
         persistent: true,
         mandatory: true,
         messageId: message.messageId,
         contentType: "application/json",
-        timestamp: Math.floor(message.publishedAt / 1000),
-        headers
+        timestamp: Math.floor(message.publishedAt / 1000)
+      }
+      // No header table unless needed: encoding one is a large part of amqplib's per-message cost.
+      if (delay !== undefined) {
+        properties.headers = { ...message.headers, [topology.delayHeader]: String(delay) }
+        exchange = names.delayExchange
+      } else if (hasKeys(message.headers)) {
+        properties.headers = message.headers
       }
       if (message.correlationId !== undefined) properties.correlationId = message.correlationId
       if (message.priority !== undefined) properties.priority = message.priority
