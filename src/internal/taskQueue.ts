@@ -319,12 +319,10 @@ export const worker = <Name extends string, P, S, F, R>(
     const retried = Metric.tagged(metrics.retried, "task", task.name)
     const deadLettered = Metric.tagged(metrics.deadLettered, "task", task.name)
     const inFlight = Metric.tagged(metrics.inFlight, "task", task.name)
-    const context = yield* Effect.context<Exclude<R, Scope.Scope>>()
 
     /** Result and key bookkeeping never fails the task: a store outage must not stop processing (T4). */
-    const record = (id: string, key: string | undefined, outcome: Outcome<S, F>) =>
+    const recordOutcome = Option.isNone(store) ? undefined : (id: string, key: string | undefined, outcome: Outcome<S, F>) =>
       Effect.gen(function*() {
-        if (Option.isNone(store)) return
         const encoded = task.resultCodec.encode(outcome)
         const now = yield* Clock.currentTimeMillis
         if (Either.isLeft(encoded)) {
@@ -343,7 +341,19 @@ export const worker = <Name extends string, P, S, F, R>(
         }
       })
 
-    const run = (payload: P, envelope: Broker.Envelope): Effect.Effect<void, Task.RunError<F>> => {
+    // In-flight count, sampled into the gauge: a metric update per message costs more than the
+    // no-op handler it would measure.
+    let running = 0
+    yield* Effect.suspend(() => Metric.set(inFlight, running)).pipe(
+      Effect.repeat(Schedule.spaced("1 second")),
+      Effect.interruptible,
+      Effect.forkScoped
+    )
+    const finished = Effect.sync(() => {
+      running--
+    })
+
+    const run = (payload: P, envelope: Broker.Envelope): Effect.Effect<void, Task.RunError<F>, Exclude<R, Scope.Scope>> => {
       const key = envelope.headers[keyHeader]
       const { [keyHeader]: _key, ...headers } = envelope.headers
       const taskContext: TaskQueue.TaskContext = {
@@ -355,7 +365,9 @@ export const worker = <Name extends string, P, S, F, R>(
         enqueuedAt: envelope.publishedAt,
         headers
       }
-      const body: Effect.Effect<S, Task.RunError<F>> = Effect.provide(Effect.scoped(handler(payload, taskContext)), context).pipe(
+      running++
+      // A Scope per run, so a handler's scoped resources are released when its task ends.
+      const body: Effect.Effect<S, Task.RunError<F>, Exclude<R, Scope.Scope>> = Effect.scoped(handler(payload, taskContext)).pipe(
         (self) =>
           timeout === undefined ? self : Effect.timeoutFail(self, {
             duration: timeout,
@@ -368,7 +380,9 @@ export const worker = <Name extends string, P, S, F, R>(
         Effect.exit,
         Effect.flatMap((exit): Effect.Effect<void, Task.RunError<F>> => {
           if (Exit.isSuccess(exit)) {
-            return record(envelope.id, key, { _tag: "Success", value: exit.value }).pipe(Effect.zipRight(Metric.increment(succeeded)))
+            return recordOutcome === undefined
+              ? Metric.increment(succeeded)
+              : recordOutcome(envelope.id, key, { _tag: "Success", value: exit.value }).pipe(Effect.zipRight(Metric.increment(succeeded)))
           }
           const failure = Cause.failureOption(exit.cause)
           // Interrupted (shutdown): let the broker requeue it.
@@ -378,27 +392,22 @@ export const worker = <Name extends string, P, S, F, R>(
             Effect.flatMap((delay) =>
               Option.isSome(delay)
                 ? Metric.increment(retried)
-                : record(envelope.id, key, { _tag: "Failure", error }).pipe(Effect.zipRight(Metric.increment(deadLettered)))
+                : (recordOutcome === undefined ? Effect.void : recordOutcome(envelope.id, key, { _tag: "Failure", error })).pipe(
+                  Effect.zipRight(Metric.increment(deadLettered))
+                )
             ),
             Effect.zipRight(Metric.increment(failed)),
             Effect.zipRight(Effect.fail(error))
           )
         }),
-        (self) => Effect.zipRight(Metric.modify(inFlight, 1), self),
-        Effect.ensuring(Metric.modify(inFlight, -1)),
-        Effect.annotateLogs({ task: task.name, taskId: envelope.id, attempt: envelope.attempt }),
-        Effect.withSpan("task.run", {
-          captureStackTrace: false,
-          attributes: {
-            "effect_background.task": task.name,
-            "effect_background.task.id": envelope.id,
-            "effect_background.attempt": envelope.attempt
-          }
-        })
+        Effect.ensuring(finished),
+        // The broker's `broker.process` span is this run's span; name the task on it and in logs.
+        (self) => Effect.zipRight(Effect.annotateCurrentSpan("effect_background.task", task.name), self),
+        Effect.annotateLogs({ task: task.name, taskId: envelope.id })
       )
     }
 
-    yield* broker.subscribe<P, unknown, Task.RunError<F>, never>(task.topic, run, {
+    yield* broker.subscribe<P, unknown, Task.RunError<F>, Exclude<R, Scope.Scope>>(task.topic, run, {
       group: task.group,
       concurrency: options?.concurrency,
       retry,
