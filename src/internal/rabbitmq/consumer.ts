@@ -301,7 +301,9 @@ export const consume = (deps: ConsumerDeps) =>
                     manager.log({ level: "debug", message: `closing a cancelled consumer: ${manager.describeError(error)}` }))
                   return
                 }
-                start(acker, message)
+                // A delivery racing the shutdown's cancel goes straight back to the queue.
+                if (stopping) acker.nack(message)
+                else start(acker, message)
               }, { noAck: false }),
             catch: (error) => fail(`consuming from "${queue}" failed`, error)
           })
