@@ -39,7 +39,7 @@ export interface Options {
    * transaction). Default true.
    */
   readonly notify?: boolean | undefined
-  /** Default 5 milliseconds. */
+  /** Default 20 milliseconds (the first NOTIFY after a quiet period goes at once). */
   readonly notifyInterval?: Duration.DurationInput | undefined
 }
 
@@ -55,7 +55,7 @@ export interface DispatcherOptions extends Options, Outbox.DispatcherOptions {}
  */
 export const defaults = {
   prefix: "eb",
-  notifyInterval: "5 millis"
+  notifyInterval: "20 millis"
 } as const
 
 const resolveTables = (options: Options | undefined): Effect.Effect<Sql.Tables, InvalidName> =>
