@@ -1,12 +1,22 @@
 /**
  * @since 0.1.0
  */
+export * as AsyncApi from "./AsyncApi.js"
+
+/**
+ * @since 0.1.0
+ */
 export * as Broker from "./Broker.js"
 
 /**
  * @since 0.1.0
  */
 export * as BrokerError from "./BrokerError.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as Health from "./Health.js"
 
 /**
  * @since 0.1.0
