@@ -19,10 +19,16 @@ const env = Layer.unwrapEffect(Effect.gen(function*() {
   )
 }))
 
+/**
+ * Sets the TestClock before the layer starts: the worker samples a gauge every second on the
+ * Clock, so jumping the clock by years afterwards would replay that loop once per second of it.
+ */
+const at = <A, E, R>(iso: string, body: Effect.Effect<A, E, R>) =>
+  Effect.zipRight(TestClock.setTime(ms(iso)), body)
+
 describe("Scheduler with the real TaskQueue (MemoryBroker, TestClock)", () => {
   it.scoped("each firing reaches the worker once, keyed by its slot", () =>
-    Effect.gen(function*() {
-      yield* TestClock.setTime(ms("2026-01-01T00:00:00.500Z"))
+    at("2026-01-01T00:00:00.500Z", Effect.gen(function*() {
       yield* Scheduler.make([
         Scheduler.schedule("beat", tick, { trigger: Scheduler.interval("1 second"), payload: { n: 1 } })
       ])
@@ -34,11 +40,10 @@ describe("Scheduler with the real TaskQueue (MemoryBroker, TestClock)", () => {
         "beat@2026-01-01T00:00:02.000Z",
         "beat@2026-01-01T00:00:03.000Z"
       ])
-    }).pipe(Effect.provide(env)))
+    }).pipe(Effect.provide(env))))
 
   it.scoped("slots a dead leader claimed but did not record as fired are re-enqueued; the task key drops the copy it did enqueue", () =>
-    Effect.gen(function*() {
-      yield* TestClock.setTime(ms("2026-01-01T00:00:03.500Z"))
+    at("2026-01-01T00:00:03.500Z", Effect.gen(function*() {
       const lease = yield* Scheduler.Lease
       // The dead leader claimed slots 1-3 s, recorded 1 s as fired, enqueued 2 s, then died before recording it.
       assert.isTrue(yield* lease.acquire("dead", 10_000))
@@ -61,5 +66,5 @@ describe("Scheduler with the real TaskQueue (MemoryBroker, TestClock)", () => {
       assert.strictEqual(yield* Queue.size(runs), 0, "slot 2 s ran once")
       const state = yield* lease.state(["beat"])
       assert.deepStrictEqual(state, [{ schedule: "beat", claimed: ms("2026-01-01T00:00:04Z"), fired: ms("2026-01-01T00:00:04Z") }])
-    }).pipe(Effect.provide(env)))
+    }).pipe(Effect.provide(env))))
 })
