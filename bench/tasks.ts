@@ -17,6 +17,7 @@
  * Throughput = N / (first enqueue → last handler done), enqueue and processing overlapping.
  * Latency = enqueue call → handler start, single enqueues at a fixed rate.
  * Env: BENCH_TASKS_N (default 50,000), BENCH_TASKS_ROUNDS (default 2), BENCH_TASKS_RATE (1,000/s).
+ * BullMQ 6 needs its `ioredis` peer installed (a devDependency).
  */
 import * as Amqp from "amqplib"
 import { Queue as BullQueue, Worker as BullWorker } from "bullmq"
