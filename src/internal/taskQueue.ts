@@ -29,6 +29,8 @@ const defaultResultTtl = Duration.days(1)
 const defaultResultTimeout = Duration.seconds(30)
 const defaultPollInterval = Duration.millis(50)
 
+const liveClock = Clock.make()
+
 /** @internal */
 export type HandleCodec<S, F> = ResultCodec<S, F>
 
@@ -346,6 +348,8 @@ export const worker = <Name extends string, P, S, F, R>(
     let running = 0
     yield* Effect.suspend(() => Metric.set(inFlight, running)).pipe(
       Effect.repeat(Schedule.spaced("1 second")),
+      // On the live clock: under TestClock, jumping the clock must not replay one sample per second.
+      Effect.withClock(liveClock),
       Effect.interruptible,
       Effect.forkScoped
     )

@@ -79,4 +79,21 @@ describe("TaskQueue on the memory broker and TestClock", () => {
         assert.strictEqual(yield* Ref.get(attempts), 3)
       }).pipe(Effect.provide(env))
     }))
+
+  it.scoped("a running worker does not make TestClock jumps expensive", () =>
+    Effect.gen(function*() {
+      const task = welcomeTask()
+      const worker = TaskQueue.worker(task, (_, ctx) => Effect.succeed({ messageId: ctx.id, at: new Date(0) }))
+      const env = yield* Layer.build(
+        Layer.mergeAll(TaskQueue.layer(), worker).pipe(
+          Layer.provideMerge(TaskQueue.layerResultStoreMemory),
+          Layer.provideMerge(MemoryBroker.layer())
+        )
+      )
+      const started = Date.now()
+      yield* TestClock.adjust("3650 days")
+      assert.isBelow(Date.now() - started, 2000, "no per-second work replayed over ten years")
+      const handle = yield* TaskQueue.enqueue(task, { userId: "u1", email: "a@b.c" }).pipe(Effect.provide(env))
+      assert.strictEqual((yield* TaskQueue.result(handle).pipe(Effect.provide(env))).messageId, handle.id)
+    }))
 })
