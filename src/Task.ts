@@ -28,7 +28,15 @@ export const TypeId: unique symbol = internal.TypeId
  */
 export type TypeId = typeof TypeId
 
-export { HandlerDefect }
+export {
+  /**
+   * A handler died (an untyped throw or `Effect.die`): retried like a failure.
+   *
+   * @since 0.1.0
+   * @category errors
+   */
+  HandlerDefect
+}
 
 /**
  * A task run exceeded its timeout. The run is interrupted and the failure goes through the
