@@ -1,5 +1,6 @@
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
+import type * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -74,8 +75,9 @@ export const defaultRetry: Schedule.Schedule<unknown, unknown> = Schedule.expone
 
 const traceparentOf = (span: Tracer.AnySpan): string => `00-${span.traceId}-${span.spanId}-${span.sampled ? "01" : "00"}`
 
+// serviceOption, not currentSpan: a missing span must not cost an exception per message
 const currentTraceparent: Effect.Effect<string | undefined> = Effect.map(
-  Effect.option(Effect.currentSpan),
+  Effect.serviceOption(Tracer.ParentSpan),
   Option.match({ onNone: () => undefined, onSome: traceparentOf })
 )
 
@@ -209,6 +211,15 @@ const describeFailure = (error: unknown): string => {
   return text.length > maxReasonLength ? `${text.slice(0, maxReasonLength)}…` : text
 }
 
+const ack: Effect.Effect<Broker.Disposition> = Effect.succeed({ _tag: "Ack" })
+
+/**
+ * Effect's built-in tracer records nothing anyone can read; under it a span per message is pure
+ * cost (~10 µs), so the hot paths only carry the trace context along. With a real tracer
+ * installed (OpenTelemetry, a test recorder) every publish and delivery gets its span.
+ */
+const builtInTracer = Effect.runSync(Effect.tracer)
+
 /** @internal */
 export const make = (transport: Broker.Transport): Broker.Service => {
   const tooLarge = (message: Broker.TransportMessage) => message.body.byteLength > transport.maxMessageBytes
@@ -222,20 +233,28 @@ export const make = (transport: Broker.Transport): Broker.Service => {
       detail: `body of ${message.body.byteLength} bytes exceeds the maximum of ${transport.maxMessageBytes}; nothing was sent`
     })
 
+  const publishWith = <A, I>(
+    topic: Broker.Topic<A, I>,
+    message: A,
+    options: Broker.PublishOptions | undefined,
+    traceparent: string | undefined
+  ): Effect.Effect<void, Broker.PublishError> =>
+    Effect.clockWith((clock): Effect.Effect<void, Broker.PublishError> => {
+      const prepared = prepare(topic, message, options)(traceparent, clock.unsafeCurrentTimeMillis())
+      if (Either.isLeft(prepared)) return Effect.fail(prepared.left)
+      if (tooLarge(prepared.right)) return Effect.fail(tooLargeError(prepared.right))
+      return transport.publish(prepared.right)
+    })
+
   const publish = <A, I>(topic: Broker.Topic<A, I>, message: A, options?: Broker.PublishOptions) =>
-    Effect.gen(function*() {
-      const traceparent = yield* currentTraceparent
-      const now = yield* Clock.currentTimeMillis
-      const prepared = prepare(topic, message, options)(traceparent, now)
-      if (Either.isLeft(prepared)) return yield* prepared.left
-      if (tooLarge(prepared.right)) return yield* tooLargeError(prepared.right)
-      return yield* transport.publish(prepared.right)
-    }).pipe(
-      Effect.withSpan("broker.publish", {
-        kind: "producer",
-        captureStackTrace: false,
-        attributes: { "messaging.destination.name": topic.name, "messaging.operation.type": "send" }
-      })
+    Effect.tracerWith((tracer) =>
+      tracer === builtInTracer
+        ? Effect.flatMap(currentTraceparent, (traceparent) => publishWith(topic, message, options, traceparent))
+        : Effect.useSpan("broker.publish", {
+          kind: "producer",
+          captureStackTrace: false,
+          attributes: { "messaging.destination.name": topic.name, "messaging.operation.type": "send" }
+        }, (span) => publishWith(topic, message, options, traceparentOf(span)))
     )
 
   const publishPrepared = (
@@ -322,8 +341,10 @@ export const make = (transport: Broker.Transport): Broker.Service => {
           traceparent
         }
         const parent = parentSpanOf(traceparent)
-        return handler(decoded.right, envelope).pipe(
-          Effect.withSpan("broker.process", {
+        const run = handler(decoded.right, envelope)
+        return Effect.tracerWith((tracer) => {
+          if (tracer === builtInTracer) return parent === undefined ? run : Effect.withParentSpan(run, parent)
+          return Effect.withSpan(run, "broker.process", {
             kind: "consumer",
             captureStackTrace: false,
             ...(parent === undefined ? {} : { parent }),
@@ -334,16 +355,19 @@ export const make = (transport: Broker.Transport): Broker.Service => {
               "messaging.operation.type": "process",
               "effect_background.attempt": delivery.attempt
             }
-          }),
-          Effect.provide(context),
-          Effect.exit,
-          Effect.flatMap((exit): Effect.Effect<Broker.Disposition> => {
-            if (exit._tag === "Success") return Effect.succeed({ _tag: "Ack" })
-            const failure = Cause.failureOrCause(exit.cause)
-            const error: E | HandlerDefect = Either.isLeft(failure)
-              ? failure.left
-              : new HandlerDefect({ detail: Cause.pretty(failure.right).slice(0, maxReasonLength) })
-            return retryOrDeadLetter(error, delivery.attempt)
+          })
+        }).pipe(
+          // The subscriber's context as is: cheaper per message than merging it into the transport fiber's.
+          Effect.mapInputContext((_: Context.Context<never>) => context),
+          Effect.matchCauseEffect({
+            onSuccess: () => ack,
+            onFailure: (cause) => {
+              const failure = Cause.failureOrCause(cause)
+              const error: E | HandlerDefect = Either.isLeft(failure)
+                ? failure.left
+                : new HandlerDefect({ detail: Cause.pretty(failure.right).slice(0, maxReasonLength) })
+              return retryOrDeadLetter(error, delivery.attempt)
+            }
           })
         )
       }

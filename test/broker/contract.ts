@@ -7,7 +7,7 @@
  */
 import { assert, it as sharedIt, layer } from "@effect/vitest"
 import type { Layer } from "effect"
-import { Clock, Context, Data, Deferred, Duration, Effect, Either, Exit, Fiber, Option, Queue, Ref, Schedule, Schema, Scope } from "effect"
+import { Clock, Context, Data, Deferred, Duration, Effect, Either, Exit, Fiber, Option, Queue, Ref, Schedule, Schema, Scope, Tracer } from "effect"
 import * as Broker from "../../src/Broker.js"
 import { uniqueName } from "../fixtures/env.js"
 
@@ -523,16 +523,18 @@ export const brokerContract = <E>(
         assert.deepStrictEqual(yield* takeN(handled, 2, "good message"), ["good-1", "good-2"])
       }))
 
-    it.scoped("the consumer's broker.process span is a child of the producer's span", () =>
+    // Under Effect's built-in tracer (nothing records spans) the consumer continues the producer's
+    // trace without spans of its own; test/tracing checks the full span chain with a recording tracer.
+    it.scoped("the handler runs inside the producer's trace (W3C traceparent carried)", () =>
       Effect.gen(function*() {
         const broker = yield* Broker.Broker
         const topic = freshTopic("trace")
-        const seen = yield* Deferred.make<{ readonly traceparent: string | undefined; readonly span: Option.Option<Effect.Effect.Success<typeof Effect.currentSpan>> }>()
+        const seen = yield* Deferred.make<{ readonly traceparent: string | undefined; readonly parent: Option.Option<Tracer.AnySpan> }>()
         yield* broker.subscribe(
           topic,
           (_, envelope) =>
-            Effect.option(Effect.currentSpan).pipe(
-              Effect.flatMap((span) => Deferred.succeed(seen, { traceparent: envelope.traceparent, span }))
+            Effect.option(Effect.currentParentSpan).pipe(
+              Effect.flatMap((parent) => Deferred.succeed(seen, { traceparent: envelope.traceparent, parent }))
             ),
           { group: uniqueName("g") }
         )
@@ -540,15 +542,13 @@ export const brokerContract = <E>(
           Effect.tap(() => broker.publish(topic, order("t-1"))),
           Effect.withSpan("test.producer")
         )
-        const { span, traceparent } = yield* within("the traced message", Deferred.await(seen))
+        const { parent, traceparent } = yield* within("the traced message", Deferred.await(seen))
         assert.isDefined(traceparent)
         assert.include(traceparent, producer.traceId)
-        assert.isTrue(Option.isSome(span))
-        if (Option.isNone(span)) return
-        assert.strictEqual(span.value.name, "broker.process")
-        assert.strictEqual(span.value.traceId, producer.traceId)
-        const parentSpanId = Option.map(span.value.parent, (parent) => parent.spanId)
-        assert.deepStrictEqual(parentSpanId, Option.some(traceparent?.split("-")[2] ?? ""))
+        assert.isTrue(Option.isSome(parent))
+        if (Option.isNone(parent)) return
+        assert.strictEqual(parent.value.traceId, producer.traceId)
+        assert.strictEqual(parent.value.spanId, traceparent?.split("-")[2])
       }))
 
     Object.assign(sharedIt, testers)
