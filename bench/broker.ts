@@ -286,6 +286,7 @@ const main = Effect.gen(function*() {
   print("broker.publish.amqplib_msgs_per_s", Math.round(rates(publish.raw)), "msg/s")
   print("broker.publish.ours_msgs_per_s", Math.round(rates(publish.ours)), "msg/s")
   print("broker.publish.ratio_vs_amqplib", ratio(publish.ours, publish.raw), "x")
+  print("broker.publish_confirmed.ratio", ratio(publish.ours, publish.raw), "x")
   print("broker.publish.amqplib_mandatory_msgs_per_s", Math.round(rates(publish.rawMandatory)), "msg/s")
   print("broker.publish.ratio_vs_amqplib_mandatory", ratio(publish.ours, publish.rawMandatory), "x")
   print("broker.publish.amqplib_cpu_us_per_msg", cpus(publish.raw), "us")
@@ -293,6 +294,7 @@ const main = Effect.gen(function*() {
   print("broker.consume.amqplib_msgs_per_s", Math.round(rates(consume.raw)), "msg/s")
   print("broker.consume.ours_msgs_per_s", Math.round(rates(consume.ours)), "msg/s")
   print("broker.consume.ratio_vs_amqplib", ratio(consume.ours, consume.raw), "x")
+  print("broker.consume.ratio", ratio(consume.ours, consume.raw), "x")
   print("broker.consume.amqplib_cpu_us_per_msg", cpus(consume.raw), "us")
   print("broker.consume.ours_cpu_us_per_msg", cpus(consume.ours), "us")
 
@@ -307,6 +309,8 @@ const main = Effect.gen(function*() {
   print("broker.latency.amqplib_p99_ms", percentile(raw, 99), "ms")
   print("broker.latency.ours_p50_ms", percentile(ours, 50), "ms")
   print("broker.latency.ours_p99_ms", percentile(ours, 99), "ms")
+  print("broker.latency_p50_ms", percentile(ours, 50), "ms")
+  print("broker.latency_p99_ms", percentile(ours, 99), "ms")
 })
 
 await Effect.runPromise(Effect.scoped(main))
