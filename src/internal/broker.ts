@@ -73,7 +73,8 @@ export const defaultRetry: Schedule.Schedule<unknown, unknown> = Schedule.expone
   Schedule.intersect(Schedule.recurs(5))
 )
 
-const traceparentOf = (span: Tracer.AnySpan): string => `00-${span.traceId}-${span.spanId}-${span.sampled ? "01" : "00"}`
+/** W3C traceparent of a span. @internal */
+export const traceparentOf = (span: Tracer.AnySpan): string => `00-${span.traceId}-${span.spanId}-${span.sampled ? "01" : "00"}`
 
 // serviceOption, not currentSpan: a missing span must not cost an exception per message
 const currentTraceparent: Effect.Effect<string | undefined> = Effect.map(

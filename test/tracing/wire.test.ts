@@ -114,6 +114,8 @@ describe("tracing across the wire", () => {
       // The consumer of the outbox event, and the consumer of the task message, are on the path.
       assert.isAtLeast(chain.filter((name) => name === "broker.process").length, 2, chain.join(" <- "))
       assert.include(chain, "task.enqueue", chain.join(" <- "))
+      // HTTP -> outbox.add -> (dispatch, carried in the row) -> consume -> enqueue -> consume -> task run
+      assert.include(chain, "outbox.add", chain.join(" <- "))
       const dispatch = recording.spans.find((span) => span.name === "outbox.dispatch")
       assert.isDefined(dispatch, "the dispatcher traced its batch")
     }).pipe(

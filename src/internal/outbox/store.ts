@@ -3,29 +3,18 @@ import type * as Duration from "effect/Duration"
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
-import type * as Tracer from "effect/Tracer"
 import type * as Broker from "../../Broker.js"
 import { InvalidName } from "../../BrokerError.js"
 import type * as Outbox from "../../Outbox.js"
-import { toBuffer } from "../broker.js"
+import { toBuffer, traceparentOf } from "../broker.js"
 import * as names from "../names.js"
 import * as Sql from "./sql.js"
 import * as Wake from "./wake.js"
 
 const TypeId: Outbox.TypeId = Symbol.for("effect-background/Outbox") as Outbox.TypeId
-
-/** @internal */
-export const traceparentOf = (span: Tracer.AnySpan): string =>
-  `00-${span.traceId}-${span.spanId}-${span.sampled ? "01" : "00"}`
-
-const currentTraceparent: Effect.Effect<string | null> = Effect.map(
-  Effect.option(Effect.currentSpan),
-  Option.match({ onNone: () => null, onSome: traceparentOf })
-)
 
 /** @internal */
 export interface StoreOptions {
@@ -89,14 +78,19 @@ export const make = (
       const messageId = addOptions?.messageId ?? crypto.randomUUID()
       if (messageId.length === 0 || Buffer.byteLength(messageId) > 255) return Effect.fail(invalidMessageId(messageId))
       const body = toBuffer(encoded.right).toString("utf8")
-      return Effect.flatMap(currentTraceparent, (traceparent) =>
+      // The row carries this span's context, so the consumer's span becomes a child of outbox.add.
+      return Effect.useSpan("outbox.add", {
+        kind: "producer",
+        captureStackTrace: false,
+        attributes: { "messaging.destination.name": topic.name, "messaging.message.id": messageId }
+      }, (span) =>
         Sql.insert(sql, t, {
           messageId,
           topic: topic.name,
           key: addOptions?.key ?? null,
           headers: headers === undefined ? null : JSON.stringify(headers),
           body,
-          traceparent
+          traceparent: traceparentOf(span)
         }).pipe(Effect.map(() => {
           signal()
           return messageId
