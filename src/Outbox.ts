@@ -101,7 +101,7 @@ export interface Service {
 export class Outbox extends Context.Tag("effect-background/Outbox")<Outbox, Service>() {}
 
 /**
- * `unordered`: any dispatcher publishes any due event (fastest). `per-key`: among events that
+ * `unordered`: every dispatcher may publish every due event (fastest). `per-key`: among events that
  * share a key, strict publish order even with several dispatchers and failures — a key's next
  * event waits until its predecessor is confirmed (a dead predecessor blocks the key until
  * `replay`). Events without a key are unordered in both modes.

@@ -140,16 +140,7 @@ export const dispatcher = (
       )
     })
     // The stats query needs no service: reuse the store's statement on this client.
-    const stats = Effect.map(Sql.stats(sql, tables), (rows): Outbox.Stats => {
-      const row = rows[0]
-      return {
-        pending: Number(row?.pending ?? 0),
-        retrying: Number(row?.retrying ?? 0),
-        dead: Number(row?.dead ?? 0),
-        oldestPendingAgeMs: Math.max(0, Math.round(Number(row?.lag_ms ?? 0))),
-        dispatchRatePerSecond: Number(row?.dispatched_last_minute ?? 0) / 60
-      }
-    })
+    const stats = Store.readStats(sql, tables)
     const wake = yield* Queue.sliding<void>(1)
     const local = yield* Effect.serviceOption(Outbox.Outbox)
     if (Option.isSome(local)) yield* local.value.wake.register(wake)

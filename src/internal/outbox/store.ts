@@ -17,6 +17,19 @@ import * as Wake from "./wake.js"
 const TypeId: Outbox.TypeId = Symbol.for("effect-background/Outbox") as Outbox.TypeId
 
 /** @internal */
+export const readStats = (sql: SqlClient.SqlClient, t: Sql.Tables) =>
+  Effect.map(Sql.stats(sql, t), (rows): Outbox.Stats => {
+    const row = rows[0]
+    return {
+      pending: Number(row?.pending ?? 0),
+      retrying: Number(row?.retrying ?? 0),
+      dead: Number(row?.dead ?? 0),
+      oldestPendingAgeMs: Math.max(0, Math.round(Number(row?.lag_ms ?? 0))),
+      dispatchRatePerSecond: Number(row?.dispatched_last_minute ?? 0) / 60
+    }
+  })
+
+/** @internal */
 export interface StoreOptions {
   readonly tables: Sql.Tables
   /** Send a coalesced `pg_notify` after writes, for dispatchers in other processes. */
@@ -116,16 +129,7 @@ export const make = (
             lastError: row.last_error ?? undefined,
             createdAt: row.created_at
           }))),
-      stats: Effect.map(Sql.stats(sql, t), (rows): Outbox.Stats => {
-        const row = rows[0]
-        return {
-          pending: Number(row?.pending ?? 0),
-          retrying: Number(row?.retrying ?? 0),
-          dead: Number(row?.dead ?? 0),
-          oldestPendingAgeMs: Math.max(0, Math.round(Number(row?.lag_ms ?? 0))),
-          dispatchRatePerSecond: Number(row?.dispatched_last_minute ?? 0) / 60
-        }
-      }),
+      stats: readStats(sql, t),
       wake
     }
     return service
