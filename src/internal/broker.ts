@@ -221,18 +221,23 @@ const ack: Effect.Effect<Broker.Disposition> = Effect.succeed({ _tag: "Ack" })
  */
 const builtInTracer = Effect.runSync(Effect.tracer)
 
+/**
+ * The rejection for a body over `maxBytes`, or undefined. The front checks before any transport
+ * call; transports repeat it because a 406 from RabbitMQ would close a shared channel.
+ *
+ * @internal
+ */
+export const oversize = (message: Broker.TransportMessage, maxBytes: number): PublishRejected | undefined =>
+  message.body.byteLength <= maxBytes ? undefined : new PublishRejected({
+    topic: message.routingKey,
+    messageId: message.messageId,
+    reason: "too-large",
+    ambiguous: false,
+    detail: `body of ${message.body.byteLength} bytes exceeds the maximum of ${maxBytes}; nothing was sent`
+  })
+
 /** @internal */
 export const make = (transport: Broker.Transport): Broker.Service => {
-  const tooLarge = (message: Broker.TransportMessage) => message.body.byteLength > transport.maxMessageBytes
-
-  const tooLargeError = (message: Broker.TransportMessage) =>
-    new PublishRejected({
-      topic: message.routingKey,
-      messageId: message.messageId,
-      reason: "too-large",
-      ambiguous: false,
-      detail: `body of ${message.body.byteLength} bytes exceeds the maximum of ${transport.maxMessageBytes}; nothing was sent`
-    })
 
   const publishWith = <A, I>(
     topic: Broker.Topic<A, I>,
@@ -243,7 +248,8 @@ export const make = (transport: Broker.Transport): Broker.Service => {
     Effect.clockWith((clock): Effect.Effect<void, Broker.PublishError> => {
       const prepared = prepare(topic, message, options)(traceparent, clock.unsafeCurrentTimeMillis())
       if (Either.isLeft(prepared)) return Effect.fail(prepared.left)
-      if (tooLarge(prepared.right)) return Effect.fail(tooLargeError(prepared.right))
+      const rejected = oversize(prepared.right, transport.maxMessageBytes)
+      if (rejected !== undefined) return Effect.fail(rejected)
       return transport.publish(prepared.right)
     })
 
@@ -277,7 +283,10 @@ export const make = (transport: Broker.Transport): Broker.Service => {
   const checkSize = (
     item: Either.Either<Broker.TransportMessage, Broker.PublishError>
   ): Either.Either<Broker.TransportMessage, Broker.PublishError> =>
-    Either.flatMap(item, (m) => (tooLarge(m) ? Either.left(tooLargeError(m)) : Either.right(m)))
+    Either.flatMap(item, (m) => {
+      const rejected = oversize(m, transport.maxMessageBytes)
+      return rejected === undefined ? Either.right(m) : Either.left(rejected)
+    })
 
   const publishAll: Broker.Service["publishAll"] = (entries, options) =>
     Effect.gen(function*() {

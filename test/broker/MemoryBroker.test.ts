@@ -1,37 +1,15 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Config, ConfigProvider, Deferred, Effect, Either, Exit, Fiber, Layer, Option, Queue, Ref, Schedule, Schema, Scope, TestClock } from "effect"
+import { Config, ConfigProvider, Deferred, Effect, Either, Exit, Fiber, Option, Queue, Ref, Schedule, Schema, Scope, TestClock } from "effect"
 import * as Broker from "../../src/Broker.js"
 import * as MemoryBroker from "../../src/layers/MemoryBroker.js"
-import { brokerContract, ContractProbe } from "./contract.js"
+import { memoryBrokerWithProbe, settled } from "../fixtures/memory.js"
+import { brokerContract } from "./contract.js"
 
-const probe = Layer.effect(
-  ContractProbe,
-  Effect.map(MemoryBroker.MemoryBroker, (memory) => ({
-    deadLetters: (group: string) =>
-      Effect.map(memory.deadLetters(group), (letters) =>
-        letters.map(({ body, headers, messageId, reason }) => ({ body, headers, messageId, reason }))),
-    maxMessageBytes: MemoryBroker.defaults.maxMessageBytes
-  }))
-)
-
-brokerContract("memory", Layer.provideMerge(probe, MemoryBroker.layer()), { real: false })
+brokerContract("memory", memoryBrokerWithProbe, { real: false })
 
 const Job = Schema.Struct({ n: Schema.Number })
 const jobs = Broker.topic("jobs.run", Job)
 
-/**
- * Lets forked fibers run until `done` holds, without moving any clock (TestClock tests must not
- * sleep). Fails after many scheduler turns.
- */
-const settled = <A>(label: string, effect: Effect.Effect<A>, done: (a: A) => boolean) =>
-  Effect.gen(function*() {
-    for (let turn = 0; turn < 10_000; turn++) {
-      const value = yield* effect
-      if (done(value)) return value
-      yield* Effect.yieldNow()
-    }
-    return yield* Effect.dieMessage(`never settled: ${label}`)
-  })
 
 const stats = (broker: MemoryBroker.Service, group: string) =>
   Effect.map(broker.queue(group), Option.getOrThrowWith(() => new Error(`no queue ${group}`)))

@@ -8,18 +8,18 @@ import { Deferred, Effect, Either, Layer, Option, Ref, Schedule, TestClock } fro
 import * as MemoryBroker from "../../src/layers/MemoryBroker.js"
 import * as Task from "../../src/Task.js"
 import * as TaskQueue from "../../src/TaskQueue.js"
+import { settled } from "../fixtures/memory.js"
 import { Flaky, welcomeTask } from "./contract.js"
 
-/** Lets forked fibers run until `done` holds, without moving the clock. */
-const settled = <A>(label: string, effect: Effect.Effect<A>, done: (a: A) => boolean) =>
-  Effect.gen(function*() {
-    for (let turn = 0; turn < 10_000; turn++) {
-      const value = yield* effect
-      if (done(value)) return value
-      yield* Effect.yieldNow()
-    }
-    return yield* Effect.dieMessage(`never settled: ${label}`)
-  })
+/** A TaskQueue with a memory result store, the given worker and the memory broker, on the test's clock. */
+const buildMemoryTaskQueue = <E, R>(worker: Layer.Layer<never, E, R>) =>
+  Layer.build(
+    Layer.mergeAll(TaskQueue.layer(), worker).pipe(
+      Layer.provideMerge(TaskQueue.layerResultStoreMemory),
+      Layer.provideMerge(MemoryBroker.layer())
+    )
+  )
+
 
 
 describe("TaskQueue on the memory broker and TestClock", () => {
@@ -28,12 +28,7 @@ describe("TaskQueue on the memory broker and TestClock", () => {
       const task = welcomeTask()
       const ran = yield* Ref.make(0)
       const worker = TaskQueue.worker(task, (_, ctx) => Ref.update(ran, (n) => n + 1).pipe(Effect.as({ messageId: ctx.id, at: new Date(0) })))
-      const env = yield* Layer.build(
-        Layer.mergeAll(TaskQueue.layer(), worker).pipe(
-          Layer.provideMerge(TaskQueue.layerResultStoreMemory),
-          Layer.provideMerge(MemoryBroker.layer())
-        )
-      )
+      const env = yield* buildMemoryTaskQueue(worker)
       yield* Effect.gen(function*() {
         const memory = yield* MemoryBroker.MemoryBroker
         const handle = yield* TaskQueue.enqueue(task, { userId: "u1", email: "a@b.c" }, { delay: "1 hour" })
@@ -59,12 +54,7 @@ describe("TaskQueue on the memory broker and TestClock", () => {
           Effect.zipRight(ctx.attempt < 3 ? Effect.fail(new Flaky({ attempt: ctx.attempt })) : Deferred.succeed(third, undefined)),
           Effect.as({ messageId: ctx.id, at: new Date(0) })
         ))
-      const env = yield* Layer.build(
-        Layer.mergeAll(TaskQueue.layer(), worker).pipe(
-          Layer.provideMerge(TaskQueue.layerResultStoreMemory),
-          Layer.provideMerge(MemoryBroker.layer())
-        )
-      )
+      const env = yield* buildMemoryTaskQueue(worker)
       yield* Effect.gen(function*() {
         const memory = yield* MemoryBroker.MemoryBroker
         const handle = yield* TaskQueue.enqueue(task, { userId: "u1", email: "a@b.c" })
@@ -84,12 +74,7 @@ describe("TaskQueue on the memory broker and TestClock", () => {
     Effect.gen(function*() {
       const task = welcomeTask()
       const worker = TaskQueue.worker(task, (_, ctx) => Effect.succeed({ messageId: ctx.id, at: new Date(0) }))
-      const env = yield* Layer.build(
-        Layer.mergeAll(TaskQueue.layer(), worker).pipe(
-          Layer.provideMerge(TaskQueue.layerResultStoreMemory),
-          Layer.provideMerge(MemoryBroker.layer())
-        )
-      )
+      const env = yield* buildMemoryTaskQueue(worker)
       const started = Date.now()
       yield* TestClock.adjust("3650 days")
       assert.isBelow(Date.now() - started, 2000, "no per-second work replayed over ten years")

@@ -17,7 +17,9 @@ import * as FiberId from "effect/FiberId"
 import * as FiberSet from "effect/FiberSet"
 import type * as Scope from "effect/Scope"
 import type * as Broker from "../../Broker.js"
+import type { QueueStats } from "../../layers/MemoryBroker.js"
 import { BrokerUnavailable, PublishRejected } from "../../BrokerError.js"
+import { oversize } from "../broker.js"
 import * as names from "../names.js"
 import * as queue from "./queue.js"
 
@@ -94,19 +96,7 @@ interface Group {
 }
 
 /** @internal */
-export interface GroupStats {
-  readonly group: string
-  readonly patterns: ReadonlyArray<string>
-  readonly maxPriority: number | undefined
-  readonly consumers: number
-  readonly ready: number
-  readonly inFlight: number
-  readonly delayed: number
-  readonly acked: number
-  readonly retried: number
-  readonly expired: number
-  readonly deadLettered: number
-}
+export type GroupStats = QueueStats
 
 /** @internal */
 export interface MemoryTransport {
@@ -444,17 +434,8 @@ export const make = (options: Options): Effect.Effect<MemoryTransport, never, Sc
 
     const publishNow = (message: Broker.TransportMessage): Either.Either<void, BrokerUnavailable | PublishRejected> => {
       if (closed) return Either.left(new BrokerUnavailable({ reason: "closed", detail: "the in-memory broker was shut down" }))
-      if (message.body.byteLength > options.maxMessageBytes) {
-        return Either.left(
-          new PublishRejected({
-            topic: message.routingKey,
-            messageId: message.messageId,
-            reason: "too-large",
-            ambiguous: false,
-            detail: `body of ${message.body.byteLength} bytes exceeds the maximum of ${options.maxMessageBytes}`
-          })
-        )
-      }
+      const rejected = oversize(message, options.maxMessageBytes)
+      if (rejected !== undefined) return Either.left(rejected)
       const targets = route(message.routingKey)
       if (targets.length === 0) {
         return Either.left(

@@ -7,6 +7,7 @@ import type * as Scope from "effect/Scope"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import type * as Broker from "../../Broker.js"
 import { BrokerUnavailable, PublishRejected } from "../../BrokerError.js"
+import { oversize } from "../broker.js"
 import * as connection from "./connection.js"
 import * as consumer from "./consumer.js"
 import * as declarer from "./declarer.js"
@@ -93,16 +94,9 @@ export const make = (options: Resolved): Effect.Effect<Broker.Transport, BrokerU
         for (let i = 0; i < messages.length; i++) {
           const message = messages[i]
           if (message === undefined) continue
-          if (message.body.byteLength > options.maxMessageBytes) {
-            results[i] = Either.left(
-              new PublishRejected({
-                topic: message.routingKey,
-                messageId: message.messageId,
-                reason: "too-large",
-                ambiguous: false,
-                detail: `body of ${message.body.byteLength} bytes exceeds the maximum of ${options.maxMessageBytes}`
-              })
-            )
+          const rejected = oversize(message, options.maxMessageBytes)
+          if (rejected !== undefined) {
+            results[i] = Either.left(rejected)
             continue
           }
           let delay: number | undefined
