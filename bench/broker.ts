@@ -15,6 +15,7 @@ import { Context, Deferred, Effect, Either, Layer, Redacted, Schema } from "effe
 import * as Broker from "../src/Broker.js"
 import * as RabbitMQBroker from "../src/layers/RabbitMQBroker.js"
 import { rabbitmqUrl, runId } from "../test/fixtures/env.js"
+import { publishConfirmedWindow } from "./support/amqp.js"
 
 const N = Number(process.env["BENCH_BROKER_N"] ?? 50_000)
 const WINDOW = 1_000
@@ -67,35 +68,13 @@ const rawPublish = async (
   mandatory?: { readonly exchange: string }
 ): Promise<number> => {
   const started = performance.now()
-  await new Promise<void>((resolve, reject) => {
-    let sent = 0
-    let confirmed = 0
-    let inFlight = 0
-    let blocked = false
-    const pump = () => {
-      while (!blocked && inFlight < WINDOW && sent < count) {
-        const n = sent++
-        inFlight++
-        const body = Buffer.from(JSON.stringify(order(n)))
-        const options: Amqp.Options.Publish = { persistent: true, contentType: "application/json", messageId: `raw-${n}` }
-        if (mandatory !== undefined) options.mandatory = true
-        const ok = channel.publish(mandatory?.exchange ?? "", queue, body, options, (error) => {
-          if (error !== null && error !== undefined) return reject(error)
-          inFlight--
-          confirmed++
-          if (confirmed === count) resolve()
-          else pump()
-        })
-        if (!ok) blocked = true
-      }
-    }
-    channel.on("drain", () => {
-      blocked = false
-      pump()
-    })
-    pump()
-  })
-  channel.removeAllListeners("drain")
+  await publishConfirmedWindow(
+    channel,
+    { exchange: mandatory?.exchange ?? "", routingKey: queue, mandatory: mandatory !== undefined },
+    count,
+    WINDOW,
+    (n) => Buffer.from(JSON.stringify(order(n)))
+  )
   return count / ((performance.now() - started) / 1000)
 }
 

@@ -30,6 +30,7 @@ import * as RabbitMQBroker from "../src/layers/RabbitMQBroker.js"
 import * as Task from "../src/Task.js"
 import * as TaskQueue from "../src/TaskQueue.js"
 import { databaseUrl, rabbitmqUrl, runId } from "../test/fixtures/env.js"
+import { publishConfirmedWindow } from "./support/amqp.js"
 
 const N = Number(process.env["BENCH_TASKS_N"] ?? 50_000)
 const ROUNDS = Number(process.env["BENCH_TASKS_ROUNDS"] ?? 2)
@@ -88,35 +89,13 @@ const prefix = `bench${runId}`
 const rawExchange = `${prefix}.raw`
 
 const rawPublishAll = (channel: Amqp.ConfirmChannel, routingKey: string, count: number) =>
-  new Promise<void>((resolve, reject) => {
-    let sent = 0
-    let confirmed = 0
-    let inFlight = 0
-    let blocked = false
-    const pump = () => {
-      while (!blocked && inFlight < WINDOW && sent < count) {
-        const n = sent++
-        inFlight++
-        const ok = channel.publish(rawExchange, routingKey, Buffer.from(JSON.stringify(payload(n))), {
-          persistent: true,
-          contentType: "application/json",
-          messageId: `raw-${n}`,
-          mandatory: true
-        }, (error) => {
-          if (error !== null && error !== undefined) return reject(error)
-          inFlight--
-          if (++confirmed === count) resolve()
-          else pump()
-        })
-        if (!ok) blocked = true
-      }
-    }
-    channel.on("drain", () => {
-      blocked = false
-      pump()
-    })
-    pump()
-  })
+  publishConfirmedWindow(
+    channel,
+    { exchange: rawExchange, routingKey, mandatory: true },
+    count,
+    WINDOW,
+    (n) => Buffer.from(JSON.stringify(payload(n)))
+  )
 
 const rawRun = async (model: Amqp.ChannelModel, round: string, mode: "throughput" | "latency") => {
   const queue = `${prefix}.rawq.${round}`
