@@ -133,22 +133,32 @@ layer(Layer.scopedDiscard(scopedVhost(vhost)), { excludeTestServices: true, time
       assert.strictEqual(ledger.confirmed.size, ids.length)
 
       // Slow enough that consumption is still going when the broker stops.
+      const started = new Set<string>()
       yield* broker.subscribe(
         topic,
-        (item, envelope) => Effect.zipRight(Effect.sleep("5 millis"), ledger.deliver(item.id, envelope)),
+        (item, envelope) =>
+          Effect.sync(() => started.add(item.id)).pipe(
+            Effect.zipRight(Effect.sleep("5 millis")),
+            Effect.zipRight(ledger.deliver(item.id, envelope))
+          ),
         { group, concurrency: 20 }
       )
       yield* waitFor("consumption under way", () => ledger.deliveries.size >= 200, 30)
       const before = ledger.deliveries.size
+      // Handlers running when the broker goes away hold unacked deliveries. The redelivered flag
+      // itself is RabbitMQ's to keep: a classic queue can lose it when it stops before recording
+      // the delivery, so what is asserted is that each of these messages is consumed afterwards.
+      const unackedAtStop = [...started].filter((id) => !ledger.deliveries.has(id))
       yield* rabbitmqctl("stop_app").pipe(Effect.ensuring(Effect.orDie(rabbitmqctl("start_app"))))
       yield* rabbitmqctl("await_startup")
       yield* waitFor("every message consumed", () => ledger.lost().length === 0, 60).pipe(Effect.either)
 
-      console.log(ledger.summary("B2"), `, consumed before the stop ${before}`)
+      console.log(ledger.summary("B2"), `, consumed before the stop ${before}, unacked at the stop ${unackedAtStop.length}`)
       assert.isBelow(before, ids.length, "the stop happened mid-stream")
       assert.strictEqual(ledger.lost().length, 0)
       assert.isAtMost(ledger.duplicates(), 20 + 20, "duplicates within the prefetch, twice over")
-      assert.isAbove(ledger.redelivered(), 0, "the unacked deliveries came back")
+      assert.isAbove(unackedAtStop.length, 0, "handlers were running at the stop")
+      assert.deepStrictEqual(unackedAtStop.filter((id) => !ledger.deliveries.has(id)), [], "the unacked deliveries came back")
       assert.strictEqual((yield* broker.health).status, "up")
     }).pipe(Effect.scoped), { timeout: 120_000 })
 
