@@ -3,6 +3,7 @@ import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Runtime from "effect/Runtime"
 import * as Schedule from "effect/Schedule"
@@ -153,16 +154,28 @@ export const consume = (deps: ConsumerDeps) =>
     const { manager, names } = deps
     const queue = names.group(subscription.group)
     // A fiber per delivery, tracked in a plain Set: cheaper than a worker pool on Effect's Queue
-    // or a FiberSet (both measured), and prefetch already bounds how many run at once.
+    // or a FiberSet (both measured), and prefetch already bounds how many run at once. Settling
+    // happens in the fiber's observer, so an ack costs the fiber no extra steps.
     const runFork = Runtime.runFork(yield* Effect.runtime<never>())
-    const inFlight = new Set<Fiber.RuntimeFiber<void>>()
+    const inFlight = new Set<Fiber.RuntimeFiber<unknown>>()
     let drained: Deferred.Deferred<void> | undefined
-    const start = (acker: Acker, message: Amqp.Message) => {
-      const fiber = runFork(process(acker, message))
+    const track = <A>(fiber: Fiber.RuntimeFiber<A>, onExit: (exit: Exit.Exit<A>) => void) => {
       inFlight.add(fiber)
-      fiber.addObserver(() => {
+      fiber.addObserver((exit) => {
+        onExit(exit)
         inFlight.delete(fiber)
         if (inFlight.size === 0 && drained !== undefined) Deferred.unsafeDone(drained, Effect.void)
+      })
+    }
+    const start = (acker: Acker, message: Amqp.Message) => {
+      const state = { done: false }
+      const delivery = toDelivery(message)
+      track(runFork(handle(delivery)), (exit) => {
+        if (Exit.isFailure(exit)) return settle(acker, message, state, false)
+        const disposition = exit.value
+        if (disposition._tag === "Ack") return settle(acker, message, state, true)
+        // Retry and dead-letter republish first; interrupted (shutdown), the message is requeued.
+        track(runFork(carryOut(acker, message, delivery, state, disposition)), () => settle(acker, message, state, false))
       })
     }
     const token = {}
@@ -205,11 +218,9 @@ export const consume = (deps: ConsumerDeps) =>
       message: Amqp.Message,
       delivery: Broker.TransportDelivery,
       state: { done: boolean },
-      disposition: Broker.Disposition
+      disposition: Exclude<Broker.Disposition, { readonly _tag: "Ack" }>
     ): Effect.Effect<void> => {
       switch (disposition._tag) {
-        case "Ack":
-          return Effect.sync(() => settle(acker, message, state, true))
         case "Retry": {
           const extra = {
             [libraryHeaders.attempt]: String(delivery.attempt + 1),
@@ -243,16 +254,6 @@ export const consume = (deps: ConsumerDeps) =>
             )
           )
       }
-    }
-
-    const process = (acker: Acker, message: Amqp.Message): Effect.Effect<void> => {
-      const state = { done: false }
-      const delivery = toDelivery(message)
-      return Effect.flatMap(handle(delivery), (disposition) => carryOut(acker, message, delivery, state, disposition))
-        .pipe(
-          // Interrupted (shutdown, scope closed): give the message back to the queue.
-          Effect.onInterrupt(() => Effect.sync(() => settle(acker, message, state, false)))
-        )
     }
 
     const attach = (after: number): Effect.Effect<Attached, BrokerUnavailable> =>
@@ -348,7 +349,7 @@ export const consume = (deps: ConsumerDeps) =>
             )
           }
         }
-        // Interrupted handlers requeue their message (see `process`).
+        // Interrupted handlers requeue their message (see `start`).
         yield* Fiber.interruptAll([...inFlight])
         if (current === undefined) return
         current.acker.flush()
