@@ -228,12 +228,14 @@ const provideDelivery = <A, R>(
 ): Effect.Effect<A> =>
   Effect.withFiberRuntime((fiber) => {
     const before = fiber.getFiberRef(FiberRef.currentContext)
+    // A transport that forks deliveries from the subscriber's fiber already runs them in `context`.
+    if (parent === undefined && before === context) return effect as Effect.Effect<A>
     const delivery = parent === undefined ? context : Context.add(context, Tracer.ParentSpan, parent)
     const run = Effect.zipRight(
       FiberRef.set(FiberRef.currentContext, delivery),
       Effect.zipLeft(effect, FiberRef.set(FiberRef.currentContext, before))
     )
-    // Sound: R is in the context set on the first step.
+    // Sound: R is in the context the fiber runs `effect` with.
     return run as Effect.Effect<A>
   })
 
