@@ -359,6 +359,10 @@ export interface Transport {
    * before acknowledging the original. Lives until the Scope closes; closing stops new
    * deliveries, lets in-flight ones finish within the transport's shutdown timeout, and
    * requeues the rest.
+   *
+   * Each `handle` effect runs with the context of the fiber that called `consume`, in a fiber
+   * of its own or in a worker fiber whose fiber-locals are reset after every delivery: the
+   * front sets per-delivery locals (parent span, log annotations) without putting them back.
    */
   readonly consume: (
     subscription: TransportSubscription,

@@ -13,8 +13,10 @@ import type * as Schema from "effect/Schema"
 import * as Tracer from "effect/Tracer"
 import type * as Broker from "../Broker.js"
 import { DecodeError, EncodeError, HandlerDefect, InvalidName, PublishRejected } from "../BrokerError.js"
+import * as fiberLocal from "./fiberLocal.js"
 import * as names from "./names.js"
 import { nextRetryDelay } from "./retry.js"
+import { builtInTracer, currentTraceparent, withSpanWhenTraced, withTraceContext } from "./tracing.js"
 
 /** @internal */
 export const TypeId: Broker.TypeId = Symbol.for("effect-background/Broker") as Broker.TypeId
@@ -72,15 +74,6 @@ export const makeCodec = <A, I>(name: string, schema: Schema.Schema<A, I>): Code
 /** @internal */
 export const defaultRetry: Schedule.Schedule<unknown, unknown> = Schedule.exponential("200 millis").pipe(
   Schedule.intersect(Schedule.recurs(5))
-)
-
-/** W3C traceparent of a span. @internal */
-export const traceparentOf = (span: Tracer.AnySpan): string => `00-${span.traceId}-${span.spanId}-${span.sampled ? "01" : "00"}`
-
-// serviceOption, not currentSpan: a missing span must not cost an exception per message
-const currentTraceparent: Effect.Effect<string | undefined> = Effect.map(
-  Effect.serviceOption(Tracer.ParentSpan),
-  Option.match({ onNone: () => undefined, onSome: traceparentOf })
 )
 
 /** Parses a W3C traceparent into a parent span; None when malformed. */
@@ -217,9 +210,7 @@ const ack: Effect.Effect<Broker.Disposition> = Effect.succeed({ _tag: "Ack" })
 
 /**
  * `effect` run with the subscriber's `context`, and `parent` as its parent span when the message
- * carried one. What `Effect.provideContext` does, minus its acquire/use/release (~10 µs a
- * message): the delivery fiber's context is set, and put back when `effect` is done (it cannot
- * fail); an interrupted delivery ends its fiber, so nothing outlives the message.
+ * carried one: nothing to do when the transport's fiber already runs in `context`.
  */
 const provideDelivery = <A, R>(
   effect: Effect.Effect<A, never, R>,
@@ -227,24 +218,13 @@ const provideDelivery = <A, R>(
   parent: Tracer.AnySpan | undefined
 ): Effect.Effect<A> =>
   Effect.withFiberRuntime((fiber) => {
-    const before = fiber.getFiberRef(FiberRef.currentContext)
-    // A transport that forks deliveries from the subscriber's fiber already runs them in `context`.
-    if (parent === undefined && before === context) return effect as Effect.Effect<A>
-    const delivery = parent === undefined ? context : Context.add(context, Tracer.ParentSpan, parent)
-    const run = Effect.zipRight(
-      FiberRef.set(FiberRef.currentContext, delivery),
-      Effect.zipLeft(effect, FiberRef.set(FiberRef.currentContext, before))
-    )
-    // Sound: R is in the context the fiber runs `effect` with.
-    return run as Effect.Effect<A>
+    if (parent === undefined && fiber.getFiberRef(FiberRef.currentContext) === context) {
+      // Sound: the fiber's context is `context`.
+      return effect as Effect.Effect<A>
+    }
+    return fiberLocal.provideContext(effect, parent === undefined ? context : Context.add(context, Tracer.ParentSpan, parent))
   })
 
-/**
- * Effect's built-in tracer records nothing anyone can read; under it a span per message is pure
- * cost (~10 µs), so the hot paths only carry the trace context along. With a real tracer
- * installed (OpenTelemetry, a test recorder) every publish and delivery gets its span.
- */
-const builtInTracer = Effect.runSync(Effect.tracer)
 
 /**
  * The rejection for a body over `maxBytes`, or undefined. The front checks before any transport
@@ -279,15 +259,11 @@ export const make = (transport: Broker.Transport): Broker.Service => {
     })
 
   const publish = <A, I>(topic: Broker.Topic<A, I>, message: A, options?: Broker.PublishOptions) =>
-    Effect.tracerWith((tracer) =>
-      tracer === builtInTracer
-        ? Effect.flatMap(currentTraceparent, (traceparent) => publishWith(topic, message, options, traceparent))
-        : Effect.useSpan("broker.publish", {
-          kind: "producer",
-          captureStackTrace: false,
-          attributes: { "messaging.destination.name": topic.name, "messaging.operation.type": "send" }
-        }, (span) => publishWith(topic, message, options, traceparentOf(span)))
-    )
+    withTraceContext("broker.publish", {
+      kind: "producer",
+      captureStackTrace: false,
+      attributes: { "messaging.destination.name": topic.name, "messaging.operation.type": "send" }
+    }, (traceparent) => publishWith(topic, message, options, traceparent))
 
   const publishPrepared = (
     prepared: ReadonlyArray<Either.Either<Broker.TransportMessage, Broker.PublishError>>,
@@ -313,13 +289,7 @@ export const make = (transport: Broker.Transport): Broker.Service => {
       return rejected === undefined ? Either.right(m) : Either.left(rejected)
     })
 
-  // Under the built-in tracer no span: it would stamp a traceparent nobody records on every message.
-  const withBatchSpan = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-    Effect.tracerWith((tracer) =>
-      tracer === builtInTracer
-        ? effect
-        : Effect.withSpan(effect, "broker.publishAll", { kind: "producer", captureStackTrace: false })
-    )
+  const withBatchSpan = withSpanWhenTraced("broker.publishAll", { kind: "producer", captureStackTrace: false })
 
   const publishAll: Broker.Service["publishAll"] = (entries, options) =>
     Effect.gen(function*() {

@@ -8,12 +8,14 @@ import * as Exit from "effect/Exit"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
-import type * as Scope from "effect/Scope"
+import * as Scope from "effect/Scope"
 import * as Broker from "../Broker.js"
 import { HandlerDefect } from "../BrokerError.js"
 import * as Task from "../Task.js"
 import type * as TaskQueue from "../TaskQueue.js"
+import * as fiberLocal from "./fiberLocal.js"
 import { nextRetryDelay } from "./retry.js"
+import { builtInTracer, withSpanWhenTraced } from "./tracing.js"
 import type { Outcome, ResultCodec } from "./task.js"
 import { EnqueueError, ResultError, type ResultStoreError } from "./taskErrors.js"
 
@@ -180,7 +182,7 @@ const makeService = (
         Effect.as(makeHandle(task, id, key, false))
       )
     }).pipe(
-      Effect.withSpan("task.enqueue", {
+      withSpanWhenTraced("task.enqueue", {
         kind: "producer",
         captureStackTrace: false,
         attributes: { "effect_background.task": task.name }
@@ -255,7 +257,7 @@ export const enqueueAll = <Name extends string, P, S, F>(
       })
     )
   }).pipe(
-    Effect.withSpan("task.enqueueAll", {
+    withSpanWhenTraced("task.enqueueAll", {
       kind: "producer",
       captureStackTrace: false,
       attributes: { "effect_background.task": task.name }
@@ -321,6 +323,8 @@ export const worker = <Name extends string, P, S, F, R>(
     const retried = Metric.tagged(metrics.retried, "task", task.name)
     const deadLettered = Metric.tagged(metrics.deadLettered, "task", task.name)
     const inFlight = Metric.tagged(metrics.inFlight, "task", task.name)
+    // Deliveries run under the tracer of the fiber that starts the worker.
+    const traced = (yield* Effect.tracer) !== builtInTracer
 
     /** Result and key bookkeeping never fails the task: a store outage must not stop processing (T4). */
     const recordOutcome = Option.isNone(store) ? undefined : (id: string, key: string | undefined, outcome: Outcome<S, F>) =>
@@ -353,9 +357,6 @@ export const worker = <Name extends string, P, S, F, R>(
       Effect.interruptible,
       Effect.forkScoped
     )
-    const finished = Effect.sync(() => {
-      running--
-    })
 
     const run = (payload: P, envelope: Broker.Envelope): Effect.Effect<void, Task.RunError<F>, Exclude<R, Scope.Scope>> => {
       const key = envelope.headers[keyHeader]
@@ -371,44 +372,41 @@ export const worker = <Name extends string, P, S, F, R>(
       }
       running++
       // A Scope per run, so a handler's scoped resources are released when its task ends.
-      const body: Effect.Effect<S, Task.RunError<F>, Exclude<R, Scope.Scope>> = Effect.scoped(handler(payload, taskContext)).pipe(
-        (self) =>
-          timeout === undefined ? self : Effect.timeoutFail(self, {
-            duration: timeout,
-            onTimeout: () =>
-              new Task.TaskTimeout({ task: task.name, id: envelope.id, attempt: envelope.attempt, timeoutMillis: Duration.toMillis(timeout) })
-          }),
-        Effect.catchAllDefect((defect) => Effect.fail(new HandlerDefect({ detail: describe(defect) })))
-      )
-      return body.pipe(
-        Effect.exit,
-        Effect.flatMap((exit): Effect.Effect<void, Task.RunError<F>> => {
-          if (Exit.isSuccess(exit)) {
-            return recordOutcome === undefined
-              ? Metric.increment(succeeded)
-              : recordOutcome(envelope.id, key, { _tag: "Success", value: exit.value }).pipe(Effect.zipRight(Metric.increment(succeeded)))
-          }
-          const failure = Cause.failureOption(exit.cause)
-          // Interrupted (shutdown): let the broker requeue it.
-          if (Option.isNone(failure)) return Effect.failCause(exit.cause)
-          const error = failure.value
-          return nextRetryDelay(retry, envelope.attempt, error).pipe(
-            Effect.flatMap((delay) =>
-              Option.isSome(delay)
-                ? Metric.increment(retried)
-                : (recordOutcome === undefined ? Effect.void : recordOutcome(envelope.id, key, { _tag: "Failure", error })).pipe(
-                  Effect.zipRight(Metric.increment(deadLettered))
-                )
-            ),
-            Effect.zipRight(Metric.increment(failed)),
-            Effect.zipRight(Effect.fail(error))
-          )
-        }),
-        Effect.ensuring(finished),
-        // The broker's `broker.process` span is this run's span; name the task on it and in logs.
-        (self) => Effect.zipRight(Effect.annotateCurrentSpan("effect_background.task", task.name), self),
-        Effect.annotateLogs({ task: task.name, taskId: envelope.id })
-      )
+      const handled = Effect.flatMap(Scope.make(), (scope) =>
+        Effect.onExit(fiberLocal.provideService(handler(payload, taskContext), Scope.Scope, scope), (exit) => Scope.close(scope, exit)))
+      const body: Effect.Effect<S, Task.RunError<F>, Exclude<R, Scope.Scope>> = (
+        timeout === undefined ? handled : Effect.timeoutFail(handled, {
+          duration: timeout,
+          onTimeout: () =>
+            new Task.TaskTimeout({ task: task.name, id: envelope.id, attempt: envelope.attempt, timeoutMillis: Duration.toMillis(timeout) })
+        })
+      ).pipe(Effect.catchAllDefect((defect) => Effect.fail(new HandlerDefect({ detail: describe(defect) }))))
+      const settled = Effect.flatMap(Effect.exit(body), (exit): Effect.Effect<void, Task.RunError<F>> => {
+        running--
+        if (Exit.isSuccess(exit)) {
+          return recordOutcome === undefined
+            ? Metric.increment(succeeded)
+            : recordOutcome(envelope.id, key, { _tag: "Success", value: exit.value }).pipe(Effect.zipRight(Metric.increment(succeeded)))
+        }
+        const failure = Cause.failureOption(exit.cause)
+        // Interrupted (shutdown): let the broker requeue it.
+        if (Option.isNone(failure)) return Effect.failCause(exit.cause)
+        const error = failure.value
+        return nextRetryDelay(retry, envelope.attempt, error).pipe(
+          Effect.flatMap((delay) =>
+            Option.isSome(delay)
+              ? Metric.increment(retried)
+              : (recordOutcome === undefined ? Effect.void : recordOutcome(envelope.id, key, { _tag: "Failure", error })).pipe(
+                Effect.zipRight(Metric.increment(deadLettered))
+              )
+          ),
+          Effect.zipRight(Metric.increment(failed)),
+          Effect.zipRight(Effect.fail(error))
+        )
+      })
+      // The broker's `broker.process` span is this run's span: name the task on it (a real tracer only).
+      const named = traced ? Effect.zipRight(Effect.annotateCurrentSpan("effect_background.task", task.name), settled) : settled
+      return fiberLocal.annotateLogs(named, { task: task.name, taskId: envelope.id })
     }
 
     yield* broker.subscribe<P, unknown, Task.RunError<F>, Exclude<R, Scope.Scope>>(task.topic, run, {

@@ -5,7 +5,7 @@
  */
 import { assert, layer } from "@effect/vitest"
 import type { Layer as L } from "effect"
-import { Cause, Data, Deferred, Duration, Effect, Either, Exit, Layer, Ref, Schedule, Schema } from "effect"
+import { Cause, Data, Deferred, Duration, Effect, Either, Exit, FiberRef, HashMap, Layer, Option, Ref, Schedule, Schema } from "effect"
 import * as Broker from "../../src/Broker.js"
 import * as Task from "../../src/Task.js"
 import * as TaskQueue from "../../src/TaskQueue.js"
@@ -89,6 +89,44 @@ export const taskQueueContract = <E>(
         const early = yield* withQueue(Layer.empty, TaskQueue.enqueue(task, { userId: "early", email: "a@b.c" }), storeLayer)
         const sent = yield* withQueue(worker, within("the result", TaskQueue.result(early)), storeLayer)
         assert.strictEqual(sent.messageId, `early:${early.id}`)
+      })
+    })
+
+    it.scoped("each run has its own Scope, released when it ends, and logs annotated with its own task id", () => {
+      const task = welcomeTask()
+      return Effect.gen(function*() {
+        const released = yield* Ref.make<ReadonlyArray<string>>([])
+        const seen = yield* Ref.make<ReadonlyArray<{ readonly id: string; readonly annotated: unknown; readonly hasScope: boolean }>>([])
+        // One at a time, so the memory broker's single worker fiber runs every task in turn.
+        const worker = TaskQueue.worker(task, (payload, ctx) =>
+          Effect.gen(function*() {
+            yield* Effect.addFinalizer(() => Ref.update(released, (all) => [...all, ctx.id]))
+            const annotations = yield* FiberRef.get(FiberRef.currentLogAnnotations)
+            const before = yield* Ref.get(released)
+            yield* Ref.update(seen, (all) => [...all, {
+              id: ctx.id,
+              annotated: HashMap.get(annotations, "taskId").pipe(Option.getOrUndefined),
+              hasScope: !before.includes(ctx.id)
+            }])
+            return { messageId: payload.userId, at: new Date(0) }
+          }), { concurrency: 1 })
+        yield* withQueue(
+          worker,
+          Effect.gen(function*() {
+            const handles = yield* Effect.forEach(["a", "b", "c"], (userId) => TaskQueue.enqueue(task, { userId, email: "a@b.c" }))
+            for (const handle of handles) {
+              yield* within("the result", TaskQueue.result(handle))
+              // The run's Scope closed when the handler ended, before its result was stored.
+              assert.include(yield* Ref.get(released), handle.id)
+            }
+            const runs = yield* Ref.get(seen)
+            assert.sameMembers(runs.map((run) => run.id), handles.map((handle) => handle.id))
+            for (const run of runs) {
+              assert.strictEqual(run.annotated, run.id, "each run's logs carry its own task id")
+              assert.isTrue(run.hasScope)
+            }
+          })
+        )
       })
     })
 

@@ -328,9 +328,12 @@ export const make = (options: Options): Effect.Effect<MemoryTransport, never, Sc
 
     const worker = (group: Group, consumer: Consumer, first: Entry): Effect.Effect<void> =>
       Effect.gen(function*() {
+        // Deliveries set fiber-locals for themselves (Transport.consume): each starts from these.
+        const locals = yield* Effect.getFiberRefs
         let entry: Entry | undefined = first
         while (entry !== undefined) {
           yield* process(group, consumer, entry)
+          yield* Effect.setFiberRefs(locals)
           if (consumer.closing || closed) break
           // Competing consumers: give the others a turn before taking the next message (fairness,
           // as RabbitMQ's round-robin); a lone consumer keeps going without a scheduling hop.

@@ -9,7 +9,8 @@ import type * as Scope from "effect/Scope"
 import type * as Broker from "../../Broker.js"
 import { InvalidName } from "../../BrokerError.js"
 import type * as Outbox from "../../Outbox.js"
-import { toBuffer, traceparentOf } from "../broker.js"
+import { toBuffer } from "../broker.js"
+import { withTraceContext } from "../tracing.js"
 import * as names from "../names.js"
 import * as Sql from "./sql.js"
 import * as Wake from "./wake.js"
@@ -92,18 +93,18 @@ export const make = (
       if (messageId.length === 0 || Buffer.byteLength(messageId) > 255) return Effect.fail(invalidMessageId(messageId))
       const body = toBuffer(encoded.right).toString("utf8")
       // The row carries this span's context, so the consumer's span becomes a child of outbox.add.
-      return Effect.useSpan("outbox.add", {
+      return withTraceContext("outbox.add", {
         kind: "producer",
         captureStackTrace: false,
         attributes: { "messaging.destination.name": topic.name, "messaging.message.id": messageId }
-      }, (span) =>
+      }, (traceparent) =>
         Sql.insert(sql, t, {
           messageId,
           topic: topic.name,
           key: addOptions?.key ?? null,
           headers: headers === undefined ? null : JSON.stringify(headers),
           body,
-          traceparent: traceparentOf(span)
+          traceparent: traceparent ?? null
         }).pipe(Effect.map(() => {
           signal()
           return messageId
