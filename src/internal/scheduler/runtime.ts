@@ -2,6 +2,7 @@ import type * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as FiberHandle from "effect/FiberHandle"
 import * as Metric from "effect/Metric"
 import * as MetricBoundaries from "effect/MetricBoundaries"
@@ -105,6 +106,9 @@ interface Firing<R> {
   readonly slot: number
 }
 
+/** How long before a slot its claim is made. */
+const claimAhead = 50
+
 const retryPolicy = Schedule.intersect(Schedule.exponential("20 millis"), Schedule.recurs(3))
 const claimRetry = Schedule.intersect(Schedule.spaced("50 millis"), Schedule.recurs(2))
 
@@ -138,17 +142,21 @@ const recordFired = <R>(f: Firing<R>, now: number, fired: Map<string, number>): 
   if (last === undefined || f.slot > last) fired.set(f.entry.name, f.slot)
 }
 
-const runFirings = <R>(
+/**
+ * Claims the slots of `batch` in one lease call; returns the firings won, in slot order. Every
+ * store call is bounded: a blackholed connection must not park the timer.
+ */
+const claimSlots = <R>(
   lease: Scheduler.LeaseService,
   config: Config,
   validUntil: () => number,
   batch: ReadonlyArray<Firing<R>>
-): Effect.Effect<void, never, R> =>
+): Effect.Effect<Array<Firing<R>>> =>
   Effect.gen(function*() {
     const now = yield* Clock.currentTimeMillis
     // The lease lapsed locally: another replica may already lead. The claim is fenced in the
     // store as well, so this only saves a round trip.
-    if (now >= validUntil()) return
+    if (now >= validUntil()) return []
     const ranges = new Map<string, { first: number; last: number }>()
     for (const { entry, slot } of batch) {
       const r = ranges.get(entry.name)
@@ -160,14 +168,13 @@ const runFirings = <R>(
     }
     const claims: Array<Scheduler.Claim> = []
     for (const [schedule, r] of ranges) claims.push({ schedule, first: r.first, last: r.last })
-    // Every store call is bounded: a blackholed connection must not park the timer.
     const won = yield* lease.claim(config.owner, claims).pipe(
       Effect.timeout(Duration.millis(config.renewEvery)),
       Effect.retry(claimRetry),
       Effect.tapErrorCause((cause) => Effect.logWarning("scheduler: claiming slots failed", cause)),
       Effect.orElseSucceed((): ReadonlyArray<string> => [])
     )
-    if (won.length === 0) return
+    if (won.length === 0) return []
     const wonSet = new Set(won)
     const firings: Array<Firing<R>> = []
     for (const f of batch) {
@@ -175,6 +182,22 @@ const runFirings = <R>(
       f.entry.claimed = Math.max(f.entry.claimed ?? f.slot, f.slot)
       firings.push(f)
     }
+    return firings.sort((x, y) => x.slot - y.slot)
+  })
+
+/** Sleeps until `at` on the Clock; a timer may wake a millisecond early, a slot must not fire early. */
+const sleepUntil = (at: number): Effect.Effect<void> =>
+  Effect.flatMap(Clock.currentTimeMillis, (now) =>
+    now >= at ? Effect.void : Effect.zipRight(Effect.sleep(Duration.millis(at - now)), sleepUntil(at)))
+
+/** Enqueues claimed firings (all due by now) and records the fired slots. */
+const fireClaimed = <R>(
+  lease: Scheduler.LeaseService,
+  config: Config,
+  firings: ReadonlyArray<Firing<R>>
+): Effect.Effect<void, never, R> =>
+  Effect.gen(function*() {
+    const now = yield* Clock.currentTimeMillis
     const fired = new Map<string, number>()
     // A pool of `concurrency` fibers pulling from the batch, instead of a fiber per firing:
     // forking dominated the CPU cost of a firing.
@@ -187,9 +210,14 @@ const runFirings = <R>(
       },
       step: () => {}
     })
-    const workers = Math.min(config.concurrency, firings.length)
-    if (workers <= 1) yield* worker
-    else yield* Effect.all(Array.from({ length: workers }, () => worker), { concurrency: "unbounded", discard: true })
+    // This fiber works through the batch at once; the helpers only get items once it waits on
+    // an enqueue (a broker confirm), so enqueues that complete at once cost no fiber hand-offs.
+    const helpers = Math.min(config.concurrency, firings.length) - 1
+    const helping = helpers <= 0
+      ? undefined
+      : yield* Effect.fork(Effect.all(Array.from({ length: helpers }, () => worker), { concurrency: "unbounded", discard: true }))
+    yield* Effect.withMaxOpsBeforeYield(worker, Number.MAX_SAFE_INTEGER)
+    if (helping !== undefined) yield* Fiber.join(helping)
     if (fired.size === 0) return
     const marks: Array<Scheduler.FiredSlot> = []
     for (const [schedule, slot] of fired) marks.push({ schedule, slot })
@@ -198,6 +226,31 @@ const runFirings = <R>(
       Effect.tapErrorCause((cause) => Effect.logWarning("scheduler: recording fired slots failed", cause)),
       Effect.ignore
     )
+  })
+
+/**
+ * Claims a batch ahead of its slots, then fires each slot instant when it comes, so the store
+ * round trip is not part of any firing's lateness. A lease that lapses in between stops the
+ * firing; the next leader re-enqueues what was claimed and not fired (`unfiredSlots`).
+ */
+const runFirings = <R>(
+  lease: Scheduler.LeaseService,
+  config: Config,
+  validUntil: () => number,
+  batch: ReadonlyArray<Firing<R>>
+): Effect.Effect<void, never, R> =>
+  Effect.gen(function*() {
+    const firings = yield* claimSlots(lease, config, validUntil, batch)
+    let from = 0
+    while (from < firings.length) {
+      const slot = firings[from]?.slot ?? 0
+      let to = from
+      while (to < firings.length && firings[to]?.slot === slot) to++
+      yield* sleepUntil(slot)
+      if ((yield* Clock.currentTimeMillis) >= validUntil()) return
+      yield* fireClaimed(lease, config, firings.slice(from, to))
+      from = to
+    }
   })
 
 /**
@@ -258,19 +311,32 @@ export const driver = <R>(
         { concurrency: config.concurrency, discard: true }
       )
     }
+    // Entries taken off the heap for the batch being fired: their next slot is computed after the
+    // firing, since 1,000 cron `next` computations first would make every firing of the second late.
+    let taken: Array<Entry<R>> = []
     for (;;) {
       if (batch.length > 0) {
         yield* runFirings(lease, config, validUntil, batch)
         batch = []
       }
+      for (const entry of taken) {
+        if (entry.nextAt === undefined) continue
+        entry.nextAt = entry.next(entry.nextAt)
+        if (entry.nextAt !== undefined) heap.push(entry.nextAt, entry)
+      }
+      taken = []
       const now = yield* Clock.currentTimeMillis
       const top = heap.peek()
-      if (top > now) {
-        if (top === Number.POSITIVE_INFINITY) return yield* Effect.never
-        yield* Effect.sleep(Duration.millis(top - now))
+      if (top === Number.POSITIVE_INFINITY) return yield* Effect.never
+      // Wake `claimAhead` early: the claim's round trip happens before the slot, not after it.
+      if (top > now + claimAhead) {
+        yield* Effect.sleep(Duration.millis(top - claimAhead - now))
         continue
       }
-      while (heap.peek() <= now) {
+      // One slot instant per batch (plus anything overdue), so a short interval's next slot is
+      // never held back behind a later one.
+      const instant = Math.max(now, top)
+      while (heap.peek() <= instant) {
         const entry = heap.top()
         if (entry === undefined || entry.nextAt === undefined) {
           heap.pop()
@@ -279,10 +345,11 @@ export const driver = <R>(
         const slot = entry.nextAt
         if (now - slot <= config.grace) {
           batch.push({ entry, slot })
-          entry.nextAt = entry.next(slot)
-        } else {
-          for (const s of plan(entry, slot - 1, now, config)) batch.push({ entry, slot: s })
+          taken.push(entry)
+          heap.pop()
+          continue
         }
+        for (const s of plan(entry, slot - 1, now, config)) batch.push({ entry, slot: s })
         if (entry.nextAt === undefined) heap.pop()
         else heap.replaceTop(entry.nextAt)
       }
