@@ -174,8 +174,8 @@ export const make = (
         chains = chains.filter((chain, j) => chain.length > i + 1 && result.outcomes[j]?._tag === "Dispatched")
       }
     }
-    if (done.length > 0 || failures.length > 0) yield* Sql.asyncCommit(sql)
     if (done.length > 0) yield* Sql.markDispatched(sql, t, done)
+    else if (failures.length > 0) yield* Sql.asyncCommit(sql)
     if (failures.length > 0) yield* Sql.markFailed(sql, t, failures)
     yield* Metric.incrementBy(options.metrics.dispatched, done.length)
     yield* Metric.incrementBy(options.metrics.failures, failures.length)

@@ -149,7 +149,9 @@ export const claimSuccessors = (
 
 /** @internal */
 export const markDispatched = (sql: SqlClient.SqlClient, t: Tables, ids: ReadonlyArray<string>) =>
+  // The batch's commit goes asynchronous in the same round trip (see `asyncCommit`).
   sql`update ${sql(t.outbox)} set state = 'dispatched', dispatched_at = now(), attempts = attempts + 1
+    from (select set_config('synchronous_commit', 'off', true)) as async_commit
     where id = any(${ids}::bigint[])`
 
 /** @internal */
