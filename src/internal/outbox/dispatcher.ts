@@ -148,6 +148,7 @@ export const make = (
     const failures: Array<Sql.Failure> = []
     let claimed = 0
     let unavailable: PublishError | undefined
+    yield* Sql.batchSettings(sql)
     if (options.ordering === "unordered") {
       const rows = yield* Sql.claim(sql, t, options.batchSize)
       claimed = rows.length
@@ -175,7 +176,6 @@ export const make = (
       }
     }
     if (done.length > 0) yield* Sql.markDispatched(sql, t, done)
-    else if (failures.length > 0) yield* Sql.asyncCommit(sql)
     if (failures.length > 0) yield* Sql.markFailed(sql, t, failures)
     yield* Metric.incrementBy(options.metrics.dispatched, done.length)
     yield* Metric.incrementBy(options.metrics.failures, failures.length)
