@@ -225,7 +225,6 @@ const provideDelivery = <A, R>(
     return fiberLocal.provideContext(effect, parent === undefined ? context : Context.add(context, Tracer.ParentSpan, parent))
   })
 
-
 /**
  * The rejection for a body over `maxBytes`, or undefined. The front checks before any transport
  * call; transports repeat it because a 406 from RabbitMQ would close a shared channel.
