@@ -6,6 +6,7 @@ import { Broker } from "../../src/index.js"
 import * as MemoryBroker from "../../src/layers/MemoryBroker.js"
 import * as PgOutbox from "../../src/layers/PgOutbox.js"
 import * as RabbitMQBroker from "../../src/layers/RabbitMQBroker.js"
+import * as Sql from "../../src/internal/outbox/sql.js"
 import * as Outbox from "../../src/Outbox.js"
 import { runId, uniqueName } from "../fixtures/env.js"
 import { scopedVhost, urlFor } from "../support/rabbitmq.js"
@@ -158,6 +159,26 @@ describe("PgOutbox", () => {
       assert.strictEqual(counted.unique, 20_000)
       assert.strictEqual(yield* countRows(prefix, "dispatched"), 20_000)
     })), 90_000)
+
+  it.live("a backlog newer than the table's statistics is claimed through the pending index, not read and sorted whole", () =>
+    run(Effect.gen(function*() {
+      const prefix = yield* uniquePrefix
+      yield* Layer.build(PgOutbox.layerStore({ prefix, notify: false }))
+      const sql = yield* SqlClient.SqlClient
+      const t = yield* Sql.tables(prefix)
+      // A burst the planner has no statistics for (no ANALYZE since): 20,000 pending rows.
+      yield* sql`insert into ${sql(t.outbox)} (message_id, topic, body)
+        select 'burst-' || n, 'orders.placed', '{}' from generate_series(1, 20000) as n`
+      const [text, params] = Sql.claim(sql, t, 1000).compile()
+      const plan = yield* sql.withTransaction(Effect.zipRight(
+        Sql.batchSettings(sql),
+        sql.unsafe<{ readonly "QUERY PLAN": unknown }>(`explain (format json) ${text}`, params)
+      ))
+      const nodes = JSON.stringify(plan[0]?.["QUERY PLAN"])
+      assert.include(nodes, `"Index Name":"${t.outbox}_pending"`)
+      assert.notInclude(nodes, `"Node Type":"Sort"`)
+      assert.notInclude(nodes, `"Node Type":"Seq Scan"`)
+    })))
 
   it.live("per-key order holds with 3 dispatchers and injected publish failures", () =>
     run(Effect.gen(function*() {
