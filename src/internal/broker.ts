@@ -14,6 +14,7 @@ import * as Tracer from "effect/Tracer"
 import type * as Broker from "../Broker.js"
 import { DecodeError, EncodeError, HandlerDefect, InvalidName, PublishRejected } from "../BrokerError.js"
 import * as fiberLocal from "./fiberLocal.js"
+import * as messageId from "./messageId.js"
 import * as names from "./names.js"
 import { nextRetryDelay } from "./retry.js"
 import { builtInTracer, currentTraceparent, withSpanWhenTraced, withTraceContext } from "./tracing.js"
@@ -152,7 +153,7 @@ export const prepare = <A, I>(topic: Broker.Topic<A, I>, message: A, options: Br
     routingKey: topic.name,
     body: body.right,
     headers: withTraceparent(options?.headers, traceparent),
-    messageId: options?.messageId ?? crypto.randomUUID(),
+    messageId: options?.messageId ?? messageId.make(now),
     correlationId: options?.correlationId,
     publishedAt: now,
     priority: options?.priority,

@@ -14,6 +14,7 @@ import { HandlerDefect } from "../BrokerError.js"
 import * as Task from "../Task.js"
 import type * as TaskQueue from "../TaskQueue.js"
 import * as fiberLocal from "./fiberLocal.js"
+import * as messageId from "./messageId.js"
 import { nextRetryDelay } from "./retry.js"
 import { builtInTracer, withSpanWhenTraced } from "./tracing.js"
 import type { Outcome, ResultCodec } from "./task.js"
@@ -149,7 +150,7 @@ const makeService = (
     enqueueOptions?: TaskQueue.EnqueueOptions
   ): Effect.Effect<TaskQueue.TaskHandle<S, F>, EnqueueError> =>
     Effect.gen(function*() {
-      const id = crypto.randomUUID()
+      const id = messageId.make()
       const key = enqueueOptions?.key
       yield* Effect.mapError(declare(task), (e) => enqueueErrorOf(task.name, e))
       const publishOptions: Broker.PublishOptions = {
@@ -240,7 +241,7 @@ export const enqueueAll = <Name extends string, P, S, F>(
     const ids: Array<string> = []
     const entries: Array<Broker.PublishEntry> = []
     for (const payload of payloads) {
-      const id = crypto.randomUUID()
+      const id = messageId.make()
       ids.push(id)
       entries.push(Broker.entry(task.topic, payload, {
         messageId: id,

@@ -113,10 +113,16 @@ export const brokerContract = <E>(
         const publishedAt = envelope.publishedAt.getTime()
         assert.isTrue(publishedAt >= before - 1000 && publishedAt <= after + 1000, `publishedAt ${publishedAt}`)
 
+        const secondBefore = yield* Clock.currentTimeMillis
         yield* broker.publish(topic, order("a-2"))
+        const secondAfter = yield* Clock.currentTimeMillis
         const [second, secondEnvelope] = yield* take(received, "the second message")
         assert.strictEqual(second.id, "a-2")
-        assert.isTrue(secondEnvelope.id.length > 0 && secondEnvelope.id !== messageId, "a fresh message id")
+        assert.isTrue(secondEnvelope.id !== messageId, "a fresh message id")
+        assert.match(secondEnvelope.id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/, "a UUIDv7")
+        // Without a caller's id, the publish time is known to the millisecond.
+        const secondAt = secondEnvelope.publishedAt.getTime()
+        assert.isTrue(secondAt >= secondBefore && secondAt <= secondAfter, `publishedAt ${secondAt}`)
         assert.strictEqual(secondEnvelope.correlationId, undefined)
         assert.deepStrictEqual(secondEnvelope.headers, {})
       }))

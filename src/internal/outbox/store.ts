@@ -11,6 +11,7 @@ import { InvalidName } from "../../BrokerError.js"
 import type * as Outbox from "../../Outbox.js"
 import { toBuffer } from "../broker.js"
 import { withTraceContext } from "../tracing.js"
+import * as MessageId from "../messageId.js"
 import * as names from "../names.js"
 import * as Sql from "./sql.js"
 import * as Wake from "./wake.js"
@@ -89,7 +90,7 @@ export const make = (
         const valid = names.validateHeaders(headers)
         if (Either.isLeft(valid)) return Effect.fail(valid.left)
       }
-      const messageId = addOptions?.messageId ?? crypto.randomUUID()
+      const messageId = addOptions?.messageId ?? MessageId.make()
       if (messageId.length === 0 || Buffer.byteLength(messageId) > 255) return Effect.fail(invalidMessageId(messageId))
       const body = toBuffer(encoded.right).toString("utf8")
       // The row carries this span's context, so the consumer's span becomes a child of outbox.add.

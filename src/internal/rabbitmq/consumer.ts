@@ -11,6 +11,7 @@ import type * as Scope from "effect/Scope"
 import type * as Broker from "../../Broker.js"
 import { BrokerUnavailable } from "../../BrokerError.js"
 import { headers as libraryHeaders } from "../broker.js"
+import * as MessageId from "../messageId.js"
 import { Acker } from "./acker.js"
 import type { Connection, Manager } from "./connection.js"
 import type { Declarer } from "./declarer.js"
@@ -20,8 +21,9 @@ import * as topology from "./topology.js"
 /** Carries the original routing key through retry and dead-letter queues. @internal */
 export const routingKeyHeader = "x-eb-routing-key"
 /**
- * Millisecond publish time, read when present. Publishes use AMQP's `timestamp` (whole seconds,
- * as the spec says): a header table on every message costs more than the precision is worth.
+ * Millisecond publish time, read when present. Publishes carry it in their UUIDv7 message id, or
+ * else in AMQP's `timestamp` (whole seconds, as the spec says): a header table on every message
+ * costs more than the precision is worth.
  *
  * @internal
  */
@@ -77,7 +79,7 @@ export const toDelivery = (message: Amqp.Message): Broker.TransportDelivery => {
         ? publishedAt
         : typeof timestamp === "number"
         ? timestamp * 1000
-        : Date.now(),
+        : (typeof messageId === "string" ? MessageId.millisOf(messageId) : undefined) ?? Date.now(),
       priority: typeof priority === "number" ? priority : undefined,
       expiration: expiration === undefined || expiration === null ? undefined : Number(expiration),
       delay: undefined

@@ -8,6 +8,7 @@ import * as SubscriptionRef from "effect/SubscriptionRef"
 import type * as Broker from "../../Broker.js"
 import { BrokerUnavailable, PublishRejected } from "../../BrokerError.js"
 import { oversize } from "../broker.js"
+import * as MessageId from "../messageId.js"
 import * as connection from "./connection.js"
 import * as consumer from "./consumer.js"
 import * as declarer from "./declarer.js"
@@ -57,8 +58,13 @@ export const make = (options: Resolved): Effect.Effect<Broker.Transport, BrokerU
         persistent: true,
         mandatory: true,
         messageId: message.messageId,
-        contentType: "application/json",
-        timestamp: Math.floor(message.publishedAt / 1000)
+        contentType: "application/json"
+      }
+      // A UUIDv7 id already tells the publish time (internal/messageId.ts); AMQP's whole seconds
+      // go along only when it does not.
+      const idMillis = MessageId.millisOf(message.messageId)
+      if (idMillis === undefined || Math.abs(idMillis - message.publishedAt) >= 1000) {
+        properties.timestamp = Math.floor(message.publishedAt / 1000)
       }
       // No header table unless needed: encoding one is a large part of amqplib's per-message cost.
       if (delay !== undefined) {

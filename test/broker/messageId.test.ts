@@ -1,0 +1,20 @@
+import { assert, describe, it } from "@effect/vitest"
+import * as MessageId from "../../src/internal/messageId.js"
+
+describe("message ids (UUIDv7)", () => {
+  it("carry their creation time to the millisecond, with the version and variant bits set", () => {
+    for (const now of [0, 1, 0xffff, 0x10000, Date.UTC(2026, 10, 25, 12, 0, 0, 123), 2 ** 48 - 1]) {
+      const id = MessageId.make(now)
+      assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/)
+      assert.strictEqual(MessageId.millisOf(id), now)
+    }
+  })
+
+  it("are unique, and other ids tell no time", () => {
+    const ids = new Set(Array.from({ length: 100_000 }, () => MessageId.make(1_800_000_000_000)))
+    assert.strictEqual(ids.size, 100_000)
+    assert.isUndefined(MessageId.millisOf(crypto.randomUUID()))
+    assert.isUndefined(MessageId.millisOf("order-1"))
+    assert.isUndefined(MessageId.millisOf("01a212f9-b1ae-7812-c269-5bc4241bb01a"), "wrong variant")
+  })
+})
