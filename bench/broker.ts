@@ -3,9 +3,9 @@
  * RabbitMQ (durable classic queues, persistent messages, ~200 B JSON).
  *
  * - publish: raw = confirm channel, window 1,000, straight to the queue; raw+mandatory = the same
- *   through a topic exchange with `mandatory` (what ours must send to detect unroutable messages;
- *   the flag alone costs the broker ~20 %); ours = `publishAll` with the same window (Schema
- *   encode, topic exchange, `mandatory`, return correlation included).
+ *   with what ours puts on the wire: through a topic exchange with `mandatory` (needed to detect
+ *   unroutable messages) and a UUID message id; ours = `publishAll` with the same
+ *   window (Schema encode, topic exchange, `mandatory`, return correlation included).
  * - consume: a backlog of N messages; raw = manual ack at prefetch 100; ours = `subscribe` with
  *   concurrency 100 (decode, envelope, ack included). Like for like, both read the same messages
  *   from the same group queue, each time after `publishAll` filled it (the rate of consuming
@@ -61,8 +61,9 @@ const percentile = (sorted: ReadonlyArray<number>, p: number) =>
 // ---------------------------------------------------------------------------------------------
 
 /**
- * `mandatory` routes through an exchange with the flag ours needs to detect unroutable messages;
- * the plain baseline sends straight to the queue without it.
+ * `mandatory` sends what ours sends: through an exchange with the flag ours needs to detect
+ * unroutable messages, and a UUID message id; the plain baseline sends straight to the queue
+ * without them.
  */
 const rawPublish = async (
   channel: Amqp.ConfirmChannel,
@@ -73,7 +74,7 @@ const rawPublish = async (
   const started = performance.now()
   await publishConfirmedWindow(
     channel,
-    { exchange: mandatory?.exchange ?? "", routingKey: queue, mandatory: mandatory !== undefined },
+    { exchange: mandatory?.exchange ?? "", routingKey: queue, mandatory: mandatory !== undefined, oursProperties: mandatory !== undefined },
     count,
     WINDOW,
     (n) => Buffer.from(JSON.stringify(order(n)))
@@ -232,7 +233,8 @@ const main = Effect.gen(function*() {
     const rawRound = Effect.gen(function*() {
       const confirm = yield* Effect.promise(() => model.createConfirmChannel())
       publish.raw.push(yield* measured(Effect.promise(() => rawPublish(confirm, rawQueue, N))))
-      // Like for like: through a topic exchange with `mandatory`, into a second queue.
+      // Like for like: what ours sends (topic exchange, `mandatory`, UUID message id), into a
+      // second queue.
       const mandatoryQueue = `${rawQueue}.mandatory`
       created.push(mandatoryQueue)
       yield* Effect.promise(async () => {

@@ -7,7 +7,13 @@ import type * as Amqp from "amqplib"
  */
 export const publishConfirmedWindow = (
   channel: Amqp.ConfirmChannel,
-  target: { readonly exchange: string; readonly routingKey: string; readonly mandatory: boolean },
+  target: {
+    readonly exchange: string
+    readonly routingKey: string
+    readonly mandatory: boolean
+    /** The properties RabbitMQBroker puts on every message: a UUID message id. */
+    readonly oursProperties?: boolean
+  },
   count: number,
   window: number,
   body: (n: number) => Buffer
@@ -23,6 +29,7 @@ export const publishConfirmedWindow = (
         inFlight++
         const options: Amqp.Options.Publish = { persistent: true, contentType: "application/json", messageId: `raw-${n}` }
         if (target.mandatory) options.mandatory = true
+        if (target.oursProperties === true) options.messageId = crypto.randomUUID()
         const ok = channel.publish(target.exchange, target.routingKey, body(n), options, (error) => {
           if (error !== null && error !== undefined) return reject(error)
           inFlight--
