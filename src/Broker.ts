@@ -126,6 +126,7 @@ export const pattern = <A, I>(name: string, schema: Schema.Schema<A, I>): Patter
  * @category models
  */
 export interface Envelope {
+  /** The publisher's `messageId`, or a UUIDv7 made at publish time. */
   readonly id: string
   /** The routing key the message was published with (the concrete topic under a pattern). */
   readonly topic: string
@@ -135,6 +136,7 @@ export interface Envelope {
   readonly attempt: number
   /** True when the broker redelivers after a crash or lost connection (not a retry). */
   readonly redelivered: boolean
+  /** To the millisecond for library-made ids; to the second when the publisher chose the id. */
   readonly publishedAt: Date
   readonly correlationId: string | undefined
   /** W3C traceparent of the producer's span. */
@@ -147,7 +149,7 @@ export interface Envelope {
  */
 export interface PublishOptions {
   readonly headers?: Readonly<Record<string, string>> | undefined
-  /** Defaults to a random UUID; consumers may use it to deduplicate. */
+  /** Defaults to a new UUIDv7 (time-ordered); consumers may use it to deduplicate. */
   readonly messageId?: string | undefined
   readonly correlationId?: string | undefined
   /** Deliver no earlier than this from now. */
