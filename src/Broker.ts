@@ -363,8 +363,9 @@ export interface Transport {
    * requeues the rest.
    *
    * Each `handle` effect runs with the context of the fiber that called `consume`, in a fiber
-   * of its own or in a worker fiber whose fiber-locals are reset after every delivery: the
-   * front sets per-delivery locals (parent span, log annotations) without putting them back.
+   * of its own or in a worker fiber whose context and log annotations are put back after every
+   * delivery: the front sets those per delivery (parent span, task scope, log annotations)
+   * without putting them back itself.
    */
   readonly consume: (
     subscription: TransportSubscription,

@@ -42,3 +42,20 @@ export const annotateLogs = <A, E, R>(
     }),
     effect
   )
+
+/**
+ * For a transport's worker fiber that runs delivery after delivery: captures the locals above,
+ * and returns the effect that puts them back after each delivery (cheap when nothing changed).
+ *
+ * @internal
+ */
+export const snapshot: Effect.Effect<Effect.Effect<void>> = Effect.withFiberRuntime((fiber) => {
+  const context = fiber.getFiberRef(FiberRef.currentContext)
+  const annotations = fiber.getFiberRef(FiberRef.currentLogAnnotations)
+  return Effect.succeed(Effect.withFiberRuntime((current) =>
+    current.getFiberRef(FiberRef.currentContext) === context &&
+      current.getFiberRef(FiberRef.currentLogAnnotations) === annotations
+      ? Effect.void
+      : Effect.zipRight(FiberRef.set(FiberRef.currentContext, context), FiberRef.set(FiberRef.currentLogAnnotations, annotations))
+  ))
+})

@@ -557,6 +557,28 @@ export const brokerContract = <E>(
         assert.strictEqual(parent.value.spanId, traceparent?.split("-")[2])
       }))
 
+    it.scoped("one delivery's trace does not leak into the next one", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker.Broker
+        const topic = freshTopic("leak")
+        const seen = yield* Queue.unbounded<{ readonly id: string; readonly parent: boolean }>()
+        // One at a time: a transport with worker fibers runs both on the same fiber.
+        yield* broker.subscribe(
+          topic,
+          (message) =>
+            Effect.flatMap(
+              Effect.option(Effect.currentParentSpan),
+              (parent) => Queue.offer(seen, { id: message.id, parent: Option.isSome(parent) })
+            ),
+          { group: uniqueName("g"), concurrency: 1 }
+        )
+        yield* broker.publish(topic, order("traced")).pipe(Effect.withSpan("test.producer"))
+        yield* broker.publish(topic, order("plain"))
+        const first = yield* take(seen, "the traced message")
+        const second = yield* take(seen, "the plain message")
+        assert.deepStrictEqual([first, second], [{ id: "traced", parent: true }, { id: "plain", parent: false }])
+      }))
+
     Object.assign(sharedIt, testers)
   })
 }

@@ -20,6 +20,7 @@ import type * as Broker from "../../Broker.js"
 import type { QueueStats } from "../../layers/MemoryBroker.js"
 import { BrokerUnavailable, PublishRejected } from "../../BrokerError.js"
 import { oversize } from "../broker.js"
+import * as fiberLocal from "../fiberLocal.js"
 import * as names from "../names.js"
 import * as queue from "./queue.js"
 
@@ -329,11 +330,11 @@ export const make = (options: Options): Effect.Effect<MemoryTransport, never, Sc
     const worker = (group: Group, consumer: Consumer, first: Entry): Effect.Effect<void> =>
       Effect.gen(function*() {
         // Deliveries set fiber-locals for themselves (Transport.consume): each starts from these.
-        const locals = yield* Effect.getFiberRefs
+        const restoreLocals = yield* fiberLocal.snapshot
         let entry: Entry | undefined = first
         while (entry !== undefined) {
           yield* process(group, consumer, entry)
-          yield* Effect.setFiberRefs(locals)
+          yield* restoreLocals
           if (consumer.closing || closed) break
           // Competing consumers: give the others a turn before taking the next message (fairness,
           // as RabbitMQ's round-robin); a lone consumer keeps going without a scheduling hop.
