@@ -26,31 +26,9 @@ export const environment: Config.Config<Environment> = Config.all({
 /** Whether the outbox can LISTEN on a real server connection (PGlite is in-process). */
 export class Embedded extends Context.Tag("orders/Embedded")<Embedded, { readonly database: boolean; readonly broker: boolean }>() {}
 
-/**
- * PgOutbox's dispatcher asks for a `PgClient` only to open its LISTEN connection from `config`;
- * with PGlite the example turns LISTEN off (the dispatcher is woken in-process) and hands it this
- * view of the PGlite client, whose `config` points nowhere on purpose.
- */
-const pgliteAsPgClient = (client: PgliteClient.PgliteClient): PgClient.PgClient => {
-  function statement(this: unknown, ...args: ReadonlyArray<unknown>): unknown {
-    return Reflect.apply(client, this, args)
-  }
-  Object.setPrototypeOf(statement, client)
-  return Object.assign(statement, {
-    [PgClient.TypeId]: PgClient.TypeId,
-    config: { host: "pglite.invalid" },
-    json: client.json,
-    listen: client.listen,
-    notify: client.notify
-  }) as unknown as PgClient.PgClient
-}
-
 const pglite = Layer.scopedContext(
   Effect.map(PgliteClient.make(), (client) =>
-    Context.make(SqlClient.SqlClient, client).pipe(
-      Context.add(PgliteClient.PgliteClient, client),
-      Context.add(PgClient.PgClient, pgliteAsPgClient(client))
-    ))
+    Context.make(SqlClient.SqlClient, client).pipe(Context.add(PgliteClient.PgliteClient, client)))
 ).pipe(Layer.provide(Reactivity.layer))
 
 export const Infrastructure = Layer.unwrapEffect(Effect.map(environment, (env) => {

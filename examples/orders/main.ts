@@ -15,7 +15,6 @@ import { FetchHttpClient, HttpClient, HttpClientRequest, type HttpRouter, HttpSe
 import { NodeHttpServer, NodeRuntime } from "@effect/platform-node"
 import { Console, Duration, Effect, Layer, Schema } from "effect"
 import type { SqlClient } from "@effect/sql"
-import type { PgClient } from "@effect/sql-pg"
 import { type Broker, TaskQueue } from "effect-background"
 import * as Health from "effect-background/Health"
 import * as PgLease from "effect-background/layers/PgLease"
@@ -60,7 +59,7 @@ const serve = <E, R>(app: HttpRouter.HttpRouter<E, R>, defaultPort: number) =>
       Layer.provideMerge(NodeHttpServer.layer(() => createServer(), { port: once ? 0 : env.port ?? defaultPort }))
     )))
 
-type Provided = Broker.Broker | SqlClient.SqlClient | PgClient.PgClient | Embedded
+type Provided = Broker.Broker | SqlClient.SqlClient | Embedded
 
 const appFor = (role: Role): Layer.Layer<HttpServer.HttpServer, unknown, Provided> => {
   switch (role) {

@@ -115,16 +115,20 @@ const listenConfig = (config: PgClient.PgClientConfig, applicationName: string):
  * connection, retention and metrics. Batches run on the `SqlClient` it is given (give it its own
  * pool with an `applicationName` to tell its connections apart). Creates the table if needed.
  *
+ * LISTEN opens its own connection from the `PgClient`'s config; without a `PgClient` in the
+ * context (another SqlClient, such as PGlite) the dispatcher is woken by in-process signals and
+ * the poll interval, and says so in the log.
+ *
  * @since 0.1.0
  * @category layers
  */
 export const dispatcher = (
   options?: DispatcherOptions
-): Layer.Layer<never, SqlError | InvalidName, SqlClient.SqlClient | PgClient.PgClient | Broker.Broker> =>
+): Layer.Layer<never, SqlError | InvalidName, SqlClient.SqlClient | Broker.Broker> =>
   Layer.scopedDiscard(Effect.gen(function*() {
     const tables = yield* resolveTables(options)
     const sql = yield* SqlClient.SqlClient
-    const pg = yield* PgClient.PgClient
+    const pg = yield* Effect.serviceOption(PgClient.PgClient)
     const broker = yield* Broker.Broker
     yield* Sql.setup(sql, tables)
     const batchSize = yield* positiveInt("batchSize", options?.batchSize ?? Outbox.defaults.batchSize, 100_000)
@@ -154,12 +158,18 @@ export const dispatcher = (
       retry: options?.retry ?? Outbox.defaultRetry,
       brokerBackoff: options?.brokerBackoff ?? Outbox.defaultBrokerBackoff,
       retention,
-      listen: options?.listen === false
-        ? Option.none()
-        : Option.some(listenConfig(pg.config, options?.listenApplicationName ?? Outbox.defaults.listenApplicationName)),
+      listen: options?.listen === false ? Option.none() : Option.map(
+        pg,
+        (client) => listenConfig(client.config, options?.listenApplicationName ?? Outbox.defaults.listenApplicationName)
+      ),
       metricsInterval: Duration.decode(options?.metricsInterval ?? Outbox.defaults.metricsInterval),
       metrics: Outbox.metrics,
       stats
+    }
+    if (options?.listen !== false && Option.isNone(pg)) {
+      yield* Effect.logInfo("outbox dispatcher: no PgClient to LISTEN with; woken in-process and by the poll interval").pipe(
+        Effect.annotateLogs({ package: "effect-background", module: "Outbox", table: tables.outbox })
+      )
     }
     yield* Dispatcher.make(sql, broker, resolved, wake).start
   }))
@@ -173,7 +183,7 @@ export const dispatcher = (
  */
 export const layer = (
   options?: DispatcherOptions
-): Layer.Layer<Outbox.Outbox, SqlError | InvalidName, SqlClient.SqlClient | PgClient.PgClient | Broker.Broker> =>
+): Layer.Layer<Outbox.Outbox, SqlError | InvalidName, SqlClient.SqlClient | Broker.Broker> =>
   dispatcher(options).pipe(Layer.provideMerge(layerStore(options)))
 
 /**
@@ -188,6 +198,6 @@ export const layerConfig = (
 ): Layer.Layer<
   Outbox.Outbox,
   SqlError | InvalidName | ConfigError.ConfigError,
-  SqlClient.SqlClient | PgClient.PgClient | Broker.Broker
+  SqlClient.SqlClient | Broker.Broker
 > =>
   Layer.unwrapEffect(Effect.map(Config.unwrap(config), (options) => layer({ ...dispatcherOptions, ...options })))

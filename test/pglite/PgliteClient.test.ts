@@ -1,10 +1,14 @@
 import { SqlClient } from "@effect/sql"
 import { assert, describe, it, layer } from "@effect/vitest"
-import { Deferred, Effect, Exit, Fiber, Option, Queue, Stream } from "effect"
+import { Deferred, Effect, Exit, Fiber, Layer, Option, Queue, Schema, Stream } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import * as Broker from "../../src/Broker.js"
+import * as MemoryBroker from "../../src/layers/MemoryBroker.js"
 import * as PgliteClient from "../../src/layers/PgliteClient.js"
+import * as PgOutbox from "../../src/layers/PgOutbox.js"
+import * as Outbox from "../../src/Outbox.js"
 
 class Boom {
   readonly _tag = "Boom"
@@ -127,6 +131,22 @@ layer(PgliteClient.layer(), { excludeTestServices: true, timeout: "60 seconds" }
           SELECT id FROM jobs WHERE NOT claimed ORDER BY id LIMIT 2 FOR UPDATE SKIP LOCKED
         ) RETURNING id`.pipe(sql.withTransaction)
       assert.deepStrictEqual(claimed.map((row) => row.id).sort(), [1, 2])
+    }))
+
+  it.effect("PgOutbox runs on it without a PgClient: an event added in a transaction reaches a subscriber", () =>
+    Effect.gen(function*() {
+      const topic = Broker.topic("pglite.outbox", Schema.Struct({ n: Schema.Number }))
+      const received = yield* Deferred.make<string>()
+      yield* Effect.gen(function*() {
+        const broker = yield* Broker.Broker
+        yield* broker.subscribe(topic, (_, envelope) => Deferred.succeed(received, envelope.id), { group: "pglite-outbox" })
+        const sql = yield* SqlClient.SqlClient
+        const id = yield* sql.withTransaction(Outbox.add(topic, { n: 1 }))
+        assert.strictEqual(yield* Deferred.await(received).pipe(Effect.timeout("10 seconds")), id)
+      }).pipe(
+        Effect.provide(PgOutbox.layer({ prefix: "pglite_ob", retention: false }).pipe(Layer.provideMerge(MemoryBroker.layer()))),
+        Effect.scoped
+      )
     }))
 
   it.effect("LISTEN receives NOTIFY payloads once the transaction commits, and stops with its Scope", () =>
