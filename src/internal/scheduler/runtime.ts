@@ -210,14 +210,16 @@ const fireClaimed = <R>(
       },
       step: () => {}
     })
-    // This fiber works through the batch at once; the helpers only get items once it waits on
-    // an enqueue (a broker confirm), so enqueues that complete at once cost no fiber hand-offs.
+    // This fiber works through the batch at once; the helpers only start (and take items) once it
+    // waits on an enqueue (a broker confirm), so enqueues that complete at once cost no fibers.
     const helpers = Math.min(config.concurrency, firings.length) - 1
-    const helping = helpers <= 0
-      ? undefined
-      : yield* Effect.fork(Effect.all(Array.from({ length: helpers }, () => worker), { concurrency: "unbounded", discard: true }))
+    let helpersStarted = false
+    const helping = helpers <= 0 ? undefined : yield* Effect.fork(Effect.suspend(() => {
+      helpersStarted = true
+      return Effect.all(Array.from({ length: helpers }, () => worker), { concurrency: "unbounded", discard: true })
+    }))
     yield* Effect.withMaxOpsBeforeYield(worker, Number.MAX_SAFE_INTEGER)
-    if (helping !== undefined) yield* Fiber.join(helping)
+    if (helping !== undefined) yield* helpersStarted ? Fiber.join(helping) : Fiber.interrupt(helping)
     if (fired.size === 0) return
     const marks: Array<Scheduler.FiredSlot> = []
     for (const [schedule, slot] of fired) marks.push({ schedule, slot })
