@@ -371,10 +371,15 @@ export const worker = <Name extends string, P, S, F, R>(
         enqueuedAt: envelope.publishedAt,
         headers
       }
-      running++
-      // A Scope per run, so a handler's scoped resources are released when its task ends.
-      const handled = Effect.flatMap(Scope.make(), (scope) =>
-        Effect.onExit(fiberLocal.provideService(handler(payload, taskContext), Scope.Scope, scope), (exit) => Scope.close(scope, exit)))
+      // A Scope per run, so a handler's scoped resources are released when its task ends; its
+      // release also ends the run's count, interrupted or not.
+      const handled = Effect.flatMap(Scope.make(), (scope) => {
+        running++
+        return Effect.onExit(fiberLocal.provideService(handler(payload, taskContext), Scope.Scope, scope), (exit) => {
+          running--
+          return Scope.close(scope, exit)
+        })
+      })
       const body: Effect.Effect<S, Task.RunError<F>, Exclude<R, Scope.Scope>> = (
         timeout === undefined ? handled : Effect.timeoutFail(handled, {
           duration: timeout,
@@ -383,7 +388,6 @@ export const worker = <Name extends string, P, S, F, R>(
         })
       ).pipe(Effect.catchAllDefect((defect) => Effect.fail(new HandlerDefect({ detail: describe(defect) }))))
       const settled = Effect.flatMap(Effect.exit(body), (exit): Effect.Effect<void, Task.RunError<F>> => {
-        running--
         if (Exit.isSuccess(exit)) {
           return recordOutcome === undefined
             ? Metric.increment(succeeded)

@@ -12,8 +12,8 @@ import * as Tracer from "effect/Tracer"
  */
 export const builtInTracer: Tracer.Tracer = Effect.runSync(Effect.tracer)
 
-/** W3C traceparent of a span. @internal */
-export const traceparentOf = (span: Tracer.AnySpan): string => `00-${span.traceId}-${span.spanId}-${span.sampled ? "01" : "00"}`
+/** W3C traceparent of a span. */
+const traceparentOf = (span: Tracer.AnySpan): string => `00-${span.traceId}-${span.spanId}-${span.sampled ? "01" : "00"}`
 
 // serviceOption, not currentSpan: a missing span must not cost an exception per message
 /** @internal */

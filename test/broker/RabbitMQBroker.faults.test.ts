@@ -53,6 +53,30 @@ const makeLedger = () => {
   }
 }
 
+/**
+ * Publishes confirmed batches of `size` until `faulted()` holds and two more batches went
+ * through, so confirms are in flight when the fault hits; returns the number of batches.
+ */
+const publishThroughFault = (
+  broker: Broker.Service,
+  topic: Broker.Topic<typeof Item.Type, typeof Item.Encoded>,
+  ledger: ReturnType<typeof makeLedger>,
+  label: string,
+  size: number,
+  faulted: () => boolean
+) =>
+  Effect.gen(function*() {
+    let batches = 0
+    let afterFault = 0
+    while (afterFault < 2) {
+      if (faulted()) afterFault++
+      const ids = Array.from({ length: size }, (_, i) => `${label}-${batches}-${i}`)
+      batches++
+      ledger.record(yield* broker.publishAll(ids.map((id) => Broker.entry(topic, { id })), { window: size }), ids)
+    }
+    return batches
+  })
+
 const waitFor = (label: string, condition: () => boolean, seconds: number) =>
   Effect.gen(function*() {
     while (!condition()) yield* Effect.sleep("20 millis")
@@ -89,17 +113,7 @@ layer(Layer.scopedDiscard(scopedVhost(vhost)), { excludeTestServices: true, time
 
       const window = 1000
       let closed = false
-      let batches = 0
-      const publisher = yield* Effect.fork(Effect.gen(function*() {
-        // Keep confirms in flight until the close has happened and two more batches went through.
-        let afterClose = 0
-        while (afterClose < 2) {
-          if (closed) afterClose++
-          const ids = Array.from({ length: window }, (_, i) => `b1-${batches}-${i}`)
-          batches++
-          ledger.record(yield* broker.publishAll(ids.map((id) => Broker.entry(topic, { id })), { window }), ids)
-        }
-      }))
+      const publisher = yield* Effect.fork(publishThroughFault(broker, topic, ledger, "b1", window, () => closed))
       yield* waitFor("the first confirms", () => ledger.confirmed.size >= 2 * window, 60)
       yield* rabbitmqctl("close_all_connections", "-p", vhost, "B1 fault test")
       const closedAt = Date.now()
@@ -109,7 +123,7 @@ layer(Layer.scopedDiscard(scopedVhost(vhost)), { excludeTestServices: true, time
       const health = yield* healthUntil(broker, (h) => h.status === "up" && h.detail.includes("#2") && h.consumers === 1, 5)
       yield* waitFor("a delivery after the close", () => ledger.deliveries.size > deliveredAtClose, 5)
       const recoveredIn = Date.now() - closedAt
-      yield* Fiber.join(publisher)
+      const batches = yield* Fiber.join(publisher)
       yield* waitFor("every confirmed message consumed", () => ledger.lost().length === 0, 60).pipe(Effect.either)
 
       console.log(ledger.summary("B1"), `, health ${health.detail}, recovered within ${recoveredIn} ms`)
@@ -194,22 +208,13 @@ layer(Layer.scopedDiscard(scopedVhost(vhost)), { excludeTestServices: true, time
       yield* proxy.setMode("pass")
       yield* healthUntil(broker, (h) => h.status === "up" && h.consumers === 1, 20)
       let reset = false
-      let batches = 0
-      const publisher = yield* Effect.fork(Effect.gen(function*() {
-        let afterReset = 0
-        while (afterReset < 2) {
-          if (reset) afterReset++
-          const ids = Array.from({ length: 500 }, (_, i) => `b4-${batches}-${i}`)
-          batches++
-          ledger.record(yield* broker.publishAll(ids.map((id) => Broker.entry(topic, { id })), { window: 500 }), ids)
-        }
-      }))
+      const publisher = yield* Effect.fork(publishThroughFault(broker, topic, ledger, "b4", 500, () => reset))
       const warm = ledger.deliveries.size
       yield* waitFor("the batches under way", () => ledger.deliveries.size >= warm + 200, 20)
       yield* proxy.setMode("reset")
       yield* proxy.setMode("pass")
       reset = true
-      yield* Fiber.join(publisher)
+      const batches = yield* Fiber.join(publisher)
       yield* waitFor("every confirmed message consumed", () => ledger.lost().length === 0, 30).pipe(Effect.either)
 
       console.log(ledger.summary("B4"), `, blackholed publish failed after ${failedAfter} ms: ${Either.isLeft(hung) ? hung.left.message : "ok"}`)

@@ -185,19 +185,22 @@ const claimSlots = <R>(
     return firings.sort((x, y) => x.slot - y.slot)
   })
 
-/** Sleeps until `at` on the Clock; a timer may wake a millisecond early, a slot must not fire early. */
-const sleepUntil = (at: number): Effect.Effect<void> =>
+/**
+ * Sleeps until `at` on the Clock and returns the time it woke; a timer may wake a millisecond
+ * early, a slot must not fire early.
+ */
+const sleepUntil = (at: number): Effect.Effect<number> =>
   Effect.flatMap(Clock.currentTimeMillis, (now) =>
-    now >= at ? Effect.void : Effect.zipRight(Effect.sleep(Duration.millis(at - now)), sleepUntil(at)))
+    now >= at ? Effect.succeed(now) : Effect.zipRight(Effect.sleep(Duration.millis(at - now)), sleepUntil(at)))
 
-/** Enqueues claimed firings (all due by now) and records the fired slots. */
+/** Enqueues claimed firings (all due by `now`) and records the fired slots. */
 const fireClaimed = <R>(
   lease: Scheduler.LeaseService,
   config: Config,
-  firings: ReadonlyArray<Firing<R>>
+  firings: ReadonlyArray<Firing<R>>,
+  now: number
 ): Effect.Effect<void, never, R> =>
   Effect.gen(function*() {
-    const now = yield* Clock.currentTimeMillis
     const fired = new Map<string, number>()
     // A pool of `concurrency` fibers pulling from the batch, instead of a fiber per firing:
     // forking dominated the CPU cost of a firing.
@@ -248,9 +251,9 @@ const runFirings = <R>(
       const slot = firings[from]?.slot ?? 0
       let to = from
       while (to < firings.length && firings[to]?.slot === slot) to++
-      yield* sleepUntil(slot)
-      if ((yield* Clock.currentTimeMillis) >= validUntil()) return
-      yield* fireClaimed(lease, config, firings.slice(from, to))
+      const now = yield* sleepUntil(slot)
+      if (now >= validUntil()) return
+      yield* fireClaimed(lease, config, firings.slice(from, to), now)
       from = to
     }
   })
