@@ -32,8 +32,21 @@ export const make = (now: number = Date.now()): string => {
   return id
 }
 
-const shape = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/i
+const isHex = (code: number): boolean => (code >= 48 && code <= 57) || (code >= 97 && code <= 102) || (code >= 65 && code <= 70)
+
+/** `xxxxxxxx-xxxx-7xxx-[89ab]xxx-xxxxxxxxxxxx`, checked by char code: a regex cost ~0.5 µs per publish. */
+const isUuidV7 = (id: string): boolean => {
+  if (id.length !== 36) return false
+  for (let i = 0; i < 36; i++) {
+    const code = id.charCodeAt(i)
+    if (i === 8 || i === 13 || i === 18 || i === 23) {
+      if (code !== 45) return false
+    } else if (!isHex(code)) return false
+  }
+  const variant = id.charCodeAt(19) | 0x20
+  return id.charCodeAt(14) === 55 && (variant === 56 || variant === 57 || variant === 97 || variant === 98)
+}
 
 /** The creation time (epoch ms) of a UUIDv7, or undefined for any other id. @internal */
 export const millisOf = (id: string): number | undefined =>
-  id.length === 36 && shape.test(id) ? parseInt(id.slice(0, 8) + id.slice(9, 13), 16) : undefined
+  isUuidV7(id) ? parseInt(id.slice(0, 8), 16) * 0x10000 + parseInt(id.slice(9, 13), 16) : undefined

@@ -6,6 +6,8 @@ import * as RabbitMQBroker from "../../src/layers/RabbitMQBroker.js"
 import { rabbitmqUrl, runId, uniqueName } from "../fixtures/env.js"
 import { probeLayer, rabbitmqctl, rawConnection, scopedVhost, urlFor, withChannel } from "../support/rabbitmq.js"
 import { tcpProxy } from "../support/tcpProxy.js"
+import { coalesceWrites } from "../../src/internal/rabbitmq/coalesce.js"
+import { Socket } from "node:net"
 import { brokerContract } from "./contract.js"
 
 const vhost = `eb-test-${runId}`
@@ -139,6 +141,41 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQBroke
           assert.isTrue(Either.isRight(outcome), `#${n}: ${String(Either.getLeft(outcome))}`)
         }
       })
+    }))
+
+  it.scoped("a burst of publishes leaves in a few socket writes, and every one arrives in order", () =>
+    Effect.gen(function*() {
+      const model = yield* rawConnection(liveUrl())
+      assert.isTrue(coalesceWrites(model), "the installed amqplib has the muxer shape coalesceWrites expects")
+      const socket: unknown = Reflect.get(Reflect.get(model, "connection") as object, "stream")
+      assert.instanceOf(socket, Socket)
+      let writes = 0
+      for (const method of ["_write", "_writev"] as const) {
+        const original = socket[method]
+        if (original === undefined) continue
+        socket[method] = function(this: Socket, ...args: Array<never>) {
+          writes++
+          return Reflect.apply(original, this, args)
+        }
+      }
+      const queue = uniqueName("burst")
+      const count = 500
+      const received = yield* Effect.tryPromise(async () => {
+        const channel = await model.createConfirmChannel()
+        await channel.assertQueue(queue, { exclusive: true })
+        writes = 0
+        for (let n = 0; n < count; n++) channel.sendToQueue(queue, Buffer.from(String(n)))
+        await channel.waitForConfirms()
+        const burstWrites = writes
+        const seen: Array<number> = []
+        for (let message = await channel.get(queue, { noAck: true }); message !== false; message = await channel.get(queue, { noAck: true })) {
+          seen.push(Number(message.content.toString()))
+        }
+        await channel.close()
+        return { burstWrites, seen }
+      })
+      assert.deepStrictEqual(received.seen, Array.from({ length: count }, (_, n) => n))
+      assert.isBelow(received.burstWrites, count / 10, `${received.burstWrites} socket writes for ${count} publishes`)
     }))
 
   it.effect("health says up and where, never the password", () =>

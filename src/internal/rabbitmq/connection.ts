@@ -11,6 +11,7 @@ import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import { BrokerUnavailable } from "../../BrokerError.js"
+import { coalesceWrites } from "./coalesce.js"
 import { type Endpoint, describe, scrub } from "./url.js"
 
 /** One live AMQP connection; a new one (next generation) replaces it after a drop. @internal */
@@ -167,6 +168,9 @@ export const make = (options: ManagerOptions): Effect.Effect<Manager, BrokerUnav
     const attach = (model: Amqp.ChannelModel, generation: number) =>
       Effect.gen(function*() {
         const closed = yield* Deferred.make<string>()
+        if (!coalesceWrites(model)) {
+          log({ level: "debug", message: "amqplib's muxer has an unknown shape: frames are written one by one" })
+        }
         model.on("error", (error) =>
           log({ level: "warning", message: `connection error: ${describeError(error)}`, annotations: { generation } }))
         model.on("close", (error?: Error) => {
