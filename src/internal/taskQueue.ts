@@ -301,6 +301,11 @@ const effectiveRetry = <Name extends string, P, S, F>(task: Task.Task<Name, P, S
   )
 }
 
+const withoutKey = (headers: Readonly<Record<string, string>>): Record<string, string> => {
+  const { [keyHeader]: _key, ...rest } = headers
+  return rest
+}
+
 const describe = (error: unknown): string => {
   const text = error instanceof Error ? error.message : typeof error === "string" ? error : JSON.stringify(error) ?? String(error)
   return text.length > maxDetail ? `${text.slice(0, maxDetail)}…` : text
@@ -361,7 +366,7 @@ export const worker = <Name extends string, P, S, F, R>(
 
     const run = (payload: P, envelope: Broker.Envelope): Effect.Effect<void, Task.RunError<F>, Exclude<R, Scope.Scope>> => {
       const key = envelope.headers[keyHeader]
-      const { [keyHeader]: _key, ...headers } = envelope.headers
+      const headers = key === undefined ? envelope.headers : withoutKey(envelope.headers)
       const taskContext: TaskQueue.TaskContext = {
         id: envelope.id,
         task: task.name,
