@@ -90,14 +90,23 @@ const scopedVhost = (name: string) =>
 
 const tableOf = (prefix: string) => `${prefix}_outbox`
 
-/** Fills an outbox table with `n` pending events in one statement (how they got there is not measured). */
+/**
+ * Fills an outbox table with `n` pending events in one statement (how they got there is not
+ * measured), as `Outbox.add` writes them: UUIDv7 message ids whose time is the row's
+ * `created_at` (a random v4 id would make the transport add an AMQP timestamp, which `add`'s rows
+ * never need).
+ */
 const fill = (prefix: string, n: number) =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     yield* sql`insert into ${sql(tableOf(prefix))} (message_id, topic, body)
-      select gen_random_uuid()::text, ${topic.name}::text,
+      select substr(t.hex, 1, 8) || '-' || substr(t.hex, 9, 4) || '-7' || substr(r.hex, 1, 3) || '-8' ||
+          substr(r.hex, 4, 3) || '-' || substr(r.hex, 7, 12),
+        ${topic.name}::text,
         json_build_object('orderId', 'o-' || g, 'customer', 'c-' || (g % 977), 'total', g % 10000, 'note', ${note}::text)::text
-      from generate_series(1, ${n}) g`
+      from generate_series(1, ${n}) g,
+        lateral (select lpad(to_hex((extract(epoch from now()) * 1000)::bigint), 12, '0') as hex) t,
+        lateral (select md5(g::text || random()::text) as hex) r`
   })
 
 const noneLeft = (prefix: string) =>
