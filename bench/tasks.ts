@@ -5,7 +5,9 @@
  * - ours: `TaskQueue.enqueueAll` (window 1,000) + `TaskQueue.worker` on RabbitMQBroker — durable:
  *   classic durable queue, persistent messages, publisher confirms, manual ack after the handler.
  *   "ours+results" adds the in-memory result store (one result write per task); "ours quorum" runs
- *   the same on quorum queues (`queueType: "quorum"`: replicated and fsync'd, the durable choice).
+ *   the same on quorum queues (`queueType: "quorum"`: replicated and fsync'd, the durable choice);
+ *   "ours transient" runs a `delivery: "transient"` task: kept in RabbitMQ's memory, still
+ *   confirmed and acked, lost if RabbitMQ restarts (BullMQ's durability here).
  * - amqplib: the transport's ceiling doing the same work by hand — confirm channel (window 1,000)
  *   to the same kind of topic exchange + durable queue, consumer prefetch 50, JSON.parse, ack.
  *   Same durability as ours.
@@ -136,9 +138,15 @@ const rawRun = async (model: Amqp.ChannelModel, round: string, mode: "throughput
 // ours
 // ---------------------------------------------------------------------------------------------
 
-const oursRun = (brokerContext: Context.Context<Broker.Broker>, round: string, mode: "throughput" | "latency", results: boolean) =>
+const oursRun = (
+  brokerContext: Context.Context<Broker.Broker>,
+  round: string,
+  mode: "throughput" | "latency",
+  results: boolean,
+  delivery: Task.Delivery = "persistent"
+) =>
   Effect.gen(function*() {
-    const task = Task.make(`bench.${round}`, { payload: Payload })
+    const task = Task.make(`bench.${round}`, { payload: Payload, delivery })
     const total = mode === "throughput" ? N : RATE * LATENCY_SECONDS
     const done = counter(total)
     const latencies: Array<number> = []
@@ -298,7 +306,7 @@ const main = Effect.gen(function*() {
       await channel.close()
     }))
 
-  const rates = { ours: [] as Array<number>, oursResults: [] as Array<number>, oursQuorum: [] as Array<number>, amqplib: [] as Array<number>, bullmq: [] as Array<number>, graphile: [] as Array<number> }
+  const rates = { ours: [] as Array<number>, oursResults: [] as Array<number>, oursQuorum: [] as Array<number>, oursTransient: [] as Array<number>, amqplib: [] as Array<number>, bullmq: [] as Array<number>, graphile: [] as Array<number> }
   for (let round = 0; round < ROUNDS; round++) {
     const r = `r${round}`
     const ours = yield* oursRun(brokerContext, r, "throughput", false)
@@ -310,13 +318,16 @@ const main = Effect.gen(function*() {
     const quorum = yield* oursRun(quorumContext, `${r}q`, "throughput", false)
     quorumGroups.push(quorum.group)
     rates.oursQuorum.push(quorum.rate)
+    const transient = yield* oursRun(brokerContext, `${r}t`, "throughput", false, "transient")
+    groups.push(transient.group)
+    rates.oursTransient.push(transient.rate)
     rates.amqplib.push((yield* Effect.promise(() => rawRun(model, r, "throughput"))).rate)
     rates.bullmq.push(bullmqUsable ? (yield* Effect.promise(() => bullRun(r, "throughput"))).rate : Number.NaN)
     rates.graphile.push((yield* Effect.promise(() => graphileRun(r, "throughput"))).rate)
     log(
       `round ${round + 1}: ours ${rates.ours[round]?.toFixed(0)} (+results ${rates.oursResults[round]?.toFixed(0)}, quorum ${
         rates.oursQuorum[round]?.toFixed(0)
-      }), amqplib ${
+      }, transient ${rates.oursTransient[round]?.toFixed(0)}), amqplib ${
         rates.amqplib[round]?.toFixed(0)
       }, bullmq ${rates.bullmq[round]?.toFixed(0)}, graphile ${rates.graphile[round]?.toFixed(0)} tasks/s`
     )
@@ -331,6 +342,11 @@ const main = Effect.gen(function*() {
   print("tasks.throughput.ratio_vs_amqplib", ours / median(rates.amqplib), "x")
   print("tasks.throughput.ratio_vs_bullmq", ours / median(rates.bullmq), "x")
   print("tasks.throughput.ratio_vs_graphile", ours / median(rates.graphile), "x")
+  // Like for like in durability: transient tasks and BullMQ on a Redis without persistence are
+  // both lost if their server restarts; quorum queues and graphile-worker both survive it.
+  print("tasks.throughput.ours_transient_tasks_per_s", Math.round(median(rates.oursTransient)), "tasks/s")
+  print("tasks.throughput.transient_ratio_vs_bullmq", median(rates.oursTransient) / median(rates.bullmq), "x")
+  print("tasks.throughput.quorum_ratio_vs_graphile", median(rates.oursQuorum) / median(rates.graphile), "x")
 
   const latOurs = yield* oursRun(brokerContext, "lat", "latency", false)
   groups.push(latOurs.group)

@@ -87,6 +87,8 @@ export interface Task<Name extends string, P, S = void, F = never> extends Pipea
   readonly nonRetryable: Predicate.Predicate<F> | undefined
   /** Declares the task queue with this maximum priority so `enqueue({ priority })` is honoured. */
   readonly maxPriority: number | undefined
+  /** `"transient"` tasks may be kept in the broker's memory only (see `Options.delivery`). */
+  readonly delivery: Delivery
   /** The Broker topic tasks travel on: `tasks.<name>`. */
   readonly topic: Broker.Topic<P, unknown>
   /** The durable Broker group (queue) workers of this task share: `tasks.<name>`. */
@@ -109,6 +111,22 @@ export interface Any extends Pipeable.Pipeable {
 }
 
 /**
+ * How the broker keeps a task's messages until a worker has run it.
+ *
+ * - `"persistent"` (default): on disk before the enqueue is confirmed; survives a broker restart.
+ * - `"transient"`: in the broker's memory only. RabbitMQ takes these several times faster and
+ *   still confirms each enqueue, but a broker restart loses every task not yet run — the
+ *   durability of BullMQ on a Redis without persistence. For work that can be lost or redone
+ *   (cache warming, previews, notifications with a fallback).
+ *
+ * A retry keeps its task's delivery mode; a dead-lettered task is always kept on disk.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Delivery = "persistent" | "transient"
+
+/**
  * @since 0.1.0
  * @category models
  */
@@ -121,6 +139,8 @@ export interface Options<P, PI, S, SI, F, FI> {
   readonly nonRetryable?: Predicate.Predicate<NoInfer<F>> | undefined
   /** 1-255. Changing it for an existing queue is refused by RabbitMQ (inequivalent arg). */
   readonly maxPriority?: number | undefined
+  /** Default `"persistent"`; see `Delivery`. */
+  readonly delivery?: Delivery | undefined
 }
 
 /**
@@ -133,7 +153,7 @@ export const topicPrefix: string = internal.topicPrefix
 
 /**
  * Defines a task. Throws `InvalidName` for a name that cannot be a routing key (task
- * definitions are static, like topics), and `RangeError` for a bad timeout or priority.
+ * definitions are static, like topics), and `RangeError` for a bad timeout, priority or delivery.
  *
  * @example
  * ```ts
@@ -173,6 +193,7 @@ export const make = <const Name extends string, P, PI, S = void, SI = void, F = 
     timeout: options.timeout === undefined ? undefined : internal.decodeTimeout(options.timeout),
     nonRetryable: options.nonRetryable,
     maxPriority: internal.validateMaxPriority(options.maxPriority),
+    delivery: internal.validateDelivery(options.delivery),
     topic: Broker.topic(topicName, payload),
     group: topicName,
     resultCodec: internal.makeResultCodec(success, Schema.Union(failure, TaskTimeout, HandlerDefect))

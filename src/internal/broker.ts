@@ -158,7 +158,8 @@ export const prepare = <A, I>(topic: Broker.Topic<A, I>, message: A, options: Br
     publishedAt: now,
     priority: options?.priority,
     expiration: properties.right.expiration,
-    delay: properties.right.delay
+    delay: properties.right.delay,
+    persistent: options?.persistent ?? true
   })
 }
 
@@ -182,7 +183,8 @@ const prepareEncoded = (
     publishedAt: entry.publishedAt ?? now,
     priority: undefined,
     expiration: undefined,
-    delay: undefined
+    delay: undefined,
+    persistent: true
   })
 }
 

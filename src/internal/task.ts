@@ -99,6 +99,15 @@ export const validateMaxPriority = (value: number | undefined): number | undefin
 }
 
 /** @internal */
+export const validateDelivery = (value: Task.Delivery | undefined): Task.Delivery => {
+  if (value === undefined) return "persistent"
+  if (value !== "persistent" && value !== "transient") {
+    throw new RangeError(`delivery must be "persistent" or "transient", got ${String(value)}`)
+  }
+  return value
+}
+
+/** @internal */
 export const proto = {
   [TypeId]: TypeId,
   pipe() {

@@ -157,7 +157,8 @@ const makeService = (
         messageId: id,
         delay: enqueueOptions?.delay,
         priority: enqueueOptions?.priority,
-        headers: key === undefined ? enqueueOptions?.headers : { ...enqueueOptions?.headers, [keyHeader]: key }
+        headers: key === undefined ? enqueueOptions?.headers : { ...enqueueOptions?.headers, [keyHeader]: key },
+        persistent: task.delivery === "persistent"
       }
       if (key === undefined) {
         yield* Effect.mapError(broker.publish(task.topic, payload, publishOptions), (e) => enqueueErrorOf(task.name, e))
@@ -247,7 +248,8 @@ export const enqueueAll = <Name extends string, P, S, F>(
         messageId: id,
         delay: options?.delay,
         priority: options?.priority,
-        headers: options?.headers
+        headers: options?.headers,
+        persistent: task.delivery === "persistent"
       }))
     }
     const outcomes = yield* broker.publishAll(entries, { window: options?.window })

@@ -66,6 +66,8 @@ export interface Published {
   readonly delay: number | undefined
   /** Milliseconds. */
   readonly expiration: number | undefined
+  /** `PublishOptions.persistent` (a transient task's enqueue is false); memory keeps both alike. */
+  readonly persistent: boolean
   /** The groups it was routed to. */
   readonly groups: ReadonlyArray<string>
 }
@@ -168,6 +170,7 @@ const toPublished = ({ groups, message }: internal.PublishedRecord): Published =
   priority: message.priority,
   delay: message.delay,
   expiration: message.expiration,
+  persistent: message.persistent,
   groups
 })
 

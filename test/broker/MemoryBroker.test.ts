@@ -147,7 +147,7 @@ describe("MemoryBroker inspection API", () => {
       })
       yield* broker.subscribe(Broker.pattern("jobs.#", Job), () => Effect.void, { group: "audit" })
       yield* broker.publish(jobs, { n: 1 }, { headers: { tenant: "acme" }, correlationId: "c-1", priority: 3 })
-      yield* broker.publish(jobs, { n: -1 }, { messageId: "bad-job" })
+      yield* broker.publish(jobs, { n: -1 }, { messageId: "bad-job", persistent: false })
       yield* broker.awaitIdle
 
       const published = yield* broker.published
@@ -159,6 +159,7 @@ describe("MemoryBroker inspection API", () => {
       assert.strictEqual(first?.correlationId, "c-1")
       assert.strictEqual(first?.priority, 3)
       assert.deepStrictEqual(first?.groups, ["workers", "audit"])
+      assert.deepStrictEqual(published.map((message) => message.persistent), [true, false])
       assert.deepStrictEqual(yield* broker.messages(jobs), [{ n: 1 }, { n: -1 }])
       assert.deepStrictEqual(yield* broker.messages(Broker.pattern("other.*", Job)), [])
 

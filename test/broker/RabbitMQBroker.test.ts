@@ -143,6 +143,40 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQBroke
       })
     }))
 
+  it.scoped("persistent: false travels in memory (delivery mode 1), keeps it through a retry, and is dead-lettered on disk", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker.Broker
+      const model = yield* rawConnection(liveUrl())
+      const topic = freshTopic("transient")
+      /** The first message of `queue`, taken off it, polled within the test's deadline. */
+      const firstOf = (queue: string) =>
+        within(`a message in ${queue}`, Effect.gen(function*() {
+          while (true) {
+            const got = yield* withChannel(model, (channel) => channel.get(queue, { noAck: true }))
+            if (got !== false) return got
+            yield* Effect.sleep("50 millis")
+          }
+        }))
+      const plain = uniqueName("g")
+      yield* broker.declare(topic, { group: plain })
+      // A long retry delay keeps the retry's copy in its retry queue, where it can be looked at.
+      const retrying = uniqueName("g")
+      yield* broker.subscribe(topic, () => Effect.fail("always"), { group: retrying, retry: Schedule.spaced("1 minute") })
+      const dying = uniqueName("g")
+      yield* broker.subscribe(topic, () => Effect.fail("always"), { group: dying, retry: Schedule.recurs(0) })
+
+      yield* broker.publish(topic, { n: 1 }, { persistent: false })
+      yield* broker.publish(topic, { n: 2 })
+      /** [n, delivery mode] of the next two messages of `queue`, by n. */
+      const modesIn = (queue: string) =>
+        Effect.map(Effect.all([firstOf(queue), firstOf(queue)]), (messages) =>
+          messages.map((message) => [Number(JSON.parse(message.content.toString()).n), message.properties.deliveryMode])
+            .sort(([a], [b]) => Number(a) - Number(b)))
+      assert.deepStrictEqual(yield* modesIn(`${prefix}.group.${plain}`), [[1, 1], [2, 2]])
+      assert.deepStrictEqual(yield* modesIn(`${prefix}.retry.60000.${retrying}`), [[1, 1], [2, 2]], "a retry keeps the mode")
+      assert.deepStrictEqual(yield* modesIn(`${prefix}.dlq.${dying}`), [[1, 2], [2, 2]], "a dead letter is kept on disk")
+    }))
+
   it.scoped("a burst of publishes leaves in a few socket writes, and every one arrives in order", () =>
     Effect.gen(function*() {
       const model = yield* rawConnection(liveUrl())

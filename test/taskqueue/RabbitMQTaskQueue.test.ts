@@ -1,13 +1,14 @@
 import { PgClient } from "@effect/sql-pg"
 import { describe, it } from "@effect/vitest"
 import { assert } from "vitest"
-import { Effect, Either, Layer, Redacted } from "effect"
+import { Effect, Either, Layer, Redacted, Schema } from "effect"
 import * as RabbitMQBroker from "../../src/layers/RabbitMQBroker.js"
 import * as PgResultStore from "../../src/layers/PgResultStore.js"
 import * as TaskQueue from "../../src/TaskQueue.js"
 import { SqlClient } from "@effect/sql"
 import { databaseUrl, runId, uniqueName } from "../fixtures/env.js"
-import { probeLayer, scopedVhost, urlFor } from "../support/rabbitmq.js"
+import * as Task from "../../src/Task.js"
+import { probeLayer, rawConnection, scopedVhost, urlFor, withChannel } from "../support/rabbitmq.js"
 import { taskQueueContract, welcomeTask, withQueue } from "./contract.js"
 
 const prefix = `t${runId}`
@@ -69,4 +70,43 @@ describe("TaskQueue on RabbitMQ with the PostgreSQL result store", () => {
         pgStore
       )
     }).pipe(Effect.provide(liveIn(`eb-tasks-pg-${runId}`))), 60_000)
+})
+
+describe("TaskQueue delivery modes on RabbitMQ", () => {
+  const vhost = `eb-tasks-delivery-${runId}`
+  it.live("a transient task travels in memory (delivery mode 1) and runs; a persistent one is on disk (mode 2)", () =>
+    Effect.gen(function*() {
+      const transient = Task.make(uniqueName("preview"), { payload: Schema.Struct({ n: Schema.Number }), delivery: "transient" })
+      const persistent = Task.make(uniqueName("invoice"), { payload: Schema.Struct({ n: Schema.Number }) })
+      assert.strictEqual(transient.delivery, "transient")
+      assert.strictEqual(persistent.delivery, "persistent")
+      // Enqueued before any worker: the queues hold them for a raw look at their delivery mode.
+      const [quick, durable] = yield* withQueue(
+        Layer.empty,
+        Effect.all([TaskQueue.enqueue(transient, { n: 1 }), TaskQueue.enqueueAll(transient, [{ n: 2 }]), TaskQueue.enqueue(persistent, { n: 3 })])
+          .pipe(Effect.map(([one, _batch, three]) => [one, three] as const))
+      )
+      const model = yield* rawConnection(urlFor(vhost))
+      const modes = (group: string) =>
+        withChannel(model, async (channel) => {
+          const seen: Array<number | undefined> = []
+          for (let m = await channel.get(`${prefix}.group.${group}`); m !== false; m = await channel.get(`${prefix}.group.${group}`)) {
+            seen.push(m.properties.deliveryMode)
+          }
+          // Unacked gets go back to the queue when the channel closes.
+          return seen
+        })
+      assert.deepStrictEqual(yield* modes(transient.group), [1, 1])
+      assert.deepStrictEqual(yield* modes(persistent.group), [2])
+      const ran: Array<number> = []
+      const workers = Layer.mergeAll(
+        TaskQueue.worker(transient, (p) => Effect.sync(() => ran.push(p.n))),
+        TaskQueue.worker(persistent, (p) => Effect.sync(() => ran.push(p.n)))
+      )
+      yield* withQueue(
+        workers,
+        Effect.all([TaskQueue.result(quick, { timeout: "20 seconds" }), TaskQueue.result(durable, { timeout: "20 seconds" })])
+      )
+      assert.includeMembers(ran, [1, 3])
+    }).pipe(Effect.scoped, Effect.provide(liveIn(vhost))), 60_000)
 })

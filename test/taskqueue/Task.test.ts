@@ -25,6 +25,7 @@ describe("Task definitions", () => {
     assert.throws(() => Task.make("t", { payload, timeout: 0 }), RangeError)
     assert.throws(() => Task.make("t", { payload, timeout: "-1 second" }), RangeError)
     assert.throws(() => Task.make("t", { payload, maxPriority: 256 }), RangeError)
+    assert.throws(() => Task.make("t", { payload, delivery: "fast" as Task.Delivery }), RangeError)
   })
 
   it("combinators return new definitions and leave the original alone", () => {

@@ -82,7 +82,9 @@ export const toDelivery = (message: Amqp.Message): Broker.TransportDelivery => {
         : (typeof messageId === "string" ? MessageId.millisOf(messageId) : undefined) ?? Date.now(),
       priority: typeof priority === "number" ? priority : undefined,
       expiration: expiration === undefined || expiration === null ? undefined : Number(expiration),
-      delay: undefined
+      delay: undefined,
+      // AMQP's default delivery mode is 1 (transient).
+      persistent: message.properties.deliveryMode === 2
     },
     attempt: Number.isInteger(attempt) && attempt >= 1 ? attempt : 1,
     redelivered: message.fields.redelivered
@@ -93,12 +95,16 @@ const maxHeaderText = 2000
 
 const bounded = (text: string) => (text.length > maxHeaderText ? `${text.slice(0, maxHeaderText)}…` : text)
 
-/** A copy of the delivery for a retry or dead-letter queue, through the default exchange. */
+/**
+ * A copy of the delivery for a retry or dead-letter queue, through the default exchange. A retry
+ * keeps the original's persistence; a dead letter is kept on disk whatever it was.
+ */
 const republished = (
   message: Amqp.Message,
   delivery: Broker.TransportDelivery,
   queue: string,
-  extra: Record<string, string>
+  extra: Record<string, string>,
+  persistent: boolean
 ): OutMessage => {
   const headers: Record<string, unknown> = {}
   const wire = message.properties.headers
@@ -111,7 +117,7 @@ const republished = (
   headers[routingKeyHeader] = delivery.message.routingKey
   Object.assign(headers, extra)
   const options: Amqp.Options.Publish = {
-    persistent: true,
+    persistent,
     mandatory: true,
     messageId: delivery.message.messageId,
     headers,
@@ -229,7 +235,7 @@ export const consume = (deps: ConsumerDeps) =>
             [libraryHeaders.lastError]: bounded(disposition.reason)
           }
           if (disposition.delay <= 0) {
-            return forward(acker, message, state, Effect.succeed(republished(message, delivery, queue, extra)))
+            return forward(acker, message, state, Effect.succeed(republished(message, delivery, queue, extra, delivery.message.persistent)))
           }
           const ms = topology.bucketDelay(disposition.delay)
           const retryQueue = names.retry(subscription.group, ms)
@@ -239,7 +245,7 @@ export const consume = (deps: ConsumerDeps) =>
             state,
             Effect.as(
               deps.declarer.ensure(retryQueue, ms, (ch) => topology.declareRetry(ch, names, subscription.group, ms)),
-              republished(message, delivery, retryQueue, extra)
+              republished(message, delivery, retryQueue, extra, delivery.message.persistent)
             )
           )
         }
@@ -252,7 +258,7 @@ export const consume = (deps: ConsumerDeps) =>
               republished(message, delivery, names.deadLetter(subscription.group), {
                 [libraryHeaders.deadReason]: bounded(disposition.reason),
                 [libraryHeaders.group]: subscription.group
-              })
+              }, true)
             )
           )
       }

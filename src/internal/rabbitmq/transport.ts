@@ -55,7 +55,7 @@ export const make = (options: Resolved): Effect.Effect<Broker.Transport, BrokerU
     const toOut = (message: Broker.TransportMessage, delay: number | undefined): publisher.OutMessage => {
       let exchange = names.exchange
       const properties: Amqp.Options.Publish = {
-        persistent: true,
+        persistent: message.persistent,
         mandatory: true,
         messageId: message.messageId,
         contentType: "application/json"
