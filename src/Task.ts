@@ -114,8 +114,8 @@ export interface Any extends Pipeable.Pipeable {
  * How the broker keeps a task's messages until a worker has run it.
  *
  * - `"persistent"` (default): on disk before the enqueue is confirmed; survives a broker restart.
- * - `"transient"`: in the broker's memory only. RabbitMQ takes these several times faster and
- *   still confirms each enqueue, but a broker restart loses every task not yet run — the
+ * - `"transient"`: in the broker's memory only. RabbitMQ takes these faster (~1.4× end to end
+ *   here) and still confirms each enqueue, but a broker restart loses every task not yet run — the
  *   durability of BullMQ on a Redis without persistence. For work that can be lost or redone
  *   (cache warming, previews, notifications with a fallback).
  *

@@ -4,8 +4,8 @@ import type * as Amqp from "amqplib"
  * amqplib writes every frame (a publish, an ack) to the socket on its own: one `write` syscall
  * each, which on loopback also carries the packet through the kernel to RabbitMQ. Its muxer moves
  * frames from the channels to the socket in bursts; corking the socket for one burst sends the
- * burst as a single `writev`. Measured here: ~1.5 µs less CPU per message on both sides of the
- * connection.
+ * burst as a single `writev`. Measured here: confirmed publishing went from 17–19 to 11–13 µs of
+ * CPU per message.
  *
  * The muxer is not public API, so its shape is checked and nothing is changed when it differs
  * (a later amqplib): frames then go out one by one as before.
