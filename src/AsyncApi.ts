@@ -96,6 +96,8 @@ export interface TaskLike {
   readonly payload: { readonly ast: AST.AST }
   readonly success: { readonly ast: AST.AST }
   readonly failure: { readonly ast: AST.AST }
+  /** Absent: persistent. */
+  readonly delivery?: Task.Delivery | undefined
 }
 
 /**
@@ -194,7 +196,14 @@ export const make = (options: Options): Effect.Effect<Document, AsyncApiError> =
     const addChannel = (
       address: string,
       payload: JsonValue,
-      extra: { readonly description: string; readonly send: string; readonly receive: string; readonly task?: JsonValue }
+      extra: {
+        readonly description: string
+        readonly send: string
+        readonly receive: string
+        /** AMQP delivery mode of what is sent: 2 persistent, 1 transient. */
+        readonly deliveryMode: 1 | 2
+        readonly task?: JsonValue
+      }
     ) => {
       const id = internal.componentKey(address)
       messages[id] = {
@@ -216,7 +225,9 @@ export const make = (options: Options): Effect.Effect<Document, AsyncApiError> =
         action: "send",
         channel: { $ref: `#/channels/${id}` },
         summary: extra.send,
-        messages: [messageRef]
+        messages: [messageRef],
+        // Every publish asks for a confirm and `mandatory` (an unroutable message fails the publish).
+        bindings: { amqp: { deliveryMode: extra.deliveryMode, mandatory: true, bindingVersion: "0.3.0" } }
       }
       operations[`${id}.receive`] = {
         action: "receive",
@@ -233,7 +244,9 @@ export const make = (options: Options): Effect.Effect<Document, AsyncApiError> =
         addChannel(topic.name, payload, {
           description: `Topic ${topic.name}: published with confirms, delivered at least once to each subscribed group.`,
           send: `Broker.publish(${topic.name})`,
-          receive: `Broker.subscribe(${topic.name})`
+          receive: `Broker.subscribe(${topic.name})`,
+          // The default; a publish may ask for `persistent: false`.
+          deliveryMode: 2
         })
       }
       for (const task of options.tasks ?? []) {
@@ -244,6 +257,7 @@ export const make = (options: Options): Effect.Effect<Document, AsyncApiError> =
           description: `Task ${task.name}: enqueued on ${task.topic.name}, run by workers sharing the queue group ${task.group}.`,
           send: `TaskQueue.enqueue(${task.name})`,
           receive: `worker for ${task.name}`,
+          deliveryMode: task.delivery === "transient" ? 1 : 2,
           task: {
             name: task.name,
             group: task.group,

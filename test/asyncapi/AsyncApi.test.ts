@@ -63,7 +63,7 @@ const sendConfirmation = Task.make("send_confirmation", {
   success: Schema.Struct({ messageId: Schema.String }),
   failure: InvalidAddress
 })
-const heartbeat = Task.make("heartbeat", { payload: Schema.Struct({ at: Schema.String }) })
+const heartbeat = Task.make("heartbeat", { payload: Schema.Struct({ at: Schema.String }), delivery: "transient" })
 
 describe("AsyncApi", () => {
   it.effect("generates a valid AsyncAPI 3.0 document with one channel per topic and task", () =>
@@ -123,6 +123,16 @@ describe("AsyncApi", () => {
       assert.deepStrictEqual(channel["x-eb-task"].success.required, ["messageId"])
       const failure = resolve(json, channel["x-eb-task"].failure.$ref) as { required: Array<string> }
       assert.includeMembers(failure.required, ["_tag", "address"])
+    }))
+
+  it.effect("send operations state the AMQP delivery mode: persistent, or transient for a transient task", () =>
+    Effect.gen(function*() {
+      const document = yield* AsyncApi.make({ info: { title: "Modes", version: "1" }, topics: [ordersPlaced], tasks: [sendConfirmation, heartbeat] })
+      const modeOf = (id: string) =>
+        (document.operations[`${id}.send`] as { bindings: { amqp: { deliveryMode: number; mandatory: boolean } } }).bindings.amqp
+      assert.deepInclude(modeOf("orders.placed"), { deliveryMode: 2, mandatory: true })
+      assert.deepInclude(modeOf("tasks.send_confirmation"), { deliveryMode: 2 })
+      assert.deepInclude(modeOf("tasks.heartbeat"), { deliveryMode: 1 })
     }))
 
   it.effect("collects topics and tasks from a module's exports", () =>
