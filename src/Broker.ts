@@ -162,6 +162,7 @@ export interface PublishOptions {
    * `false` lets the broker keep the message in memory only (AMQP delivery mode 1): RabbitMQ
    * takes it faster (~1.5× here), still confirms it, and loses it if the broker restarts. For
    * messages that can be lost; the default is `true` (written to disk before the confirm).
+   * Quorum queues (`queueType: "quorum"`) keep every message on disk whatever this says.
    */
   readonly persistent?: boolean | undefined
 }

@@ -119,7 +119,8 @@ export interface Any extends Pipeable.Pipeable {
  *   durability of BullMQ on a Redis without persistence. For work that can be lost or redone
  *   (cache warming, previews, notifications with a fallback).
  *
- * A retry keeps its task's delivery mode; a dead-lettered task is always kept on disk.
+ * A retry keeps its task's delivery mode; a dead-lettered task is always kept on disk. Quorum
+ * queues (`RabbitMQBroker` with `queueType: "quorum"`) keep every task on disk whatever its mode.
  *
  * @since 0.1.0
  * @category models
