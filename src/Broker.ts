@@ -12,7 +12,7 @@ import type * as Either from "effect/Either"
 import type * as Schedule from "effect/Schedule"
 import type * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
-import type { BrokerUnavailable, HandlerDefect, PublishError, PublishRejected, SubscribeError } from "./BrokerError.js"
+import type { BrokerUnavailable, HandlerDefect, InvalidName, PublishError, PublishRejected, SubscribeError } from "./BrokerError.js"
 import * as internal from "./internal/broker.js"
 import * as names from "./internal/names.js"
 
@@ -271,7 +271,23 @@ export interface Service {
    * runs). Idempotent. A no-op on a transport that cannot declare.
    */
   readonly declare: <A, I>(topic: Subscribable<A, I>, options: DeclareOptions) => Effect.Effect<void, SubscribeError>
+  /**
+   * Moves a group's dead letters back to its queue, oldest first, to be consumed again from
+   * attempt 1 (after fixing what killed them). Moves at most what was dead when it started (and at
+   * most `max`), so messages that die again wait for the next call; returns how many it moved.
+   * At least once: a copy is in the queue before its dead letter is removed.
+   */
+  readonly redrive: (group: string, options?: RedriveOptions) => Effect.Effect<number, BrokerUnavailable | InvalidName>
   readonly health: Effect.Effect<Health>
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface RedriveOptions {
+  /** Move at most this many (a positive integer). Default: all. */
+  readonly max?: number | undefined
 }
 
 /**
@@ -386,6 +402,11 @@ export interface Transport {
    * group's first consumer starts.
    */
   readonly declare?: ((subscription: TransportSubscription) => Effect.Effect<void, BrokerUnavailable>) | undefined
+  /**
+   * Moves up to `max` of the group's dead letters back to its queue with their attempt count reset
+   * (see `Service.redrive`). Optional: without it `Broker.redrive` fails.
+   */
+  readonly redrive?: ((group: string, max: number) => Effect.Effect<number, BrokerUnavailable>) | undefined
   readonly health: Effect.Effect<Health>
   /** Largest body the transport accepts, in bytes. */
   readonly maxMessageBytes: number
@@ -447,6 +468,15 @@ export const subscribe = <A, I, E, R>(
  * @category accessors
  */
 export const health: Effect.Effect<Health, never, Broker> = Effect.flatMap(Broker, (broker) => broker.health)
+
+/**
+ * Moves a group's dead letters back to its queue (see `Service.redrive`).
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const redrive = (group: string, options?: RedriveOptions): Effect.Effect<number, BrokerUnavailable | InvalidName, Broker> =>
+  Effect.flatMap(Broker, (broker) => broker.redrive(group, options))
 
 /**
  * Builds a `PublishEntry` with its types checked against the topic.

@@ -15,7 +15,7 @@ import type * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import type * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
-import type * as Broker from "./Broker.js"
+import * as Broker from "./Broker.js"
 import * as internal from "./internal/taskQueue.js"
 import * as memory from "./internal/taskResultStore.js"
 import type * as Task from "./Task.js"
@@ -366,6 +366,19 @@ export const enqueue = <Name extends string, P, S, F>(
   options?: EnqueueOptions
 ): Effect.Effect<TaskHandle<S, F>, EnqueueError, TaskQueue> =>
   Effect.flatMap(TaskQueue, (queue) => queue.enqueue(task, payload, options))
+
+/**
+ * Puts a task's dead-lettered runs back in its queue, to run again from attempt 1 — BullMQ's
+ * `retryJobs({ state: "failed" })`, for after the cause is fixed. Returns how many were moved
+ * (see `Broker.Service.redrive`). Needs only the Broker.
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const redrive = (
+  task: Task.Any,
+  options?: Broker.RedriveOptions
+): Effect.Effect<number, Broker.BrokerUnavailable | Broker.InvalidName, Broker.Broker> => Broker.redrive(task.group, options)
 
 /**
  * Enqueues many tasks with up to `window` broker confirms in flight (the batch path, like

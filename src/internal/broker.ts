@@ -12,7 +12,7 @@ import * as Schedule from "effect/Schedule"
 import type * as Schema from "effect/Schema"
 import * as Tracer from "effect/Tracer"
 import type * as Broker from "../Broker.js"
-import { DecodeError, EncodeError, HandlerDefect, InvalidName, PublishRejected } from "../BrokerError.js"
+import { BrokerUnavailable, DecodeError, EncodeError, HandlerDefect, InvalidName, PublishRejected } from "../BrokerError.js"
 import * as fiberLocal from "./fiberLocal.js"
 import * as messageId from "./messageId.js"
 import * as names from "./names.js"
@@ -399,5 +399,18 @@ export const make = (transport: Broker.Transport): Broker.Service => {
       yield* transport.declare({ pattern: topic.name, group: options.group, concurrency: 1, maxPriority })
     })
 
-  return { [TypeId]: TypeId, publish, publishAll, publishAllEncoded, subscribe, declare, health: transport.health }
+  const redrive: Broker.Service["redrive"] = (group, options) =>
+    Effect.gen(function*() {
+      yield* names.validateGroup(group)
+      const max = options?.max ?? Number.MAX_SAFE_INTEGER
+      if (!Number.isSafeInteger(max) || max < 1) {
+        return yield* new InvalidName({ kind: "option", value: String(options?.max), reason: "max must be a positive integer" })
+      }
+      if (transport.redrive === undefined) {
+        return yield* new BrokerUnavailable({ reason: "closed", detail: "this broker's transport cannot redrive dead letters" })
+      }
+      return yield* transport.redrive(group, max)
+    })
+
+  return { [TypeId]: TypeId, publish, publishAll, publishAllEncoded, subscribe, declare, redrive, health: transport.health }
 }

@@ -214,6 +214,43 @@ export const brokerContract = <E>(
         assert.deepStrictEqual(JSON.parse(dead.body), encoded(order("r-1")))
       }))
 
+    it.scoped("redrive puts dead letters back from attempt 1, at most `max`, and counts them", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker.Broker
+        const topic = freshTopic("redrive")
+        const group = uniqueName("g")
+        let failing = true
+        const runs = yield* Queue.unbounded<Broker.Envelope>()
+        yield* broker.subscribe(
+          topic,
+          (_, envelope) => Effect.zipRight(Queue.offer(runs, envelope), failing ? new Boom({ message: "downstream down" }) : Effect.void),
+          { group, retry: Schedule.recurs(0) }
+        )
+        const ids = [uniqueName("m"), uniqueName("m"), uniqueName("m")]
+        for (const id of ids) yield* broker.publish(topic, order(id), { messageId: id, headers: { tenant: "acme" } })
+        const first = yield* takeN(runs, 3, "first run")
+        assert.deepStrictEqual(first.map((e) => e.attempt), [1, 1, 1])
+        failing = false
+
+        // Polled: a dead letter lands just after its run failed.
+        const one = yield* eventually("one redriven", broker.redrive(group, { max: 1 }), (moved) => moved === 1)
+        assert.strictEqual(one, 1)
+        const again = yield* take(runs, "the redriven run")
+        assert.strictEqual(again.attempt, 1, "attempts start over")
+        assert.deepStrictEqual(again.headers, { tenant: "acme" })
+        let moved = 0
+        yield* eventually("two more redriven", Effect.map(broker.redrive(group), (now) => (moved += now)), (total) => total === 2)
+        const rest = yield* takeN(runs, 2, "redriven run")
+        assert.sameMembers([again, ...rest].map((e) => e.id), ids)
+        assert.deepStrictEqual(rest.map((e) => e.attempt), [1, 1])
+        assert.strictEqual(yield* broker.redrive(group), 0, "nothing left")
+        assert.strictEqual(yield* broker.redrive(uniqueName("never-used")), 0, "a group with no dead letters")
+        const invalid = yield* Effect.flip(broker.redrive(group, { max: 0 }))
+        assert.strictEqual(invalid._tag, "InvalidName")
+        const badGroup = yield* Effect.flip(broker.redrive("no spaces allowed"))
+        assert.strictEqual(badGroup._tag, "InvalidName")
+      }))
+
     it.scoped("a message waiting for its retry does not block the next one", () =>
       Effect.gen(function*() {
         const broker = yield* Broker.Broker

@@ -148,6 +148,39 @@ export const taskQueueContract = <E>(
       )
     })
 
+    it.scoped("a dead-lettered task, redriven once its cause is fixed, runs again from attempt 1", () => {
+      const task = welcomeTask()
+      let down = true
+      const attempts: Array<number> = []
+      const worker = TaskQueue.worker(task, (payload, ctx) =>
+        Effect.suspend(() => {
+          attempts.push(ctx.attempt)
+          return down ? Effect.fail(new InvalidEmail({ address: payload.email })) : Effect.succeed({ messageId: `sent:${ctx.id}`, at: new Date(0) })
+        }))
+      return withQueue(
+        worker,
+        Effect.gen(function*() {
+          const handle = yield* TaskQueue.enqueue(task, { userId: "u1", email: "a@b.c" })
+          const failed = yield* resultOf(handle)
+          assert.isTrue(Either.isLeft(failed), "dead-lettered while its cause lasts")
+          down = false
+          // Polled: the dead letter lands just after the failure was stored.
+          const moved = yield* within("a dead letter to redrive", Effect.gen(function*() {
+            while (true) {
+              const count = yield* TaskQueue.redrive(task)
+              if (count > 0) return count
+              yield* Effect.sleep("20 millis")
+            }
+          }))
+          assert.strictEqual(moved, 1)
+          yield* within("the redriven run", Effect.gen(function*() {
+            while (attempts.length < 2) yield* Effect.sleep("20 millis")
+          }))
+          assert.deepStrictEqual(attempts, [1, 1])
+        })
+      )
+    })
+
     it.scoped("Schedule.recurs(3) means exactly 4 attempts, then the failure is final", () => {
       const task = welcomeTask().pipe(Task.withRetry(Schedule.recurs(3)))
       return Effect.gen(function*() {

@@ -552,11 +552,22 @@ export const make = (options: Options): Effect.Effect<MemoryTransport, never, Sc
       deadLettered: group.deadLetters.length
     })
 
+    /** Oldest first, back into the group's queue from attempt 1, as RabbitMQ's redrive does. */
+    const redrive = (name: string, max: number): Effect.Effect<number> =>
+      Effect.sync(() => {
+        const group = groups.get(name)
+        if (group === undefined) return 0
+        const moved = group.deadLetters.splice(0, Math.min(max, group.deadLetters.length))
+        for (const dead of moved) enqueue(group, { message: dead.message, attempt: 1, redelivered: false, expiresAt: undefined })
+        return moved.length
+      })
+
     const transport: Broker.Transport = {
       publish,
       publishAll,
       consume,
       declare: declareOnly,
+      redrive,
       health,
       maxMessageBytes: options.maxMessageBytes
     }

@@ -42,7 +42,8 @@ export interface ConsumerDeps {
   readonly active: Set<object>
 }
 
-const isDeathHeader = (key: string): boolean =>
+/** RabbitMQ's dead-lettering bookkeeping headers. @internal */
+export const isDeathHeader = (key: string): boolean =>
   key === "x-death" || key.startsWith("x-first-death") || key.startsWith("x-last-death")
 
 /** Converts an amqplib delivery to the transport's shape. @internal */

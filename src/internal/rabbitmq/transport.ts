@@ -13,6 +13,7 @@ import * as connection from "./connection.js"
 import * as consumer from "./consumer.js"
 import * as declarer from "./declarer.js"
 import * as publisher from "./publisher.js"
+import * as redrive from "./redrive.js"
 import * as topology from "./topology.js"
 import { describe, type Endpoint } from "./url.js"
 
@@ -198,6 +199,7 @@ export const make = (options: Resolved): Effect.Effect<Broker.Transport, BrokerU
 
     const transport: Broker.Transport = {
       declare: declareGroup,
+      redrive: redrive.make(manager, names, options.publishTimeout),
       publish: (message) =>
         Effect.flatMap(publishAll([message], 1), (results) => {
           const result = results[0]

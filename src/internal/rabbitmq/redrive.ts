@@ -1,0 +1,108 @@
+import type * as Amqp from "amqplib"
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import { BrokerUnavailable } from "../../BrokerError.js"
+import { headers as libraryHeaders } from "../broker.js"
+import type { Manager } from "./connection.js"
+import { isDeathHeader } from "./consumer.js"
+import type * as topology from "./topology.js"
+
+/** Dead letters moved per confirm round trip. */
+const batchSize = 100
+
+/** What a dead letter carries that a fresh delivery must not: why it died, how often it ran. */
+const deathHeaders = new Set<string>([libraryHeaders.deadReason, libraryHeaders.group, libraryHeaders.lastError, libraryHeaders.attempt])
+
+/** The dead letter's properties for its copy in the group queue (the original routing key stays). */
+const revived = (message: Amqp.GetMessage): Amqp.Options.Publish => {
+  const headers: Record<string, unknown> = {}
+  const wire = message.properties.headers
+  if (wire !== undefined && wire !== null) {
+    for (const key in wire) if (!isDeathHeader(key) && !deathHeaders.has(key)) headers[key] = wire[key]
+  }
+  const options: Amqp.Options.Publish = { persistent: true, mandatory: true, headers, contentType: "application/json" }
+  const { messageId, correlationId, priority, timestamp } = message.properties
+  if (typeof messageId === "string") options.messageId = messageId
+  if (typeof correlationId === "string") options.correlationId = correlationId
+  if (typeof priority === "number") options.priority = priority
+  if (typeof timestamp === "number") options.timestamp = timestamp
+  return options
+}
+
+/**
+ * Moves up to `max` dead letters from `from` to `to`, in batches: get, publish the copies, wait
+ * for their confirms, then ack the originals — so a failure leaves every message in one queue
+ * or, at worst, in both (never in neither). Bounded by the dead-letter count at the start, so
+ * messages that die again meanwhile are not cycled.
+ */
+const move = async (model: Amqp.ChannelModel, from: string, to: string, max: number): Promise<number> => {
+  const channel = await model.createConfirmChannel()
+  let failed: unknown
+  // A 404 or a channel error closes only this channel; the error is reported by the awaits.
+  channel.on("error", (error: unknown) => {
+    failed = error
+  })
+  let returned = 0
+  channel.on("return", () => {
+    returned++
+  })
+  try {
+    const dead = await channel.checkQueue(from).catch((error: unknown) => {
+      // No dead-letter queue: the group never dead-lettered anything (or was never declared).
+      if (isNotFound(error)) return undefined
+      throw error
+    })
+    if (dead === undefined) return 0
+    const { messageCount } = dead
+    await channel.checkQueue(to)
+    const limit = Math.min(max, messageCount)
+    let moved = 0
+    while (moved < limit) {
+      const batch: Array<Amqp.GetMessage> = []
+      while (batch.length < Math.min(batchSize, limit - moved)) {
+        const message = await channel.get(from, { noAck: false })
+        if (message === false) break
+        batch.push(message)
+      }
+      const last = batch[batch.length - 1]
+      if (last === undefined) break
+      for (const message of batch) channel.publish("", to, message.content, revived(message))
+      try {
+        await channel.waitForConfirms()
+        if (returned > 0) throw new Error(`queue ${to} no longer routes (${returned} copies returned)`)
+      } catch (error) {
+        // Back to the dead-letter queue; copies already routed stay (duplicates, never losses). On a
+        // closed channel the broker puts back every unacked get itself.
+        try {
+          channel.nack(last, true, true)
+        } catch {
+          // closed: see above
+        }
+        throw error
+      }
+      channel.ack(last, true)
+      moved += batch.length
+    }
+    return moved
+  } catch (error) {
+    throw failed ?? error
+  } finally {
+    await channel.close().catch(() => undefined)
+  }
+}
+
+const isNotFound = (error: unknown): boolean =>
+  typeof error === "object" && error !== null && Reflect.get(error, "code") === 404
+
+/** @internal */
+export const make = (manager: Manager, names: topology.Names, timeout: Duration.Duration) =>
+(group: string, max: number): Effect.Effect<number, BrokerUnavailable> =>
+  Effect.flatMap(manager.awaitOpen(timeout), (connection) =>
+    Effect.tryPromise({
+      try: () => move(connection.model, names.deadLetter(group), names.group(group), max),
+      catch: (error) =>
+        new BrokerUnavailable({
+          reason: "closed",
+          detail: `redriving the dead letters of group "${group}" failed: ${manager.describeError(error)}`
+        })
+    }))
