@@ -177,6 +177,15 @@ export const taskQueueContract = <E>(
             while (attempts.length < 2) yield* Effect.sleep("20 millis")
           }))
           assert.deepStrictEqual(attempts, [1, 1])
+          // The stored result becomes the rerun's.
+          const sent = yield* within("the rerun's result", Effect.gen(function*() {
+            while (true) {
+              const result = yield* resultOf(handle)
+              if (Either.isRight(result)) return result.right
+              yield* Effect.sleep("20 millis")
+            }
+          }))
+          assert.strictEqual(sent.messageId, `sent:${handle.id}`)
         })
       )
     })
