@@ -157,7 +157,9 @@ layer(Layer.scopedDiscard(scopedVhost(vhost)), { excludeTestServices: true, time
           ),
         { group, concurrency: 20 }
       )
-      yield* waitFor("consumption under way", () => ledger.deliveries.size >= 200, 30)
+      // Deliveries come in bursts of the prefetch (their acks leave together): wait for a moment
+      // when a burst's handlers are running, not the gap between two bursts.
+      yield* waitFor("consumption under way, handlers running", () => ledger.deliveries.size >= 200 && started.size > ledger.deliveries.size, 30)
       const before = ledger.deliveries.size
       // Handlers running when the broker goes away hold unacked deliveries. The redelivered flag
       // itself is RabbitMQ's to keep: a classic queue can lose it when it stops before recording
