@@ -177,6 +177,46 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQBroke
       assert.deepStrictEqual(yield* modesIn(`${prefix}.dlq.${dying}`), [[1, 2], [2, 2]], "a dead letter is kept on disk")
     }))
 
+  it.scoped("B10: a slow consumer on a large backlog holds at most its prefetch; the rest stays in RabbitMQ", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker.Broker
+      const Blob = Schema.Struct({ n: Schema.Number, data: Schema.String })
+      const topic = Broker.topic(`${uniqueName("b10").replaceAll("_", "-")}.x`, Blob)
+      const group = uniqueName("g")
+      yield* broker.declare(topic, { group })
+      const total = 4000
+      const data = "x".repeat(4096)
+      const outcomes = yield* broker.publishAll(Array.from({ length: total }, (_, n) => Broker.entry(topic, { n, data })))
+      assert.isTrue(outcomes.every(Either.isRight))
+      const concurrency = 10
+      let running = 0
+      let peak = 0
+      let done = 0
+      yield* broker.subscribe(topic, () =>
+        Effect.acquireUseRelease(
+          Effect.sync(() => {
+            running++
+            peak = Math.max(peak, running)
+          }),
+          () => Effect.sleep("20 millis"),
+          () => Effect.sync(() => {
+            running--
+            done++
+          })
+        ), { group, concurrency })
+      yield* within("consumption under way", Effect.gen(function*() {
+        while (done < 50) yield* Effect.sleep("20 millis")
+      }))
+      // RabbitMQ's own count of what it handed out and has not had acked: the client's buffer.
+      const listed = yield* rabbitmqctl("list_queues", "-q", "-p", vhost, "name", "messages_ready", "messages_unacknowledged")
+      const row = listed.split("\n").map((line) => line.trim().split(/\s+/)).find(([name]) => name === `${prefix}.group.${group}`)
+      assert.isDefined(row, listed)
+      const [, ready, unacked] = (row ?? []).map(Number)
+      assert.isAtMost(unacked ?? Infinity, concurrency, "unacked deliveries bounded by the prefetch")
+      assert.isAtLeast(ready ?? 0, total / 2, "the backlog waits in RabbitMQ")
+      assert.isAtMost(peak, concurrency)
+    }))
+
   it.scoped("a burst of publishes leaves in a few socket writes, and every one arrives in order", () =>
     Effect.gen(function*() {
       const model = yield* rawConnection(liveUrl())
