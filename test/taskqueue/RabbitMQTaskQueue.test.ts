@@ -83,8 +83,11 @@ describe("TaskQueue delivery modes on RabbitMQ", () => {
       // Enqueued before any worker: the queues hold them for a raw look at their delivery mode.
       const [quick, durable] = yield* withQueue(
         Layer.empty,
-        Effect.all([TaskQueue.enqueue(transient, { n: 1 }), TaskQueue.enqueueAll(transient, [{ n: 2 }]), TaskQueue.enqueue(persistent, { n: 3 })])
-          .pipe(Effect.map(([one, _batch, three]) => [one, three] as const))
+        Effect.gen(function*() {
+          const quick = yield* TaskQueue.enqueue(transient, { n: 1 })
+          yield* TaskQueue.enqueueAll(transient, [{ n: 2 }])
+          return [quick, yield* TaskQueue.enqueue(persistent, { n: 3 })] as const
+        })
       )
       const model = yield* rawConnection(urlFor(vhost))
       const modes = (group: string) =>

@@ -42,8 +42,8 @@ export interface ConsumerDeps {
   readonly active: Set<object>
 }
 
-/** RabbitMQ's dead-lettering bookkeeping headers. @internal */
-export const isDeathHeader = (key: string): boolean =>
+/** RabbitMQ's dead-lettering bookkeeping headers. */
+const isDeathHeader = (key: string): boolean =>
   key === "x-death" || key.startsWith("x-first-death") || key.startsWith("x-last-death")
 
 /** Converts an amqplib delivery to the transport's shape. @internal */
@@ -97,8 +97,42 @@ const maxHeaderText = 2000
 const bounded = (text: string) => (text.length > maxHeaderText ? `${text.slice(0, maxHeaderText)}…` : text)
 
 /**
- * A copy of the delivery for a retry or dead-letter queue, through the default exchange. A retry
- * keeps the original's persistence; a dead letter is kept on disk whatever it was.
+ * Publish options for a copy of `message` sent on through the default exchange (a retry, a dead
+ * letter, a redriven dead letter): its headers less RabbitMQ's death bookkeeping and `dropped`,
+ * plus `extra`; its correlation id, priority and timestamp kept.
+ *
+ * @internal
+ */
+export const copyOptions = (
+  message: Amqp.Message,
+  copy: {
+    readonly messageId: string | undefined
+    readonly persistent: boolean
+    readonly extra?: Readonly<Record<string, string>>
+    readonly dropped?: ReadonlySet<string>
+  }
+): Amqp.Options.Publish => {
+  const headers: Record<string, unknown> = {}
+  const wire = message.properties.headers
+  if (wire !== undefined && wire !== null) {
+    for (const key in wire) {
+      if (isDeathHeader(key) || copy.dropped?.has(key) === true) continue
+      headers[key] = wire[key]
+    }
+  }
+  if (copy.extra !== undefined) Object.assign(headers, copy.extra)
+  const options: Amqp.Options.Publish = { persistent: copy.persistent, mandatory: true, headers, contentType: "application/json" }
+  if (copy.messageId !== undefined) options.messageId = copy.messageId
+  const { correlationId, priority, timestamp } = message.properties
+  if (typeof correlationId === "string") options.correlationId = correlationId
+  if (typeof priority === "number") options.priority = priority
+  if (typeof timestamp === "number") options.timestamp = timestamp
+  return options
+}
+
+/**
+ * A copy of the delivery for a retry or dead-letter queue. A retry keeps the original's
+ * persistence; a dead letter is kept on disk whatever it was.
  */
 const republished = (
   message: Amqp.Message,
@@ -107,27 +141,11 @@ const republished = (
   extra: Record<string, string>,
   persistent: boolean
 ): OutMessage => {
-  const headers: Record<string, unknown> = {}
-  const wire = message.properties.headers
-  if (wire !== undefined && wire !== null) {
-    for (const key in wire) {
-      if (isDeathHeader(key)) continue
-      headers[key] = wire[key]
-    }
-  }
-  headers[routingKeyHeader] = delivery.message.routingKey
-  Object.assign(headers, extra)
-  const options: Amqp.Options.Publish = {
-    persistent,
-    mandatory: true,
+  const options = copyOptions(message, {
     messageId: delivery.message.messageId,
-    headers,
-    contentType: "application/json"
-  }
-  const timestamp: unknown = message.properties.timestamp
-  if (typeof timestamp === "number") options.timestamp = timestamp
-  if (delivery.message.correlationId !== undefined) options.correlationId = delivery.message.correlationId
-  if (delivery.message.priority !== undefined) options.priority = delivery.message.priority
+    persistent,
+    extra: { [routingKeyHeader]: delivery.message.routingKey, ...extra }
+  })
   return {
     exchange: "",
     routingKey: queue,

@@ -4,7 +4,7 @@ import * as Effect from "effect/Effect"
 import { BrokerUnavailable } from "../../BrokerError.js"
 import { headers as libraryHeaders } from "../broker.js"
 import type { Manager } from "./connection.js"
-import { isDeathHeader } from "./consumer.js"
+import { copyOptions } from "./consumer.js"
 import type * as topology from "./topology.js"
 
 /** Dead letters moved per confirm round trip. */
@@ -13,20 +13,14 @@ const batchSize = 100
 /** What a dead letter carries that a fresh delivery must not: why it died, how often it ran. */
 const deathHeaders = new Set<string>([libraryHeaders.deadReason, libraryHeaders.group, libraryHeaders.lastError, libraryHeaders.attempt])
 
-/** The dead letter's properties for its copy in the group queue (the original routing key stays). */
+/** The dead letter's copy in the group queue: fresh attempts, the original routing key kept. */
 const revived = (message: Amqp.GetMessage): Amqp.Options.Publish => {
-  const headers: Record<string, unknown> = {}
-  const wire = message.properties.headers
-  if (wire !== undefined && wire !== null) {
-    for (const key in wire) if (!isDeathHeader(key) && !deathHeaders.has(key)) headers[key] = wire[key]
-  }
-  const options: Amqp.Options.Publish = { persistent: true, mandatory: true, headers, contentType: "application/json" }
-  const { messageId, correlationId, priority, timestamp } = message.properties
-  if (typeof messageId === "string") options.messageId = messageId
-  if (typeof correlationId === "string") options.correlationId = correlationId
-  if (typeof priority === "number") options.priority = priority
-  if (typeof timestamp === "number") options.timestamp = timestamp
-  return options
+  const messageId: unknown = message.properties.messageId
+  return copyOptions(message, {
+    messageId: typeof messageId === "string" ? messageId : undefined,
+    persistent: true,
+    dropped: deathHeaders
+  })
 }
 
 /**
