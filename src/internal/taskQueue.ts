@@ -5,6 +5,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
+import * as FiberId from "effect/FiberId"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
@@ -355,6 +356,12 @@ export const worker = <Name extends string, P, S, F, R>(
         }
       })
 
+    // Scopes of runs that have not ended; closed here if the worker stops first.
+    const openScopes = new Set<Scope.CloseableScope>()
+    yield* Effect.addFinalizer(() =>
+      Effect.forEach([...openScopes], (scope) => Scope.close(scope, Exit.interrupt(FiberId.none)), { discard: true })
+    )
+
     // In-flight count, sampled into the gauge: a metric update per message costs more than the
     // no-op handler it would measure.
     let running = 0
@@ -365,6 +372,35 @@ export const worker = <Name extends string, P, S, F, R>(
       Effect.interruptible,
       Effect.forkScoped
     )
+
+    /** Records a finished attempt; a failure goes on to the broker, which retries or dead-letters it. */
+    const settle = (
+      envelope: Broker.Envelope,
+      key: string | undefined,
+      exit: Exit.Exit<S, F | Task.TaskTimeout>
+    ): Effect.Effect<void, Task.RunError<F>> => {
+      if (Exit.isSuccess(exit)) {
+        return recordOutcome === undefined
+          ? Metric.increment(succeeded)
+          : Effect.zipRight(recordOutcome(envelope.id, key, { _tag: "Success", value: exit.value }), Metric.increment(succeeded))
+      }
+      const failure = Cause.failureOption(exit.cause)
+      const defect = Cause.dieOption(exit.cause)
+      // Interrupted (shutdown): let the broker requeue it.
+      if (Option.isNone(failure) && Option.isNone(defect)) return Effect.failCause(exit.cause)
+      const error: Task.RunError<F> = Option.isSome(failure) ? failure.value : new HandlerDefect({ detail: describe(Option.getOrUndefined(defect)) })
+      return nextRetryDelay(retry, envelope.attempt, error).pipe(
+        Effect.flatMap((delay) =>
+          Option.isSome(delay)
+            ? Metric.increment(retried)
+            : (recordOutcome === undefined ? Effect.void : recordOutcome(envelope.id, key, { _tag: "Failure", error })).pipe(
+              Effect.zipRight(Metric.increment(deadLettered))
+            )
+        ),
+        Effect.zipRight(Metric.increment(failed)),
+        Effect.zipRight(Effect.fail(error))
+      )
+    }
 
     const run = (payload: P, envelope: Broker.Envelope): Effect.Effect<void, Task.RunError<F>, Exclude<R, Scope.Scope>> => {
       const key = envelope.headers[keyHeader]
@@ -378,47 +414,28 @@ export const worker = <Name extends string, P, S, F, R>(
         enqueuedAt: envelope.publishedAt,
         headers
       }
-      // A Scope per run, so a handler's scoped resources are released when its task ends; its
-      // release also ends the run's count, interrupted or not.
-      const handled = Effect.flatMap(Scope.make(), (scope) => {
+      // A Scope per run, so a handler's scoped resources are released when its task ends.
+      const attempt = Effect.flatMap(Scope.make(), (scope) => {
+        openScopes.add(scope)
         running++
-        return Effect.onExit(fiberLocal.provideService(handler(payload, taskContext), Scope.Scope, scope), (exit) => {
-          running--
-          return Scope.close(scope, exit)
-        })
-      })
-      const body: Effect.Effect<S, Task.RunError<F>, Exclude<R, Scope.Scope>> = (
-        timeout === undefined ? handled : Effect.timeoutFail(handled, {
+        const handled = fiberLocal.provideService(handler(payload, taskContext), Scope.Scope, scope)
+        const timed = timeout === undefined ? handled : Effect.timeoutFail(handled, {
           duration: timeout,
           onTimeout: () =>
             new Task.TaskTimeout({ task: task.name, id: envelope.id, attempt: envelope.attempt, timeoutMillis: Duration.toMillis(timeout) })
         })
-      ).pipe(Effect.catchAllDefect((defect) => Effect.fail(new HandlerDefect({ detail: describe(defect) }))))
-      const settled = Effect.flatMap(Effect.exit(body), (exit): Effect.Effect<void, Task.RunError<F>> => {
-        if (Exit.isSuccess(exit)) {
-          return recordOutcome === undefined
-            ? Metric.increment(succeeded)
-            : recordOutcome(envelope.id, key, { _tag: "Success", value: exit.value }).pipe(Effect.zipRight(Metric.increment(succeeded)))
-        }
-        const failure = Cause.failureOption(exit.cause)
-        // Interrupted (shutdown): let the broker requeue it.
-        if (Option.isNone(failure)) return Effect.failCause(exit.cause)
-        const error = failure.value
-        return nextRetryDelay(retry, envelope.attempt, error).pipe(
-          Effect.flatMap((delay) =>
-            Option.isSome(delay)
-              ? Metric.increment(retried)
-              : (recordOutcome === undefined ? Effect.void : recordOutcome(envelope.id, key, { _tag: "Failure", error })).pipe(
-                Effect.zipRight(Metric.increment(deadLettered))
-              )
-          ),
-          Effect.zipRight(Metric.increment(failed)),
-          Effect.zipRight(Effect.fail(error))
-        )
+        // Not one uninterruptible region around the run (that costs more than a no-op handler):
+        // interrupted (shutdown), this continuation does not run, the worker's finalizer closes
+        // the scopes such runs left open, and the count no longer matters.
+        return Effect.flatMap(Effect.exit(timed), (exit) => {
+          running--
+          openScopes.delete(scope)
+          return Effect.zipRight(Scope.close(scope, exit), settle(envelope, key, exit))
+        })
       })
       // The broker's `broker.process` span is this run's span: name the task on it (a real tracer only).
-      const named = traced ? Effect.zipRight(Effect.annotateCurrentSpan("effect_background.task", task.name), settled) : settled
-      return fiberLocal.annotateLogs(named, { task: task.name, taskId: envelope.id })
+      const named = traced ? Effect.zipRight(Effect.annotateCurrentSpan("effect_background.task", task.name), attempt) : attempt
+      return fiberLocal.annotateLogs(named, { taskId: envelope.id })
     }
 
     yield* broker.subscribe<P, unknown, Task.RunError<F>, Exclude<R, Scope.Scope>>(task.topic, run, {
@@ -426,5 +443,8 @@ export const worker = <Name extends string, P, S, F, R>(
       concurrency: options?.concurrency,
       retry,
       maxPriority: task.maxPriority
-    })
+    }).pipe(
+      // Deliveries inherit the subscribing fiber's annotations: `task` is set once, not per run.
+      Effect.annotateLogs(tags)
+    )
   })

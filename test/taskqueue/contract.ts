@@ -130,6 +130,39 @@ export const taskQueueContract = <E>(
       })
     })
 
+    it.scoped("a run's scoped resources and scoped fibers end with the run, a timed-out one included", () => {
+      const task = Task.make(uniqueName("scoped"), {
+        payload: Welcome,
+        success: Sent,
+        timeout: "300 millis",
+        retry: Schedule.recurs(0)
+      })
+      return Effect.gen(function*() {
+        const released = yield* Ref.make<ReadonlyArray<readonly [string, "success" | "failure"]>>([])
+        const background = yield* Ref.make<ReadonlyArray<string>>([])
+        const worker = TaskQueue.worker(task, (payload, ctx) =>
+          Effect.gen(function*() {
+            yield* Effect.acquireRelease(Effect.void, (_, exit) => Ref.update(released, (all) => [...all, [payload.userId, exit._tag === "Success" ? "success" : "failure"] as const]))
+            // A scoped fiber lives until its run ends, then is interrupted.
+            yield* Effect.forkScoped(Effect.onInterrupt(Effect.never, () => Ref.update(background, (all) => [...all, payload.userId])))
+            if (payload.userId === "slow") yield* Effect.never
+            return { messageId: ctx.id, at: new Date(0) }
+          }))
+        yield* withQueue(
+          worker,
+          Effect.gen(function*() {
+            const fast = yield* TaskQueue.enqueue(task, { userId: "fast", email: "a@b.c" })
+            const slow = yield* TaskQueue.enqueue(task, { userId: "slow", email: "a@b.c" })
+            assert.isTrue(Either.isRight(yield* resultOf(fast)))
+            const timedOut = yield* resultOf(slow)
+            assert.isTrue(Either.isLeft(timedOut) && timedOut.left instanceof TaskQueue.ResultError && timedOut.left.reason === "task-timeout")
+            assert.sameDeepMembers([...(yield* Ref.get(released))], [["fast", "success"], ["slow", "failure"]])
+            assert.sameMembers([...(yield* Ref.get(background))], ["fast", "slow"])
+          })
+        )
+      })
+    })
+
     it.scoped("a task's typed failure is returned to the producer and dead-lettered", () => {
       const task = welcomeTask()
       const worker = TaskQueue.worker(task, (payload) => Effect.fail(new InvalidEmail({ address: payload.email })))
