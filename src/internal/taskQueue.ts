@@ -5,6 +5,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
+import * as FiberRef from "effect/FiberRef"
 import * as FiberId from "effect/FiberId"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
@@ -327,6 +328,8 @@ export const worker = <Name extends string, P, S, F, R>(
     const retry = effectiveRetry(task)
     const timeout = task.timeout
     const tags = { task: task.name }
+    // Metric labels of the fiber that starts the worker: its deliveries inherit them.
+    const labels = yield* FiberRef.get(FiberRef.currentMetricLabels)
     const succeeded = Metric.tagged(metrics.succeeded, "task", task.name)
     const failed = Metric.tagged(metrics.failed, "task", task.name)
     const retried = Metric.tagged(metrics.retried, "task", task.name)
@@ -373,16 +376,22 @@ export const worker = <Name extends string, P, S, F, R>(
       Effect.forkScoped
     )
 
-    /** Records a finished attempt; a failure goes on to the broker, which retries or dead-letters it. */
+    /**
+     * Records a finished attempt; a failure goes on to the broker, which retries or dead-letters
+     * it. Called as the run's last step: a success without a store is counted right here, as
+     * an Effect per count costs more than the no-op task it counts.
+     */
     const settle = (
       envelope: Broker.Envelope,
       key: string | undefined,
       exit: Exit.Exit<S, F | Task.TaskTimeout>
     ): Effect.Effect<void, Task.RunError<F>> => {
       if (Exit.isSuccess(exit)) {
-        return recordOutcome === undefined
-          ? Metric.increment(succeeded)
-          : Effect.zipRight(recordOutcome(envelope.id, key, { _tag: "Success", value: exit.value }), Metric.increment(succeeded))
+        if (recordOutcome === undefined) {
+          succeeded.unsafeUpdate(1, labels)
+          return Effect.void
+        }
+        return Effect.zipRight(recordOutcome(envelope.id, key, { _tag: "Success", value: exit.value }), Metric.increment(succeeded))
       }
       const failure = Cause.failureOption(exit.cause)
       const defect = Cause.dieOption(exit.cause)
