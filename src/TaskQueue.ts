@@ -195,8 +195,14 @@ export type Handler<P, S, F, R> = (payload: P, context: TaskContext) => Effect.E
  * @category models
  */
 export interface WorkerOptions {
-  /** Tasks run at once by this worker (the Broker's prefetch). Default 10. */
+  /** Tasks run at once by this worker. Default 10. */
   readonly concurrency?: number | undefined
+  /**
+   * Tasks the broker may hand this worker ahead of its free slots (see
+   * `Broker.SubscribeOptions.prefetch`). Default: `concurrency`. Raise it for many short tasks;
+   * keep it for long ones, so a busy worker does not hold tasks an idle one could run.
+   */
+  readonly prefetch?: number | undefined
   /** How long a finished task's result is kept. Default 1 day. */
   readonly resultTtl?: Duration.DurationInput | undefined
 }

@@ -320,6 +320,14 @@ export const make = (transport: Broker.Transport): Broker.Service => {
       if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 65535) {
         return yield* new InvalidName({ kind: "option", value: String(concurrency), reason: "concurrency must be an integer from 1 to 65535" })
       }
+      const prefetch = options.prefetch ?? concurrency
+      if (!Number.isInteger(prefetch) || prefetch < concurrency || prefetch > 65535) {
+        return yield* new InvalidName({
+          kind: "option",
+          value: String(prefetch),
+          reason: `prefetch must be an integer from concurrency (${concurrency}) to 65535`
+        })
+      }
       const maxPriority = options.maxPriority
       if (maxPriority !== undefined && (!Number.isInteger(maxPriority) || maxPriority < 1 || maxPriority > 255)) {
         return yield* new InvalidName({ kind: "option", value: String(maxPriority), reason: "maxPriority must be an integer from 1 to 255" })
@@ -383,7 +391,7 @@ export const make = (transport: Broker.Transport): Broker.Service => {
       }
 
       yield* transport.consume(
-        { pattern: topic.name, group: options.group, concurrency, maxPriority },
+        { pattern: topic.name, group: options.group, concurrency, prefetch, maxPriority },
         handle
       )
     })
@@ -396,7 +404,7 @@ export const make = (transport: Broker.Transport): Broker.Service => {
         return yield* new InvalidName({ kind: "option", value: String(maxPriority), reason: "maxPriority must be an integer from 1 to 255" })
       }
       if (transport.declare === undefined) return
-      yield* transport.declare({ pattern: topic.name, group: options.group, concurrency: 1, maxPriority })
+      yield* transport.declare({ pattern: topic.name, group: options.group, concurrency: 1, prefetch: 1, maxPriority })
     })
 
   const redrive: Broker.Service["redrive"] = (group, options) =>

@@ -450,6 +450,7 @@ export const worker = <Name extends string, P, S, F, R>(
     yield* broker.subscribe<P, unknown, Task.RunError<F>, Exclude<R, Scope.Scope>>(task.topic, run, {
       group: task.group,
       concurrency: options?.concurrency,
+      prefetch: options?.prefetch,
       retry,
       maxPriority: task.maxPriority
     }).pipe(

@@ -217,6 +217,49 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQBroke
       assert.isAtMost(peak, concurrency)
     }))
 
+  it.scoped("a prefetch above the concurrency: RabbitMQ hands out up to the prefetch, the concurrency bounds what runs, and stopping loses nothing", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker.Broker
+      const topic = Broker.topic(`${uniqueName("pf").replaceAll("_", "-")}.x`, Schema.Struct({ n: Schema.Number }))
+      const group = uniqueName("g")
+      yield* broker.declare(topic, { group })
+      const total = 300
+      assert.isTrue((yield* broker.publishAll(Array.from({ length: total }, (_, n) => Broker.entry(topic, { n })))).every(Either.isRight))
+      const handled: Array<number> = []
+      let running = 0
+      let peak = 0
+      const unacked = yield* Effect.scoped(Effect.gen(function*() {
+        yield* broker.subscribe(topic, (message) =>
+          Effect.acquireUseRelease(
+            Effect.sync(() => {
+              running++
+              peak = Math.max(peak, running)
+            }),
+            () => Effect.sleep("20 millis"),
+            () => Effect.sync(() => {
+              running--
+              handled.push(message.n)
+            })
+          ), { group, concurrency: 2, prefetch: 20 })
+        yield* within("consumption under way", Effect.gen(function*() {
+          while (handled.length < 10) yield* Effect.sleep("10 millis")
+        }))
+        const listed = yield* rabbitmqctl("list_queues", "-q", "-p", vhost, "name", "messages_unacknowledged")
+        const row = listed.split("\n").map((line) => line.trim().split(/\s+/)).find(([name]) => name === `${prefix}.group.${group}`)
+        return Number(row?.[1])
+      }))
+      assert.isAtMost(peak, 2, "at most `concurrency` handlers at once")
+      assert.isAbove(unacked, 2, "RabbitMQ handed out more than the running handlers")
+      assert.isAtMost(unacked, 20, "and no more than the prefetch")
+      // The deliveries waiting for a slot went back to the queue: a new consumer gets the rest.
+      yield* broker.subscribe(topic, (message) => Effect.sync(() => void handled.push(message.n)), { group, concurrency: 50 })
+      yield* within("every message", Effect.gen(function*() {
+        while (new Set(handled).size < total) yield* Effect.sleep("20 millis")
+      }))
+      assert.strictEqual(new Set(handled).size, total, "lost none")
+      assert.strictEqual(handled.length - total, 0, "handled none twice")
+    }))
+
   it.scoped("a burst of publishes leaves in a few socket writes, and every one arrives in order", () =>
     Effect.gen(function*() {
       const model = yield* rawConnection(liveUrl())

@@ -522,6 +522,11 @@ export const brokerContract = <E>(
         assert.strictEqual(yield* kindOf(subscribeTo("amq.reserved")), "group")
         assert.strictEqual(yield* kindOf(subscribeTo("has space")), "group")
         assert.strictEqual(yield* kindOf(subscribeTo("")), "group")
+        const withOptions = (options: { readonly concurrency?: number; readonly prefetch?: number }) =>
+          Effect.scoped(broker.subscribe(topic, () => Effect.void, { group: uniqueName("g"), ...options }))
+        assert.strictEqual(yield* kindOf(withOptions({ concurrency: 0 })), "option")
+        assert.strictEqual(yield* kindOf(withOptions({ concurrency: 5, prefetch: 4 })), "option", "a prefetch below the concurrency")
+        assert.strictEqual(yield* kindOf(withOptions({ prefetch: 70000 })), "option")
         // A valid group so that failures below are about the option, not routing.
         yield* subscribeTo(uniqueName("g"))
         assert.strictEqual(yield* kindOf(broker.publish(topic, order("i"), { headers: { "x-eb-attempt": "9" } })), "header")

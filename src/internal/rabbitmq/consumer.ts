@@ -194,16 +194,34 @@ export const consume = (deps: ConsumerDeps) =>
         if (inFlight.size === 0 && drained !== undefined) Deferred.unsafeDone(drained, Effect.void)
       })
     }
+    // With a prefetch above the concurrency, deliveries beyond it wait here (unacked) for a slot.
+    let running = 0
+    const waiting: Array<{ readonly acker: Acker; readonly message: Amqp.Message }> = []
     const start = (acker: Acker, message: Amqp.Message) => {
+      if (running >= subscription.concurrency) {
+        waiting.push({ acker, message })
+        return
+      }
+      running++
       const state = { done: false }
       const delivery = toDelivery(message)
       track(runFork(handle(delivery)), (exit) => {
+        running--
+        startWaiting()
         if (Exit.isFailure(exit)) return settle(acker, message, state, false)
         const disposition = exit.value
         if (disposition._tag === "Ack") return settle(acker, message, state, true)
         // Retry and dead-letter republish first; interrupted (shutdown), the message is requeued.
         track(runFork(carryOut(acker, message, delivery, state, disposition)), () => settle(acker, message, state, false))
       })
+    }
+    const startWaiting = () => {
+      while (running < subscription.concurrency && !stopping) {
+        const next = waiting.shift()
+        if (next === undefined) return
+        // From a channel that has closed since: the broker redelivers it.
+        if (next.acker === attached?.acker) start(next.acker, next.message)
+      }
     }
     const token = {}
     let stopping = false
@@ -315,7 +333,7 @@ export const consume = (deps: ConsumerDeps) =>
             catch: (error) => fail(`declaring queue "${queue}" failed`, error)
           })
           yield* Effect.tryPromise({
-            try: () => channel.prefetch(subscription.concurrency),
+            try: () => channel.prefetch(subscription.prefetch),
             catch: (error) => fail("setting prefetch failed", error)
           })
           const reply = yield* Effect.tryPromise({
@@ -358,6 +376,8 @@ export const consume = (deps: ConsumerDeps) =>
       Effect.gen(function*() {
         stopping = true
         deps.active.delete(token)
+        // Not started: straight back to the queue.
+        for (const { acker, message } of waiting.splice(0)) acker.nack(message)
         const current = attached
         if (current !== undefined && !(yield* Deferred.isDone(current.lost))) {
           yield* Effect.tryPromise(() => current.channel.cancel(current.consumerTag)).pipe(
