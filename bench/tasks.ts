@@ -6,8 +6,10 @@
  *   classic durable queue, persistent messages, publisher confirms, manual ack after the handler.
  *   "ours+results" adds the in-memory result store (one result write per task); "ours quorum" runs
  *   the same on quorum queues (`queueType: "quorum"`: replicated and fsync'd, the durable choice);
- *   "ours transient" runs a `delivery: "transient"` task: kept in RabbitMQ's memory, still
- *   confirmed and acked, lost if RabbitMQ restarts (BullMQ's durability here).
+ *   "ours quorum prefetch 500" adds a prefetch of 500 over the 50 slots (graphile-worker's local
+ *   queue of the same size); "ours transient" runs a `delivery: "transient"` task: kept in
+ *   RabbitMQ's memory, still confirmed and acked, lost if RabbitMQ restarts (BullMQ's durability
+ *   here).
  * - amqplib: the transport's ceiling doing the same work by hand — confirm channel (window 1,000)
  *   to the same kind of topic exchange + durable queue, consumer prefetch 50, JSON.parse, ack.
  *   Same durability as ours.
@@ -18,7 +20,7 @@
  *
  * Throughput = N / (first enqueue → last handler done), enqueue and processing overlapping.
  * Latency = enqueue call → handler start, single enqueues at a fixed rate.
- * Env: BENCH_TASKS_N (default 50,000), BENCH_TASKS_ROUNDS (default 2), BENCH_TASKS_RATE (1,000/s).
+ * Env: BENCH_TASKS_N (default 50,000), BENCH_TASKS_ROUNDS (default 3), BENCH_TASKS_RATE (1,000/s).
  * BullMQ 6 needs its `ioredis` peer installed (a devDependency).
  */
 import * as Amqp from "amqplib"
@@ -35,12 +37,14 @@ import { databaseUrl, rabbitmqUrl, runId } from "../test/fixtures/env.js"
 import { publishConfirmedWindow } from "./support/amqp.js"
 
 const N = Number(process.env["BENCH_TASKS_N"] ?? 50_000)
-const ROUNDS = Number(process.env["BENCH_TASKS_ROUNDS"] ?? 2)
+const ROUNDS = Number(process.env["BENCH_TASKS_ROUNDS"] ?? 3)
 const RATE = Number(process.env["BENCH_TASKS_RATE"] ?? 1_000)
 const LATENCY_SECONDS = 3
 const CONCURRENCY = 50
 const WINDOW = 1_000
 const CHUNK = 1_000
+/** graphile-worker's local queue below; ours gets the same prefetch in the "quorum prefetch" run. */
+const GRAPHILE_LOCAL_QUEUE = 500
 
 const Payload = Schema.Struct({
   id: Schema.String,
@@ -143,7 +147,8 @@ const oursRun = (
   round: string,
   mode: "throughput" | "latency",
   results: boolean,
-  delivery: Task.Delivery = "persistent"
+  delivery: Task.Delivery = "persistent",
+  prefetch: number = CONCURRENCY
 ) =>
   Effect.gen(function*() {
     const task = Task.make(`bench.${round}`, { payload: Payload, delivery })
@@ -154,7 +159,7 @@ const oursRun = (
       Effect.sync(() => {
         if (mode === "latency") latencies.push(performance.now() - p.sentAt)
         done.hit()
-      }), { concurrency: CONCURRENCY })
+      }), { concurrency: CONCURRENCY, prefetch })
     const services = Layer.mergeAll(TaskQueue.layer(), worker).pipe(
       Layer.provide(TaskQueue.layerResultStoreMemory),
       Layer.provide(Layer.succeedContext(brokerContext))
@@ -252,7 +257,7 @@ const graphileRun = async (round: string, mode: "throughput" | "latency") => {
         done.hit()
       }
     },
-    preset: { worker: { localQueue: { size: 500 }, completeJobBatchDelay: 0, failJobBatchDelay: 0 } }
+    preset: { worker: { localQueue: { size: GRAPHILE_LOCAL_QUEUE }, completeJobBatchDelay: 0, failJobBatchDelay: 0 } }
   })
   const started = performance.now()
   if (mode === "throughput") {
@@ -306,7 +311,7 @@ const main = Effect.gen(function*() {
       await channel.close()
     }))
 
-  const rates = { ours: [] as Array<number>, oursResults: [] as Array<number>, oursQuorum: [] as Array<number>, oursTransient: [] as Array<number>, amqplib: [] as Array<number>, bullmq: [] as Array<number>, graphile: [] as Array<number> }
+  const rates = { ours: [] as Array<number>, oursResults: [] as Array<number>, oursQuorum: [] as Array<number>, oursQuorumPrefetch: [] as Array<number>, oursTransient: [] as Array<number>, amqplib: [] as Array<number>, bullmq: [] as Array<number>, graphile: [] as Array<number> }
   for (let round = 0; round < ROUNDS; round++) {
     const r = `r${round}`
     const ours = yield* oursRun(brokerContext, r, "throughput", false)
@@ -318,6 +323,9 @@ const main = Effect.gen(function*() {
     const quorum = yield* oursRun(quorumContext, `${r}q`, "throughput", false)
     quorumGroups.push(quorum.group)
     rates.oursQuorum.push(quorum.rate)
+    const quorumPrefetch = yield* oursRun(quorumContext, `${r}qp`, "throughput", false, "persistent", GRAPHILE_LOCAL_QUEUE)
+    quorumGroups.push(quorumPrefetch.group)
+    rates.oursQuorumPrefetch.push(quorumPrefetch.rate)
     const transient = yield* oursRun(brokerContext, `${r}t`, "throughput", false, "transient")
     groups.push(transient.group)
     rates.oursTransient.push(transient.rate)
@@ -327,7 +335,7 @@ const main = Effect.gen(function*() {
     log(
       `round ${round + 1}: ours ${rates.ours[round]?.toFixed(0)} (+results ${rates.oursResults[round]?.toFixed(0)}, quorum ${
         rates.oursQuorum[round]?.toFixed(0)
-      }, transient ${rates.oursTransient[round]?.toFixed(0)}), amqplib ${
+      }, quorum prefetch ${GRAPHILE_LOCAL_QUEUE} ${rates.oursQuorumPrefetch[round]?.toFixed(0)}, transient ${rates.oursTransient[round]?.toFixed(0)}), amqplib ${
         rates.amqplib[round]?.toFixed(0)
       }, bullmq ${rates.bullmq[round]?.toFixed(0)}, graphile ${rates.graphile[round]?.toFixed(0)} tasks/s`
     )
@@ -347,6 +355,10 @@ const main = Effect.gen(function*() {
   print("tasks.throughput.ours_transient_tasks_per_s", Math.round(median(rates.oursTransient)), "tasks/s")
   print("tasks.throughput.transient_ratio_vs_bullmq", median(rates.oursTransient) / median(rates.bullmq), "x")
   print("tasks.throughput.quorum_ratio_vs_graphile", median(rates.oursQuorum) / median(rates.graphile), "x")
+  // graphile-worker holds up to its local queue (500) of jobs ahead of its 50 slots; ours with a
+  // prefetch of the same size does the same.
+  print("tasks.throughput.ours_quorum_prefetch_tasks_per_s", Math.round(median(rates.oursQuorumPrefetch)), "tasks/s")
+  print("tasks.throughput.quorum_prefetch_ratio_vs_graphile", median(rates.oursQuorumPrefetch) / median(rates.graphile), "x")
 
   const latOurs = yield* oursRun(brokerContext, "lat", "latency", false)
   groups.push(latOurs.group)
