@@ -96,7 +96,9 @@ export const taskQueueContract = <E>(
       const task = welcomeTask()
       return Effect.gen(function*() {
         const released = yield* Ref.make<ReadonlyArray<string>>([])
-        const seen = yield* Ref.make<ReadonlyArray<{ readonly id: string; readonly annotated: unknown; readonly hasScope: boolean }>>([])
+        const seen = yield* Ref.make<
+          ReadonlyArray<{ readonly id: string; readonly annotated: unknown; readonly taskAnnotated: unknown; readonly hasScope: boolean }>
+        >([])
         // One at a time, so the memory broker's single worker fiber runs every task in turn.
         const worker = TaskQueue.worker(task, (payload, ctx) =>
           Effect.gen(function*() {
@@ -106,6 +108,7 @@ export const taskQueueContract = <E>(
             yield* Ref.update(seen, (all) => [...all, {
               id: ctx.id,
               annotated: HashMap.get(annotations, "taskId").pipe(Option.getOrUndefined),
+              taskAnnotated: HashMap.get(annotations, "task").pipe(Option.getOrUndefined),
               hasScope: !before.includes(ctx.id)
             }])
             return { messageId: payload.userId, at: new Date(0) }
@@ -123,6 +126,7 @@ export const taskQueueContract = <E>(
             assert.sameMembers(runs.map((run) => run.id), handles.map((handle) => handle.id))
             for (const run of runs) {
               assert.strictEqual(run.annotated, run.id, "each run's logs carry its own task id")
+              assert.strictEqual(run.taskAnnotated, task.name, "and the task's name")
               assert.isTrue(run.hasScope)
             }
           })
