@@ -354,6 +354,22 @@ export const brokerContract = <E>(
         assert.deepStrictEqual(yield* takeN(handled, ids.length, "handled message"), ids)
       }))
 
+    it.scoped("a batch many windows long keeps its order, a delayed message among it included", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker.Broker
+        const topic = freshTopic("order")
+        const handled = yield* Queue.unbounded<string>()
+        yield* broker.subscribe(topic, (m) => Queue.offer(handled, m.id), { group: uniqueName("g"), concurrency: 1 })
+        const ids = Array.from({ length: 2000 }, (_, i) => `o-${i}`)
+        const entries = ids.map((id, i) => Broker.entry(topic, order(id), i === 700 ? { delay: "200 millis" } : undefined))
+        const outcomes = yield* broker.publishAll(entries, { window: 10 })
+        assert.isTrue(outcomes.every(Either.isRight))
+        const received = yield* takeN(handled, ids.length, "handled message")
+        // The delayed one comes whenever its delay is over; the rest in publish order.
+        assert.include(received, "o-700")
+        assert.deepStrictEqual(received.filter((id) => id !== "o-700"), ids.filter((id) => id !== "o-700"))
+      }))
+
     it.scoped("a delayed message is not delivered before its delay", () =>
       Effect.gen(function*() {
         const broker = yield* Broker.Broker
