@@ -295,6 +295,32 @@ describe("PgOutbox", () => {
       yield* waitUntil("replayed rows are dispatched", Effect.map(countRows(prefix, "dead"), (n) => n === 0))
     })))
 
+  it.live("a retention of 0 deletes each event as it is dispatched, keeps per-key order, and keeps dead ones", () =>
+    run(Effect.gen(function*() {
+      const prefix = yield* uniquePrefix
+      const broker = recordingBroker({
+        current: (message) =>
+          message.messageId === "dead-1"
+            ? new Broker.PublishRejected({ topic: message.routingKey, messageId: message.messageId, reason: "invalid", ambiguous: false, detail: "injected" })
+            : undefined
+      })
+      const sql = yield* SqlClient.SqlClient
+      const ctx = yield* Layer.build(
+        PgOutbox.layer({ prefix, pollInterval: "100 millis", ordering: "per-key", retention: { maxAge: 0 } }).pipe(Layer.provide(broker.layer))
+      )
+      for (let n = 0; n < 20; n++) yield* Outbox.add(orderPlaced, { orderId: `k${n % 2}`, n }, { key: `k${n % 2}` }).pipe(Effect.provide(ctx))
+      yield* Outbox.add(orderPlaced, { orderId: "d", n: 0 }, { messageId: "dead-1" }).pipe(Effect.provide(ctx))
+      const rows = sql<{ readonly message_id: string; readonly state: string }>`select message_id, state from ${sql(`${prefix}_outbox`)}`
+      yield* waitUntil("only the dead event is left", Effect.map(rows, (left) => left.length === 1 && left[0]?.state === "dead"))
+      assert.strictEqual((yield* rows)[0]?.message_id, "dead-1")
+      const published = broker.sent.filter((s) => s.messageId !== "dead-1").map((s) => decode(s.body))
+      assert.strictEqual(published.length, 20)
+      for (const key of ["k0", "k1"]) {
+        const ns = published.filter((m) => m.orderId === key).map((m) => m.n)
+        assert.deepStrictEqual(ns, [...ns].sort((a, b) => a - b), `order of ${key}`)
+      }
+    })))
+
   it.live("a defect in the broker does not stop the dispatcher: the batch rolls back and is published again", () =>
     run(Effect.gen(function*() {
       const prefix = yield* uniquePrefix

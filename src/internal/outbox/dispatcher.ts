@@ -110,6 +110,8 @@ export const make = (
   wake: Queue.Queue<void>
 ) => {
   const t = options.tables
+  // A retention of 0: an event is deleted by the transaction that records its dispatch.
+  const deleteOnDispatch = Option.exists(options.retention, (r) => r.maxAgeMs === 0)
 
   /** Publishes `rows` (one wave) and records outcomes into the accumulators. */
   const publishWave = (
@@ -175,7 +177,7 @@ export const make = (
         chains = chains.filter((chain, j) => chain.length > i + 1 && result.outcomes[j]?._tag === "Dispatched")
       }
     }
-    if (done.length > 0) yield* Sql.markDispatched(sql, t, done)
+    if (done.length > 0) yield* (deleteOnDispatch ? Sql.deleteRows(sql, t, done) : Sql.markDispatched(sql, t, done))
     if (failures.length > 0) yield* Sql.markFailed(sql, t, failures)
     yield* Metric.incrementBy(options.metrics.dispatched, done.length)
     yield* Metric.incrementBy(options.metrics.failures, failures.length)
@@ -225,7 +227,7 @@ export const make = (
     }
   })
 
-  const retention = Option.map(options.retention, (r) =>
+  const retention = Option.map(Option.filter(options.retention, () => !deleteOnDispatch), (r) =>
     Effect.gen(function*() {
       while (true) {
         const deleted = yield* Sql.deleteDispatched(sql, t, r.maxAgeMs, r.batchSize)

@@ -152,6 +152,15 @@ export const markDispatched = (sql: SqlClient.SqlClient, t: Tables, ids: Readonl
   sql`update ${sql(t.outbox)} set state = 'dispatched', dispatched_at = now(), attempts = attempts + 1
     where id = any(${ids}::bigint[])`
 
+/**
+ * Deletes dispatched rows instead of marking them (a retention of 0): PostgreSQL then writes no
+ * new row version and no index entries for them.
+ *
+ * @internal
+ */
+export const deleteRows = (sql: SqlClient.SqlClient, t: Tables, ids: ReadonlyArray<string>) =>
+  sql`delete from ${sql(t.outbox)} where id = any(${ids}::bigint[])`
+
 /** @internal */
 export interface Failure {
   readonly id: string
