@@ -128,23 +128,7 @@ const makeService = (
   const keyPendingLimit = Duration.toMillis(durationOption(options?.keyPendingLimit, Duration.days(1), "keyPendingLimit"))
   const pollInterval = durationOption(options?.pollInterval, defaultPollInterval, "pollInterval")
 
-  // Queues declared by this process, so an enqueue before any worker started is kept.
-  const declared = new Map<string, Effect.Effect<void, Broker.SubscribeError>>()
-  const declare = <A>(task: { readonly group: string; readonly maxPriority: number | undefined; readonly topic: Broker.Subscribable<A, unknown> }) => {
-    let once = declared.get(task.group)
-    if (once === undefined) {
-      once = Effect.runSync(
-        Effect.cached(
-          Effect.tapError(
-            broker.declare(task.topic, { group: task.group, maxPriority: task.maxPriority }),
-            () => Effect.sync(() => declared.delete(task.group))
-          )
-        )
-      )
-      declared.set(task.group, once)
-    }
-    return once
-  }
+  const declare = <A>(task: DeclaredTask<A>) => declareOnce(broker, task)
 
   const enqueue = <Name extends string, P, S, F>(
     task: Task.Task<Name, P, S, F>,
@@ -162,8 +146,12 @@ const makeService = (
         headers: key === undefined ? enqueueOptions?.headers : { ...enqueueOptions?.headers, [keyHeader]: key },
         persistent: task.delivery === "persistent"
       }
+      const publish = broker.publish(task.topic, payload, publishOptions).pipe(
+        Effect.tapError((error) => Effect.sync(() => forgetIfUnroutable(broker, task.group, error))),
+        Effect.mapError((error) => enqueueErrorOf(task.name, error))
+      )
       if (key === undefined) {
-        yield* Effect.mapError(broker.publish(task.topic, payload, publishOptions), (e) => enqueueErrorOf(task.name, e))
+        yield* publish
         return makeHandle(task, id, undefined, false)
       }
       if (Option.isNone(store)) {
@@ -175,8 +163,7 @@ const makeService = (
         (error) => new EnqueueError({ task: task.name, reason: "key-store", ambiguous: false, detail: error.message, cause: error })
       )
       if (holder !== id) return makeHandle(task, holder, key, true)
-      return yield* broker.publish(task.topic, payload, publishOptions).pipe(
-        Effect.mapError((e) => enqueueErrorOf(task.name, e)),
+      return yield* publish.pipe(
         // The task was not accepted: free the key so a retry of this enqueue can claim it.
         Effect.tapError(() =>
           store.value.release(task.name, key, id).pipe(
@@ -229,6 +216,46 @@ const makeService = (
   return { enqueue, result, poll }
 }
 
+/** An unroutable publish means the task's queue is gone (deleted since): declare it again next time. */
+const forgetIfUnroutable = (broker: Broker.Service, group: string, error: Broker.PublishError): void => {
+  if (error._tag === "PublishRejected" && error.reason === "unroutable") declaredBy.get(broker)?.delete(group)
+}
+
+type DeclaredTask<A> = {
+  readonly group: string
+  readonly maxPriority: number | undefined
+  readonly topic: Broker.Subscribable<A, unknown>
+}
+
+/**
+ * Task queues this process declared, per broker: an enqueue before any worker started is kept,
+ * and only the first enqueue of a task pays for declaring its queue (a channel and several round
+ * trips to RabbitMQ). A failed declaration is forgotten, so the next enqueue tries again.
+ */
+const declaredBy = new WeakMap<Broker.Service, Map<string, Effect.Effect<void, Broker.SubscribeError>>>()
+
+const declareOnce = <A>(broker: Broker.Service, task: DeclaredTask<A>): Effect.Effect<void, Broker.SubscribeError> => {
+  let declared = declaredBy.get(broker)
+  if (declared === undefined) {
+    declared = new Map()
+    declaredBy.set(broker, declared)
+  }
+  const known = declared
+  let once = known.get(task.group)
+  if (once === undefined) {
+    once = Effect.runSync(
+      Effect.cached(
+        Effect.tapError(
+          broker.declare(task.topic, { group: task.group, maxPriority: task.maxPriority }),
+          () => Effect.sync(() => known.delete(task.group))
+        )
+      )
+    )
+    known.set(task.group, once)
+  }
+  return once
+}
+
 /** @internal */
 export const enqueueAll = <Name extends string, P, S, F>(
   task: Task.Task<Name, P, S, F>,
@@ -237,10 +264,7 @@ export const enqueueAll = <Name extends string, P, S, F>(
 ): Effect.Effect<ReadonlyArray<Either.Either<TaskQueue.TaskHandle<S, F>, EnqueueError>>, EnqueueError, Broker.Broker> =>
   Effect.gen(function*() {
     const broker = yield* Broker.Broker
-    yield* Effect.mapError(
-      broker.declare(task.topic, { group: task.group, maxPriority: task.maxPriority }),
-      (e) => enqueueErrorOf(task.name, e)
-    )
+    yield* Effect.mapError(declareOnce(broker, task), (e) => enqueueErrorOf(task.name, e))
     const ids: Array<string> = []
     const entries: Array<Broker.PublishEntry> = []
     for (const payload of payloads) {
@@ -257,7 +281,10 @@ export const enqueueAll = <Name extends string, P, S, F>(
     const outcomes = yield* broker.publishAll(entries, { window: options?.window })
     return outcomes.map((outcome, i) =>
       Either.match(outcome, {
-        onLeft: (error) => Either.left(enqueueErrorOf(task.name, error)),
+        onLeft: (error) => {
+          forgetIfUnroutable(broker, task.group, error)
+          return Either.left(enqueueErrorOf(task.name, error))
+        },
         onRight: () => Either.right(makeHandle(task, ids[i] ?? "", undefined, false))
       })
     )

@@ -113,3 +113,23 @@ describe("TaskQueue delivery modes on RabbitMQ", () => {
       assert.includeMembers(ran, [1, 3])
     }).pipe(Effect.scoped, Effect.provide(liveIn(vhost))), 60_000)
 })
+
+describe("TaskQueue queue declarations on RabbitMQ", () => {
+  const vhost = `eb-tasks-declare-${runId}`
+  it.live("a task's queue is declared by its first enqueue only, and again after it was deleted", () =>
+    Effect.gen(function*() {
+      const task = Task.make(uniqueName("declared"), { payload: Schema.Struct({ n: Schema.Number }) })
+      const model = yield* rawConnection(urlFor(vhost))
+      const queue = `${prefix}.group.${task.group}`
+      const depth = withChannel(model, async (channel) => (await channel.checkQueue(queue)).messageCount)
+      const enqueueAll = (n: number) => Effect.map(TaskQueue.enqueueAll(task, [{ n }]), (outcomes) => outcomes.every(Either.isRight))
+      assert.isTrue(yield* enqueueAll(1))
+      assert.strictEqual(yield* depth, 1)
+      yield* withChannel(model, (channel) => channel.deleteQueue(queue))
+      // Known as declared: the first enqueue after the deletion is unroutable, and the next declares it again.
+      const [lost] = yield* TaskQueue.enqueueAll(task, [{ n: 2 }])
+      assert.isTrue(lost !== undefined && Either.isLeft(lost) && lost.left.reason === "no-queue")
+      assert.isTrue(yield* enqueueAll(3))
+      assert.strictEqual(yield* depth, 1)
+    }).pipe(Effect.scoped, Effect.provide(liveIn(vhost))), 60_000)
+})
