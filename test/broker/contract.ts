@@ -390,6 +390,27 @@ export const brokerContract = <E>(
         assert.isTrue(waited >= 450 && waited < 15_000, `delivered after ${waited} ms`)
       }))
 
+    it.scoped("delayed messages of different delays arrive once each, after their own delay", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker.Broker
+        const topic = freshTopic("delays")
+        const handled = yield* Queue.unbounded<readonly [string, number]>()
+        yield* broker.subscribe(
+          topic,
+          (m) => Effect.flatMap(Clock.currentTimeMillis, (now) => Queue.offer(handled, [m.id, now])),
+          { group: uniqueName("g") }
+        )
+        const start = yield* Clock.currentTimeMillis
+        yield* broker.publish(topic, order("short"), { delay: "150 millis" })
+        yield* broker.publish(topic, order("long"), { delay: "700 millis" })
+        const arrived = yield* takeN(handled, 2, "delayed message")
+        assert.deepStrictEqual(arrived.map(([id]) => id), ["short", "long"])
+        assert.isAtLeast((arrived[1]?.[1] ?? 0) - start, 650, "the long one waited its own delay")
+        // Each went through its own delay queue only: nothing else arrives.
+        yield* Effect.sleep("900 millis")
+        assert.strictEqual(yield* Queue.size(handled), 0)
+      }))
+
     it.scoped("a group's queue keeps receiving while no consumer is attached", () =>
       Effect.gen(function*() {
         const broker = yield* Broker.Broker

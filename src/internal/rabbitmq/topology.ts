@@ -119,5 +119,9 @@ export const declareDelay = async (channel: Amqp.Channel, n: Names, ms: number):
       "x-expires": expiresFor(ms)
     }
   })
-  await channel.bindQueue(n.delay(ms), n.delayExchange, "", { "x-match": "all", [delayHeader]: String(ms) })
+  // A headers exchange leaves `x-` headers out of matching unless told otherwise (RabbitMQ 3.10+):
+  // with plain "all", this binding would match every delayed message, whatever its delay.
+  await channel.bindQueue(n.delay(ms), n.delayExchange, "", { "x-match": "all-with-x", [delayHeader]: String(ms) })
+  // The match-everything binding earlier builds declared: removed (a no-op when absent).
+  await channel.unbindQueue(n.delay(ms), n.delayExchange, "", { "x-match": "all", [delayHeader]: String(ms) })
 }
