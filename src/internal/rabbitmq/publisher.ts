@@ -154,6 +154,12 @@ export const make = (manager: Manager, publishTimeout: Duration.Duration): Effec
       )
     }
 
+    /**
+     * Sends `indices` keeping up to `window` confirms in flight; true once all are settled, false
+     * when nothing was confirmed for `timeoutMs` (the connection may be half-open). The watchdog
+     * is a timer, not a fiber racing this one: a single publish is the common case, and a race of
+     * two fibers plus a sleep cost several times amqplib's own work for it.
+     */
     const round = (
       target: Sink,
       messages: ReadonlyArray<OutMessage>,
@@ -162,46 +168,53 @@ export const make = (manager: Manager, publishTimeout: Duration.Duration): Effec
       slots: Array<Slot>,
       progress: { at: number }
     ) =>
-      Effect.async<void>((resume) => {
+      Effect.async<boolean>((resume) => {
         const n = indices.length
         let next = 0
         let inFlight = 0
         let settled = 0
         let pumping = false
-        let cancelled = false
+        let over = false
+        let timer: ReturnType<typeof setTimeout> | undefined
+        const finish = (allSettled: boolean) => {
+          if (over) return
+          over = true
+          if (timer !== undefined) clearTimeout(timer)
+          resume(Effect.succeed(allSettled))
+        }
+        const watch = () => {
+          const idle = Date.now() - progress.at
+          if (idle >= timeoutMs) finish(false)
+          else timer = setTimeout(watch, timeoutMs - idle)
+        }
         const pump = (): void => {
           if (pumping) return
           pumping = true
-          while (!cancelled && inFlight < window && next < n) {
+          while (!over && inFlight < window && next < n) {
             const index = indices[next++]
             const message = index === undefined ? undefined : messages[index]
             if (index === undefined || message === undefined) break
             inFlight++
             slots[index] = InFlight
             target.send(message, (result) => {
-              if (cancelled) return
+              if (over) return
               slots[index] = result === Unsent ? Pending : result
               inFlight--
               settled++
               if (result !== Unsent) progress.at = Date.now()
-              if (settled === n) resume(Effect.void)
+              if (settled === n) finish(true)
               else pump()
             })
           }
           pumping = false
         }
-        if (n === 0) resume(Effect.void)
-        else pump()
+        if (n === 0) return finish(true)
+        pump()
+        if (!over) watch()
         return Effect.sync(() => {
-          cancelled = true
+          over = true
+          if (timer !== undefined) clearTimeout(timer)
         })
-      })
-
-    /** Completes when nothing was confirmed for `timeoutMs` (the connection may be half-open). */
-    const watchdog = (progress: { at: number }): Effect.Effect<void> =>
-      Effect.suspend(() => {
-        const idle = Date.now() - progress.at
-        return idle >= timeoutMs ? Effect.void : Effect.flatMap(Effect.sleep(timeoutMs - idle), () => watchdog(progress))
       })
 
     const publish = (messages: ReadonlyArray<OutMessage>, window: number): Effect.Effect<Array<Outcome>> =>
@@ -222,10 +235,7 @@ export const make = (manager: Manager, publishTimeout: Duration.Duration): Effec
             for (const i of indices) slots[i] = target.left
             break
           }
-          const finished = yield* Effect.raceFirst(
-            Effect.as(round(target.right, messages, indices, Math.max(1, window), slots, progress), true),
-            Effect.as(watchdog(progress), false)
-          )
+          const finished = yield* round(target.right, messages, indices, Math.max(1, window), slots, progress)
           if (!finished) {
             for (let i = 0; i < slots.length; i++) {
               const slot = slots[i]
