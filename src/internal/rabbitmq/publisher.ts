@@ -111,6 +111,8 @@ const reject = (message: OutMessage, reason: PublishRejected["reason"], ambiguou
 export interface Publisher {
   /** Publishes keeping up to `window` confirms in flight; one outcome per message, in order. */
   readonly publish: (messages: ReadonlyArray<OutMessage>, window: number) => Effect.Effect<Array<Outcome>>
+  /** As `publish` of one message; on an open channel without the batch bookkeeping. */
+  readonly publishOne: (message: OutMessage) => Effect.Effect<Outcome>
   /** Closes the publish channel (layer release). */
   readonly close: Effect.Effect<void>
 }
@@ -273,5 +275,39 @@ export const make = (manager: Manager, publishTimeout: Duration.Duration): Effec
       )
     })
 
-    return { publish, close } satisfies Publisher
+    const publishOne = (message: OutMessage): Effect.Effect<Outcome> => {
+      const current = sink
+      if (current === undefined || current.closed !== undefined) return Effect.map(publish([message], 1), (outcomes) => outcomes[0])
+      return Effect.flatMap(
+        Effect.async<SendResult | typeof Pending>((resume) => {
+          let over = false
+          let timer: ReturnType<typeof setTimeout> | undefined = setTimeout(() => {
+            timer = undefined
+            over = true
+            resume(Effect.succeed(Pending))
+          }, timeoutMs)
+          current.send(message, (result) => {
+            if (over) return
+            over = true
+            if (timer !== undefined) clearTimeout(timer)
+            resume(Effect.succeed(result))
+          })
+          return Effect.sync(() => {
+            over = true
+            if (timer !== undefined) clearTimeout(timer)
+          })
+        }),
+        (result): Effect.Effect<Outcome> =>
+          result === Ok
+            ? Effect.succeed(undefined)
+            : result === Unsent
+            // The channel closed before it took the message: the general path opens another.
+            ? Effect.map(publish([message], 1), (outcomes) => outcomes[0])
+            : result === Pending
+            ? Effect.succeed(timedOut(message, true))
+            : Effect.succeed(result)
+      )
+    }
+
+    return { publish, publishOne, close } satisfies Publisher
   })

@@ -201,10 +201,13 @@ export const make = (options: Resolved): Effect.Effect<Broker.Transport, BrokerU
       declare: declareGroup,
       redrive: redrive.make(manager, names, options.publishTimeout),
       publish: (message) =>
-        Effect.flatMap(publishAll([message], 1), (results) => {
-          const result = results[0]
-          return result === undefined || Either.isRight(result) ? Effect.void : Effect.fail(result.left)
-        }),
+        // Without a delay (no delay queue to declare) and within the size limit: the short path.
+        (message.delay === undefined || message.delay <= 0) && oversize(message, options.maxMessageBytes) === undefined
+          ? Effect.flatMap(publish.publishOne(toOut(message, undefined)), (outcome) => outcome === undefined ? Effect.void : Effect.fail(outcome))
+          : Effect.flatMap(publishAll([message], 1), (results) => {
+            const result = results[0]
+            return result === undefined || Either.isRight(result) ? Effect.void : Effect.fail(result.left)
+          }),
       publishAll,
       consume: consumer.consume({
         manager,
