@@ -11,6 +11,10 @@
  *   from the same group queue, each time after `publishAll` filled it (the rate of consuming
  *   RabbitMQ queues depends on what is in them: raw amqplib reads a queue of its own plain
  *   publishes 1.5-2x faster than the same queue of ours, so that figure is printed apart).
+ * - single publishes: 100 publishers at once, each awaiting its confirm before the next (how an
+ *   app publishes from request handlers); raw = 100 loops of `publish` + confirm callback on one
+ *   confirm channel, with what ours sends (topic exchange, `mandatory`, UUID id); ours =
+ *   100 fibers of `Broker.publish`.
  * - latency: publish→handler at 2,000 msg/s for a few seconds, p50/p99, both paths.
  */
 import * as Amqp from "amqplib"
@@ -26,6 +30,8 @@ const PREFETCH = 100
 const RATE = 2_000
 const LATENCY_SECONDS = 4
 const ROUNDS = Number(process.env["BENCH_BROKER_ROUNDS"] ?? 3)
+const SINGLE_N = 20_000
+const PUBLISHERS = 100
 
 const Order = Schema.Struct({
   id: Schema.String,
@@ -286,6 +292,53 @@ const main = Effect.gen(function*() {
   print("broker.consume.amqplib_own_messages_msgs_per_s", Math.round(rates(consume.rawOwnMessages)), "msg/s")
   print("broker.consume.ratio_vs_amqplib_own_messages", ratio(consume.ours, consume.rawOwnMessages), "x")
   print("broker.consume.ours_cpu_us_per_msg", cpus(consume.ours), "us")
+
+  // Single publishes from 100 concurrent publishers, alternating sides over the rounds.
+  const singleTopic = Broker.topic("bench.orders.single", Order)
+  created.push(`${prefix}.group.single`, `${prefix}.dlq.single`)
+  yield* broker.declare(singleTopic, { group: "single" })
+  const single = { raw: [] as Array<number>, ours: [] as Array<number> }
+  const oursSingle = Effect.gen(function*() {
+    let next = 0
+    const started = performance.now()
+    yield* Effect.forEach(Array.from({ length: PUBLISHERS }), () =>
+      Effect.gen(function*() {
+        while (next < SINGLE_N) yield* broker.publish(singleTopic, order(next++))
+      }), { concurrency: "unbounded", discard: true })
+    return SINGLE_N / ((performance.now() - started) / 1000)
+  })
+  const rawSingle = Effect.promise(async () => {
+    const confirm = await model.createConfirmChannel()
+    let next = 0
+    const started = performance.now()
+    await Promise.all(Array.from({ length: PUBLISHERS }, async () => {
+      while (next < SINGLE_N) {
+        const body = Buffer.from(JSON.stringify(order(next++)))
+        await new Promise<void>((resolve, reject) =>
+          confirm.publish(`${prefix}.topic`, singleTopic.name, body, {
+            persistent: true,
+            mandatory: true,
+            contentType: "application/json",
+            messageId: crypto.randomUUID()
+          }, (error) => (error === null || error === undefined ? resolve() : reject(error))))
+      }
+    }))
+    const rate = SINGLE_N / ((performance.now() - started) / 1000)
+    await confirm.close()
+    return rate
+  })
+  for (let round = 0; round < ROUNDS; round++) {
+    const [first, second] = round % 2 === 0 ? [rawSingle, oursSingle] : [oursSingle, rawSingle]
+    const a = yield* first
+    const b = yield* second
+    single.raw.push(round % 2 === 0 ? a : b)
+    single.ours.push(round % 2 === 0 ? b : a)
+    yield* Effect.promise(() => admin.purgeQueue(`${prefix}.group.single`))
+  }
+  const singleRatio = median(single.ours.map((rate, i) => rate / (single.raw[i] ?? Number.NaN)))
+  print("broker.publish_single.amqplib_msgs_per_s", Math.round(median(single.raw)), "msg/s")
+  print("broker.publish_single.ours_msgs_per_s", Math.round(median(single.ours)), "msg/s")
+  print("broker.publish_single.ratio_vs_amqplib", singleRatio, "x")
 
   const latencyQueue = `${prefix}.raw.latency`
   created.push(latencyQueue)
