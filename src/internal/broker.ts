@@ -134,11 +134,13 @@ const validateProperties = (
   return Either.right({ delay: delay.right === 0 ? undefined : delay.right, expiration: expiration.right })
 }
 
+const noHeaders: Readonly<Record<string, string>> = Object.freeze({})
+
 const withTraceparent = (
   userHeaders: Readonly<Record<string, string>> | undefined,
   traceparent: string | undefined
 ): Readonly<Record<string, string>> => {
-  if (traceparent === undefined) return userHeaders ?? {}
+  if (traceparent === undefined) return userHeaders ?? noHeaders
   return { ...userHeaders, [headers.traceparent]: traceparent }
 }
 

@@ -16,15 +16,23 @@ let offset = pool.length
 
 const byte = (i: number): string => hex[pool[offset + i] ?? 0] ?? "00"
 
+// The time part of the last id: a batch made in one millisecond shares it.
+let lastMillis = Number.NaN
+let lastTime = ""
+
 /** A new UUIDv7 for `now` (epoch ms). @internal */
 export const make = (now: number = Date.now()): string => {
   if (offset >= pool.length) {
     randomFillSync(pool)
     offset = 0
   }
-  const high = Math.floor(now / 0x10000) // the top 32 of the 48 time bits
-  const low = now % 0x10000
-  const time = (high >>> 0).toString(16).padStart(8, "0") + "-" + low.toString(16).padStart(4, "0")
+  if (now !== lastMillis) {
+    const high = Math.floor(now / 0x10000) // the top 32 of the 48 time bits
+    const low = now % 0x10000
+    lastTime = (high >>> 0).toString(16).padStart(8, "0") + "-" + low.toString(16).padStart(4, "0")
+    lastMillis = now
+  }
+  const time = lastTime
   const version = hex[0x70 | ((pool[offset + 6] ?? 0) & 0x0f)] ?? "70"
   const variant = hex[0x80 | ((pool[offset + 8] ?? 0) & 0x3f)] ?? "80"
   const id = `${time}-${version}${byte(7)}-${variant}${byte(9)}-${byte(10)}${byte(11)}${byte(12)}${byte(13)}${byte(14)}${byte(15)}`

@@ -239,9 +239,6 @@ export const consume = (deps: ConsumerDeps) =>
       else acker.nack(message)
     }
 
-    const republish = (out: OutMessage) =>
-      Effect.map(deps.publisher.publish([out], 1), (outcomes) => outcomes[0])
-
     /** Carries out a retry or dead-letter; on failure the original is requeued after a pause. */
     const forward = (
       acker: Acker,
@@ -251,7 +248,7 @@ export const consume = (deps: ConsumerDeps) =>
     ) =>
       Effect.gen(function*() {
         const prepared = yield* Effect.either(prepare)
-        const outcome = Either.isLeft(prepared) ? prepared.left : yield* republish(prepared.right)
+        const outcome = Either.isLeft(prepared) ? prepared.left : yield* deps.publisher.publishOne(prepared.right)
         if (outcome === undefined) return settle(acker, message, state, true)
         yield* Effect.logWarning(`could not forward the message, requeueing it: ${outcome.message}`)
         yield* Effect.sleep("1 second")
