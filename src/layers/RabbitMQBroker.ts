@@ -8,7 +8,7 @@
  * | name | kind | purpose |
  * |---|---|---|
  * | `<prefix>.topic` | durable topic exchange | every publish; groups bind their pattern here |
- * | `<prefix>.delay` | durable headers exchange | publishes with `delay`, routed by header `x-eb-delay` |
+ * | `<prefix>.delay` | durable headers exchange | publishes with `delay`, routed by header `x-eb-delay` (bindings match with `all-with-x`: RabbitMQ 3.10+) |
  * | `<prefix>.delay.<ms>` | classic queue, TTL `<ms>`, `x-expires` | holds delayed messages, then dead-letters them to `<prefix>.topic` with their routing key |
  * | `<prefix>.group.<group>` | durable queue (classic or quorum, `x-max-priority` when asked) | a subscription group |
  * | `<prefix>.retry.<ms>.<group>` | classic queue, TTL `<ms>`, `x-expires` | retries of the group, dead-lettered back to `<prefix>.group.<group>` through the default exchange |
