@@ -39,6 +39,34 @@ const exists = (model: Amqp.ChannelModel, kind: "queue" | "exchange", name: stri
   Effect.either(withChannel(model, (channel) => kind === "queue" ? channel.checkQueue(name) : channel.checkExchange(name)))
     .pipe(Effect.map(Either.isRight))
 
+/** A handler that takes 20 ms and records how many ran at once (`peak`) and how many ended. */
+const slowHandler = () => {
+  const state = { running: 0, peak: 0, done: 0 }
+  const handle = <A>(_: A) =>
+    Effect.acquireUseRelease(
+      Effect.sync(() => {
+        state.running++
+        state.peak = Math.max(state.peak, state.running)
+      }),
+      () => Effect.sleep("20 millis"),
+      () => Effect.sync(() => {
+        state.running--
+        state.done++
+      })
+    )
+  return { state, handle }
+}
+
+/** RabbitMQ's own count of a group queue's ready and unacknowledged messages. */
+const queueCounts = (group: string) =>
+  Effect.gen(function*() {
+    const listed = yield* rabbitmqctl("list_queues", "-q", "-p", vhost, "name", "messages_ready", "messages_unacknowledged")
+    const row = listed.split("\n").map((line) => line.trim().split(/\s+/)).find(([name]) => name === `${prefix}.group.${group}`)
+    assert.isDefined(row, listed)
+    const [, ready, unacked] = (row ?? []).map(Number)
+    return { ready: ready ?? Number.NaN, unacked: unacked ?? Number.NaN }
+  })
+
 layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQBroker", (it) => {
   it.scoped("declares the documented topology: exchanges, group, dead-letter, retry and delay queues", () =>
     Effect.gen(function*() {
@@ -189,32 +217,16 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQBroke
       const outcomes = yield* broker.publishAll(Array.from({ length: total }, (_, n) => Broker.entry(topic, { n, data })))
       assert.isTrue(outcomes.every(Either.isRight))
       const concurrency = 10
-      let running = 0
-      let peak = 0
-      let done = 0
-      yield* broker.subscribe(topic, () =>
-        Effect.acquireUseRelease(
-          Effect.sync(() => {
-            running++
-            peak = Math.max(peak, running)
-          }),
-          () => Effect.sleep("20 millis"),
-          () => Effect.sync(() => {
-            running--
-            done++
-          })
-        ), { group, concurrency })
+      const slow = slowHandler()
+      yield* broker.subscribe(topic, slow.handle, { group, concurrency })
       yield* within("consumption under way", Effect.gen(function*() {
-        while (done < 50) yield* Effect.sleep("20 millis")
+        while (slow.state.done < 50) yield* Effect.sleep("20 millis")
       }))
       // RabbitMQ's own count of what it handed out and has not had acked: the client's buffer.
-      const listed = yield* rabbitmqctl("list_queues", "-q", "-p", vhost, "name", "messages_ready", "messages_unacknowledged")
-      const row = listed.split("\n").map((line) => line.trim().split(/\s+/)).find(([name]) => name === `${prefix}.group.${group}`)
-      assert.isDefined(row, listed)
-      const [, ready, unacked] = (row ?? []).map(Number)
-      assert.isAtMost(unacked ?? Infinity, concurrency, "unacked deliveries bounded by the prefetch")
-      assert.isAtLeast(ready ?? 0, total / 2, "the backlog waits in RabbitMQ")
-      assert.isAtMost(peak, concurrency)
+      const { ready, unacked } = yield* queueCounts(group)
+      assert.isAtMost(unacked, concurrency, "unacked deliveries bounded by the prefetch")
+      assert.isAtLeast(ready, total / 2, "the backlog waits in RabbitMQ")
+      assert.isAtMost(slow.state.peak, concurrency)
     }))
 
   it.scoped("a prefetch above the concurrency: RabbitMQ hands out up to the prefetch, the concurrency bounds what runs, and stopping loses nothing", () =>
@@ -226,29 +238,19 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQBroke
       const total = 300
       assert.isTrue((yield* broker.publishAll(Array.from({ length: total }, (_, n) => Broker.entry(topic, { n })))).every(Either.isRight))
       const handled: Array<number> = []
-      let running = 0
-      let peak = 0
+      const slow = slowHandler()
       const unacked = yield* Effect.scoped(Effect.gen(function*() {
-        yield* broker.subscribe(topic, (message) =>
-          Effect.acquireUseRelease(
-            Effect.sync(() => {
-              running++
-              peak = Math.max(peak, running)
-            }),
-            () => Effect.sleep("20 millis"),
-            () => Effect.sync(() => {
-              running--
-              handled.push(message.n)
-            })
-          ), { group, concurrency: 2, prefetch: 20 })
+        yield* broker.subscribe(topic, (message) => Effect.zipRight(slow.handle(message), Effect.sync(() => void handled.push(message.n))), {
+          group,
+          concurrency: 2,
+          prefetch: 20
+        })
         yield* within("consumption under way", Effect.gen(function*() {
           while (handled.length < 10) yield* Effect.sleep("10 millis")
         }))
-        const listed = yield* rabbitmqctl("list_queues", "-q", "-p", vhost, "name", "messages_unacknowledged")
-        const row = listed.split("\n").map((line) => line.trim().split(/\s+/)).find(([name]) => name === `${prefix}.group.${group}`)
-        return Number(row?.[1])
+        return (yield* queueCounts(group)).unacked
       }))
-      assert.isAtMost(peak, 2, "at most `concurrency` handlers at once")
+      assert.isAtMost(slow.state.peak, 2, "at most `concurrency` handlers at once")
       assert.isAbove(unacked, 2, "RabbitMQ handed out more than the running handlers")
       assert.isAtMost(unacked, 20, "and no more than the prefetch")
       // The deliveries waiting for a slot went back to the queue: a new consumer gets the rest.

@@ -42,6 +42,19 @@ const word = (base: string): string => uniqueName(base).replaceAll("_", "-")
 /** A topic name unique to this test and run: `t-<run>-<base>-<n>.created`. */
 const freshTopic = (base: string) => Broker.topic(`${word(base)}.created`, Order)
 
+/** Subscribes a new group to `topic`; the queue receives each message's id and arrival time. */
+const arrivalsOf = (topic: ReturnType<typeof freshTopic>) =>
+  Effect.gen(function*() {
+    const broker = yield* Broker.Broker
+    const handled = yield* Queue.unbounded<readonly [string, number]>()
+    yield* broker.subscribe(
+      topic,
+      (m) => Effect.flatMap(Clock.currentTimeMillis, (now) => Queue.offer(handled, [m.id, now])),
+      { group: uniqueName("g") }
+    )
+    return handled
+  })
+
 const order = (id: string, amount = 10): Order => ({ id, amount, placedAt: new Date("2026-01-02T03:04:05.678Z") })
 
 export const brokerContract = <E>(
@@ -374,12 +387,7 @@ export const brokerContract = <E>(
       Effect.gen(function*() {
         const broker = yield* Broker.Broker
         const topic = freshTopic("delay")
-        const handled = yield* Queue.unbounded<readonly [string, number]>()
-        yield* broker.subscribe(
-          topic,
-          (m) => Effect.flatMap(Clock.currentTimeMillis, (now) => Queue.offer(handled, [m.id, now])),
-          { group: uniqueName("g") }
-        )
+        const handled = yield* arrivalsOf(topic)
         const start = yield* Clock.currentTimeMillis
         yield* broker.publish(topic, order("later"), { delay: "500 millis" })
         yield* broker.publish(topic, order("now"))
@@ -394,12 +402,7 @@ export const brokerContract = <E>(
       Effect.gen(function*() {
         const broker = yield* Broker.Broker
         const topic = freshTopic("delays")
-        const handled = yield* Queue.unbounded<readonly [string, number]>()
-        yield* broker.subscribe(
-          topic,
-          (m) => Effect.flatMap(Clock.currentTimeMillis, (now) => Queue.offer(handled, [m.id, now])),
-          { group: uniqueName("g") }
-        )
+        const handled = yield* arrivalsOf(topic)
         const start = yield* Clock.currentTimeMillis
         yield* broker.publish(topic, order("short"), { delay: "150 millis" })
         yield* broker.publish(topic, order("long"), { delay: "700 millis" })
