@@ -216,11 +216,6 @@ const makeService = (
   return { enqueue, result, poll }
 }
 
-/** An unroutable publish means the task's queue is gone (deleted since): declare it again next time. */
-const forgetIfUnroutable = (broker: Broker.Service, group: string, error: Broker.PublishError): void => {
-  if (error._tag === "PublishRejected" && error.reason === "unroutable") declaredBy.get(broker)?.delete(group)
-}
-
 type DeclaredTask<A> = {
   readonly group: string
   readonly maxPriority: number | undefined
@@ -254,6 +249,11 @@ const declareOnce = <A>(broker: Broker.Service, task: DeclaredTask<A>): Effect.E
     known.set(task.group, once)
   }
   return once
+}
+
+/** An unroutable publish means the task's queue is gone (deleted since): declare it again next time. */
+const forgetIfUnroutable = (broker: Broker.Service, group: string, error: Broker.PublishError): void => {
+  if (error._tag === "PublishRejected" && error.reason === "unroutable") declaredBy.get(broker)?.delete(group)
 }
 
 /** @internal */

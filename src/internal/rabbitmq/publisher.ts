@@ -275,7 +275,7 @@ export const make = (manager: Manager, publishTimeout: Duration.Duration): Effec
       )
     })
 
-    const publishOne = (message: OutMessage): Effect.Effect<Outcome> => {
+    const publishOne = (message: OutMessage): Effect.Effect<Outcome> => Effect.suspend(() => {
       const current = sink
       if (current === undefined || current.closed !== undefined) return Effect.map(publish([message], 1), (outcomes) => outcomes[0])
       return Effect.flatMap(
@@ -307,7 +307,7 @@ export const make = (manager: Manager, publishTimeout: Duration.Duration): Effec
             ? Effect.succeed(timedOut(message, true))
             : Effect.succeed(result)
       )
-    }
+    })
 
     return { publish, publishOne, close } satisfies Publisher
   })
