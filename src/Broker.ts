@@ -215,8 +215,9 @@ export interface SubscribeOptions<E> {
    * Messages the broker may hand this consumer before it acknowledges any (RabbitMQ's prefetch).
    * Default: `concurrency`. Above it, the next message is already here when a handler ends, which
    * speeds up short handlers (the round trip to the broker no longer gaps each slot); the extra
-   * messages wait in this process, unacknowledged, and go back to the queue if it stops. The
-   * in-memory broker has no round trip and ignores it.
+   * messages wait in this process, unacknowledged, and go back to the queue if it stops. They run
+   * in arrival order: priorities only reorder what is still in the broker. The in-memory broker
+   * has no round trip and ignores it.
    */
   readonly prefetch?: number | undefined
   /** Decides, from the failure and the attempt count, the delay before the next attempt. */

@@ -287,11 +287,11 @@ export const make = (transport: Broker.Transport): Broker.Service => {
 
   const checkSize = (
     item: Either.Either<Broker.TransportMessage, Broker.PublishError>
-  ): Either.Either<Broker.TransportMessage, Broker.PublishError> =>
-    Either.flatMap(item, (m) => {
-      const rejected = oversize(m, transport.maxMessageBytes)
-      return rejected === undefined ? Either.right(m) : Either.left(rejected)
-    })
+  ): Either.Either<Broker.TransportMessage, Broker.PublishError> => {
+    if (Either.isLeft(item)) return item
+    const rejected = oversize(item.right, transport.maxMessageBytes)
+    return rejected === undefined ? item : Either.left(rejected)
+  }
 
   const withBatchSpan = withSpanWhenTraced("broker.publishAll", { kind: "producer", captureStackTrace: false })
 
