@@ -1,5 +1,6 @@
 /**
- * RabbitMQBroker under real faults (RELIABILITY.md B1, B2, B4, B9, and R1: a redrive cut by the server). Serial "faults" project:
+ * RabbitMQBroker under real faults (RELIABILITY.md B1, B2, B4, B9; R1: a redrive cut by the server;
+ * P1: a consumer holding a prefetch beyond its concurrency cut by the server). Serial "faults" project:
  * `stop_app` breaks every vhost for a few seconds. Each scenario keeps a ledger per message id
  * (publish outcome, deliveries) and asserts: nothing confirmed is lost, duplicates stay within
  * the bound, consumers come back.
@@ -261,6 +262,36 @@ layer(Layer.scopedDiscard(scopedVhost(vhost)), { excludeTestServices: true, time
       assert.deepStrictEqual([...again.deliveries.keys()].sort(), ["slow-1", "slow-2", "slow-3"])
       assert.strictEqual(again.redelivered(), 3)
     }).pipe(Effect.scoped), { timeout: 60_000 })
+
+  it.scoped("P1: the server closes the connection while deliveries wait for a slot (prefetch > concurrency): none lost, the waiting ones not run twice", () =>
+    Effect.gen(function*() {
+      const broker = yield* brokerAt({ url: Redacted.make(urlFor(vhost)), prefix })
+      const topic = freshTopic("p1")
+      const group = uniqueName("g")
+      const total = 2000
+      const concurrency = 4
+      const prefetch = 100
+      yield* broker.declare(topic, { group })
+      const ids = Array.from({ length: total }, (_, i) => `p1-${i}`)
+      const ledger = makeLedger()
+      ledger.record(yield* broker.publishAll(ids.map((id) => Broker.entry(topic, { id }))), ids)
+      assert.strictEqual(ledger.confirmed.size, total)
+      yield* broker.subscribe(
+        topic,
+        (item, envelope) => Effect.zipRight(Effect.sleep("1 millis"), ledger.deliver(item.id, envelope)),
+        { group, concurrency, prefetch }
+      )
+      yield* waitFor("a tenth handled", () => ledger.deliveries.size >= total / 10, 30)
+      yield* rabbitmqctl("close_all_connections", "-p", vhost, "P1 fault test")
+      yield* waitFor("every message handled", () => ledger.deliveries.size === total, 60).pipe(Effect.either)
+      console.log(ledger.summary("P1"), `, lost ${ledger.lost().length}`)
+      assert.strictEqual(ledger.lost().length, 0, "confirmed but never handled")
+      // RabbitMQ redelivers all the consumer held unacked (up to the prefetch); of those, only the
+      // ones running when the connection went, or whose acks were still on the wire, ran before:
+      // the ones waiting for a slot on the closed channel were dropped, not run.
+      assert.isAtMost(ledger.duplicates(), prefetch, "duplicates within the prefetch")
+      assert.isBelow(ledger.duplicates(), ledger.redelivered() / 2, "waiting deliveries of the closed channel did not run")
+    }).pipe(Effect.scoped), { timeout: 120_000 })
 
   it.scoped("R1: the server closes the connection mid-redrive: no dead letter lost, duplicates within a batch", () =>
     Effect.gen(function*() {

@@ -19,6 +19,8 @@ export class Acker {
   private low = 1
   private readonly settled = new Map<number, { state: typeof Pending | typeof Sent; message: Amqp.Message }>()
   private scheduled = false
+  /** Set once the channel closed: what it delivered and is not settled, the broker redelivers. */
+  closed = false
 
   constructor(
     readonly channel: Amqp.Channel,

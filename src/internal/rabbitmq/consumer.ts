@@ -219,8 +219,8 @@ export const consume = (deps: ConsumerDeps) =>
       while (running < subscription.concurrency && !stopping) {
         const next = waiting.shift()
         if (next === undefined) return
-        // From a channel that has closed since: the broker redelivers it.
-        if (next.acker === attached?.acker) start(next.acker, next.message)
+        // From a channel that has closed since: the broker redelivers it, so it must not run here.
+        if (!next.acker.closed) start(next.acker, next.message)
       }
     }
     const token = {}
@@ -316,6 +316,7 @@ export const consume = (deps: ConsumerDeps) =>
           manager.log({ level: "warning", message: `consumer channel error: ${manager.describeError(error)}`, annotations })
         })
         channel.on("close", () => {
+          acker.closed = true
           Deferred.unsafeDone(lost, Effect.succeed("channel closed"))
         })
         const setup = Effect.gen(function*() {
