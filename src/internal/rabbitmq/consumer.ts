@@ -12,6 +12,7 @@ import type * as Broker from "../../Broker.js"
 import { BrokerUnavailable } from "../../BrokerError.js"
 import { headers as libraryHeaders } from "../broker.js"
 import * as MessageId from "../messageId.js"
+import { Fifo } from "../fifo.js"
 import { Acker } from "./acker.js"
 import type { Connection, Manager } from "./connection.js"
 import type { Declarer } from "./declarer.js"
@@ -196,7 +197,7 @@ export const consume = (deps: ConsumerDeps) =>
     }
     // With a prefetch above the concurrency, deliveries beyond it wait here (unacked) for a slot.
     let running = 0
-    const waiting: Array<{ readonly acker: Acker; readonly message: Amqp.Message }> = []
+    const waiting = new Fifo<{ readonly acker: Acker; readonly message: Amqp.Message }>()
     const start = (acker: Acker, message: Amqp.Message) => {
       if (running >= subscription.concurrency) {
         waiting.push({ acker, message })
@@ -375,7 +376,7 @@ export const consume = (deps: ConsumerDeps) =>
         stopping = true
         deps.active.delete(token)
         // Not started: straight back to the queue.
-        for (const { acker, message } of waiting.splice(0)) acker.nack(message)
+        for (const { acker, message } of waiting.drain()) acker.nack(message)
         const current = attached
         if (current !== undefined && !(yield* Deferred.isDone(current.lost))) {
           yield* Effect.tryPromise(() => current.channel.cancel(current.consumerTag)).pipe(
