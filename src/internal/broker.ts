@@ -134,7 +134,8 @@ const validateProperties = (
   return Either.right({ delay: delay.right === 0 ? undefined : delay.right, expiration: expiration.right })
 }
 
-const noHeaders: Readonly<Record<string, string>> = Object.freeze({})
+/** The header table of a message without headers, shared. @internal */
+export const noHeaders: Readonly<Record<string, string>> = Object.freeze({})
 
 const withTraceparent = (
   userHeaders: Readonly<Record<string, string>> | undefined,
@@ -190,14 +191,14 @@ const prepareEncoded = (
   })
 }
 
-const userHeadersOf = (wire: Readonly<Record<string, string>>): Record<string, string> => {
-  const result: Record<string, string> = {}
+const userHeadersOf = (wire: Readonly<Record<string, string>>): Readonly<Record<string, string>> => {
+  let result: Record<string, string> | undefined
   for (const key in wire) {
     if (key === headers.traceparent || key.startsWith("x-eb-") || key.startsWith("x-death")) continue
     const value = wire[key]
-    if (value !== undefined) result[key] = value
+    if (value !== undefined) (result ??= {})[key] = value
   }
-  return result
+  return result ?? noHeaders
 }
 
 const maxReasonLength = 4000

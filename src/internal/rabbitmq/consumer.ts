@@ -10,7 +10,7 @@ import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import type * as Broker from "../../Broker.js"
 import { BrokerUnavailable } from "../../BrokerError.js"
-import { headers as libraryHeaders } from "../broker.js"
+import { headers as libraryHeaders, noHeaders } from "../broker.js"
 import * as MessageId from "../messageId.js"
 import { Fifo } from "../fifo.js"
 import { Acker } from "./acker.js"
@@ -50,16 +50,17 @@ const isDeathHeader = (key: string): boolean =>
 /** Converts an amqplib delivery to the transport's shape. @internal */
 export const toDelivery = (message: Amqp.Message): Broker.TransportDelivery => {
   const wire = message.properties.headers
-  const headers: Record<string, string> = {}
+  let table: Record<string, string> | undefined
   if (wire !== undefined && wire !== null) {
     for (const key in wire) {
       // RabbitMQ's dead-lettering bookkeeping (retry queues add it) is not the caller's.
       if (isDeathHeader(key)) continue
       const value: unknown = wire[key]
-      if (typeof value === "string") headers[key] = value
-      else if (typeof value === "number") headers[key] = String(value)
+      if (typeof value === "string") (table ??= {})[key] = value
+      else if (typeof value === "number") (table ??= {})[key] = String(value)
     }
   }
+  const headers = table ?? noHeaders
   const routingKey = headers[routingKeyHeader] ?? message.fields.routingKey
   const attempt = Number(headers[libraryHeaders.attempt] ?? "1")
   const publishedAt = Number(headers[publishedAtHeader])
