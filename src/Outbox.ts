@@ -90,6 +90,12 @@ export interface Service {
   /** Dead events, oldest first, for inspection. */
   readonly dead: (options?: { readonly limit?: number | undefined }) => Effect.Effect<ReadonlyArray<DeadEvent>, SqlError>
   readonly stats: Effect.Effect<Stats, SqlError>
+  /**
+   * Deletes dispatched events older than `maxAge`, in statements of `batchSize` rows (default
+   * 5,000), until none is left; returns how many. The dispatcher's `retention` does this on its
+   * own; this is for running it as a scheduled task instead (one replica at a time).
+   */
+  readonly prune: (options: PruneOptions) => Effect.Effect<number, SqlError | InvalidName>
   /** @internal */
   readonly wake: internal.LocalWake
 }
@@ -125,6 +131,15 @@ export interface RetentionOptions {
   /** How often to look. Default 1 minute. */
   readonly every?: Duration.DurationInput | undefined
   /** Rows per delete statement. Default 5,000. */
+  readonly batchSize?: number | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface PruneOptions {
+  readonly maxAge: Duration.DurationInput
   readonly batchSize?: number | undefined
 }
 
@@ -243,3 +258,12 @@ export const dead = (
  * @category accessors
  */
 export const stats: Effect.Effect<Stats, SqlError, Outbox> = Effect.flatMap(Outbox, (outbox) => outbox.stats)
+
+/**
+ * Deletes dispatched events older than `maxAge` (see `Service.prune`).
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const prune = (options: PruneOptions): Effect.Effect<number, SqlError | InvalidName, Outbox> =>
+  Effect.flatMap(Outbox, (outbox) => outbox.prune(options))

@@ -40,6 +40,11 @@ export const dailyDigest = Task.make("daily_digest", {
   payload: Schema.Struct({ reason: Schema.Literal("cron", "manual") })
 })
 
+/** Deletes outbox events dispatched more than an hour ago (run by the scheduler, one replica at a time). */
+export const outboxRetention = Task.make("outbox_retention", {
+  payload: Schema.Struct({ maxAgeMinutes: Schema.Number })
+})
+
 /** A liveness ping on an interval. */
 export const heartbeat = Task.make("heartbeat", {
   payload: Schema.Struct({ from: Schema.String })

@@ -46,8 +46,12 @@ const Outbox = Layer.unwrapEffect(Effect.map(Embedded, (embedded) =>
     listen: !embedded.database,
     notify: !embedded.database,
     pollInterval: "500 millis",
-    retention: { maxAge: "1 hour", every: "5 minutes" }
+    // Retention runs as a scheduled task (schedules.ts), on one replica.
+    retention: false
   })))
+
+/** The outbox's store alone, for the worker role's retention task. */
+const OutboxStore = Layer.unwrapEffect(Effect.map(Embedded, (embedded) => PgOutbox.layerStore({ notify: !embedded.database })))
 
 const Tasks = TaskQueue.layer().pipe(Layer.provide(PgResultStore.layer()))
 
@@ -92,6 +96,7 @@ const appFor = (role: Role): Layer.Layer<HttpServer.HttpServer, unknown, Provide
           workers: Health.consumers(consumerCount)
         })),
         Layer.provideMerge(Schedules),
+        Layer.provideMerge(OutboxStore),
         Layer.provideMerge(Tasks),
         Layer.provideMerge(Migrations)
       )

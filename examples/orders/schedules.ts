@@ -3,7 +3,7 @@
  * by schedule and slot); workers run them.
  */
 import { Scheduler } from "effect-background"
-import { dailyDigest, heartbeat } from "./contracts.js"
+import { dailyDigest, heartbeat, outboxRetention } from "./contracts.js"
 
 export const schedules = [
   Scheduler.schedule("daily-digest", dailyDigest, {
@@ -14,5 +14,10 @@ export const schedules = [
   Scheduler.schedule("heartbeat", heartbeat, {
     trigger: Scheduler.interval("15 seconds"),
     payload: { from: "orders-example" }
+  }),
+  // The outbox's retention as a schedule: one replica prunes, not every dispatcher.
+  Scheduler.schedule("outbox-retention", outboxRetention, {
+    trigger: Scheduler.interval("5 minutes"),
+    payload: { maxAgeMinutes: 60 }
   })
 ]

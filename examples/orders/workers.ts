@@ -1,10 +1,11 @@
 /**
  * Background work: a subscriber turns each `orders.placed` event into a `send_confirmation` task;
- * workers run the tasks. Runs in the web process here, or alone in `worker.ts`.
+ * workers run the tasks. Runs beside the web server by default, or in its own process with
+ * `--role=worker` (`npm run example:worker`).
  */
 import { Effect, Layer, Metric, Option } from "effect"
-import { Broker, TaskQueue } from "effect-background"
-import { dailyDigest, heartbeat, MailboxUnavailable, ordersPlaced, sendConfirmation } from "./contracts.js"
+import { Broker, Outbox, TaskQueue } from "effect-background"
+import { dailyDigest, heartbeat, MailboxUnavailable, ordersPlaced, outboxRetention, sendConfirmation } from "./contracts.js"
 import * as Orders from "./orders.js"
 
 /**
@@ -48,7 +49,13 @@ const heartbeats = Metric.counter("orders_heartbeats", { description: "heartbeat
 const heartbeatWorker = TaskQueue.worker(heartbeat, (payload) =>
   Metric.increment(heartbeats).pipe(Effect.zipRight(Effect.logDebug(`heartbeat from ${payload.from}`))))
 
-export const Workers = Layer.mergeAll(confirmations, sendConfirmationWorker, digestWorker, heartbeatWorker)
+const retentionWorker = TaskQueue.worker(outboxRetention, (payload) =>
+  Outbox.prune({ maxAge: `${payload.maxAgeMinutes} minutes` }).pipe(
+    Effect.orDie,
+    Effect.flatMap((deleted) => Effect.logInfo(`outbox retention: ${deleted} dispatched events older than ${payload.maxAgeMinutes} min deleted`))
+  ))
+
+export const Workers = Layer.mergeAll(confirmations, sendConfirmationWorker, digestWorker, heartbeatWorker, retentionWorker)
 
 /** Subscriptions this process runs, for its health check. */
-export const consumerCount = 4
+export const consumerCount = 5

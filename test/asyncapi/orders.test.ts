@@ -36,7 +36,7 @@ describe("AsyncApi of the orders example", () => {
         [path.join(root, "node_modules/tsx/dist/cli.mjs"), "scripts/asyncapi.ts", "examples/orders/contracts.ts", "--out", out],
         { cwd: root, encoding: "utf8", timeout: 110_000 }
       )
-      assert.include(stdout, "4 channels")
+      assert.include(stdout, "5 channels")
       const json: unknown = JSON.parse(fs.readFileSync(out, "utf8"))
 
       const ajv = new Ajv({ strict: false, allErrors: true, meta: false, validateSchema: false })
@@ -51,7 +51,8 @@ describe("AsyncApi of the orders example", () => {
         "orders.placed": ["email", "orderId", "placedAt", "totalCents"],
         "tasks.send_confirmation": ["email", "orderId"],
         "tasks.daily_digest": ["reason"],
-        "tasks.heartbeat": ["from"]
+        "tasks.heartbeat": ["from"],
+        "tasks.outbox_retention": ["maxAgeMinutes"]
       }
       assert.deepStrictEqual(Object.keys(document.channels).sort(), Object.keys(expected).sort())
       for (const [channel, required] of Object.entries(expected)) {

@@ -295,6 +295,27 @@ describe("PgOutbox", () => {
       yield* waitUntil("replayed rows are dispatched", Effect.map(countRows(prefix, "dead"), (n) => n === 0))
     })))
 
+  it.live("Outbox.prune deletes dispatched events older than its age, in batches, and nothing else", () =>
+    run(Effect.gen(function*() {
+      const prefix = yield* uniquePrefix
+      const broker = recordingBroker()
+      const sql = yield* SqlClient.SqlClient
+      const table = sql(`${prefix}_outbox`)
+      const ctx = yield* Layer.build(
+        PgOutbox.layer({ prefix, pollInterval: "100 millis", retention: false }).pipe(Layer.provide(broker.layer))
+      )
+      for (let n = 0; n < 12; n++) yield* Outbox.add(orderPlaced, { orderId: `o${n}`, n }).pipe(Effect.provide(ctx))
+      yield* waitUntil("12 dispatched", Effect.map(countRows(prefix, "dispatched"), (n) => n === 12))
+      yield* sql`update ${table} set dispatched_at = now() - interval '2 hours'
+        where id in (select id from ${table} order by id limit 7)`
+      yield* Outbox.add(orderPlaced, { orderId: "pending", n: 0 }).pipe(Effect.provide(ctx))
+      assert.strictEqual(yield* Outbox.prune({ maxAge: "1 hour", batchSize: 3 }).pipe(Effect.provide(ctx)), 7)
+      assert.strictEqual(yield* Outbox.prune({ maxAge: "1 hour" }).pipe(Effect.provide(ctx)), 0)
+      const invalid = yield* Effect.flip(Outbox.prune({ maxAge: "1 hour", batchSize: 0 }).pipe(Effect.provide(ctx)))
+      assert.strictEqual(invalid._tag, "InvalidName")
+      yield* waitUntil("the newest dispatched too", Effect.map(countRows(prefix, "dispatched"), (n) => n === 6))
+    })))
+
   it.live("a retention of 0 deletes each event as it is dispatched, keeps per-key order, and keeps dead ones", () =>
     run(Effect.gen(function*() {
       const prefix = yield* uniquePrefix

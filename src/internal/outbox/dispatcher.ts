@@ -228,12 +228,7 @@ export const make = (
   })
 
   const retention = Option.map(Option.filter(options.retention, () => !deleteOnDispatch), (r) =>
-    Effect.gen(function*() {
-      while (true) {
-        const deleted = yield* Sql.deleteDispatched(sql, t, r.maxAgeMs, r.batchSize)
-        if (deleted < r.batchSize) return
-      }
-    }).pipe(
+    Sql.pruneDispatched(sql, t, r.maxAgeMs, r.batchSize).pipe(
       Effect.tapErrorCause((cause) => Effect.logWarning("outbox retention failed", cause)),
       Effect.ignore,
       Effect.repeat(Schedule.spaced(r.every))

@@ -249,6 +249,22 @@ export const deleteDispatched = (sql: SqlClient.SqlClient, t: Tables, maxAgeMs: 
   )
 
 /**
+ * Deletes dispatched rows older than `maxAgeMs`, `limit` at a time, until a statement deletes
+ * fewer; returns how many in all.
+ *
+ * @internal
+ */
+export const pruneDispatched = (sql: SqlClient.SqlClient, t: Tables, maxAgeMs: number, limit: number) =>
+  Effect.gen(function*() {
+    let total = 0
+    while (true) {
+      const deleted = yield* deleteDispatched(sql, t, maxAgeMs, limit)
+      total += deleted
+      if (deleted < limit) return total
+    }
+  })
+
+/**
  * Coalesced wake-up, sent on its own connection after the writer's statement. A wake-up needs no
  * durability, so its commit does not wait for a WAL flush.
  *

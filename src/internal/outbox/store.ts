@@ -1,14 +1,16 @@
 import type * as SqlClient from "@effect/sql/SqlClient"
-import type * as Duration from "effect/Duration"
+import type { SqlError } from "@effect/sql/SqlError"
+import * as Duration from "effect/Duration"
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import type * as Broker from "../../Broker.js"
 import { InvalidName } from "../../BrokerError.js"
-import type * as Outbox from "../../Outbox.js"
+import * as Outbox from "../../Outbox.js"
 import { toBuffer } from "../broker.js"
 import { withTraceContext } from "../tracing.js"
 import * as MessageId from "../messageId.js"
@@ -132,6 +134,18 @@ export const make = (
             createdAt: row.created_at
           }))),
       stats: readStats(sql, t),
+      prune: (pruneOptions) =>
+        Effect.suspend((): Effect.Effect<number, SqlError | InvalidName> => {
+          const maxAge = Duration.decodeUnknown(pruneOptions.maxAge)
+          const batchSize = pruneOptions.batchSize ?? Outbox.defaults.retentionBatchSize
+          if (Option.isNone(maxAge)) {
+            return Effect.fail(new InvalidName({ kind: "option", value: `maxAge=${String(pruneOptions.maxAge)}`, reason: "must be a duration" }))
+          }
+          if (!Number.isInteger(batchSize) || batchSize < 1) {
+            return Effect.fail(new InvalidName({ kind: "option", value: `batchSize=${batchSize}`, reason: "must be a positive integer" }))
+          }
+          return Sql.pruneDispatched(sql, t, Duration.toMillis(maxAge.value), batchSize)
+        }),
       wake
     }
     return service
