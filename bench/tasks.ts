@@ -321,12 +321,12 @@ const main = Effect.gen(function*() {
     const r = `r${round}`
     // ours and its amqplib baseline back to back, in alternating order, so both meet the same
     // machine (its speed drifts over a run); ratios are medians of the per-round ratios.
-    const oursFirst = round % 2 === 1
     const raw = Effect.promise(() => rawRun(model, r, "throughput"))
-    const before = oursFirst ? undefined : yield* raw
-    const ours = yield* oursRun(brokerContext, r, "throughput", false)
-    const after = oursFirst ? yield* raw : undefined
-    rates.amqplib.push((before ?? after)?.rate ?? Number.NaN)
+    const plain = oursRun(brokerContext, r, "throughput", false)
+    const [ours, amqplib] = round % 2 === 1
+      ? yield* Effect.all([plain, raw])
+      : yield* Effect.map(Effect.all([raw, plain]), ([a, o]) => [o, a] as const)
+    rates.amqplib.push(amqplib.rate)
     groups.push(ours.group)
     rates.ours.push(ours.rate)
     const oursResults = yield* oursRun(brokerContext, `${r}res`, "throughput", true)

@@ -78,6 +78,18 @@ const publishThroughFault = (
     return batches
   })
 
+/** Publishes `ids` in one batch into `ledger` and asserts the broker confirmed every one. */
+const publishConfirmed = (
+  broker: Broker.Service,
+  topic: Broker.Topic<typeof Item.Type, typeof Item.Encoded>,
+  ledger: ReturnType<typeof makeLedger>,
+  ids: ReadonlyArray<string>
+) =>
+  Effect.map(broker.publishAll(ids.map((id) => Broker.entry(topic, { id }))), (outcomes) => {
+    ledger.record(outcomes, ids)
+    assert.strictEqual(ledger.confirmed.size, ids.length, "every publish confirmed")
+  })
+
 const waitFor = (label: string, condition: () => boolean, seconds: number) =>
   Effect.gen(function*() {
     while (!condition()) yield* Effect.sleep("20 millis")
@@ -144,8 +156,7 @@ layer(Layer.scopedDiscard(scopedVhost(vhost)), { excludeTestServices: true, time
       const ledger = makeLedger()
       yield* broker.declare(topic, { group })
       const ids = Array.from({ length: 3000 }, (_, i) => `b2-${i}`)
-      ledger.record(yield* broker.publishAll(ids.map((id) => Broker.entry(topic, { id }))), ids)
-      assert.strictEqual(ledger.confirmed.size, ids.length)
+      yield* publishConfirmed(broker, topic, ledger, ids)
 
       // Slow enough that consumption is still going when the broker stops.
       const started = new Set<string>()
@@ -272,10 +283,8 @@ layer(Layer.scopedDiscard(scopedVhost(vhost)), { excludeTestServices: true, time
       const concurrency = 4
       const prefetch = 100
       yield* broker.declare(topic, { group })
-      const ids = Array.from({ length: total }, (_, i) => `p1-${i}`)
       const ledger = makeLedger()
-      ledger.record(yield* broker.publishAll(ids.map((id) => Broker.entry(topic, { id }))), ids)
-      assert.strictEqual(ledger.confirmed.size, total)
+      yield* publishConfirmed(broker, topic, ledger, Array.from({ length: total }, (_, i) => `p1-${i}`))
       yield* broker.subscribe(
         topic,
         (item, envelope) => Effect.zipRight(Effect.sleep("1 millis"), ledger.deliver(item.id, envelope)),
@@ -310,9 +319,7 @@ layer(Layer.scopedDiscard(scopedVhost(vhost)), { excludeTestServices: true, time
           return Effect.fail("downstream down")
         }), { group, concurrency, retry: Schedule.recurs(0) })
       const ids = Array.from({ length: total }, (_, i) => `r1-${i}`)
-      const ledger = makeLedger()
-      ledger.record(yield* broker.publishAll(ids.map((id) => Broker.entry(topic, { id }))), ids)
-      assert.strictEqual(ledger.confirmed.size, total)
+      yield* publishConfirmed(broker, topic, makeLedger(), ids)
       yield* waitFor("every message dead-lettered once", () => failures === total, 60)
       down = false
 

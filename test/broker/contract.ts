@@ -55,6 +55,15 @@ const arrivalsOf = (topic: ReturnType<typeof freshTopic>) =>
     return handled
   })
 
+/** Subscribes a new group to `topic` one message at a time; the queue receives their ids in order. */
+const idsInOrder = (topic: ReturnType<typeof freshTopic>) =>
+  Effect.gen(function*() {
+    const broker = yield* Broker.Broker
+    const handled = yield* Queue.unbounded<string>()
+    yield* broker.subscribe(topic, (m) => Queue.offer(handled, m.id), { group: uniqueName("g"), concurrency: 1 })
+    return handled
+  })
+
 const order = (id: string, amount = 10): Order => ({ id, amount, placedAt: new Date("2026-01-02T03:04:05.678Z") })
 
 export const brokerContract = <E>(
@@ -359,8 +368,7 @@ export const brokerContract = <E>(
       Effect.gen(function*() {
         const broker = yield* Broker.Broker
         const topic = freshTopic("order")
-        const handled = yield* Queue.unbounded<string>()
-        yield* broker.subscribe(topic, (m) => Queue.offer(handled, m.id), { group: uniqueName("g"), concurrency: 1 })
+        const handled = yield* idsInOrder(topic)
         const ids = Array.from({ length: 50 }, (_, i) => `o-${i}`)
         const outcomes = yield* broker.publishAll(ids.map((id) => Broker.entry(topic, order(id))))
         assert.isTrue(outcomes.every(Either.isRight))
@@ -371,8 +379,7 @@ export const brokerContract = <E>(
       Effect.gen(function*() {
         const broker = yield* Broker.Broker
         const topic = freshTopic("order")
-        const handled = yield* Queue.unbounded<string>()
-        yield* broker.subscribe(topic, (m) => Queue.offer(handled, m.id), { group: uniqueName("g"), concurrency: 1 })
+        const handled = yield* idsInOrder(topic)
         const ids = Array.from({ length: 2000 }, (_, i) => `o-${i}`)
         const entries = ids.map((id, i) => Broker.entry(topic, order(id), i === 700 ? { delay: "200 millis" } : undefined))
         const outcomes = yield* broker.publishAll(entries, { window: 10 })
@@ -530,8 +537,7 @@ export const brokerContract = <E>(
       Effect.gen(function*() {
         const broker = yield* Broker.Broker
         const topic = freshTopic("encode")
-        const handled = yield* Queue.unbounded<string>()
-        yield* broker.subscribe(topic, (m) => Queue.offer(handled, m.id), { group: uniqueName("g"), concurrency: 1 })
+        const handled = yield* idsInOrder(topic)
         const result = yield* Effect.either(broker.publish(topic, order("bad", 1.5)))
         assert.isTrue(Either.isLeft(result) && result.left._tag === "EncodeError", String(Either.getLeft(result)))
         yield* broker.publish(topic, order("marker"))
@@ -580,8 +586,7 @@ export const brokerContract = <E>(
         const broker = yield* Broker.Broker
         const probe = yield* ContractProbe
         const topic = freshTopic("large")
-        const handled = yield* Queue.unbounded<string>()
-        yield* broker.subscribe(topic, (m) => Queue.offer(handled, m.id), { group: uniqueName("g"), concurrency: 1 })
+        const handled = yield* idsInOrder(topic)
         const result = yield* Effect.either(broker.publish(topic, order("x".repeat(probe.maxMessageBytes + 1))))
         assert.isTrue(Either.isLeft(result))
         if (Either.isRight(result)) return
@@ -595,8 +600,7 @@ export const brokerContract = <E>(
       Effect.gen(function*() {
         const broker = yield* Broker.Broker
         const topic = freshTopic("batch")
-        const handled = yield* Queue.unbounded<string>()
-        yield* broker.subscribe(topic, (m) => Queue.offer(handled, m.id), { group: uniqueName("g"), concurrency: 1 })
+        const handled = yield* idsInOrder(topic)
         const outcomes = yield* broker.publishAll([
           Broker.entry(topic, order("good-1")),
           Broker.entry(topic, order("bad-encode", 0.5)),

@@ -275,39 +275,22 @@ export const make = (manager: Manager, publishTimeout: Duration.Duration): Effec
       )
     })
 
-    const publishOne = (message: OutMessage): Effect.Effect<Outcome> => Effect.suspend(() => {
-      const current = sink
-      if (current === undefined || current.closed !== undefined) return Effect.map(publish([message], 1), (outcomes) => outcomes[0])
-      return Effect.flatMap(
-        Effect.async<SendResult | typeof Pending>((resume) => {
-          let over = false
-          let timer: ReturnType<typeof setTimeout> | undefined = setTimeout(() => {
-            timer = undefined
-            over = true
-            resume(Effect.succeed(Pending))
-          }, timeoutMs)
-          current.send(message, (result) => {
-            if (over) return
-            over = true
-            if (timer !== undefined) clearTimeout(timer)
-            resume(Effect.succeed(result))
-          })
-          return Effect.sync(() => {
-            over = true
-            if (timer !== undefined) clearTimeout(timer)
-          })
-        }),
-        (result): Effect.Effect<Outcome> =>
-          result === Ok
-            ? Effect.succeed(undefined)
-            : result === Unsent
-            // The channel closed before it took the message: the general path opens another.
-            ? Effect.map(publish([message], 1), (outcomes) => outcomes[0])
-            : result === Pending
-            ? Effect.succeed(timedOut(message, true))
-            : Effect.succeed(result)
-      )
-    })
+    /** One message as `publish` would send it, without its retry loop while the channel is open. */
+    const publishOne = (message: OutMessage): Effect.Effect<Outcome> =>
+      Effect.suspend(() => {
+        const current = sink
+        const general = () => Effect.map(publish([message], 1), (outcomes) => outcomes[0])
+        if (current === undefined || current.closed !== undefined) return general()
+        const slots: Array<Slot> = [Pending]
+        return Effect.flatMap(round(current, [message], [0], 1, slots, { at: Date.now() }), (finished): Effect.Effect<Outcome> => {
+          const slot = slots[0]
+          if (slot === Ok) return Effect.succeed(undefined)
+          // Not taken by a channel that closed meanwhile: the general path opens another.
+          if (slot === Pending) return general()
+          if (!finished || slot === InFlight || slot === undefined) return Effect.succeed(timedOut(message, true))
+          return Effect.succeed(slot)
+        })
+      })
 
     return { publish, publishOne, close } satisfies Publisher
   })
