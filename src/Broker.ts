@@ -190,7 +190,11 @@ export interface EncodedEntry {
   readonly messageId: string
   readonly headers?: Readonly<Record<string, string>> | undefined
   readonly correlationId?: string | undefined
-  readonly traceparent?: string | undefined
+  /**
+   * W3C traceparent to send. Omitted: the caller's current span, as `publish` does; `null`: none,
+   * for a message whose trace context was recorded elsewhere (an outbox row added outside a span).
+   */
+  readonly traceparent?: string | null | undefined
   readonly publishedAt?: number | undefined
 }
 

@@ -180,7 +180,7 @@ const prepareEncoded = (
   return Either.right({
     routingKey: entry.topic,
     body: typeof entry.body === "string" ? Buffer.from(entry.body, "utf8") : entry.body,
-    headers: withTraceparent(entry.headers, entry.traceparent ?? traceparent),
+    headers: withTraceparent(entry.headers, entry.traceparent === null ? undefined : entry.traceparent ?? traceparent),
     messageId: entry.messageId,
     correlationId: entry.correlationId,
     publishedAt: entry.publishedAt ?? now,

@@ -615,32 +615,35 @@ export const brokerContract = <E>(
         assert.deepStrictEqual(yield* takeN(handled, 2, "good message"), ["good-1", "good-2"])
       }))
 
-    // Under Effect's built-in tracer (nothing records spans) the consumer continues the producer's
-    // trace without spans of its own; test/tracing checks the full span chain with a recording tracer.
-    it.scoped("the handler runs inside the producer's trace (W3C traceparent carried)", () =>
+    // Under Effect's built-in tracer (nothing records spans) a trace that came from outside (an
+    // incoming request's traceparent) is carried unchanged and the consumer continues it without
+    // spans of its own; test/tracing checks the full span chain with a recording tracer.
+    it.scoped("the handler runs inside the producer's incoming trace (W3C traceparent carried)", () =>
       Effect.gen(function*() {
         const broker = yield* Broker.Broker
         const topic = freshTopic("trace")
-        const seen = yield* Deferred.make<{ readonly traceparent: string | undefined; readonly parent: Option.Option<Tracer.AnySpan> }>()
+        const seen = yield* Queue.unbounded<{ readonly traceparent: string | undefined; readonly parent: Option.Option<Tracer.AnySpan> }>()
         yield* broker.subscribe(
           topic,
           (_, envelope) =>
             Effect.option(Effect.currentParentSpan).pipe(
-              Effect.flatMap((parent) => Deferred.succeed(seen, { traceparent: envelope.traceparent, parent }))
+              Effect.flatMap((parent) => Queue.offer(seen, { traceparent: envelope.traceparent, parent }))
             ),
-          { group: uniqueName("g") }
+          { group: uniqueName("g"), concurrency: 1 }
         )
-        const producer = yield* Effect.currentSpan.pipe(
-          Effect.tap(() => broker.publish(topic, order("t-1"))),
-          Effect.withSpan("test.producer")
-        )
-        const { parent, traceparent } = yield* within("the traced message", Deferred.await(seen))
-        assert.isDefined(traceparent)
-        assert.include(traceparent, producer.traceId)
-        assert.isTrue(Option.isSome(parent))
-        if (Option.isNone(parent)) return
-        assert.strictEqual(parent.value.traceId, producer.traceId)
-        assert.strictEqual(parent.value.spanId, traceparent?.split("-")[2])
+        const incoming = Tracer.externalSpan({ traceId: "0af7651916cd43dd8448eb211c80319c", spanId: "b7ad6b7169203331", sampled: true })
+        yield* broker.publish(topic, order("t-1")).pipe(Effect.withSpan("test.producer"), Effect.withParentSpan(incoming))
+        const traced = yield* take(seen, "the traced message")
+        assert.strictEqual(traced.traceparent, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        assert.isTrue(Option.isSome(traced.parent))
+        if (Option.isNone(traced.parent)) return
+        assert.strictEqual(traced.parent.value.traceId, incoming.traceId)
+        assert.strictEqual(traced.parent.value.spanId, incoming.spanId)
+        // Only Effect's own (unrecorded) spans: nothing to continue, so no header is sent.
+        yield* broker.publish(topic, order("t-2")).pipe(Effect.withSpan("test.producer"))
+        const local = yield* take(seen, "the message published under a local span")
+        assert.isUndefined(local.traceparent)
+        assert.isTrue(Option.isNone(local.parent))
       }))
 
     it.scoped("one delivery's trace does not leak into the next one", () =>
@@ -658,7 +661,8 @@ export const brokerContract = <E>(
             ),
           { group: uniqueName("g"), concurrency: 1 }
         )
-        yield* broker.publish(topic, order("traced")).pipe(Effect.withSpan("test.producer"))
+        const incoming = Tracer.externalSpan({ traceId: "0af7651916cd43dd8448eb211c80319c", spanId: "b7ad6b7169203331", sampled: true })
+        yield* broker.publish(topic, order("traced")).pipe(Effect.withParentSpan(incoming))
         yield* broker.publish(topic, order("plain"))
         const first = yield* take(seen, "the traced message")
         const second = yield* take(seen, "the plain message")

@@ -6,7 +6,7 @@
 import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Option, Redacted, Schedule, Schema, Tracer } from "effect"
+import { Deferred, Effect, Layer, Option, Redacted, Schedule, Schema, Tracer } from "effect"
 import * as Broker from "../../src/Broker.js"
 import * as MemoryBroker from "../../src/layers/MemoryBroker.js"
 import * as PgOutbox from "../../src/layers/PgOutbox.js"
@@ -82,6 +82,12 @@ const dropTable = Layer.scopedDiscard(Effect.addFinalizer(() =>
   Effect.flatMap(SqlClient.SqlClient, (sql) => sql`DROP TABLE IF EXISTS ${sql(`${prefix}_outbox`)}`).pipe(Effect.orDie)
 ))
 
+const services = PgOutbox.layer({ prefix, listen: false, notify: false, pollInterval: "100 millis" }).pipe(
+  Layer.provideMerge(MemoryBroker.layer()),
+  Layer.provideMerge(dropTable),
+  Layer.provideMerge(Database)
+)
+
 describe("tracing across the wire", () => {
   it.live("HTTP span -> outbox row -> dispatch -> consume -> enqueue -> task run stay one trace", () => {
     const recording = makeRecordingTracer()
@@ -124,17 +130,30 @@ describe("tracing across the wire", () => {
           // The span the task body runs in (whatever the worker names it).
           Effect.flatMap(Effect.currentSpan, (span) => Effect.sync(() => taskSpans.push(span.spanId))).pipe(
             Effect.orDie
-          )).pipe(
-          Layer.provideMerge(PgOutbox.layer({ prefix, listen: false, notify: false, pollInterval: "100 millis" })),
-          Layer.provideMerge(TaskQueue.layer()),
-          Layer.provideMerge(TaskQueue.layerResultStoreMemory),
-          Layer.provideMerge(MemoryBroker.layer()),
-          Layer.provideMerge(dropTable),
-          Layer.provideMerge(Database)
-        )
+          )).pipe(Layer.provideMerge(TaskQueue.layer()), Layer.provideMerge(TaskQueue.layerResultStoreMemory), Layer.provideMerge(services))
       ),
       Effect.withTracer(recording.tracer),
       Effect.scoped
     )
+  }, 60_000)
+
+  it.live("an event stored without trace context starts a trace at its consumer, not under the dispatcher's span", () => {
+    const recording = makeRecordingTracer()
+    return Effect.gen(function*() {
+      const consumed = yield* Deferred.make<string>()
+      yield* Broker.subscribe(
+        OrderPlaced,
+        () => Effect.flatMap(Effect.currentSpan, (span) => Deferred.succeed(consumed, span.spanId)).pipe(Effect.orDie),
+        { group: `trace_plain_${runId}` }
+      )
+      // As a writer without tracing (or a database trigger) stores it: no traceparent.
+      const sql = yield* SqlClient.SqlClient
+      yield* sql`insert into ${sql(`${prefix}_outbox`)} (message_id, topic, body)
+        values (${crypto.randomUUID()}, ${OrderPlaced.name}, ${JSON.stringify({ orderId: "o-2" })})`
+      const spanId = yield* Deferred.await(consumed).pipe(Effect.timeout("20 seconds"))
+      const process = recording.spans.find((span) => span.spanId === spanId)
+      assert.strictEqual(process?.name, "broker.process")
+      assert.isUndefined(process?.parentSpanId, process === undefined ? "" : recording.ancestry(process).join(" <- "))
+    }).pipe(Effect.provide(services), Effect.withTracer(recording.tracer), Effect.scoped)
   }, 60_000)
 })

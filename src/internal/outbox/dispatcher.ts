@@ -14,6 +14,7 @@ import type { PublishError } from "../../BrokerError.js"
 import type * as Outbox from "../../Outbox.js"
 import { nextRetryDelay } from "../retry.js"
 import type * as Pg from "pg"
+import { withSpanWhenTraced } from "../tracing.js"
 import * as Listener from "./listener.js"
 import * as Sql from "./sql.js"
 
@@ -66,7 +67,8 @@ const toEntry = (row: Sql.ClaimedRow): Broker.EncodedEntry => ({
   body: row.body,
   messageId: row.message_id,
   headers: row.headers ?? undefined,
-  traceparent: row.traceparent ?? undefined,
+  // The context of the transaction that added the event, never the dispatcher's own span.
+  traceparent: row.traceparent,
   publishedAt: Math.round(Number(row.created_ms))
 })
 
@@ -185,7 +187,7 @@ export const make = (
   })
 
   const batch: Effect.Effect<BatchResult, SqlError> = sql.withTransaction(claimAndPublish).pipe(
-    Effect.withSpan("outbox.dispatch", { kind: "producer", captureStackTrace: false, attributes: { "outbox.table": t.outbox } })
+    withSpanWhenTraced("outbox.dispatch", { kind: "producer", captureStackTrace: false, attributes: { "outbox.table": t.outbox } })
   )
 
   // After a wake-up that found nothing (the writer's transaction had not committed yet), look
