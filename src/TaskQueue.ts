@@ -113,6 +113,12 @@ export interface EnqueueAllOptions {
   readonly headers?: Readonly<Record<string, string>> | undefined
   /** Broker confirms in flight. Default 1,000. */
   readonly window?: number | undefined
+  /**
+   * Up to this many tasks per RabbitMQ message (see `Broker.PublishAllOptions.pack`); each task
+   * still runs, retries, dead-letters and reports its result on its own. Default 100; 1 sends
+   * each alone. A worker that dies mid-way runs the finished tasks of its unfinished packs again.
+   */
+  readonly pack?: number | undefined
 }
 
 /**

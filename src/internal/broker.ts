@@ -246,6 +246,8 @@ export const oversize = (message: Broker.TransportMessage, maxBytes: number): Pu
     detail: `body of ${message.body.byteLength} bytes exceeds the maximum of ${maxBytes}; nothing was sent`
   })
 
+const maxPack = 10_000
+
 /** @internal */
 export const make = (transport: Broker.Transport): Broker.Service => {
 
@@ -272,12 +274,18 @@ export const make = (transport: Broker.Transport): Broker.Service => {
 
   const publishPrepared = (
     prepared: ReadonlyArray<Either.Either<Broker.TransportMessage, Broker.PublishError>>,
-    window: number | undefined
+    options: Broker.PublishAllOptions | undefined
   ) =>
     Effect.gen(function*() {
+      const pack = options?.pack ?? 1
+      if (!Number.isInteger(pack) || pack < 1 || pack > maxPack) {
+        const invalid = new InvalidName({ kind: "option", value: String(pack), reason: `pack must be an integer from 1 to ${maxPack}` })
+        return prepared.map(() => Either.left(invalid))
+      }
       const valid: Array<Broker.TransportMessage> = []
       for (const item of prepared) if (Either.isRight(item)) valid.push(item.right)
-      const sent = valid.length === 0 ? [] : yield* transport.publishAll(valid, Math.max(1, window ?? 1000))
+      const window = Math.max(1, options?.window ?? 1000)
+      const sent = valid.length === 0 ? [] : yield* (pack > 1 ? transport.publishAll(valid, window, pack) : transport.publishAll(valid, window))
       let next = 0
       return prepared.map((item): Either.Either<void, Broker.PublishError> => {
         if (Either.isLeft(item)) return Either.left(item.left)
@@ -301,7 +309,7 @@ export const make = (transport: Broker.Transport): Broker.Service => {
       const traceparent = yield* currentTraceparent
       const now = yield* Clock.currentTimeMillis
       const prepared = Array.from(entries, (entry) => checkSize(entry.prepare(traceparent, now)))
-      return yield* publishPrepared(prepared, options?.window)
+      return yield* publishPrepared(prepared, options)
     }).pipe(withBatchSpan)
 
   const publishAllEncoded: Broker.Service["publishAllEncoded"] = (entries, options) =>
@@ -309,7 +317,7 @@ export const make = (transport: Broker.Transport): Broker.Service => {
       const traceparent = yield* currentTraceparent
       const now = yield* Clock.currentTimeMillis
       const prepared = entries.map((entry) => checkSize(prepareEncoded(entry, traceparent, now)))
-      return yield* publishPrepared(prepared, options?.window)
+      return yield* publishPrepared(prepared, options)
     }).pipe(withBatchSpan)
 
   const subscribe = <A, I, E, R>(

@@ -8,7 +8,7 @@ import { probeLayer, rabbitmqctl, rawConnection, scopedVhost, urlFor, withChanne
 import { tcpProxy } from "../support/tcpProxy.js"
 import { coalesceWrites } from "../../src/internal/rabbitmq/coalesce.js"
 import { Socket } from "node:net"
-import { brokerContract } from "./contract.js"
+import { brokerContract, ContractProbe } from "./contract.js"
 
 const vhost = `eb-test-${runId}`
 const prefix = `t${runId}`
@@ -260,6 +260,60 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQBroke
       }))
       assert.strictEqual(new Set(handled).size, total, "lost none")
       assert.strictEqual(handled.length - total, 0, "handled none twice")
+    }))
+
+  it.scoped("packed: 300 messages travel as 3; a consumer stopped mid-pack requeues the pack whole and nothing is lost", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker.Broker
+      const topic = freshTopic("packed")
+      const group = uniqueName("g")
+      yield* broker.declare(topic, { group })
+      const total = 300
+      const outcomes = yield* broker.publishAll(Array.from({ length: total }, (_, n) => Broker.entry(topic, { n })), { pack: 100 })
+      assert.isTrue(outcomes.every(Either.isRight))
+      assert.deepStrictEqual(yield* queueCounts(group), { ready: 3, unacked: 0 }, "RabbitMQ holds 3 messages")
+      const handled: Array<number> = []
+      const slow = slowHandler()
+      yield* Effect.scoped(Effect.gen(function*() {
+        yield* broker.subscribe(topic, (message) => Effect.zipRight(slow.handle(message), Effect.sync(() => void handled.push(message.n))), {
+          group,
+          concurrency: 2
+        })
+        yield* within("consumption under way", Effect.gen(function*() {
+          while (handled.length < 10) yield* Effect.sleep("10 millis")
+        }))
+      }))
+      const first = handled.length
+      assert.isBelow(first, 100, "stopped mid-pack")
+      assert.strictEqual((yield* queueCounts(group)).ready, 3, "the unfinished pack went back whole")
+      yield* broker.subscribe(topic, (message) => Effect.sync(() => void handled.push(message.n)), { group, concurrency: 50 })
+      yield* within("every message", Effect.gen(function*() {
+        while (handled.length < total + first) yield* Effect.sleep("20 millis")
+      }))
+      assert.strictEqual(new Set(handled).size, total, "lost none")
+      assert.strictEqual(handled.length - total, first, "only the stopped pack's finished members ran twice")
+    }))
+
+  it.scoped("a malformed packed message is dead-lettered as undecodable; the next message is handled", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker.Broker
+      const topic = freshTopic("packed-bad")
+      const group = uniqueName("g")
+      const handled = yield* Queue.unbounded<number>()
+      yield* broker.subscribe(topic, (message) => Queue.offer(handled, message.n), { group })
+      const model = yield* rawConnection(liveUrl())
+      yield* withChannel(model, async (channel) => {
+        channel.publish(`${prefix}.topic`, topic.name, Buffer.from([0, 0, 0, 9, 1, 2]), {
+          contentType: "application/vnd.effect-background.packed",
+          messageId: "bad-pack"
+        })
+      })
+      yield* broker.publish(topic, { n: 7 })
+      assert.strictEqual(yield* within("the next message", Queue.take(handled)), 7)
+      const probe = yield* ContractProbe
+      const dead = yield* within("the dead letter", Effect.repeat(probe.deadLetters(group), { until: (all) => all.length > 0 }))
+      assert.strictEqual(dead[0]?.messageId, "bad-pack")
+      assert.include(dead[0]?.reason ?? "", "cannot decode message bad-pack")
     }))
 
   it.scoped("a burst of publishes leaves in a few socket writes, and every one arrives in order", () =>

@@ -14,6 +14,7 @@ import { headers as libraryHeaders, noHeaders } from "../broker.js"
 import * as MessageId from "../messageId.js"
 import { Fifo } from "../fifo.js"
 import { Acker } from "./acker.js"
+import * as packed from "./packed.js"
 import type { Connection, Manager } from "./connection.js"
 import type { Declarer } from "./declarer.js"
 import type { OutMessage, Publisher } from "./publisher.js"
@@ -158,6 +159,26 @@ const republished = (
   }
 }
 
+/** A delivery to run: an AMQP message, or one member of a packed one. */
+interface Source {
+  readonly acker: Acker
+  readonly message: Amqp.Message
+  readonly pack: Pack | undefined
+}
+
+/** The members of one packed message: it is acked once all are, requeued whole if any was not. */
+class Pack {
+  private requeue = false
+  constructor(private readonly acker: Acker, private readonly carrier: Amqp.Message, private remaining: number) {}
+
+  settle(ack: boolean): void {
+    if (!ack) this.requeue = true
+    if (--this.remaining > 0) return
+    if (this.requeue) this.acker.nack(this.carrier)
+    else this.acker.ack(this.carrier)
+  }
+}
+
 interface Attached {
   readonly connection: Connection
   readonly channel: Amqp.Channel
@@ -198,23 +219,23 @@ export const consume = (deps: ConsumerDeps) =>
     }
     // With a prefetch above the concurrency, deliveries beyond it wait here (unacked) for a slot.
     let running = 0
-    const waiting = new Fifo<{ readonly acker: Acker; readonly message: Amqp.Message }>()
-    const start = (acker: Acker, message: Amqp.Message) => {
+    const waiting = new Fifo<Source>()
+    const start = (source: Source) => {
       if (running >= subscription.concurrency) {
-        waiting.push({ acker, message })
+        waiting.push(source)
         return
       }
       running++
       const state = { done: false }
-      const delivery = toDelivery(message)
+      const delivery = toDelivery(source.message)
       track(runFork(handle(delivery)), (exit) => {
         running--
         startWaiting()
-        if (Exit.isFailure(exit)) return settle(acker, message, state, false)
+        if (Exit.isFailure(exit)) return settle(source, state, false)
         const disposition = exit.value
-        if (disposition._tag === "Ack") return settle(acker, message, state, true)
+        if (disposition._tag === "Ack") return settle(source, state, true)
         // Retry and dead-letter republish first; interrupted (shutdown), the message is requeued.
-        track(runFork(carryOut(acker, message, delivery, state, disposition)), () => settle(acker, message, state, false))
+        track(runFork(carryOut(source, delivery, state, disposition)), () => settle(source, state, false))
       })
     }
     const startWaiting = () => {
@@ -222,8 +243,15 @@ export const consume = (deps: ConsumerDeps) =>
         const next = waiting.shift()
         if (next === undefined) return
         // From a channel that has closed since: the broker redelivers it, so it must not run here.
-        if (!next.acker.closed) start(next.acker, next.message)
+        if (!next.acker.closed) start(next)
       }
+    }
+    /** A delivery: on its own, or one of a packed message's. */
+    const received = (acker: Acker, message: Amqp.Message) => {
+      const members = message.properties.contentType === packed.contentType ? packed.unpack(message, publishedAtHeader) : undefined
+      if (members === undefined) return start({ acker, message, pack: undefined })
+      const pack = new Pack(acker, message, members.length)
+      for (const member of members) start({ acker, message: member, pack })
     }
     const token = {}
     let stopping = false
@@ -234,36 +262,36 @@ export const consume = (deps: ConsumerDeps) =>
       new BrokerUnavailable({ reason: "closed", detail: `${detail}: ${manager.describeError(error)}` })
 
     /** Acks or nacks once: a second settle of a delivery tag would close the channel. */
-    const settle = (acker: Acker, message: Amqp.Message, state: { done: boolean }, ack: boolean) => {
+    const settle = (source: Source, state: { done: boolean }, ack: boolean) => {
       if (state.done) return
       state.done = true
-      if (ack) acker.ack(message)
-      else acker.nack(message)
+      if (source.pack !== undefined) source.pack.settle(ack)
+      else if (ack) source.acker.ack(source.message)
+      else source.acker.nack(source.message)
     }
 
     /** Carries out a retry or dead-letter; on failure the original is requeued after a pause. */
     const forward = (
-      acker: Acker,
-      message: Amqp.Message,
+      source: Source,
       state: { done: boolean },
       prepare: Effect.Effect<OutMessage, BrokerUnavailable>
     ) =>
       Effect.gen(function*() {
         const prepared = yield* Effect.either(prepare)
         const outcome = Either.isLeft(prepared) ? prepared.left : yield* deps.publisher.publishOne(prepared.right)
-        if (outcome === undefined) return settle(acker, message, state, true)
+        if (outcome === undefined) return settle(source, state, true)
         yield* Effect.logWarning(`could not forward the message, requeueing it: ${outcome.message}`)
         yield* Effect.sleep("1 second")
-        settle(acker, message, state, false)
+        settle(source, state, false)
       })
 
     const carryOut = (
-      acker: Acker,
-      message: Amqp.Message,
+      source: Source,
       delivery: Broker.TransportDelivery,
       state: { done: boolean },
       disposition: Exclude<Broker.Disposition, { readonly _tag: "Ack" }>
     ): Effect.Effect<void> => {
+      const message = source.message
       switch (disposition._tag) {
         case "Retry": {
           const extra = {
@@ -271,13 +299,12 @@ export const consume = (deps: ConsumerDeps) =>
             [libraryHeaders.lastError]: bounded(disposition.reason)
           }
           if (disposition.delay <= 0) {
-            return forward(acker, message, state, Effect.succeed(republished(message, delivery, queue, extra, delivery.message.persistent)))
+            return forward(source, state, Effect.succeed(republished(message, delivery, queue, extra, delivery.message.persistent)))
           }
           const ms = topology.bucketDelay(disposition.delay)
           const retryQueue = names.retry(subscription.group, ms)
           return forward(
-            acker,
-            message,
+            source,
             state,
             Effect.as(
               deps.declarer.ensure(retryQueue, ms, (ch) => topology.declareRetry(ch, names, subscription.group, ms)),
@@ -287,8 +314,7 @@ export const consume = (deps: ConsumerDeps) =>
         }
         case "DeadLetter":
           return forward(
-            acker,
-            message,
+            source,
             state,
             Effect.succeed(
               republished(message, delivery, names.deadLetter(subscription.group), {
@@ -349,7 +375,7 @@ export const consume = (deps: ConsumerDeps) =>
                 }
                 // A delivery racing the shutdown's cancel goes straight back to the queue.
                 if (stopping) acker.nack(message)
-                else start(acker, message)
+                else received(acker, message)
               }, { noAck: false }),
             catch: (error) => fail(`consuming from "${queue}" failed`, error)
           })
@@ -377,7 +403,7 @@ export const consume = (deps: ConsumerDeps) =>
         stopping = true
         deps.active.delete(token)
         // Not started: straight back to the queue.
-        for (const { acker, message } of waiting.drain()) acker.nack(message)
+        for (const source of waiting.drain()) settle(source, { done: false }, false)
         const current = attached
         if (current !== undefined && !(yield* Deferred.isDone(current.lost))) {
           yield* Effect.tryPromise(() => current.channel.cancel(current.consumerTag)).pipe(

@@ -12,6 +12,7 @@ import * as MessageId from "../messageId.js"
 import * as connection from "./connection.js"
 import * as consumer from "./consumer.js"
 import * as declarer from "./declarer.js"
+import * as packed from "./packed.js"
 import * as publisher from "./publisher.js"
 import * as redrive from "./redrive.js"
 import * as topology from "./topology.js"
@@ -91,11 +92,43 @@ export const make = (options: Resolved): Effect.Effect<Broker.Transport, BrokerU
 
     type Result = Either.Either<void, BrokerUnavailable | PublishRejected>
 
-    const publishAll = (messages: ReadonlyArray<Broker.TransportMessage>, window: number) =>
+    /** Several messages for one routing key as one AMQP message (see packed.ts). */
+    const toCarrier = (members: ReadonlyArray<Broker.TransportMessage>): publisher.OutMessage => {
+      const first = members[0]
+      const routingKey = first?.routingKey ?? ""
+      const messageId = MessageId.make()
+      return {
+        exchange: names.exchange,
+        routingKey,
+        content: packed.pack(members),
+        options: { persistent: first?.persistent ?? true, mandatory: true, messageId, contentType: packed.contentType },
+        topic: routingKey,
+        messageId
+      }
+    }
+
+    /** The outcome of a carrier, as each of its messages' own. */
+    const forMember = (outcome: publisher.Outcome, member: Broker.TransportMessage | undefined): publisher.Outcome =>
+      outcome instanceof PublishRejected && member !== undefined
+        ? new PublishRejected({ ...outcome, messageId: member.messageId })
+        : outcome
+
+    const publishAll = (messages: ReadonlyArray<Broker.TransportMessage>, window: number, pack = 1) =>
       Effect.gen(function*() {
         const results: Array<Result | undefined> = new Array(messages.length)
         const out: Array<publisher.OutMessage> = []
-        const positions: Array<number> = []
+        // The input positions each sent message answers for: one, or a carrier's members.
+        const positions: Array<number | ReadonlyArray<number>> = []
+        // Open carriers by routing key and persistence, filled in input order.
+        const open = new Map<string, { members: Array<Broker.TransportMessage>; at: Array<number>; bytes: number }>()
+        const close = (key: string) => {
+          const carrier = open.get(key)
+          if (carrier === undefined) return
+          open.delete(key)
+          if (carrier.members.length === 1 && carrier.members[0] !== undefined) out.push(toOut(carrier.members[0], undefined))
+          else out.push(toCarrier(carrier.members))
+          positions.push(carrier.at.length === 1 ? carrier.at[0] ?? 0 : carrier.at)
+        }
         // Delay queues are declared (or their lease renewed) before anything is sent through them.
         const failedDelays = new Map<number, BrokerUnavailable>()
         for (let i = 0; i < messages.length; i++) {
@@ -104,6 +137,19 @@ export const make = (options: Resolved): Effect.Effect<Broker.Transport, BrokerU
           const rejected = oversize(message, options.maxMessageBytes)
           if (rejected !== undefined) {
             results[i] = Either.left(rejected)
+            continue
+          }
+          if (pack > 1 && packed.packable(message)) {
+            const key = `${message.persistent ? 1 : 0}${message.routingKey}`
+            const bytes = message.body.byteLength + packed.overheadOf(message)
+            const carrier = open.get(key)
+            if (carrier !== undefined && carrier.bytes + bytes > options.maxMessageBytes) close(key)
+            const current = open.get(key) ?? { members: [], at: [], bytes: 4 }
+            open.set(key, current)
+            current.members.push(message)
+            current.at.push(i)
+            current.bytes += bytes
+            if (current.members.length >= pack) close(key)
             continue
           }
           let delay: number | undefined
@@ -137,13 +183,19 @@ export const make = (options: Resolved): Effect.Effect<Broker.Transport, BrokerU
           out.push(toOut(message, delay))
           positions.push(i)
         }
+        for (const key of [...open.keys()]) close(key)
         if (out.length > 0) {
           const outcomes = yield* publish.publish(out, window)
           for (let j = 0; j < positions.length; j++) {
             const position = positions[j]
-            if (position === undefined) continue
             const outcome = outcomes[j]
-            results[position] = outcome === undefined ? Either.void : Either.left(outcome)
+            if (typeof position === "number") results[position] = outcome === undefined ? Either.void : Either.left(outcome)
+            else if (position !== undefined) {
+              for (const at of position) {
+                const own = forMember(outcome, messages[at])
+                results[at] = own === undefined ? Either.void : Either.left(own)
+              }
+            }
           }
         }
         return results.map((result): Result => result ?? Either.void)
