@@ -206,7 +206,8 @@ export interface WorkerOptions {
   /**
    * Tasks the broker may hand this worker ahead of its free slots (see
    * `Broker.SubscribeOptions.prefetch`). Default: `concurrency`. Raise it for many short tasks;
-   * keep it for long ones, so a busy worker does not hold tasks an idle one could run.
+   * keep it for long ones, so a busy worker does not hold tasks an idle one could run. RabbitMQ
+   * counts a pack from `enqueueAll` as one.
    */
   readonly prefetch?: number | undefined
   /** How long a finished task's result is kept. Default 1 day. */
