@@ -137,6 +137,12 @@ const validateProperties = (
 /** The header table of a message without headers, shared. @internal */
 export const noHeaders: Readonly<Record<string, string>> = Object.freeze({})
 
+/** Whether a header table has any entry, without listing its keys. @internal */
+export const hasHeaders = (table: Readonly<Record<string, string>>): boolean => {
+  for (const _ in table) return true
+  return false
+}
+
 const withTraceparent = (
   userHeaders: Readonly<Record<string, string>> | undefined,
   traceparent: string | undefined
@@ -285,7 +291,7 @@ export const make = (transport: Broker.Transport): Broker.Service => {
       const valid: Array<Broker.TransportMessage> = []
       for (const item of prepared) if (Either.isRight(item)) valid.push(item.right)
       const window = Math.max(1, options?.window ?? 1000)
-      const sent = valid.length === 0 ? [] : yield* (pack > 1 ? transport.publishAll(valid, window, pack) : transport.publishAll(valid, window))
+      const sent = valid.length === 0 ? [] : yield* transport.publishAll(valid, window, pack)
       let next = 0
       return prepared.map((item): Either.Either<void, Broker.PublishError> => {
         if (Either.isLeft(item)) return Either.left(item.left)

@@ -67,6 +67,36 @@ const queueCounts = (group: string) =>
     return { ready: ready ?? Number.NaN, unacked: unacked ?? Number.NaN }
   })
 
+/** Polls `done` every 10 ms until it holds, within the deadline. */
+const until = (label: string, done: () => boolean) =>
+  within(label, Effect.gen(function*() {
+    while (!done()) yield* Effect.sleep("10 millis")
+  }))
+
+type Numbered = Broker.Topic<{ readonly n: number }, { readonly n: number }>
+
+/**
+ * A slow consumer (`slowHandler`) of `group` that records into `handled`; once it has handled 10
+ * messages, `whileRunning` runs and the consumer is stopped. Returns that result and its peak.
+ */
+const consumeThenStop = <A, E, R>(
+  topic: Numbered,
+  group: string,
+  options: { readonly concurrency: number; readonly prefetch?: number },
+  handled: Array<number>,
+  whileRunning: Effect.Effect<A, E, R>
+) =>
+  Effect.scoped(Effect.gen(function*() {
+    const broker = yield* Broker.Broker
+    const slow = slowHandler()
+    yield* broker.subscribe(topic, (message) => Effect.zipRight(slow.handle(message), Effect.sync(() => void handled.push(message.n))), {
+      group,
+      ...options
+    })
+    yield* until("consumption under way", () => handled.length >= 10)
+    return { result: yield* whileRunning, peak: slow.state.peak }
+  }))
+
 layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQBroker", (it) => {
   it.scoped("declares the documented topology: exchanges, group, dead-letter, retry and delay queues", () =>
     Effect.gen(function*() {
@@ -219,9 +249,7 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQBroke
       const concurrency = 10
       const slow = slowHandler()
       yield* broker.subscribe(topic, slow.handle, { group, concurrency })
-      yield* within("consumption under way", Effect.gen(function*() {
-        while (slow.state.done < 50) yield* Effect.sleep("20 millis")
-      }))
+      yield* until("consumption under way", () => slow.state.done >= 50)
       // RabbitMQ's own count of what it handed out and has not had acked: the client's buffer.
       const { ready, unacked } = yield* queueCounts(group)
       assert.isAtMost(unacked, concurrency, "unacked deliveries bounded by the prefetch")
@@ -238,26 +266,19 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQBroke
       const total = 300
       assert.isTrue((yield* broker.publishAll(Array.from({ length: total }, (_, n) => Broker.entry(topic, { n })))).every(Either.isRight))
       const handled: Array<number> = []
-      const slow = slowHandler()
-      const unacked = yield* Effect.scoped(Effect.gen(function*() {
-        yield* broker.subscribe(topic, (message) => Effect.zipRight(slow.handle(message), Effect.sync(() => void handled.push(message.n))), {
-          group,
-          concurrency: 2,
-          prefetch: 20
-        })
-        yield* within("consumption under way", Effect.gen(function*() {
-          while (handled.length < 10) yield* Effect.sleep("10 millis")
-        }))
-        return (yield* queueCounts(group)).unacked
-      }))
-      assert.isAtMost(slow.state.peak, 2, "at most `concurrency` handlers at once")
+      const { peak, result: unacked } = yield* consumeThenStop(
+        topic,
+        group,
+        { concurrency: 2, prefetch: 20 },
+        handled,
+        Effect.map(queueCounts(group), (counts) => counts.unacked)
+      )
+      assert.isAtMost(peak, 2, "at most `concurrency` handlers at once")
       assert.isAbove(unacked, 2, "RabbitMQ handed out more than the running handlers")
       assert.isAtMost(unacked, 20, "and no more than the prefetch")
       // The deliveries waiting for a slot went back to the queue: a new consumer gets the rest.
       yield* broker.subscribe(topic, (message) => Effect.sync(() => void handled.push(message.n)), { group, concurrency: 50 })
-      yield* within("every message", Effect.gen(function*() {
-        while (new Set(handled).size < total) yield* Effect.sleep("20 millis")
-      }))
+      yield* until("every message", () => new Set(handled).size >= total)
       assert.strictEqual(new Set(handled).size, total, "lost none")
       assert.strictEqual(handled.length - total, 0, "handled none twice")
     }))
@@ -273,23 +294,12 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQBroke
       assert.isTrue(outcomes.every(Either.isRight))
       assert.deepStrictEqual(yield* queueCounts(group), { ready: 3, unacked: 0 }, "RabbitMQ holds 3 messages")
       const handled: Array<number> = []
-      const slow = slowHandler()
-      yield* Effect.scoped(Effect.gen(function*() {
-        yield* broker.subscribe(topic, (message) => Effect.zipRight(slow.handle(message), Effect.sync(() => void handled.push(message.n))), {
-          group,
-          concurrency: 2
-        })
-        yield* within("consumption under way", Effect.gen(function*() {
-          while (handled.length < 10) yield* Effect.sleep("10 millis")
-        }))
-      }))
+      yield* consumeThenStop(topic, group, { concurrency: 2 }, handled, Effect.void)
       const first = handled.length
       assert.isBelow(first, 100, "stopped mid-pack")
       assert.strictEqual((yield* queueCounts(group)).ready, 3, "the unfinished pack went back whole")
       yield* broker.subscribe(topic, (message) => Effect.sync(() => void handled.push(message.n)), { group, concurrency: 50 })
-      yield* within("every message", Effect.gen(function*() {
-        while (handled.length < total + first) yield* Effect.sleep("20 millis")
-      }))
+      yield* until("every message", () => handled.length >= total + first)
       assert.strictEqual(new Set(handled).size, total, "lost none")
       assert.strictEqual(handled.length - total, first, "only the stopped pack's finished members ran twice")
     }))

@@ -1,5 +1,6 @@
 import type * as Amqp from "amqplib"
 import type * as Broker from "../../Broker.js"
+import { hasHeaders } from "../broker.js"
 import * as MessageId from "../messageId.js"
 
 /**
@@ -29,11 +30,6 @@ interface Meta {
 export const packable = (message: Broker.TransportMessage): boolean =>
   (message.delay === undefined || message.delay <= 0) && message.priority === undefined && message.expiration === undefined
 
-const hasKeys = (record: Readonly<Record<string, string>>): boolean => {
-  for (const _ in record) return true
-  return false
-}
-
 /** Encodes messages (same routing key and persistence) into one body. @internal */
 export const pack = (messages: ReadonlyArray<Broker.TransportMessage>): Buffer => {
   const metas: Array<Buffer> = []
@@ -42,7 +38,7 @@ export const pack = (messages: ReadonlyArray<Broker.TransportMessage>): Buffer =
     const meta: Meta = {
       i: message.messageId,
       t: message.publishedAt,
-      ...(hasKeys(message.headers) ? { h: message.headers } : {}),
+      ...(hasHeaders(message.headers) ? { h: message.headers } : {}),
       ...(message.correlationId === undefined ? {} : { c: message.correlationId })
     }
     const encoded = Buffer.from(JSON.stringify(meta), "utf8")

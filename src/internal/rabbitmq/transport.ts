@@ -7,7 +7,7 @@ import type * as Scope from "effect/Scope"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import type * as Broker from "../../Broker.js"
 import { BrokerUnavailable, PublishRejected } from "../../BrokerError.js"
-import { oversize } from "../broker.js"
+import { hasHeaders, oversize } from "../broker.js"
 import * as MessageId from "../messageId.js"
 import * as connection from "./connection.js"
 import * as consumer from "./consumer.js"
@@ -49,11 +49,6 @@ export const make = (options: Resolved): Effect.Effect<Broker.Transport, BrokerU
     yield* Effect.addFinalizer(() => Effect.zipRight(declare.close, publish.close))
     const active = new Set<object>()
 
-    const hasKeys = (record: Readonly<Record<string, string>>): boolean => {
-      for (const _ in record) return true
-      return false
-    }
-
     const toOut = (message: Broker.TransportMessage, delay: number | undefined): publisher.OutMessage => {
       let exchange = names.exchange
       const properties: Amqp.Options.Publish = {
@@ -72,7 +67,7 @@ export const make = (options: Resolved): Effect.Effect<Broker.Transport, BrokerU
       if (delay !== undefined) {
         properties.headers = { ...message.headers, [topology.delayHeader]: String(delay) }
         exchange = names.delayExchange
-      } else if (hasKeys(message.headers)) {
+      } else if (hasHeaders(message.headers)) {
         properties.headers = message.headers
       }
       if (message.correlationId !== undefined) properties.correlationId = message.correlationId
