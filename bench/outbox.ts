@@ -33,8 +33,8 @@ const LATENCY_SECONDS = 8
 const RECIPE_WINDOW_SECONDS = 20
 const RECIPE_LATENCY_RATE = 10
 const INSERT_WRITERS = 10
-const INSERT_SECONDS = 2
-const INSERT_ROUNDS = 5
+const INSERT_SECONDS = 1
+const INSERT_ROUNDS = 12
 
 const line = (name: string, value: number, unit: string) =>
   Effect.sync(() => process.stdout.write(`${name}: ${Number.isInteger(value) ? value : value.toFixed(2)} ${unit}\n`))
@@ -374,10 +374,10 @@ const insertRate = (prefix: string, variant: Variant, store: Context.Context<Out
     const channel = tableOf(prefix)
     let count = 0
     const deadline = performance.now() + INSERT_SECONDS * 1000
-    const transaction = (n: number): Effect.Effect<unknown, unknown> => {
+    const transaction = (n: number): Effect.Effect<unknown, unknown, Outbox.Outbox> => {
       const m = message(n)
       const domain = sql`insert into ${orders} (customer, total) values (${m.customer}, ${m.total})`
-      if (variant === "ours") return sql.withTransaction(Effect.zipRight(domain, Outbox.add(topic, m))).pipe(Effect.provide(store))
+      if (variant === "ours") return sql.withTransaction(Effect.zipRight(domain, Outbox.add(topic, m)))
       const event = sql`insert into ${outbox} (message_id, topic, key, headers, body, traceparent)
         values (${MessageId.make()}, ${topic.name}, ${null}, ${null}::jsonb, ${JSON.stringify(m)}, ${null})`
       const wake = variant === "notify-in-tx" ? sql`select pg_notify(${channel}, '')` : Effect.void
@@ -389,7 +389,8 @@ const insertRate = (prefix: string, variant: Variant, store: Context.Context<Out
           yield* transaction(count)
           count++
         }
-      }), { concurrency: "unbounded", discard: true })
+        // The store provided once per writer, as an app provides its layers (not per transaction).
+      }).pipe(Effect.provide(store)), { concurrency: "unbounded", discard: true })
     return count / INSERT_SECONDS
   })
 
@@ -414,7 +415,8 @@ const insertRates = (prefix: string) =>
     const rates: Record<Variant, Array<number>> = { plain: [], ours: [], "notify-in-tx": [] }
     const variants: ReadonlyArray<Variant> = ["plain", "ours", "notify-in-tx"]
     for (let round = 0; round < INSERT_ROUNDS; round++) {
-      // Rotated each round, so no variant always meets the same moment of the machine's drift.
+      // Short rounds, rotated: PostgreSQL's commit rate drifts (checkpoints, WAL flushes) over
+      // seconds, so 1 s slices back to back compare the variants under the same conditions.
       for (let i = 0; i < variants.length; i++) {
         const variant = variants[(i + round) % variants.length] ?? "plain"
         rates[variant].push(yield* insertRate(prefix, variant, store))
