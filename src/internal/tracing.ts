@@ -37,18 +37,19 @@ const propagated = (tracer: Tracer.Tracer, span: Tracer.AnySpan): string | undef
 }
 
 // serviceOption, not currentSpan: a missing span must not cost an exception per message
+const traceparentUnder = (tracer: Tracer.Tracer): Effect.Effect<string | undefined> =>
+  Effect.map(
+    Effect.serviceOption(Tracer.ParentSpan),
+    Option.match({ onNone: () => undefined, onSome: (span) => propagated(tracer, span) })
+  )
+
 /**
  * The traceparent a message published here carries: the current span under a real tracer; under
  * the built-in one, the trace context that came from outside, if any.
  *
  * @internal
  */
-export const currentTraceparent: Effect.Effect<string | undefined> = Effect.tracerWith((tracer) =>
-  Effect.map(
-    Effect.serviceOption(Tracer.ParentSpan),
-    Option.match({ onNone: () => undefined, onSome: (span) => propagated(tracer, span) })
-  )
-)
+export const currentTraceparent: Effect.Effect<string | undefined> = Effect.tracerWith(traceparentUnder)
 
 /** `Effect.withSpan`, under a real tracer only. @internal */
 export const withSpanWhenTraced = (name: string, options: Tracer.SpanOptions) =>
@@ -68,6 +69,6 @@ export const withTraceContext = <A, E, R>(
 ): Effect.Effect<A, E, R> =>
   Effect.tracerWith((tracer) =>
     tracer === builtInTracer
-      ? Effect.flatMap(currentTraceparent, f)
+      ? Effect.flatMap(traceparentUnder(tracer), f)
       : Effect.useSpan(name, options, (span) => f(traceparentOf(span)))
   )
