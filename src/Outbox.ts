@@ -154,6 +154,12 @@ export interface DispatcherOptions {
   readonly concurrency?: number | undefined
   /** Publisher confirms in flight per batch. Default: the batch size. */
   readonly window?: number | undefined
+  /**
+   * Events of one topic per broker message (`Broker.PublishAllOptions.pack`). Default 1: each
+   * event its own message, readable by any AMQP consumer. Above 1, only this library's
+   * consumers can read them, and RabbitMQ then moves many times the events per second.
+   */
+  readonly pack?: number | undefined
   /** Fallback poll when no wake-up arrives. Default 1 second. */
   readonly pollInterval?: Duration.DurationInput | undefined
   readonly ordering?: Ordering | undefined

@@ -134,6 +134,7 @@ export const dispatcher = (
     const batchSize = yield* positiveInt("batchSize", options?.batchSize ?? Outbox.defaults.batchSize, 100_000)
     const concurrency = yield* positiveInt("concurrency", options?.concurrency ?? Outbox.defaults.concurrency, 64)
     const window = yield* positiveInt("window", options?.window ?? batchSize, 100_000)
+    const pack = yield* positiveInt("pack", options?.pack ?? 1, 10_000)
     const retention = options?.retention === false ? Option.none() : Option.some({
       maxAgeMs: Duration.toMillis(Duration.decode(options?.retention?.maxAge ?? Outbox.defaults.retentionMaxAge)),
       every: Duration.decode(options?.retention?.every ?? Outbox.defaults.retentionEvery),
@@ -153,6 +154,7 @@ export const dispatcher = (
       batchSize,
       concurrency,
       window,
+      pack,
       pollInterval: Duration.decode(options?.pollInterval ?? Outbox.defaults.pollInterval),
       ordering: options?.ordering ?? "unordered",
       retry: options?.retry ?? Outbox.defaultRetry,

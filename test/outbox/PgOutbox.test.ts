@@ -9,7 +9,7 @@ import * as RabbitMQBroker from "../../src/layers/RabbitMQBroker.js"
 import * as Sql from "../../src/internal/outbox/sql.js"
 import * as Outbox from "../../src/Outbox.js"
 import { runId, uniqueName } from "../fixtures/env.js"
-import { scopedVhost, urlFor } from "../support/rabbitmq.js"
+import { rabbitmqctl, scopedVhost, urlFor } from "../support/rabbitmq.js"
 import { failingBroker, type Inject, orderPlaced, pg, recordingBroker, tally, uniquePrefix, waitUntil } from "./fixtures.js"
 
 const run = <A, E>(body: Effect.Effect<A, E, SqlClient.SqlClient | PgClient.PgClient | Scope.Scope>) =>
@@ -127,6 +127,37 @@ describe("PgOutbox", () => {
       assert.deepStrictEqual(domain.map((r) => r.id), ["o1"])
       assert.deepStrictEqual(events.map((r) => decode(r.body).orderId), ["o1"])
     })))
+
+  it.live("pack: 250 events go out as 3 RabbitMQ messages and reach a subscriber once each with their ids and headers", () =>
+    run(Effect.gen(function*() {
+      const prefix = yield* uniquePrefix
+      const vhost = yield* scopedVhost(`eb-test-outbox-pack-${runId}`)
+      const brokerPrefix = `t${runId}`
+      const brokerContext = yield* Layer.build(RabbitMQBroker.layer({ url: Redacted.make(urlFor(vhost)), prefix: brokerPrefix }))
+      const broker = Context.get(brokerContext, Broker.Broker)
+      const group = uniqueName("g")
+      yield* broker.declare(orderPlaced, { group })
+      const store = yield* Layer.build(PgOutbox.layerStore({ prefix, notify: false }))
+      const sql = yield* SqlClient.SqlClient
+      const ids = yield* sql.withTransaction(Effect.forEach(
+        Array.from({ length: 250 }, (_, n) => n),
+        (n) => Outbox.add(orderPlaced, { orderId: `o${n}`, n }, { headers: { tenant: `t${n % 3}` } })
+      )).pipe(Effect.provide(store))
+      yield* Layer.build(
+        PgOutbox.dispatcher({ prefix, pack: 100, pollInterval: "100 millis" }).pipe(Layer.provide(Layer.succeedContext(brokerContext)))
+      )
+      yield* waitUntil("every event is dispatched", Effect.map(countRows(prefix, "pending"), (n) => n === 0))
+      const listed = yield* rabbitmqctl("list_queues", "-q", "-p", vhost, "name", "messages_ready")
+      const ready = listed.split("\n").map((line) => line.trim().split(/\s+/)).find(([name]) => name === `${brokerPrefix}.group.${group}`)
+      assert.strictEqual(ready?.[1], "3", listed)
+      const received = yield* Queue.unbounded<readonly [number, Broker.Envelope]>()
+      yield* broker.subscribe(orderPlaced, (message, envelope) => Queue.offer(received, [message.n, envelope]), { group })
+      const all = yield* Effect.replicateEffect(Queue.take(received), 250).pipe(Effect.timeout("20 seconds"))
+      assert.deepStrictEqual(all.map(([, e]) => e.id).sort(), [...ids].sort())
+      for (const [n, envelope] of all) assert.strictEqual(envelope.headers["tenant"], `t${n % 3}`)
+      yield* Effect.sleep("100 millis")
+      assert.strictEqual(yield* Queue.size(received), 0, "none twice")
+    })), 60_000)
 
   it.live("3 dispatchers drain 20,000 events: none lost, none duplicated", () =>
     run(Effect.gen(function*() {

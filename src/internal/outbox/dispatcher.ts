@@ -24,6 +24,7 @@ export interface Resolved {
   readonly batchSize: number
   readonly concurrency: number
   readonly window: number
+  readonly pack: number
   readonly pollInterval: Duration.Duration
   readonly ordering: Outbox.Ordering
   readonly retry: Schedule.Schedule<unknown, PublishError>
@@ -122,7 +123,7 @@ export const make = (
     failures: Array<Sql.Failure>
   ) =>
     Effect.gen(function*() {
-      const results = yield* broker.publishAllEncoded(rows.map(toEntry), { window: options.window })
+      const results = yield* broker.publishAllEncoded(rows.map(toEntry), { window: options.window, pack: options.pack })
       const outcomes: Array<Outcome> = []
       let unavailable: PublishError | undefined
       for (let i = 0; i < rows.length; i++) {
