@@ -20,6 +20,7 @@ import * as Schema from "effect/Schema"
 import * as AST from "effect/SchemaAST"
 import * as Broker from "./Broker.js"
 import * as internal from "./internal/asyncapi.js"
+import * as packed from "./internal/rabbitmq/packed.js"
 import * as Task from "./Task.js"
 
 /**
@@ -261,6 +262,8 @@ export const make = (options: Options): Effect.Effect<Document, AsyncApiError> =
           task: {
             name: task.name,
             group: task.group,
+            // `enqueueAll` sends up to 100 tasks per message in this content type (workers unpack it).
+            packedContentType: packed.contentType,
             ...(success !== undefined ? { success } : {}),
             ...(failure !== undefined ? { failure } : {})
           }

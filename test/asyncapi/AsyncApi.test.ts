@@ -117,9 +117,10 @@ describe("AsyncApi", () => {
       const document = yield* AsyncApi.make({ info: { title: "Tasks", version: "1" }, tasks: [sendConfirmation] })
       const json: unknown = JSON.parse(JSON.stringify(document))
       const channel = document.channels["tasks.send_confirmation"] as {
-        "x-eb-task": { group: string; success: { required: Array<string> }; failure: { $ref: string } }
+        "x-eb-task": { group: string; packedContentType: string; success: { required: Array<string> }; failure: { $ref: string } }
       }
       assert.strictEqual(channel["x-eb-task"].group, "tasks.send_confirmation")
+      assert.strictEqual(channel["x-eb-task"].packedContentType, "application/vnd.effect-background.packed")
       assert.deepStrictEqual(channel["x-eb-task"].success.required, ["messageId"])
       const failure = resolve(json, channel["x-eb-task"].failure.$ref) as { required: Array<string> }
       assert.includeMembers(failure.required, ["_tag", "address"])
