@@ -29,7 +29,7 @@ const WINDOW = 1_000
 const PREFETCH = 100
 const RATE = 2_000
 const LATENCY_SECONDS = 4
-const ROUNDS = Number(process.env["BENCH_BROKER_ROUNDS"] ?? 3)
+const ROUNDS = Number(process.env["BENCH_BROKER_ROUNDS"] ?? 5)
 const SINGLE_N = 20_000
 const PUBLISHERS = 100
 
