@@ -255,6 +255,22 @@ export const oversize = (message: Broker.TransportMessage, maxBytes: number): Pu
 const maxPack = 10_000
 
 /** @internal */
+export const mapBatch = <E>(
+  batch: Broker.TransportBatch,
+  publish: (message: Broker.TransportMessage) => Either.Either<void, E>
+): Array<Either.Either<void, E>> => {
+  const results = new Array<Either.Either<void, E>>(batch.size)
+  for (let i = 0; i < batch.size; i++) {
+    const message = batch.prepare(i)
+    results[i] = message === undefined ? Either.void : publish(message)
+  }
+  return results
+}
+
+/** The outcome of a hole in a sparse array of entries. */
+const missing = Either.left(new InvalidName({ kind: "option", value: "undefined", reason: "no entry at this position of the batch" }))
+
+/** @internal */
 export const make = (transport: Broker.Transport): Broker.Service => {
 
   const publishWith = <A, I>(
@@ -278,25 +294,38 @@ export const make = (transport: Broker.Transport): Broker.Service => {
       attributes: { "messaging.destination.name": topic.name, "messaging.operation.type": "send" }
     }, (traceparent) => publishWith(topic, message, options, traceparent))
 
-  const publishPrepared = (
-    prepared: ReadonlyArray<Either.Either<Broker.TransportMessage, Broker.PublishError>>,
+  /** Publishes `size` entries, each prepared only when the transport reaches it. */
+  const publishBatch = (
+    size: number,
+    prepareAt: (index: number) => Either.Either<Broker.TransportMessage, Broker.PublishError>,
     options: Broker.PublishAllOptions | undefined
-  ) =>
-    Effect.gen(function*() {
+  ): Effect.Effect<ReadonlyArray<Either.Either<void, Broker.PublishError>>> =>
+    Effect.suspend(() => {
       const pack = options?.pack ?? 1
       if (!Number.isInteger(pack) || pack < 1 || pack > maxPack) {
         const invalid = new InvalidName({ kind: "option", value: String(pack), reason: `pack must be an integer from 1 to ${maxPack}` })
-        return prepared.map(() => Either.left(invalid))
+        return Effect.succeed(Array.from({ length: size }, () => Either.left(invalid)))
       }
-      const valid: Array<Broker.TransportMessage> = []
-      for (const item of prepared) if (Either.isRight(item)) valid.push(item.right)
+      if (size === 0) return Effect.succeed([])
+      // Entries that cannot be published: their outcome is known here, the transport skips them.
+      const failed = new Map<number, Broker.PublishError>()
+      const batch: Broker.TransportBatch = {
+        size,
+        prepare: (index) => {
+          const prepared = prepareAt(index)
+          if (Either.isRight(prepared)) return prepared.right
+          failed.set(index, prepared.left)
+          return undefined
+        }
+      }
       const window = Math.max(1, options?.window ?? 1000)
-      const sent = valid.length === 0 ? [] : yield* transport.publishAll(valid, window, pack)
-      let next = 0
-      return prepared.map((item): Either.Either<void, Broker.PublishError> => {
-        if (Either.isLeft(item)) return Either.left(item.left)
-        const outcome = sent[next++]
-        return outcome ?? Either.void
+      return Effect.map(transport.publishAll(batch, window, pack), (sent) => {
+        const results = new Array<Either.Either<void, Broker.PublishError>>(size)
+        for (let i = 0; i < size; i++) {
+          const error = failed.size === 0 ? undefined : failed.get(i)
+          results[i] = error !== undefined ? Either.left(error) : sent[i] ?? Either.void
+        }
+        return results
       })
     })
 
@@ -314,16 +343,18 @@ export const make = (transport: Broker.Transport): Broker.Service => {
     Effect.gen(function*() {
       const traceparent = yield* currentTraceparent
       const now = yield* Clock.currentTimeMillis
-      const prepared = Array.from(entries, (entry) => checkSize(entry.prepare(traceparent, now)))
-      return yield* publishPrepared(prepared, options)
+      const list = Array.isArray(entries) ? entries as ReadonlyArray<Broker.PublishEntry> : Array.from(entries)
+      return yield* publishBatch(list.length, (i) => checkSize(list[i]?.prepare(traceparent, now) ?? missing), options)
     }).pipe(withBatchSpan)
 
   const publishAllEncoded: Broker.Service["publishAllEncoded"] = (entries, options) =>
     Effect.gen(function*() {
       const traceparent = yield* currentTraceparent
       const now = yield* Clock.currentTimeMillis
-      const prepared = entries.map((entry) => checkSize(prepareEncoded(entry, traceparent, now)))
-      return yield* publishPrepared(prepared, options)
+      return yield* publishBatch(entries.length, (i) => {
+        const entry = entries[i]
+        return entry === undefined ? missing : checkSize(prepareEncoded(entry, traceparent, now))
+      }, options)
     }).pipe(withBatchSpan)
 
   const subscribe = <A, I, E, R>(

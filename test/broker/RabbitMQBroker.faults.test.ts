@@ -6,7 +6,7 @@
  * the bound, consumers come back.
  */
 import { assert, layer } from "@effect/vitest"
-import { Context, Duration, Effect, Either, Exit, Fiber, Layer, Redacted, Schedule, Schema, Scope } from "effect"
+import { Context, Deferred, Duration, Effect, Either, Exit, Fiber, Layer, Redacted, Schedule, Schema, Scope } from "effect"
 import * as Broker from "../../src/Broker.js"
 import * as RabbitMQBroker from "../../src/layers/RabbitMQBroker.js"
 import { runId, uniqueName } from "../fixtures/env.js"
@@ -158,26 +158,29 @@ layer(Layer.scopedDiscard(scopedVhost(vhost)), { excludeTestServices: true, time
       const ids = Array.from({ length: 3000 }, (_, i) => `b2-${i}`)
       yield* publishConfirmed(broker, topic, ledger, ids)
 
-      // Slow enough that consumption is still going when the broker stops.
+      // After 200, handlers wait at a gate until the broker has stopped: the stop always lands
+      // mid-stream with handlers running (a free-running consumer could finish all 3,000 before
+      // rabbitmqctl's call took effect).
       const started = new Set<string>()
+      const gate = yield* Deferred.make<void>()
       yield* broker.subscribe(
         topic,
         (item, envelope) =>
           Effect.sync(() => started.add(item.id)).pipe(
-            Effect.zipRight(Effect.sleep("5 millis")),
+            Effect.zipRight(ledger.deliveries.size >= 200 ? Deferred.await(gate) : Effect.sleep("5 millis")),
             Effect.zipRight(ledger.deliver(item.id, envelope))
           ),
         { group, concurrency: 20 }
       )
-      // Deliveries come in bursts of the prefetch (their acks leave together): wait for a moment
-      // when a burst's handlers are running, not the gap between two bursts.
-      yield* waitFor("consumption under way, handlers running", () => ledger.deliveries.size >= 200 && started.size > ledger.deliveries.size, 30)
+      yield* waitFor("consumption under way, handlers held", () => ledger.deliveries.size >= 200 && started.size > ledger.deliveries.size, 30)
       const before = ledger.deliveries.size
       // Handlers running when the broker goes away hold unacked deliveries. The redelivered flag
       // itself is RabbitMQ's to keep: a classic queue can lose it when it stops before recording
       // the delivery, so what is asserted is that each of these messages is consumed afterwards.
       const unackedAtStop = [...started].filter((id) => !ledger.deliveries.has(id))
-      yield* rabbitmqctl("stop_app").pipe(Effect.ensuring(Effect.orDie(rabbitmqctl("start_app"))))
+      yield* rabbitmqctl("stop_app").pipe(
+        Effect.ensuring(Effect.zipRight(Deferred.succeed(gate, undefined), Effect.orDie(rabbitmqctl("start_app"))))
+      )
       yield* rabbitmqctl("await_startup")
       yield* waitFor("every message consumed", () => ledger.lost().length === 0, 60).pipe(Effect.either)
 
@@ -285,13 +288,23 @@ layer(Layer.scopedDiscard(scopedVhost(vhost)), { excludeTestServices: true, time
       yield* broker.declare(topic, { group })
       const ledger = makeLedger()
       yield* publishConfirmed(broker, topic, ledger, Array.from({ length: total }, (_, i) => `p1-${i}`))
+      // After a tenth, handlers wait at a gate until the connection is gone: the close always
+      // lands with `concurrency` handlers running and the rest of the prefetch waiting for a slot
+      // (a free-running consumer could finish all before rabbitmqctl's ~1 s call took effect).
+      const gate = yield* Deferred.make<void>()
+      const held = total / 10
       yield* broker.subscribe(
         topic,
-        (item, envelope) => Effect.zipRight(Effect.sleep("1 millis"), ledger.deliver(item.id, envelope)),
+        (item, envelope) =>
+          Effect.zipRight(
+            ledger.deliveries.size >= held ? Deferred.await(gate) : Effect.void,
+            ledger.deliver(item.id, envelope)
+          ),
         { group, concurrency, prefetch }
       )
-      yield* waitFor("a tenth handled", () => ledger.deliveries.size >= total / 10, 30)
+      yield* waitFor("a tenth handled", () => ledger.deliveries.size >= held, 30)
       yield* rabbitmqctl("close_all_connections", "-p", vhost, "P1 fault test")
+      yield* Deferred.succeed(gate, undefined)
       yield* waitFor("every message handled", () => ledger.deliveries.size === total, 60).pipe(Effect.either)
       console.log(ledger.summary("P1"), `, lost ${ledger.lost().length}`)
       assert.strictEqual(ledger.lost().length, 0, "confirmed but never handled")

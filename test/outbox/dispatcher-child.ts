@@ -26,9 +26,11 @@ const deliver = (message: Broker.TransportMessage) =>
 const transport: Broker.Transport = {
   publish: deliver,
   // One message at a time with a pause: a batch takes long enough to be killed in the middle.
-  publishAll: (messages) =>
-    Effect.forEach(messages, (message) =>
-      deliver(message).pipe(Effect.zipLeft(Effect.sleep("1 millis")), Effect.as(Either.void))),
+  publishAll: (batch) =>
+    Effect.forEach(Array.from({ length: batch.size }, (_, i) => batch.prepare(i)), (message) =>
+      message === undefined
+        ? Effect.succeed(Either.void)
+        : deliver(message).pipe(Effect.zipLeft(Effect.sleep("1 millis")), Effect.as(Either.void))),
   consume: () => Effect.die("the child broker does not consume"),
   health: Effect.succeed({ status: "up", connection: "open", consumers: 0, detail: "ipc" }),
   maxMessageBytes: 1024 * 1024

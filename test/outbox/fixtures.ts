@@ -56,7 +56,7 @@ export const recordingBroker = (inject: { current: Inject | undefined } = { curr
   }
   const transport: Broker.Transport = {
     publish: (message) => Either.match(record(message), { onLeft: Effect.fail, onRight: () => Effect.void }),
-    publishAll: (messages) => Effect.sync(() => messages.map(record)),
+    publishAll: (batch) => Effect.sync(() => Broker.mapBatch(batch, record)),
     consume: () => Effect.die("the recording broker does not consume"),
     health: Effect.succeed({ status: "up", connection: "open", consumers: 0, detail: "recording" }),
     maxMessageBytes: 1024 * 1024

@@ -19,7 +19,7 @@ import type * as Scope from "effect/Scope"
 import type * as Broker from "../../Broker.js"
 import type { QueueStats } from "../../layers/MemoryBroker.js"
 import { BrokerUnavailable, PublishRejected } from "../../BrokerError.js"
-import { oversize } from "../broker.js"
+import { mapBatch, oversize } from "../broker.js"
 import * as fiberLocal from "../fiberLocal.js"
 import * as names from "../names.js"
 import * as queue from "./queue.js"
@@ -468,7 +468,7 @@ export const make = (options: Options): Effect.Effect<MemoryTransport, never, Sc
 
     const publish: Broker.Transport["publish"] = (message) => Effect.suspend(() => publishNow(message))
 
-    const publishAll: Broker.Transport["publishAll"] = (messages) => Effect.sync(() => messages.map(publishNow))
+    const publishAll: Broker.Transport["publishAll"] = (batch) => Effect.sync(() => mapBatch(batch, publishNow))
 
     const stopConsumer = (group: Group, consumer: Consumer) =>
       Effect.gen(function*() {

@@ -20,6 +20,40 @@ export interface OutMessage {
 /** `undefined` = confirmed. @internal */
 export type Outcome = undefined | PublishRejected | BrokerUnavailable
 
+/**
+ * Messages handed to `publish` while they are still being produced: the first are on the wire
+ * while later ones are encoded. `items` only grows; `end` says no more will come.
+ *
+ * @internal
+ */
+export class Feed {
+  readonly items: Array<OutMessage> = []
+  ended = false
+  /** Set by the round sending the feed: called when more items or the end arrived. */
+  listener: (() => void) | undefined = undefined
+
+  static of(items: ReadonlyArray<OutMessage>): Feed {
+    const feed = new Feed()
+    feed.items.push(...items)
+    feed.ended = true
+    return feed
+  }
+
+  push(message: OutMessage): void {
+    this.items.push(message)
+  }
+
+  /** Wakes the round waiting for items. */
+  flush(): void {
+    this.listener?.()
+  }
+
+  end(): void {
+    this.ended = true
+    this.flush()
+  }
+}
+
 const Ok: unique symbol = Symbol("Ok")
 const Unsent: unique symbol = Symbol("Unsent")
 const Pending: unique symbol = Symbol("Pending")
@@ -109,8 +143,11 @@ const reject = (message: OutMessage, reason: PublishRejected["reason"], ambiguou
 
 /** @internal */
 export interface Publisher {
-  /** Publishes keeping up to `window` confirms in flight; one outcome per message, in order. */
-  readonly publish: (messages: ReadonlyArray<OutMessage>, window: number) => Effect.Effect<Array<Outcome>>
+  /**
+   * Publishes the feed's messages as they come, keeping up to `window` confirms in flight; one
+   * outcome per message, in order, once the feed ended and every message is settled.
+   */
+  readonly publish: (feed: Feed, window: number) => Effect.Effect<Array<Outcome>>
   /** As `publish` of one message; on an open channel without the batch bookkeeping. */
   readonly publishOne: (message: OutMessage) => Effect.Effect<Outcome>
   /** Closes the publish channel (layer release). */
@@ -157,24 +194,24 @@ export const make = (manager: Manager, publishTimeout: Duration.Duration): Effec
     }
 
     /**
-     * Sends `indices` keeping up to `window` confirms in flight; true once all are settled, false
-     * when nothing was confirmed for `timeoutMs` (the connection may be half-open). The watchdog
-     * is a timer, not a fiber racing this one: a single publish is the common case, and a race of
-     * two fibers plus a sleep cost several times amqplib's own work for it.
+     * Sends `indices` of the feed (all of it, in order, as it grows, when undefined) keeping up to
+     * `window` confirms in flight; true once all are settled, false when nothing was confirmed for
+     * `timeoutMs` (the connection may be half-open). The watchdog is a timer, not a fiber racing
+     * this one: a single publish is the common case, and a race of two fibers plus a sleep cost
+     * several times amqplib's own work for it.
      */
     const round = (
       target: Sink,
-      messages: ReadonlyArray<OutMessage>,
-      indices: ReadonlyArray<number>,
+      feed: Feed,
+      indices: ReadonlyArray<number> | undefined,
       window: number,
       slots: Array<Slot>,
       progress: { at: number }
     ) =>
       Effect.async<boolean>((resume) => {
-        const n = indices.length
+        const items = feed.items
         let next = 0
         let inFlight = 0
-        let settled = 0
         let pumping = false
         let over = false
         let timer: ReturnType<typeof setTimeout> | undefined
@@ -182,6 +219,7 @@ export const make = (manager: Manager, publishTimeout: Duration.Duration): Effec
           if (over) return
           over = true
           if (timer !== undefined) clearTimeout(timer)
+          if (indices === undefined) feed.listener = undefined
           resume(Effect.succeed(allSettled))
         }
         const watch = () => {
@@ -190,11 +228,13 @@ export const make = (manager: Manager, publishTimeout: Duration.Duration): Effec
           else timer = setTimeout(watch, timeoutMs - idle)
         }
         const pump = (): void => {
-          if (pumping) return
+          if (pumping || over) return
           pumping = true
-          while (!over && inFlight < window && next < n) {
-            const index = indices[next++]
-            const message = index === undefined ? undefined : messages[index]
+          const total = indices === undefined ? items.length : indices.length
+          while (!over && inFlight < window && next < total) {
+            const index = indices === undefined ? next : indices[next]
+            next++
+            const message = index === undefined ? undefined : items[index]
             if (index === undefined || message === undefined) break
             inFlight++
             slots[index] = InFlight
@@ -202,55 +242,92 @@ export const make = (manager: Manager, publishTimeout: Duration.Duration): Effec
               if (over) return
               slots[index] = result === Unsent ? Pending : result
               inFlight--
-              settled++
               if (result !== Unsent) progress.at = Date.now()
-              if (settled === n) finish(true)
-              else pump()
+              pump()
             })
           }
           pumping = false
+          if (!over && inFlight === 0 && next >= (indices === undefined ? items.length : indices.length)) {
+            if (indices !== undefined || feed.ended) finish(true)
+          }
         }
-        if (n === 0) return finish(true)
+        if (indices === undefined) {
+          // Producing counts as progress: the watchdog waits for confirms, not for the encoder.
+          feed.listener = () => {
+            progress.at = Date.now()
+            pump()
+          }
+        }
         pump()
         if (!over) watch()
         return Effect.sync(() => {
           over = true
           if (timer !== undefined) clearTimeout(timer)
+          if (indices === undefined) feed.listener = undefined
         })
       })
 
-    const publish = (messages: ReadonlyArray<OutMessage>, window: number): Effect.Effect<Array<Outcome>> =>
+    /** Waits for the feed's producer to finish (it runs on when sending gave up early). */
+    const ended = (feed: Feed): Effect.Effect<void> =>
+      feed.ended ? Effect.void : Effect.async<void>((resume) => {
+        feed.listener = () => {
+          if (!feed.ended) return
+          feed.listener = undefined
+          resume(Effect.void)
+        }
+        return Effect.sync(() => {
+          feed.listener = undefined
+        })
+      })
+
+    const publish = (feed: Feed, window: number): Effect.Effect<Array<Outcome>> =>
       Effect.gen(function*() {
-        const slots: Array<Slot> = new Array<Slot>(messages.length).fill(Pending)
+        const slots: Array<Slot> = []
         const progress = { at: Date.now() }
-        while (true) {
+        const messages = feed.items
+        // Slots not yet reached hold undefined: pending like `Pending`.
+        const pendingIndices = () => {
           const indices: Array<number> = []
-          for (let i = 0; i < slots.length; i++) if (slots[i] === Pending) indices.push(i)
-          if (indices.length === 0) break
+          for (let i = 0; i < messages.length; i++) if (slots[i] === Pending || slots[i] === undefined) indices.push(i)
+          return indices
+        }
+        /** Decides every slot still open, once the feed has ended. */
+        const giveUp = (decide: (index: number, inFlight: boolean) => Slot) =>
+          Effect.map(ended(feed), () => {
+            for (let i = 0; i < messages.length; i++) {
+              const slot = slots[i]
+              if (slot === InFlight || slot === Pending || slot === undefined) slots[i] = decide(i, slot === InFlight)
+            }
+          })
+        // The first round streams the feed; later rounds resend what a closed channel left unsent.
+        let streaming = true
+        while (true) {
+          if (streaming && feed.ended && messages.length === 0) break
+          const indices = streaming ? undefined : pendingIndices()
+          if (indices !== undefined && indices.length === 0) break
           const idleFor = Date.now() - progress.at
           if (idleFor >= timeoutMs) {
-            for (const i of indices) slots[i] = timedOut(messages[i], false)
+            yield* giveUp((i, inFlight) => timedOut(messages[i], inFlight))
             break
           }
           const target = yield* Effect.either(acquireSink(Duration.millis(timeoutMs - idleFor)))
           if (Either.isLeft(target)) {
-            for (const i of indices) slots[i] = target.left
+            const unavailable = target.left
+            yield* giveUp(() => unavailable)
             break
           }
-          const finished = yield* round(target.right, messages, indices, Math.max(1, window), slots, progress)
+          const finished = yield* round(target.right, feed, indices, Math.max(1, window), slots, progress)
+          streaming = false
           if (!finished) {
-            for (let i = 0; i < slots.length; i++) {
-              const slot = slots[i]
-              if (slot === InFlight) slots[i] = timedOut(messages[i], true)
-              else if (slot === Pending) slots[i] = timedOut(messages[i], false)
-            }
+            yield* giveUp((i, inFlight) => timedOut(messages[i], inFlight))
             break
           }
         }
         // Only a confirm makes a success; a slot left undecided is reported as a timeout.
-        return slots.map((slot, i): Outcome =>
-          slot === Ok ? undefined : slot === Pending || slot === InFlight ? timedOut(messages[i], slot === InFlight) : slot
-        )
+        return messages.map((_, i): Outcome => {
+          const slot = slots[i]
+          return slot === Ok ? undefined : slot === Pending || slot === InFlight || slot === undefined ? timedOut(messages[i], slot === InFlight) : slot
+        })
       })
 
     const timedOut = (message: OutMessage | undefined, ambiguous: boolean) =>
@@ -279,10 +356,10 @@ export const make = (manager: Manager, publishTimeout: Duration.Duration): Effec
     const publishOne = (message: OutMessage): Effect.Effect<Outcome> =>
       Effect.suspend(() => {
         const current = sink
-        const general = () => Effect.map(publish([message], 1), (outcomes) => outcomes[0])
+        const general = () => Effect.map(publish(Feed.of([message]), 1), (outcomes) => outcomes[0])
         if (current === undefined || current.closed !== undefined) return general()
         const slots: Array<Slot> = [Pending]
-        return Effect.flatMap(round(current, [message], [0], 1, slots, { at: Date.now() }), (finished): Effect.Effect<Outcome> => {
+        return Effect.flatMap(round(current, Feed.of([message]), [0], 1, slots, { at: Date.now() }), (finished): Effect.Effect<Outcome> => {
           const slot = slots[0]
           if (slot === Ok) return Effect.succeed(undefined)
           // Not taken by a channel that closed meanwhile: the general path opens another.

@@ -18,6 +18,15 @@ import * as redrive from "./redrive.js"
 import * as topology from "./topology.js"
 import { describe, type Endpoint } from "./url.js"
 
+/** Messages prepared between two returns to the event loop while a batch is being sent. */
+const sliceSize = 256
+
+/** Lets I/O callbacks (confirms, amqplib's socket writes) run before the next slice. */
+const yieldToEventLoop: Effect.Effect<void> = Effect.async<void>((resume) => {
+  const handle = setImmediate(() => resume(Effect.void))
+  return Effect.sync(() => clearImmediate(handle))
+})
+
 /** Fully resolved options (defaults applied, validated). @internal */
 export interface Resolved {
   readonly endpoint: Endpoint
@@ -86,6 +95,8 @@ export const make = (options: Resolved): Effect.Effect<Broker.Transport, BrokerU
     }
 
     type Result = Either.Either<void, BrokerUnavailable | PublishRejected>
+    /** Messages of one routing key travelling as one AMQP message, and their batch positions. */
+    type Carrier = { members: Array<Broker.TransportMessage>; at: Array<number>; bytes: number }
 
     /** Several messages for one routing key as one AMQP message (see packed.ts). */
     const toCarrier = (members: ReadonlyArray<Broker.TransportMessage>): publisher.OutMessage => {
@@ -108,26 +119,37 @@ export const make = (options: Resolved): Effect.Effect<Broker.Transport, BrokerU
         ? new PublishRejected({ ...outcome, messageId: member.messageId })
         : outcome
 
-    const publishAll = (messages: ReadonlyArray<Broker.TransportMessage>, window: number, pack = 1) =>
+    /**
+     * Prepares the batch into `feed` in order, in slices that leave the event loop in between so
+     * the publisher sends (and confirms come back) while later messages are still being encoded.
+     * Returns, per feed item, the batch positions it answers for: one, or a carrier's members.
+     */
+    const produce = (
+      batch: Broker.TransportBatch,
+      pack: number,
+      feed: publisher.Feed,
+      results: Array<Result | undefined>
+    ) =>
       Effect.gen(function*() {
-        const results: Array<Result | undefined> = new Array(messages.length)
-        const out: Array<publisher.OutMessage> = []
-        // The input positions each sent message answers for: one, or a carrier's members.
-        const positions: Array<number | ReadonlyArray<number>> = []
+        const positions: Array<number | Carrier> = []
         // Open carriers by routing key and persistence, filled in input order.
-        const open = new Map<string, { members: Array<Broker.TransportMessage>; at: Array<number>; bytes: number }>()
+        const open = new Map<string, Carrier>()
         const close = (key: string) => {
           const carrier = open.get(key)
           if (carrier === undefined) return
           open.delete(key)
-          if (carrier.members.length === 1 && carrier.members[0] !== undefined) out.push(toOut(carrier.members[0], undefined))
-          else out.push(toCarrier(carrier.members))
-          positions.push(carrier.at.length === 1 ? carrier.at[0] ?? 0 : carrier.at)
+          const only = carrier.members.length === 1 ? carrier.members[0] : undefined
+          feed.push(only !== undefined ? toOut(only, undefined) : toCarrier(carrier.members))
+          positions.push(only !== undefined ? carrier.at[0] ?? 0 : carrier)
         }
         // Delay queues are declared (or their lease renewed) before anything is sent through them.
         const failedDelays = new Map<number, BrokerUnavailable>()
-        for (let i = 0; i < messages.length; i++) {
-          const message = messages[i]
+        for (let i = 0; i < batch.size; i++) {
+          if (i > 0 && i % sliceSize === 0) {
+            feed.flush()
+            yield* yieldToEventLoop
+          }
+          const message = batch.prepare(i)
           if (message === undefined) continue
           const rejected = oversize(message, options.maxMessageBytes)
           if (rejected !== undefined) {
@@ -164,6 +186,7 @@ export const make = (options: Resolved): Effect.Effect<Broker.Transport, BrokerU
             delay = topology.bucketDelay(message.delay)
             if (!failedDelays.has(delay)) {
               const ms = delay
+              feed.flush()
               const ensured = yield* Effect.either(
                 declare.ensure(names.delay(ms), ms, (channel) => topology.declareDelay(channel, names, ms))
               )
@@ -175,21 +198,32 @@ export const make = (options: Resolved): Effect.Effect<Broker.Transport, BrokerU
               continue
             }
           }
-          out.push(toOut(message, delay))
+          feed.push(toOut(message, delay))
           positions.push(i)
         }
         for (const key of [...open.keys()]) close(key)
-        if (out.length > 0) {
-          const outcomes = yield* publish.publish(out, window)
-          for (let j = 0; j < positions.length; j++) {
-            const position = positions[j]
-            const outcome = outcomes[j]
-            if (typeof position === "number") results[position] = outcome === undefined ? Either.void : Either.left(outcome)
-            else if (position !== undefined) {
-              for (const at of position) {
-                const own = forMember(outcome, messages[at])
-                results[at] = own === undefined ? Either.void : Either.left(own)
-              }
+        feed.end()
+        return positions
+      })
+
+    const publishAll = (batch: Broker.TransportBatch, window: number, pack = 1) =>
+      Effect.gen(function*() {
+        const results: Array<Result | undefined> = new Array(batch.size)
+        const feed = new publisher.Feed()
+        // A batch of one slice is prepared whole first: no second fiber for the common small batch.
+        const [positions, outcomes] = batch.size <= sliceSize
+          ? yield* Effect.flatMap(produce(batch, pack, feed, results), (positions) =>
+            Effect.map(publish.publish(feed, window), (outcomes) => [positions, outcomes] as const))
+          : yield* Effect.all([produce(batch, pack, feed, results), publish.publish(feed, window)], { concurrency: 2 })
+        for (let j = 0; j < positions.length; j++) {
+          const position = positions[j]
+          const outcome = outcomes[j]
+          if (typeof position === "number") results[position] = outcome === undefined ? Either.void : Either.left(outcome)
+          else if (position !== undefined) {
+            for (let k = 0; k < position.at.length; k++) {
+              const own = forMember(outcome, position.members[k])
+              const at = position.at[k]
+              if (at !== undefined) results[at] = own === undefined ? Either.void : Either.left(own)
             }
           }
         }
@@ -251,7 +285,7 @@ export const make = (options: Resolved): Effect.Effect<Broker.Transport, BrokerU
         // Without a delay (no delay queue to declare) and within the size limit: the short path.
         (message.delay === undefined || message.delay <= 0) && oversize(message, options.maxMessageBytes) === undefined
           ? Effect.flatMap(publish.publishOne(toOut(message, undefined)), (outcome) => outcome === undefined ? Effect.void : Effect.fail(outcome))
-          : Effect.flatMap(publishAll([message], 1), (results) => {
+          : Effect.flatMap(publishAll({ size: 1, prepare: () => message }, 1), (results) => {
             const result = results[0]
             return result === undefined || Either.isRight(result) ? Effect.void : Effect.fail(result.left)
           }),
