@@ -343,7 +343,7 @@ export const make = (transport: Broker.Transport): Broker.Service => {
     Effect.gen(function*() {
       const traceparent = yield* currentTraceparent
       const now = yield* Clock.currentTimeMillis
-      const list = Array.isArray(entries) ? entries as ReadonlyArray<Broker.PublishEntry> : Array.from(entries)
+      const list: ReadonlyArray<Broker.PublishEntry> = Array.isArray(entries) ? entries : Array.from(entries)
       return yield* publishBatch(list.length, (i) => checkSize(list[i]?.prepare(traceparent, now) ?? missing), options)
     }).pipe(withBatchSpan)
 
