@@ -326,6 +326,37 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQBroke
       assert.include(dead[0]?.reason ?? "", "cannot decode message bad-pack")
     }))
 
+  it.scoped("a large publishAll is on the wire before its last entry is encoded, and every entry arrives", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker.Broker
+      let encoded = 0
+      const Counted = Schema.transform(Schema.Number, Schema.Number, {
+        strict: true,
+        decode: (n) => n,
+        encode: (n) => {
+          encoded++
+          return n
+        }
+      })
+      const topic = Broker.topic(`${uniqueName("stream").replaceAll("_", "-")}.x`, Schema.Struct({ n: Counted }))
+      const group = uniqueName("g")
+      yield* broker.declare(topic, { group })
+      const total = 10_000
+      const received: Array<number> = []
+      let encodedAtFirstDelivery: number | undefined
+      yield* broker.subscribe(topic, (message) =>
+        Effect.sync(() => {
+          encodedAtFirstDelivery ??= encoded
+          received.push(message.n)
+        }), { group, concurrency: 50 })
+      const outcomes = yield* broker.publishAll(Array.from({ length: total }, (_, n) => Broker.entry(topic, { n })))
+      assert.deepStrictEqual(outcomes.filter(Either.isLeft), [])
+      yield* until("every message received", () => received.length === total)
+      assert.deepStrictEqual(received.sort((a, b) => a - b), Array.from({ length: total }, (_, n) => n))
+      // Encoding the whole batch first would deliver the first only after the last was encoded.
+      assert.isBelow(encodedAtFirstDelivery ?? total, total / 2, `encoded before the first delivery: ${encodedAtFirstDelivery}`)
+    }))
+
   it.scoped("a burst of publishes leaves in a few socket writes, and every one arrives in order", () =>
     Effect.gen(function*() {
       const model = yield* rawConnection(liveUrl())
