@@ -368,7 +368,7 @@ export interface TransportMessage {
 /**
  * A batch whose messages are prepared (encoded, given ids) on demand, so a transport can send
  * the first while later ones are still being encoded: preparing 50,000 messages before sending
- * any held the wire idle for 0.3-0.6 s.
+ * one held the wire idle for 0.3-0.6 s.
  *
  * @since 0.1.0
  * @category transport

@@ -137,7 +137,7 @@ const validateProperties = (
 /** The header table of a message without headers, shared. @internal */
 export const noHeaders: Readonly<Record<string, string>> = Object.freeze({})
 
-/** Whether a header table has any entry, without listing its keys. @internal */
+/** Whether a header table has an entry, without listing its keys. @internal */
 export const hasHeaders = (table: Readonly<Record<string, string>>): boolean => {
   for (const _ in table) return true
   return false
@@ -320,9 +320,10 @@ export const make = (transport: Broker.Transport): Broker.Service => {
       }
       const window = Math.max(1, options?.window ?? 1000)
       return Effect.map(transport.publishAll(batch, window, pack), (sent) => {
+        if (failed.size === 0 && sent.length === size) return sent
         const results = new Array<Either.Either<void, Broker.PublishError>>(size)
         for (let i = 0; i < size; i++) {
-          const error = failed.size === 0 ? undefined : failed.get(i)
+          const error = failed.get(i)
           results[i] = error !== undefined ? Either.left(error) : sent[i] ?? Either.void
         }
         return results

@@ -27,16 +27,14 @@ export type Outcome = undefined | PublishRejected | BrokerUnavailable
  * @internal
  */
 export class Feed {
-  readonly items: Array<OutMessage> = []
-  ended = false
   /** Set by the round sending the feed: called when more items or the end arrived. */
   listener: (() => void) | undefined = undefined
 
-  static of(items: ReadonlyArray<OutMessage>): Feed {
-    const feed = new Feed()
-    feed.items.push(...items)
-    feed.ended = true
-    return feed
+  constructor(readonly items: Array<OutMessage> = [], public ended = false) {}
+
+  /** A feed of messages that are all there already. */
+  static of(items: Array<OutMessage>): Feed {
+    return new Feed(items, true)
   }
 
   push(message: OutMessage): void {
@@ -227,10 +225,12 @@ export const make = (manager: Manager, publishTimeout: Duration.Duration): Effec
           if (idle >= timeoutMs) finish(false)
           else timer = setTimeout(watch, timeoutMs - idle)
         }
+        // How far this round goes: the feed as it stands, or the indices given.
+        const extent = () => (indices === undefined ? items.length : indices.length)
         const pump = (): void => {
           if (pumping || over) return
           pumping = true
-          const total = indices === undefined ? items.length : indices.length
+          const total = extent()
           while (!over && inFlight < window && next < total) {
             const index = indices === undefined ? next : indices[next]
             next++
@@ -247,9 +247,7 @@ export const make = (manager: Manager, publishTimeout: Duration.Duration): Effec
             })
           }
           pumping = false
-          if (!over && inFlight === 0 && next >= (indices === undefined ? items.length : indices.length)) {
-            if (indices !== undefined || feed.ended) finish(true)
-          }
+          if (!over && inFlight === 0 && next >= extent() && (indices !== undefined || feed.ended)) finish(true)
         }
         if (indices === undefined) {
           // Producing counts as progress: the watchdog waits for confirms, not for the encoder.

@@ -128,7 +128,7 @@ export const make = (options: Resolved): Effect.Effect<Broker.Transport, BrokerU
       batch: Broker.TransportBatch,
       pack: number,
       feed: publisher.Feed,
-      results: Array<Result | undefined>
+      results: Array<Result>
     ) =>
       Effect.gen(function*() {
         const positions: Array<number | Carrier> = []
@@ -208,13 +208,13 @@ export const make = (options: Resolved): Effect.Effect<Broker.Transport, BrokerU
 
     const publishAll = (batch: Broker.TransportBatch, window: number, pack = 1) =>
       Effect.gen(function*() {
-        const results: Array<Result | undefined> = new Array(batch.size)
+        // Entries the front skipped keep Either.void (their outcome is the front's).
+        const results = new Array<Result>(batch.size).fill(Either.void)
         const feed = new publisher.Feed()
         // A batch of one slice is prepared whole first: no second fiber for the common small batch.
-        const [positions, outcomes] = batch.size <= sliceSize
-          ? yield* Effect.flatMap(produce(batch, pack, feed, results), (positions) =>
-            Effect.map(publish.publish(feed, window), (outcomes) => [positions, outcomes] as const))
-          : yield* Effect.all([produce(batch, pack, feed, results), publish.publish(feed, window)], { concurrency: 2 })
+        const [positions, outcomes] = yield* Effect.all([produce(batch, pack, feed, results), publish.publish(feed, window)], {
+          concurrency: batch.size <= sliceSize ? 1 : 2
+        })
         for (let j = 0; j < positions.length; j++) {
           const position = positions[j]
           const outcome = outcomes[j]
@@ -227,7 +227,7 @@ export const make = (options: Resolved): Effect.Effect<Broker.Transport, BrokerU
             }
           }
         }
-        return results.map((result): Result => result ?? Either.void)
+        return results
       })
 
     const health: Effect.Effect<Broker.Health> = Effect.map(SubscriptionRef.get(manager.state), (state) => {
