@@ -1,7 +1,7 @@
 import { PgClient } from "@effect/sql-pg"
 import { describe, it } from "@effect/vitest"
 import { assert } from "vitest"
-import { Effect, Either, Layer, Redacted, Schema } from "effect"
+import { Deferred, Effect, Either, FiberId, Layer, Redacted, Schema } from "effect"
 import * as RabbitMQBroker from "../../src/layers/RabbitMQBroker.js"
 import * as PgResultStore from "../../src/layers/PgResultStore.js"
 import * as TaskQueue from "../../src/TaskQueue.js"
@@ -44,7 +44,14 @@ describe("TaskQueue on RabbitMQ with the PostgreSQL result store", () => {
   it.live("a task enqueued before any worker, then 50 enqueues of one key, all with results in PostgreSQL", () =>
     Effect.gen(function*() {
       const task = welcomeTask()
-      const worker = TaskQueue.worker(task, (payload, ctx) => Effect.succeed({ messageId: `${payload.userId}:${ctx.id}`, at: new Date(0) }))
+      // The keyed task runs only once all 50 enqueues returned: a key is held while its task is
+      // pending (no key window here), so a task that finished mid-way would free it for a second one.
+      const enqueued = Deferred.unsafeMake<void>(FiberId.none)
+      const worker = TaskQueue.worker(task, (payload, ctx) =>
+        Effect.zipRight(
+          payload.userId === "early" ? Effect.void : Deferred.await(enqueued),
+          Effect.succeed({ messageId: `${payload.userId}:${ctx.id}`, at: new Date(0) })
+        ))
       // Enqueued while no worker exists: the queue is declared by enqueue, so the task waits.
       const early = yield* withQueue(
         Layer.empty,
@@ -61,6 +68,7 @@ describe("TaskQueue on RabbitMQ with the PostgreSQL result store", () => {
             (i) => TaskQueue.enqueue(task, { userId: `u${i}`, email: "a@b.c" }, { key: "same" }),
             { concurrency: "unbounded" }
           )
+          yield* Deferred.succeed(enqueued, undefined)
           assert.strictEqual(new Set(handles.map((h) => h.id)).size, 1)
           const [one] = handles
           if (one === undefined) return assert.fail("no handle")
