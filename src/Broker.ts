@@ -9,6 +9,7 @@ import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Either from "effect/Either"
+import type * as Option from "effect/Option"
 import type * as Schedule from "effect/Schedule"
 import type * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
@@ -247,6 +248,26 @@ export interface SubscribeOptions<E> {
   readonly retry?: Schedule.Schedule<unknown, E | HandlerDefect> | undefined
   /** Declares the group's queue with this maximum priority (RabbitMQ `x-max-priority`). */
   readonly maxPriority?: number | undefined
+  /**
+   * Runs once per failed attempt with the decision the subscription took (`retryIn`: the delay
+   * before the next attempt; None: dead-lettered), before the broker carries it out, so a
+   * library built on the Broker need not replay the retry Schedule to learn it. A failure of
+   * this effect is logged and changes nothing.
+   */
+  readonly onFailure?: ((failure: Failure<E>) => Effect.Effect<void>) | undefined
+}
+
+/**
+ * A failed attempt and what the subscription decided about it (see `SubscribeOptions.onFailure`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Failure<E> {
+  readonly error: E | HandlerDefect
+  readonly envelope: Envelope
+  /** The delay before the next attempt; None when the message is dead-lettered. */
+  readonly retryIn: Option.Option<Duration.Duration>
 }
 
 /**

@@ -43,6 +43,26 @@ const formatIssue = (issue: ParseResult.ParseIssue): string => ParseResult.TreeF
 export const toBuffer = (body: Uint8Array): Buffer =>
   Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength)
 
+/** The path of the first NaN or ±Infinity in an encoded value (`["items"][2].price`), if any. */
+const nonFinitePath = (value: unknown, path: string): string | undefined => {
+  if (typeof value === "number") return Number.isFinite(value) ? undefined : path
+  if (typeof value !== "object" || value === null) return undefined
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const found = nonFinitePath(value[i], `${path}[${i}]`)
+      if (found !== undefined) return found
+    }
+    return undefined
+  }
+  // toJSON (Date, …) decides its own text: what it writes is what is sent.
+  if (typeof (value as { toJSON?: unknown }).toJSON === "function") return undefined
+  for (const key in value) {
+    const found = nonFinitePath((value as Record<string, unknown>)[key], path === "" ? key : `${path}.${key}`)
+    if (found !== undefined) return found
+  }
+  return undefined
+}
+
 /** @internal */
 export const makeCodec = <A, I>(name: string, schema: Schema.Schema<A, I>): Codec<A> => {
   const encode = ParseResult.encodeEither(schema)
@@ -53,9 +73,16 @@ export const makeCodec = <A, I>(name: string, schema: Schema.Schema<A, I>): Code
         onLeft: (error) => Either.left(new EncodeError({ topic: name, issue: formatIssue(error) })),
         onRight: (encoded) => {
           const text = JSON.stringify(encoded)
-          return text === undefined
-            ? Either.left(new EncodeError({ topic: name, issue: "the encoded value is not JSON (undefined)" }))
-            : Either.right(Buffer.from(text, "utf8"))
+          if (text === undefined) return Either.left(new EncodeError({ topic: name, issue: "the encoded value is not JSON (undefined)" }))
+          // JSON writes NaN and ±Infinity as null: the consumer would get null and dead-letter it.
+          // Only a text containing `null` can hide one, so the walk is skipped on the usual path.
+          if (text.includes("null")) {
+            const path = nonFinitePath(encoded, "")
+            if (path !== undefined) {
+              return Either.left(new EncodeError({ topic: name, issue: `${path === "" ? "the value" : path} is not a finite number (JSON cannot carry NaN or Infinity)` }))
+            }
+          }
+          return Either.right(Buffer.from(text, "utf8"))
         }
       }),
     decode: (body, messageId, routingKey) => {
@@ -386,12 +413,18 @@ export const make = (transport: Broker.Transport): Broker.Service => {
       // The transport runs deliveries under the tracer of the fiber that subscribes.
       const builtIn = (yield* Effect.tracer) === builtInTracer
 
-      const retryOrDeadLetter = (error: E | HandlerDefect, attempt: number) =>
-        Effect.map(nextRetryDelay(retry, attempt, error), (delay): Broker.Disposition => {
+      const onFailure = options.onFailure
+      const retryOrDeadLetter = (error: E | HandlerDefect, envelope: Broker.Envelope) =>
+        Effect.flatMap(nextRetryDelay(retry, envelope.attempt, error), (delay): Effect.Effect<Broker.Disposition> => {
           const reason = describeFailure(error)
-          return Option.isSome(delay)
+          const disposition: Broker.Disposition = Option.isSome(delay)
             ? { _tag: "Retry", delay: Duration.toMillis(delay.value), reason }
-            : { _tag: "DeadLetter", reason: `attempt ${attempt} failed, retries exhausted: ${reason}` }
+            : { _tag: "DeadLetter", reason: `attempt ${envelope.attempt} failed, retries exhausted: ${reason}` }
+          if (onFailure === undefined) return Effect.succeed(disposition)
+          return onFailure({ error, envelope, retryIn: delay }).pipe(
+            Effect.catchAllCause((cause) => Effect.logWarning("onFailure of a subscription failed; the decision stands", cause)),
+            Effect.as(disposition)
+          )
         })
 
       const handle = (delivery: Broker.TransportDelivery): Effect.Effect<Broker.Disposition> => {
@@ -433,7 +466,7 @@ export const make = (transport: Broker.Transport): Broker.Service => {
             const error: E | HandlerDefect = Either.isLeft(failure)
               ? failure.left
               : new HandlerDefect({ detail: Cause.pretty(failure.right).slice(0, maxReasonLength) })
-            return retryOrDeadLetter(error, delivery.attempt)
+            return retryOrDeadLetter(error, envelope)
           }
         })
         return provideDelivery(settled, context, parentSpanOf(traceparent))

@@ -55,6 +55,8 @@ export const validateHeaders = (headers: Readonly<Record<string, string>>): Eith
     if (typeof value !== "string") return invalid("header", key, "header values must be strings")
     if (key.length === 0 || byteLength(key) > 128) return invalid("header", key, "names must be 1-128 bytes")
     if (key.startsWith("x-eb-")) return invalid("header", key, "`x-eb-` headers are reserved by effect-background")
+    // PostgreSQL's jsonb cannot store U+0000: one rule for every path (publish, outbox, tasks).
+    if (value.includes("\u0000") || key.includes("\u0000")) return invalid("header", key, "names and values must not contain U+0000")
     bytes += byteLength(key) + byteLength(value) + 8
   }
   if (bytes > maxHeaderBytes) return invalid("header", "(all)", `headers take ${bytes} bytes, over ${maxHeaderBytes}`)
