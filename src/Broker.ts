@@ -14,6 +14,7 @@ import type * as Schedule from "effect/Schedule"
 import type * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import type { BrokerUnavailable, HandlerDefect, InvalidName, PublishError, PublishRejected, SubscribeError } from "./BrokerError.js"
+import type { InvalidOptions } from "./InvalidOptions.js"
 import * as internal from "./internal/broker.js"
 import * as names from "./internal/names.js"
 
@@ -330,7 +331,7 @@ export interface Service {
    * most `max`), so messages that die again wait for the next call; returns how many it moved.
    * At least once: a copy is in the queue before its dead letter is removed.
    */
-  readonly redrive: (group: string, options?: RedriveOptions) => Effect.Effect<number, BrokerUnavailable | InvalidName>
+  readonly redrive: (group: string, options?: RedriveOptions) => Effect.Effect<number, BrokerUnavailable | InvalidName | InvalidOptions>
   readonly health: Effect.Effect<Health>
 }
 
@@ -562,7 +563,7 @@ export const health: Effect.Effect<Health, never, Broker> = Effect.flatMap(Broke
  * @since 0.1.0
  * @category accessors
  */
-export const redrive = (group: string, options?: RedriveOptions): Effect.Effect<number, BrokerUnavailable | InvalidName, Broker> =>
+export const redrive = (group: string, options?: RedriveOptions): Effect.Effect<number, BrokerUnavailable | InvalidName | InvalidOptions, Broker> =>
   Effect.flatMap(Broker, (broker) => broker.redrive(group, options))
 
 /**

@@ -6,6 +6,7 @@
  */
 import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
+import type { InvalidOptions } from "./InvalidOptions.js"
 
 /**
  * @since 0.1.0
@@ -122,13 +123,13 @@ export class InvalidName extends Schema.TaggedError<InvalidName>()("InvalidName"
  * @since 0.1.0
  * @category errors
  */
-export type PublishError = BrokerUnavailable | PublishRejected | EncodeError | InvalidName
+export type PublishError = BrokerUnavailable | PublishRejected | EncodeError | InvalidName | InvalidOptions
 
 /**
  * @since 0.1.0
  * @category errors
  */
-export type SubscribeError = BrokerUnavailable | InvalidName
+export type SubscribeError = BrokerUnavailable | InvalidName | InvalidOptions
 
 /**
  * @since 0.1.0

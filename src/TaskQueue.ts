@@ -6,6 +6,7 @@
  *
  * @since 0.1.0
  */
+import type { InvalidOptions } from "./InvalidOptions.js"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
@@ -391,7 +392,7 @@ export const enqueue = <Name extends string, P, S, F>(
 export const redrive = (
   task: Task.Any,
   options?: Broker.RedriveOptions
-): Effect.Effect<number, Broker.BrokerUnavailable | Broker.InvalidName, Broker.Broker> => Broker.redrive(task.group, options)
+): Effect.Effect<number, Broker.BrokerUnavailable | Broker.InvalidName | InvalidOptions, Broker.Broker> => Broker.redrive(task.group, options)
 
 /**
  * Enqueues many tasks with up to `window` broker confirms in flight (the batch path, like

@@ -13,9 +13,11 @@ import type * as Schema from "effect/Schema"
 import * as Tracer from "effect/Tracer"
 import type * as Broker from "../Broker.js"
 import { BrokerUnavailable, DecodeError, EncodeError, HandlerDefect, InvalidName, PublishRejected } from "../BrokerError.js"
+import type { InvalidOptions } from "../InvalidOptions.js"
 import * as fiberLocal from "./fiberLocal.js"
 import * as messageId from "./messageId.js"
 import * as names from "./names.js"
+import * as checks from "./options.js"
 import { nextRetryDelay } from "./retry.js"
 import { builtInTracer, currentTraceparent, withSpanWhenTraced, withTraceContext } from "./tracing.js"
 
@@ -116,21 +118,20 @@ const parentSpanOf = (traceparent: string | undefined): Tracer.ExternalSpan | un
 }
 
 /** @internal */
-export type Prepare = (traceparent: string | undefined, now: number) => Either.Either<Broker.TransportMessage, EncodeError | InvalidName>
+export type Prepare = (traceparent: string | undefined, now: number) => Either.Either<Broker.TransportMessage, EncodeError | InvalidName | InvalidOptions>
 
-const invalidOption = (value: unknown, reason: string) =>
-  Either.left(new InvalidName({ kind: "option", value: String(value), reason }))
+const invalidOption = (field: string, value: unknown, reason: string) => Either.left(checks.invalid("Broker", field, value, reason))
 
-const optionalMillis = (input: Duration.DurationInput | undefined, name: string): Either.Either<number | undefined, InvalidName> => {
+const optionalMillis = (input: Duration.DurationInput | undefined, name: string): Either.Either<number | undefined, InvalidOptions> => {
   if (input === undefined) return Either.right(undefined)
   const duration = Duration.decodeUnknown(input)
-  if (Option.isNone(duration)) return invalidOption(input, `${name} is not a duration`)
+  if (Option.isNone(duration)) return invalidOption(name, input, "is not a duration")
   const millis = Duration.toMillis(duration.value)
-  if (!Number.isFinite(millis) || millis < 0) return invalidOption(input, `${name} must be a finite, non-negative duration`)
+  if (!Number.isFinite(millis) || millis < 0) return invalidOption(name, input, "must be a finite, non-negative duration")
   return Either.right(Math.round(millis))
 }
 
-const noProperties: Either.Either<{ delay: number | undefined; expiration: number | undefined }, InvalidName> = Either.right({
+const noProperties: Either.Either<{ delay: number | undefined; expiration: number | undefined }, InvalidName | InvalidOptions> = Either.right({
   delay: undefined,
   expiration: undefined
 })
@@ -138,7 +139,7 @@ const noProperties: Either.Either<{ delay: number | undefined; expiration: numbe
 // Plain branches rather than Either.gen: this runs once per published message (hot path).
 const validateProperties = (
   options: Broker.PublishOptions | undefined
-): Either.Either<{ delay: number | undefined; expiration: number | undefined }, InvalidName> => {
+): Either.Either<{ delay: number | undefined; expiration: number | undefined }, InvalidName | InvalidOptions> => {
   if (options === undefined) return noProperties
   if (options.headers !== undefined) {
     const checked = names.validateHeaders(options.headers)
@@ -146,18 +147,18 @@ const validateProperties = (
   }
   const priority = options.priority
   if (priority !== undefined && (!Number.isInteger(priority) || priority < 0 || priority > 255)) {
-    return invalidOption(priority, "priority must be an integer from 0 to 255")
+    return invalidOption("priority", priority, "must be an integer from 0 to 255")
   }
   const id = options.messageId
   if (id !== undefined && (id.length === 0 || Buffer.byteLength(id) > 255)) {
-    return invalidOption(id, "messageId must be 1-255 bytes")
+    return invalidOption("messageId", id, "must be 1-255 bytes")
   }
   if (options.delay === undefined && options.expiration === undefined) return noProperties
   const delay = optionalMillis(options.delay, "delay")
   if (Either.isLeft(delay)) return Either.left(delay.left)
   const expiration = optionalMillis(options.expiration, "expiration")
   if (Either.isLeft(expiration)) return Either.left(expiration.left)
-  if (expiration.right === 0) return invalidOption(options.expiration, "expiration must be positive")
+  if (expiration.right === 0) return invalidOption("expiration", options.expiration, "must be positive")
   return Either.right({ delay: delay.right === 0 ? undefined : delay.right, expiration: expiration.right })
 }
 
@@ -295,7 +296,7 @@ export const mapBatch = <E>(
 }
 
 /** The outcome of a hole in a sparse array of entries. */
-const missing = Either.left(new InvalidName({ kind: "option", value: "undefined", reason: "no entry at this position of the batch" }))
+const missing = Either.left(checks.invalid("Broker", "entries", undefined, "no entry at this position of the batch"))
 
 /** @internal */
 export const make = (transport: Broker.Transport): Broker.Service => {
@@ -330,7 +331,7 @@ export const make = (transport: Broker.Transport): Broker.Service => {
     Effect.suspend(() => {
       const pack = options?.pack ?? 1
       if (!Number.isInteger(pack) || pack < 1 || pack > maxPack) {
-        const invalid = new InvalidName({ kind: "option", value: String(pack), reason: `pack must be an integer from 1 to ${maxPack}` })
+        const invalid = checks.invalid("Broker", "pack", pack, `must be an integer from 1 to ${maxPack}`)
         return Effect.succeed(Array.from({ length: size }, () => Either.left(invalid)))
       }
       if (size === 0) return Effect.succeed([])
@@ -392,22 +393,9 @@ export const make = (transport: Broker.Transport): Broker.Service => {
   ) =>
     Effect.gen(function*() {
       yield* names.validateGroup(options.group)
-      const concurrency = options.concurrency ?? 10
-      if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 65535) {
-        return yield* new InvalidName({ kind: "option", value: String(concurrency), reason: "concurrency must be an integer from 1 to 65535" })
-      }
-      const prefetch = options.prefetch ?? concurrency
-      if (!Number.isInteger(prefetch) || prefetch < concurrency || prefetch > 65535) {
-        return yield* new InvalidName({
-          kind: "option",
-          value: String(prefetch),
-          reason: `prefetch must be an integer from concurrency (${concurrency}) to 65535`
-        })
-      }
-      const maxPriority = options.maxPriority
-      if (maxPriority !== undefined && (!Number.isInteger(maxPriority) || maxPriority < 1 || maxPriority > 255)) {
-        return yield* new InvalidName({ kind: "option", value: String(maxPriority), reason: "maxPriority must be an integer from 1 to 255" })
-      }
+      const concurrency = yield* checks.integer("Broker", "concurrency", options.concurrency, { min: 1, max: 65535, fallback: 10 })
+      const prefetch = yield* checks.integer("Broker", "prefetch", options.prefetch, { min: concurrency, max: 65535, fallback: concurrency })
+      const maxPriority = yield* checks.optionalInteger("Broker", "maxPriority", options.maxPriority, { min: 1, max: 255 })
       const retry: Schedule.Schedule<unknown, E | HandlerDefect> = options.retry ?? defaultRetry
       const context = yield* Effect.context<R>()
       // The transport runs deliveries under the tracer of the fiber that subscribes.
@@ -481,10 +469,7 @@ export const make = (transport: Broker.Transport): Broker.Service => {
   const declare = <A, I>(topic: Broker.Subscribable<A, I>, options: Broker.DeclareOptions) =>
     Effect.gen(function*() {
       yield* names.validateGroup(options.group)
-      const maxPriority = options.maxPriority
-      if (maxPriority !== undefined && (!Number.isInteger(maxPriority) || maxPriority < 1 || maxPriority > 255)) {
-        return yield* new InvalidName({ kind: "option", value: String(maxPriority), reason: "maxPriority must be an integer from 1 to 255" })
-      }
+      const maxPriority = yield* checks.optionalInteger("Broker", "maxPriority", options.maxPriority, { min: 1, max: 255 })
       if (transport.declare === undefined) return
       yield* transport.declare({ pattern: topic.name, group: options.group, concurrency: 1, prefetch: 1, maxPriority })
     })
@@ -492,10 +477,7 @@ export const make = (transport: Broker.Transport): Broker.Service => {
   const redrive: Broker.Service["redrive"] = (group, options) =>
     Effect.gen(function*() {
       yield* names.validateGroup(group)
-      const max = options?.max ?? Number.MAX_SAFE_INTEGER
-      if (!Number.isSafeInteger(max) || max < 1) {
-        return yield* new InvalidName({ kind: "option", value: String(options?.max), reason: "max must be a positive integer" })
-      }
+      const max = yield* checks.integer("Broker", "max", options?.max, { min: 1, fallback: Number.MAX_SAFE_INTEGER })
       if (transport.redrive === undefined) {
         return yield* new BrokerUnavailable({ reason: "closed", detail: "this broker's transport cannot redrive dead letters" })
       }

@@ -80,6 +80,7 @@ const enqueueErrorOf = (task: string, error: Broker.PublishError | Broker.Subscr
   switch (error._tag) {
     case "EncodeError":
     case "InvalidName":
+    case "InvalidOptions":
       return new EnqueueError({ task, reason: "invalid", ambiguous: false, detail: error.message })
     case "BrokerUnavailable":
       return new EnqueueError({ task, reason: "unavailable", ambiguous: false, detail: error.message })

@@ -268,7 +268,7 @@ export const brokerContract = <E>(
         assert.strictEqual(yield* broker.redrive(group), 0, "nothing left")
         assert.strictEqual(yield* broker.redrive(uniqueName("never-used")), 0, "a group with no dead letters")
         const invalid = yield* Effect.flip(broker.redrive(group, { max: 0 }))
-        assert.strictEqual(invalid._tag, "InvalidName")
+        assert.strictEqual(invalid._tag, "InvalidOptions")
         const badGroup = yield* Effect.flip(broker.redrive("no spaces allowed"))
         assert.strictEqual(badGroup._tag, "InvalidName")
       }))
@@ -558,27 +558,49 @@ export const brokerContract = <E>(
         assert.strictEqual(error.ambiguous, false)
       }))
 
-    it.effect("invalid group, header or priority fail with InvalidName", () =>
+    it.effect("an invalid group or header fails with InvalidName, an invalid option with InvalidOptions naming it", () =>
       Effect.gen(function*() {
         const broker = yield* Broker.Broker
         const topic = freshTopic("invalid")
         const kindOf = <A, X extends { readonly _tag: string }>(effect: Effect.Effect<A, X>) =>
-          Effect.map(Effect.flip(effect), (error) => (error._tag === "InvalidName" && "kind" in error ? error.kind : error._tag))
+          Effect.map(Effect.flip(effect), (error) =>
+            error._tag === "InvalidName" && "kind" in error
+              ? error.kind
+              : error._tag === "InvalidOptions" && "field" in error
+              ? `option ${String(error.field)}`
+              : error._tag
+          )
         const subscribeTo = (group: string) => Effect.scoped(broker.subscribe(topic, () => Effect.void, { group }))
         assert.strictEqual(yield* kindOf(subscribeTo("amq.reserved")), "group")
         assert.strictEqual(yield* kindOf(subscribeTo("has space")), "group")
         assert.strictEqual(yield* kindOf(subscribeTo("")), "group")
         const withOptions = (options: { readonly concurrency?: number; readonly prefetch?: number }) =>
           Effect.scoped(broker.subscribe(topic, () => Effect.void, { group: uniqueName("g"), ...options }))
-        assert.strictEqual(yield* kindOf(withOptions({ concurrency: 0 })), "option")
-        assert.strictEqual(yield* kindOf(withOptions({ concurrency: 5, prefetch: 4 })), "option", "a prefetch below the concurrency")
-        assert.strictEqual(yield* kindOf(withOptions({ prefetch: 70000 })), "option")
+        assert.strictEqual(yield* kindOf(withOptions({ concurrency: 0 })), "option concurrency")
+        assert.strictEqual(yield* kindOf(withOptions({ concurrency: 5, prefetch: 4 })), "option prefetch", "a prefetch below the concurrency")
+        assert.strictEqual(yield* kindOf(withOptions({ prefetch: 70000 })), "option prefetch")
         // A valid group so that failures below are about the option, not routing.
         yield* subscribeTo(uniqueName("g"))
         assert.strictEqual(yield* kindOf(broker.publish(topic, order("i"), { headers: { "x-eb-attempt": "9" } })), "header")
         assert.strictEqual(yield* kindOf(broker.publish(topic, order("i"), { headers: { "": "empty" } })), "header")
-        assert.strictEqual(yield* kindOf(broker.publish(topic, order("i"), { priority: 256 })), "option")
-        assert.strictEqual(yield* kindOf(broker.publish(topic, order("i"), { priority: 1.5 })), "option")
+        assert.strictEqual(yield* kindOf(broker.publish(topic, order("i"), { priority: 256 })), "option priority")
+        assert.strictEqual(yield* kindOf(broker.publish(topic, order("i"), { priority: 1.5 })), "option priority")
+        assert.strictEqual(yield* kindOf(broker.publish(topic, order("i"), { headers: { tenant: "a\u0000b" } })), "header")
+      }))
+
+    it.scoped("NaN or ±Infinity in a number field fails EncodeError naming the field and sends nothing", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker.Broker
+        const topic = Broker.topic(`${word("finite")}.measured`, Schema.Struct({ id: Schema.String, readings: Schema.Array(Schema.Number) }))
+        const handled = yield* Queue.unbounded<string>()
+        yield* broker.subscribe(topic, (m) => Queue.offer(handled, m.id), { group: uniqueName("g"), concurrency: 1 })
+        for (const bad of [NaN, Infinity, -Infinity]) {
+          const error = yield* Effect.flip(broker.publish(topic, { id: "bad", readings: [1, bad] }))
+          assert.strictEqual(error._tag, "EncodeError")
+          assert.include(error.message, "readings[1]")
+        }
+        yield* broker.publish(topic, { id: "-0 and null-free", readings: [-0, 2.5] })
+        assert.strictEqual(yield* take(handled, "the finite message"), "-0 and null-free")
       }))
 
     it.scoped("a body over maxMessageBytes fails PublishRejected too-large and sends nothing", () =>
@@ -682,7 +704,7 @@ export const brokerContract = <E>(
         const topic = freshTopic("pack-invalid")
         for (const pack of [0, 1.5, 10_001]) {
           const outcomes = yield* broker.publishAll([Broker.entry(topic, order("x"))], { pack })
-          assert.deepStrictEqual(outcomes.map(Either.match({ onLeft: (e) => e._tag, onRight: () => "ok" })), ["InvalidName"])
+          assert.deepStrictEqual(outcomes.map(Either.match({ onLeft: (e) => e._tag, onRight: () => "ok" })), ["InvalidOptions"])
         }
       }))
 

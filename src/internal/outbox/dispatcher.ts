@@ -59,6 +59,7 @@ const classify = (result: Either.Either<void, PublishError>): Outcome => {
       return { _tag: "Failed", error, fatal: error.reason === "too-large" || error.reason === "invalid" }
     case "EncodeError":
     case "InvalidName":
+    case "InvalidOptions":
       return { _tag: "Failed", error, fatal: true }
   }
 }
