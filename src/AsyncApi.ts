@@ -20,7 +20,7 @@ import * as Schema from "effect/Schema"
 import * as AST from "effect/SchemaAST"
 import * as Broker from "./Broker.js"
 import * as internal from "./internal/asyncapi.js"
-import * as packed from "./internal/rabbitmq/packed.js"
+import * as wire from "./internal/wire.js"
 import * as Task from "./Task.js"
 
 /**
@@ -263,7 +263,7 @@ export const make = (options: Options): Effect.Effect<Document, AsyncApiError> =
             name: task.name,
             group: task.group,
             // `enqueueAll` sends up to 100 tasks per message in this content type (workers unpack it).
-            packedContentType: packed.contentType,
+            packedContentType: wire.packedContentType,
             ...(success !== undefined ? { success } : {}),
             ...(failure !== undefined ? { failure } : {})
           }

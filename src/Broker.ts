@@ -1,7 +1,8 @@
 /**
- * Typed, at-least-once publish/subscribe. The typed front (Schema codecs, envelope, poison
- * classification, retries, trace context, spans) lives here once; implementations in `layers/`
- * only supply a byte-level {@link Transport}.
+ * Typed, at-least-once publish/subscribe: what an application uses. The typed front (Schema
+ * codecs, envelope, poison classification, retries, trace context, spans, per-delivery
+ * isolation) lives here once; implementations in `layers/` only supply a byte-level
+ * `BrokerTransport.Transport`.
  *
  * @since 0.1.0
  */
@@ -13,8 +14,9 @@ import type * as Option from "effect/Option"
 import type * as Schedule from "effect/Schedule"
 import type * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
-import type { BrokerUnavailable, HandlerDefect, InvalidName, PublishError, PublishRejected, SubscribeError } from "./BrokerError.js"
+import type { BrokerUnavailable, HandlerDefect, InvalidName, PublishError, SubscribeError, Unsupported } from "./BrokerError.js"
 import type { InvalidOptions } from "./InvalidOptions.js"
+import type * as BrokerTransport from "./BrokerTransport.js"
 import * as internal from "./internal/broker.js"
 import * as names from "./internal/names.js"
 
@@ -32,13 +34,15 @@ export type TypeId = typeof TypeId
 
 export {
   BrokerUnavailable,
+  DeclareConflict,
   DecodeError,
   EncodeError,
   ErrorTypeId,
   HandlerDefect,
   InvalidName,
   isBrokerError,
-  PublishRejected
+  PublishRejected,
+  Unsupported
 } from "./BrokerError.js"
 export type { BrokerError, PublishError, SubscribeError } from "./BrokerError.js"
 
@@ -132,8 +136,13 @@ export interface Envelope {
   readonly id: string
   /** The routing key the message was published with (the concrete topic under a pattern). */
   readonly topic: string
-  /** The caller's headers (library headers `x-eb-*` removed). */
+  /** The caller's headers, exactly as published. */
   readonly headers: Readonly<Record<string, string>>
+  /**
+   * Library metadata (reserved names: `x-eb-*`, `traceparent`, …), apart from `headers`: what
+   * `PublishOptions.metadata` carried, the trace context, and transport bookkeeping.
+   */
+  readonly metadata: Readonly<Record<string, string>>
   /** 1 on first delivery; incremented by each retry the handler's failure caused. */
   readonly attempt: number
   /** True when the broker redelivers after a crash or lost connection (not a retry). */
@@ -150,7 +159,16 @@ export interface Envelope {
  * @category models
  */
 export interface PublishOptions {
+  /**
+   * The caller's headers: names of 1-128 bytes, not reserved (`x-eb-*`, `traceparent`,
+   * `tracestate`, `x-death`); values without U+0000.
+   */
   readonly headers?: Readonly<Record<string, string>> | undefined
+  /**
+   * For libraries built on the Broker (the TaskQueue's key travels here): entries named
+   * `x-eb-<name>`, delivered in `Envelope.metadata` and never mixed with `headers`.
+   */
+  readonly metadata?: Readonly<Record<string, string>> | undefined
   /** Defaults to a new UUIDv7 (time-ordered); consumers may use it to deduplicate. */
   readonly messageId?: string | undefined
   readonly correlationId?: string | undefined
@@ -183,7 +201,8 @@ export interface PublishAllOptions {
    * id and headers. Messages with a delay, priority or expiration are sent alone. Trade-offs:
    * only this library's consumers understand packed messages; a consumer that dies mid-way
    * gets the whole pack again (already-handled members run twice); queue depths count packs.
-   * The in-memory broker has nothing to save and delivers them one by one as always.
+   * A transport that does not pack (`Capabilities.packedContentType` undefined) sends them one
+   * by one, with the same delivery semantics.
    */
   readonly pack?: number | undefined
 }
@@ -322,7 +341,8 @@ export interface Service {
   /**
    * Declares a group's durable queue bound to the topic without consuming, so messages published
    * before the group's first consumer starts are kept (TaskQueue enqueues before any worker
-   * runs). Idempotent. A no-op on a transport that cannot declare.
+   * runs). Idempotent. A no-op on a transport that cannot declare. Fails `DeclareConflict`
+   * when the group exists with other arguments.
    */
   readonly declare: <A, I>(topic: Subscribable<A, I>, options: DeclareOptions) => Effect.Effect<void, SubscribeError>
   /**
@@ -331,8 +351,13 @@ export interface Service {
    * most `max`), so messages that die again wait for the next call; returns how many it moved.
    * At least once: a copy is in the queue before its dead letter is removed.
    */
-  readonly redrive: (group: string, options?: RedriveOptions) => Effect.Effect<number, BrokerUnavailable | InvalidName | InvalidOptions>
+  readonly redrive: (
+    group: string,
+    options?: RedriveOptions
+  ) => Effect.Effect<number, BrokerUnavailable | InvalidName | InvalidOptions | Unsupported>
   readonly health: Effect.Effect<Health>
+  /** What the transport underneath can honour. */
+  readonly capabilities: BrokerTransport.Capabilities
 }
 
 /**
@@ -361,154 +386,6 @@ export interface DeclareOptions {
 export class Broker extends Context.Tag("effect-background/Broker")<Broker, Service>() {}
 
 // ---------------------------------------------------------------------------
-// transport port
-// ---------------------------------------------------------------------------
-
-/**
- * A message as the transport moves it: bytes plus properties. Library headers are `x-eb-*`.
- *
- * @since 0.1.0
- * @category transport
- */
-export interface TransportMessage {
-  readonly routingKey: string
-  readonly body: Uint8Array
-  readonly headers: Readonly<Record<string, string>>
-  readonly messageId: string
-  readonly correlationId: string | undefined
-  /** Epoch milliseconds. */
-  readonly publishedAt: number
-  readonly priority: number | undefined
-  /** Milliseconds. */
-  readonly expiration: number | undefined
-  /** Milliseconds; only on publish. */
-  readonly delay: number | undefined
-  /** False: the broker may keep it in memory only (see `PublishOptions.persistent`). */
-  readonly persistent: boolean
-}
-
-/**
- * A batch whose messages are prepared (encoded, given ids) on demand, so a transport can send
- * the first while later ones are still being encoded: preparing 50,000 messages before sending
- * one held the wire idle for 0.3-0.6 s.
- *
- * @since 0.1.0
- * @category transport
- */
-export interface TransportBatch {
-  readonly size: number
-  /**
-   * The message at `index`; call once per index, in order. `undefined`: the entry cannot be
-   * published (bad input) and the front already holds its outcome; the transport's result for
-   * that index is ignored.
-   */
-  readonly prepare: (index: number) => TransportMessage | undefined
-}
-
-/**
- * Each message of a batch through `publish`, in order: for transports that need not stream.
- *
- * @since 0.1.0
- * @category transport
- */
-export const mapBatch: <E>(
-  batch: TransportBatch,
-  publish: (message: TransportMessage) => Either.Either<void, E>
-) => Array<Either.Either<void, E>> = internal.mapBatch
-
-/**
- * @since 0.1.0
- * @category transport
- */
-export interface TransportDelivery {
-  readonly message: TransportMessage
-  /** 1-based; the transport increments it when it carries out a `Retry`. */
-  readonly attempt: number
-  readonly redelivered: boolean
-}
-
-/**
- * What the typed front decided about a delivery. Interruption of `handle` means: requeue.
- *
- * @since 0.1.0
- * @category transport
- */
-export type Disposition =
-  | { readonly _tag: "Ack" }
-  | { readonly _tag: "Retry"; readonly delay: number; readonly reason: string }
-  | { readonly _tag: "DeadLetter"; readonly reason: string }
-
-/**
- * @since 0.1.0
- * @category transport
- */
-export interface TransportSubscription {
-  /** Topic or wildcard pattern, validated. */
-  readonly pattern: string
-  /** Validated group name. */
-  readonly group: string
-  readonly concurrency: number
-  /** Unacknowledged deliveries the broker may hand over; at least `concurrency`. */
-  readonly prefetch: number
-  readonly maxPriority: number | undefined
-}
-
-/**
- * The byte-level port every implementation supplies; `make` derives the typed service from it.
- *
- * @since 0.1.0
- * @category transport
- */
-export interface Transport {
-  readonly publish: (message: TransportMessage) => Effect.Effect<void, BrokerUnavailable | PublishRejected>
-  /** One outcome per index of the batch, in order (see `TransportBatch`). */
-  readonly publishAll: (
-    batch: TransportBatch,
-    window: number,
-    /** Up to this many messages per wire message where the transport can pack them (see `PublishAllOptions.pack`). */
-    pack?: number
-  ) => Effect.Effect<ReadonlyArray<Either.Either<void, BrokerUnavailable | PublishRejected>>>
-  /**
-   * Delivers each message to `handle`, at most `concurrency` at a time, and carries out the
-   * disposition (ack; republish with `attempt + 1` after the delay; dead-letter with the reason)
-   * before acknowledging the original. Lives until the Scope closes; closing stops new
-   * deliveries, lets in-flight ones finish within the transport's shutdown timeout, and
-   * requeues the rest.
-   *
-   * Each `handle` effect runs with the context of the fiber that called `consume`, in a fiber
-   * of its own or in a worker fiber whose context and log annotations are put back after every
-   * delivery: the front sets those per delivery (parent span, task scope, log annotations)
-   * without putting them back itself.
-   */
-  readonly consume: (
-    subscription: TransportSubscription,
-    handle: (delivery: TransportDelivery) => Effect.Effect<Disposition>
-  ) => Effect.Effect<void, BrokerUnavailable, Scope.Scope>
-  /**
-   * Declares the subscription's durable group queue and binding without consuming; idempotent.
-   * Optional: without it `Broker.declare` is a no-op and publishes stay unroutable until the
-   * group's first consumer starts.
-   */
-  readonly declare?: ((subscription: TransportSubscription) => Effect.Effect<void, BrokerUnavailable>) | undefined
-  /**
-   * Moves up to `max` of the group's dead letters back to its queue with their attempt count reset
-   * (see `Service.redrive`). Optional: without it `Broker.redrive` fails.
-   */
-  readonly redrive?: ((group: string, max: number) => Effect.Effect<number, BrokerUnavailable>) | undefined
-  readonly health: Effect.Effect<Health>
-  /** Largest body the transport accepts, in bytes. */
-  readonly maxMessageBytes: number
-}
-
-/**
- * Library headers carried on the wire.
- *
- * @since 0.1.0
- * @category transport
- */
-export const headers = internal.headers
-
-// ---------------------------------------------------------------------------
 // constructors, accessors
 // ---------------------------------------------------------------------------
 
@@ -518,7 +395,7 @@ export const headers = internal.headers
  * @since 0.1.0
  * @category constructors
  */
-export const make: (transport: Transport) => Service = internal.make
+export const make: (transport: BrokerTransport.Transport) => Service = internal.make
 
 /**
  * @since 0.1.0
@@ -563,7 +440,10 @@ export const health: Effect.Effect<Health, never, Broker> = Effect.flatMap(Broke
  * @since 0.1.0
  * @category accessors
  */
-export const redrive = (group: string, options?: RedriveOptions): Effect.Effect<number, BrokerUnavailable | InvalidName | InvalidOptions, Broker> =>
+export const redrive = (
+  group: string,
+  options?: RedriveOptions
+): Effect.Effect<number, BrokerUnavailable | InvalidName | InvalidOptions | Unsupported, Broker> =>
   Effect.flatMap(Broker, (broker) => broker.redrive(group, options))
 
 /**

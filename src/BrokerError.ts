@@ -21,8 +21,8 @@ export const ErrorTypeId: unique symbol = Symbol.for("effect-background/Broker/E
 export type ErrorTypeId = typeof ErrorTypeId
 
 /**
- * The broker could not be reached, refused us, or the connection is down.
- * Retrying later may succeed (except `reason: "auth"`, which needs a fix).
+ * The broker could not be reached, refused us, or the connection is down: retrying later may
+ * succeed (`reason: "auth"` and `"invalid-url"` need a fix of the configuration first).
  *
  * @since 0.1.0
  * @category errors
@@ -120,22 +120,71 @@ export class InvalidName extends Schema.TaggedError<InvalidName>()("InvalidName"
 }
 
 /**
+ * The transport underneath cannot honour what was asked (a delay, a priority, a wildcard
+ * pattern, redriving dead letters, …): nothing was sent or changed. Pick another transport or
+ * drop the option.
+ *
  * @since 0.1.0
  * @category errors
  */
-export type PublishError = BrokerUnavailable | PublishRejected | EncodeError | InvalidName | InvalidOptions
+export class Unsupported extends Schema.TaggedError<Unsupported>()("Unsupported", {
+  transport: Schema.String,
+  feature: Schema.String,
+  detail: Schema.String
+}) {
+  /** @since 0.1.0 */
+  readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId
+  /** @since 0.1.0 */
+  override get message(): string {
+    return `the ${this.transport} transport does not support ${this.feature}: ${this.detail}`
+  }
+}
+
+/**
+ * A group's queue already exists with other arguments (RabbitMQ's 406 PRECONDITION_FAILED on a
+ * redeclare, e.g. another `maxPriority`): retrying will not help; change the option back or
+ * delete the queue.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class DeclareConflict extends Schema.TaggedError<DeclareConflict>()("DeclareConflict", {
+  group: Schema.String,
+  detail: Schema.String
+}) {
+  /** @since 0.1.0 */
+  readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId
+  /** @since 0.1.0 */
+  override get message(): string {
+    return `group "${this.group}" exists with other arguments: ${this.detail}`
+  }
+}
 
 /**
  * @since 0.1.0
  * @category errors
  */
-export type SubscribeError = BrokerUnavailable | InvalidName | InvalidOptions
+export type PublishError = BrokerUnavailable | PublishRejected | EncodeError | InvalidName | InvalidOptions | Unsupported
 
 /**
  * @since 0.1.0
  * @category errors
  */
-export type BrokerError = BrokerUnavailable | PublishRejected | EncodeError | DecodeError | InvalidName
+export type SubscribeError = BrokerUnavailable | InvalidName | InvalidOptions | Unsupported | DeclareConflict
+
+/**
+ * @since 0.1.0
+ * @category errors
+ */
+export type BrokerError =
+  | BrokerUnavailable
+  | PublishRejected
+  | EncodeError
+  | DecodeError
+  | InvalidName
+  | Unsupported
+  | DeclareConflict
+  | HandlerDefect
 
 /**
  * @since 0.1.0
@@ -151,5 +200,12 @@ export const isBrokerError = (u: unknown): u is BrokerError => Predicate.hasProp
  */
 export class HandlerDefect extends Schema.TaggedError<HandlerDefect>()("HandlerDefect", {
   detail: Schema.String
-}) {}
+}) {
+  /** @since 0.1.0 */
+  readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId
+  /** @since 0.1.0 */
+  override get message(): string {
+    return `handler died: ${this.detail}`
+  }
+}
 

@@ -392,7 +392,8 @@ export const enqueue = <Name extends string, P, S, F>(
 export const redrive = (
   task: Task.Any,
   options?: Broker.RedriveOptions
-): Effect.Effect<number, Broker.BrokerUnavailable | Broker.InvalidName | InvalidOptions, Broker.Broker> => Broker.redrive(task.group, options)
+): Effect.Effect<number, Broker.BrokerUnavailable | Broker.InvalidName | InvalidOptions | Broker.Unsupported, Broker.Broker> =>
+  Broker.redrive(task.group, options)
 
 /**
  * Enqueues many tasks with up to `window` broker confirms in flight (the batch path, like

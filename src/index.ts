@@ -16,7 +16,17 @@ export * as BrokerError from "./BrokerError.js"
 /**
  * @since 0.1.0
  */
+export * as BrokerTransport from "./BrokerTransport.js"
+
+/**
+ * @since 0.1.0
+ */
 export * as Health from "./Health.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as InvalidOptions from "./InvalidOptions.js"
 
 /**
  * @since 0.1.0

@@ -1,10 +1,11 @@
 import * as Either from "effect/Either"
 import { InvalidName } from "../BrokerError.js"
+import * as wire from "./wire.js"
 
 /**
  * Name checks done before anything reaches amqplib: it throws synchronously on long names and
  * big header tables, RabbitMQ closes the channel on `amq.*`, and an empty queue name silently
- * declares a server-named queue (RELIABILITY.md).
+ * declares a server-named queue.
  */
 
 const maxRoutingKeyBytes = 255
@@ -47,14 +48,28 @@ export const validateGroup = (name: string): Either.Either<void, InvalidName> =>
   return Either.void
 }
 
-/** @internal */
-export const validateHeaders = (headers: Readonly<Record<string, string>>): Either.Either<void, InvalidName> => {
+/** Names transports write themselves: a library's metadata may not set them. */
+const transportOwned: ReadonlySet<string> = new Set([
+  wire.headers.attempt,
+  wire.headers.deadReason,
+  wire.headers.lastError,
+  wire.headers.group,
+  "x-eb-routing-key",
+  "x-eb-published-at",
+  "x-eb-delay"
+])
+
+const checkTable = (
+  table: Readonly<Record<string, string>>,
+  nameRule: (key: string) => string | undefined
+): Either.Either<void, InvalidName> => {
   let bytes = 0
-  for (const key in headers) {
-    const value = headers[key]
+  for (const key in table) {
+    const value = table[key]
     if (typeof value !== "string") return invalid("header", key, "header values must be strings")
     if (key.length === 0 || byteLength(key) > 128) return invalid("header", key, "names must be 1-128 bytes")
-    if (key.startsWith("x-eb-")) return invalid("header", key, "`x-eb-` headers are reserved by effect-background")
+    const refused = nameRule(key)
+    if (refused !== undefined) return invalid("header", key, refused)
     // PostgreSQL's jsonb cannot store U+0000: one rule for every path (publish, outbox, tasks).
     if (value.includes("\u0000") || key.includes("\u0000")) return invalid("header", key, "names and values must not contain U+0000")
     bytes += byteLength(key) + byteLength(value) + 8
@@ -62,6 +77,26 @@ export const validateHeaders = (headers: Readonly<Record<string, string>>): Eith
   if (bytes > maxHeaderBytes) return invalid("header", "(all)", `headers take ${bytes} bytes, over ${maxHeaderBytes}`)
   return Either.void
 }
+
+const userHeaderRule = (key: string): string | undefined =>
+  wire.isReservedHeader(key)
+    ? "reserved for effect-background and the transports (`x-eb-*`, `traceparent`, `tracestate`, `x-death`)"
+    : undefined
+
+const metadataRule = (key: string): string | undefined =>
+  !key.startsWith(wire.reservedPrefix)
+    ? "library metadata names start with `x-eb-`"
+    : transportOwned.has(key)
+    ? "written by the transport itself"
+    : undefined
+
+/** The caller's headers. @internal */
+export const validateHeaders = (headers: Readonly<Record<string, string>>): Either.Either<void, InvalidName> =>
+  checkTable(headers, userHeaderRule)
+
+/** Library metadata (`PublishOptions.metadata`). @internal */
+export const validateMetadata = (metadata: Readonly<Record<string, string>>): Either.Either<void, InvalidName> =>
+  checkTable(metadata, metadataRule)
 
 /** Topic definitions are static: a bad one is a programming error reported at load time. */
 export const assertValid = (result: Either.Either<void, InvalidName>): void => {

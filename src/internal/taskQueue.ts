@@ -81,6 +81,8 @@ const enqueueErrorOf = (task: string, error: Broker.PublishError | Broker.Subscr
     case "EncodeError":
     case "InvalidName":
     case "InvalidOptions":
+    case "Unsupported":
+    case "DeclareConflict":
       return new EnqueueError({ task, reason: "invalid", ambiguous: false, detail: error.message })
     case "BrokerUnavailable":
       return new EnqueueError({ task, reason: "unavailable", ambiguous: false, detail: error.message })

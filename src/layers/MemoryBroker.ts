@@ -21,6 +21,7 @@ import type { DecodeError } from "../BrokerError.js"
 import { toBuffer } from "../internal/broker.js"
 import * as internal from "../internal/memory/transport.js"
 import * as names from "../internal/names.js"
+import * as wire from "../internal/wire.js"
 
 /**
  * @since 0.1.0
@@ -99,23 +100,7 @@ export interface DeadLetter {
  * @since 0.1.0
  * @category models
  */
-export interface QueueStats {
-  readonly group: string
-  /** Topics and patterns bound to the queue. */
-  readonly patterns: ReadonlyArray<string>
-  readonly maxPriority: number | undefined
-  readonly consumers: number
-  /** Waiting for a consumer. */
-  readonly ready: number
-  /** Delivered, not yet settled. */
-  readonly inFlight: number
-  /** Waiting for a publish delay or a retry delay to elapse. */
-  readonly delayed: number
-  readonly acked: number
-  readonly retried: number
-  readonly expired: number
-  readonly deadLettered: number
-}
+export interface QueueStats extends internal.GroupStats {}
 
 /**
  * The Broker plus what tests want to look at.
@@ -149,23 +134,13 @@ export class MemoryBroker extends Context.Tag("effect-background/layers/MemoryBr
 
 const text = (body: Uint8Array): string => toBuffer(body).toString("utf8")
 
-const callerHeaders = (wire: Readonly<Record<string, string>>): Record<string, string> => {
-  const result: Record<string, string> = {}
-  for (const key in wire) {
-    if (key === Broker.headers.traceparent || key.startsWith("x-eb-")) continue
-    const value = wire[key]
-    if (value !== undefined) result[key] = value
-  }
-  return result
-}
-
 const toPublished = ({ groups, message }: internal.PublishedRecord): Published => ({
   topic: message.routingKey,
   messageId: message.messageId,
   body: text(message.body),
-  headers: callerHeaders(message.headers),
+  headers: message.headers,
   correlationId: message.correlationId,
-  traceparent: message.headers[Broker.headers.traceparent],
+  traceparent: message.metadata[wire.headers.traceparent],
   publishedAt: new Date(message.publishedAt),
   priority: message.priority,
   delay: message.delay,
@@ -180,7 +155,7 @@ const toDeadLetter = (record: internal.DeadLetterRecord): DeadLetter => ({
   messageId: record.message.messageId,
   reason: record.reason,
   body: text(record.message.body),
-  headers: callerHeaders(record.message.headers),
+  headers: record.message.headers,
   correlationId: record.message.correlationId,
   attempt: record.attempt,
   publishedAt: new Date(record.message.publishedAt),

@@ -139,7 +139,7 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQBroke
       const failed = yield* Effect.either(Effect.scoped(broker.subscribe(freshTopic("b3-bad"), () => Effect.void, { group: clash })))
       assert.isTrue(Either.isLeft(failed))
       if (Either.isRight(failed)) return
-      assert.strictEqual(failed.left._tag, "BrokerUnavailable")
+      assert.strictEqual(failed.left._tag, "DeclareConflict")
       assert.include(failed.left.message, "PRECONDITION_FAILED")
 
       yield* broker.publish(working, { n: 7 })

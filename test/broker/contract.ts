@@ -461,7 +461,7 @@ export const brokerContract = <E>(
         yield* broker.subscribe(topic, (m) => Queue.offer(handled, m.id), { group })
         assert.strictEqual(yield* take(handled, "the early message"), "early")
         const clash = yield* Effect.either(broker.declare(topic, { group, maxPriority: 4 }))
-        assert.isTrue(Either.isLeft(clash) && clash.left._tag === "BrokerUnavailable", String(Either.getLeft(clash)))
+        assert.isTrue(Either.isLeft(clash) && clash.left._tag === "DeclareConflict", String(Either.getLeft(clash)))
         const invalid = yield* Effect.either(broker.declare(topic, { group: "amq.nope" }))
         assert.isTrue(Either.isLeft(invalid) && invalid.left._tag === "InvalidName")
       }))
@@ -485,7 +485,7 @@ export const brokerContract = <E>(
         assert.deepStrictEqual(yield* takeN(handled, 5, "queued message"), ["p9", "p5", "p3", "p1", "pnone"])
       }))
 
-    it.scoped("subscribing to a group with another maxPriority fails BrokerUnavailable; the group keeps working", () =>
+    it.scoped("subscribing to a group with another maxPriority fails DeclareConflict; the group keeps working", () =>
       Effect.gen(function*() {
         const broker = yield* Broker.Broker
         const topic = freshTopic("clash")
@@ -493,7 +493,7 @@ export const brokerContract = <E>(
         const handled = yield* Queue.unbounded<string>()
         yield* broker.subscribe(topic, (m) => Queue.offer(handled, m.id), { group, maxPriority: 5 })
         const clash = yield* Effect.either(Effect.scoped(broker.subscribe(topic, () => Effect.void, { group })))
-        assert.isTrue(Either.isLeft(clash) && clash.left._tag === "BrokerUnavailable", String(Either.getLeft(clash)))
+        assert.isTrue(Either.isLeft(clash) && clash.left._tag === "DeclareConflict", String(Either.getLeft(clash)))
         yield* broker.publish(topic, order("still-works"))
         assert.strictEqual(yield* take(handled, "the message on the first subscription"), "still-works")
         assert.strictEqual((yield* broker.health).status, "up")

@@ -4,7 +4,7 @@
  * to the IPC channel, so the parent's ledger is exactly what was confirmed.
  */
 import { Effect, Either, Layer } from "effect"
-import { Broker } from "../../src/index.js"
+import { Broker, BrokerTransport } from "../../src/index.js"
 import * as PgOutbox from "../../src/layers/PgOutbox.js"
 import { pg } from "./fixtures.js"
 
@@ -18,12 +18,12 @@ if (prefix === undefined || send === undefined) {
 process.on("uncaughtException", (error) => send({ _tag: "crash", detail: String(error) }))
 process.on("unhandledRejection", (error) => send({ _tag: "crash", detail: String(error) }))
 
-const deliver = (message: Broker.TransportMessage) =>
+const deliver = (message: BrokerTransport.TransportMessage) =>
   Effect.async<void>((resume) => {
     send({ _tag: "published", id: message.messageId }, undefined, undefined, () => resume(Effect.void))
   })
 
-const transport: Broker.Transport = {
+const transport: BrokerTransport.Transport = {
   publish: deliver,
   // One message at a time with a pause: a batch takes long enough to be killed in the middle.
   publishAll: (batch) =>
@@ -33,7 +33,17 @@ const transport: Broker.Transport = {
         : deliver(message).pipe(Effect.zipLeft(Effect.sleep("1 millis")), Effect.as(Either.void))),
   consume: () => Effect.die("the child broker does not consume"),
   health: Effect.succeed({ status: "up", connection: "open", consumers: 0, detail: "ipc" }),
-  maxMessageBytes: 1024 * 1024
+  capabilities: {
+    name: "ipc",
+    delay: false,
+    priority: false,
+    expiration: false,
+    wildcards: false,
+    packedContentType: undefined,
+    transient: false,
+    redrive: false,
+    maxMessageBytes: 1024 * 1024
+  }
 }
 
 const main = Layer.launch(

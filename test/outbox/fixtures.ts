@@ -2,7 +2,7 @@
 import { PgClient } from "@effect/sql-pg"
 import { SqlClient } from "@effect/sql"
 import { Duration, Effect, Either, Layer, Redacted, Schema } from "effect"
-import { Broker } from "../../src/index.js"
+import { Broker, BrokerTransport } from "../../src/index.js"
 import { databaseUrl, runId } from "../fixtures/env.js"
 
 export const pg = (applicationName?: string) =>
@@ -34,7 +34,7 @@ export interface Sent {
 }
 
 /** Decides the outcome of one publish; `undefined` lets it through. */
-export type Inject = (message: Broker.TransportMessage) => Broker.BrokerUnavailable | Broker.PublishRejected | undefined
+export type Inject = (message: BrokerTransport.TransportMessage) => Broker.BrokerUnavailable | Broker.PublishRejected | undefined
 
 /**
  * A byte-level transport that records confirmed messages in order (and nothing else): the
@@ -42,24 +42,35 @@ export type Inject = (message: Broker.TransportMessage) => Broker.BrokerUnavaila
  */
 export const recordingBroker = (inject: { current: Inject | undefined } = { current: undefined }) => {
   const sent: Array<Sent> = []
-  const record = (message: Broker.TransportMessage): Either.Either<void, Broker.BrokerUnavailable | Broker.PublishRejected> => {
+  const record = (message: BrokerTransport.TransportMessage): Either.Either<void, Broker.BrokerUnavailable | Broker.PublishRejected> => {
     const failure = inject.current?.(message)
     if (failure !== undefined) return Either.left(failure)
     sent.push({
       routingKey: message.routingKey,
       messageId: message.messageId,
       body: Buffer.from(message.body).toString("utf8"),
-      headers: message.headers,
+      // As on an AMQP wire: one header table (the outbox tests read the trace context there).
+      headers: BrokerTransport.mergeHeaders(message.headers, message.metadata),
       confirmedAt: Date.now()
     })
     return Either.void
   }
-  const transport: Broker.Transport = {
+  const transport: BrokerTransport.Transport = {
     publish: (message) => Either.match(record(message), { onLeft: Effect.fail, onRight: () => Effect.void }),
-    publishAll: (batch) => Effect.sync(() => Broker.mapBatch(batch, record)),
+    publishAll: (batch) => Effect.sync(() => BrokerTransport.mapBatch(batch, record)),
     consume: () => Effect.die("the recording broker does not consume"),
     health: Effect.succeed({ status: "up", connection: "open", consumers: 0, detail: "recording" }),
-    maxMessageBytes: 1024 * 1024
+  capabilities: {
+      name: "recording",
+      delay: false,
+      priority: false,
+      expiration: false,
+      wildcards: false,
+      packedContentType: undefined,
+      transient: false,
+      redrive: false,
+      maxMessageBytes: 1024 * 1024
+    }
   }
   return { sent, inject, layer: Layer.succeed(Broker.Broker, Broker.make(transport)) }
 }

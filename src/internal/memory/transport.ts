@@ -1,5 +1,5 @@
 /**
- * The in-memory `Broker.Transport`: a topic exchange with durable group queues, in one process.
+ * The in-memory `BrokerTransport.Transport`: a topic exchange with durable group queues, in one process.
  * Semantics follow RabbitMQ (bindings and queues outlive consumers, round-robin between the
  * consumers of a group, prefetch, requeue at the head on interruption, priorities with
  * `maxPriority`, per-message TTL counted in the queue); all time goes through the `Clock`
@@ -17,10 +17,9 @@ import * as FiberId from "effect/FiberId"
 import * as FiberSet from "effect/FiberSet"
 import type * as Scope from "effect/Scope"
 import type * as Broker from "../../Broker.js"
-import type { QueueStats } from "../../layers/MemoryBroker.js"
-import { BrokerUnavailable, PublishRejected } from "../../BrokerError.js"
+import type * as BrokerTransport from "../../BrokerTransport.js"
+import { BrokerUnavailable, DeclareConflict, PublishRejected } from "../../BrokerError.js"
 import { mapBatch, oversize } from "../broker.js"
-import * as fiberLocal from "../fiberLocal.js"
 import * as names from "../names.js"
 import * as queue from "./queue.js"
 
@@ -33,7 +32,7 @@ export interface Options {
 
 /** A message waiting in (or travelling to) one group's queue. */
 interface Entry {
-  readonly message: Broker.TransportMessage
+  readonly message: BrokerTransport.TransportMessage
   readonly attempt: number
   readonly redelivered: boolean
   /** Epoch ms after which the message is dropped instead of delivered; set when it enters the queue. */
@@ -54,7 +53,7 @@ interface Waiter {
  */
 interface Consumer {
   readonly concurrency: number
-  readonly handle: (delivery: Broker.TransportDelivery) => Effect.Effect<Broker.Disposition>
+  readonly handle: (delivery: BrokerTransport.TransportDelivery) => Effect.Effect<BrokerTransport.Disposition>
   readonly run: (effect: Effect.Effect<void>, options: typeof scheduled) => Fiber.RuntimeFiber<void>
   readonly idle: Array<Waiter>
   workers: number
@@ -69,7 +68,7 @@ const scheduled = { immediate: false } as const
 /** @internal */
 export interface DeadLetterRecord {
   readonly group: string
-  readonly message: Broker.TransportMessage
+  readonly message: BrokerTransport.TransportMessage
   readonly reason: string
   readonly attempt: number
   readonly at: number
@@ -77,7 +76,7 @@ export interface DeadLetterRecord {
 
 /** @internal */
 export interface PublishedRecord {
-  readonly message: Broker.TransportMessage
+  readonly message: BrokerTransport.TransportMessage
   readonly groups: ReadonlyArray<string>
 }
 
@@ -97,11 +96,27 @@ interface Group {
 }
 
 /** @internal */
-export type GroupStats = QueueStats
+export interface GroupStats {
+  readonly group: string
+  /** Topics and patterns bound to the queue. */
+  readonly patterns: ReadonlyArray<string>
+  readonly maxPriority: number | undefined
+  readonly consumers: number
+  /** Waiting for a consumer. */
+  readonly ready: number
+  /** Delivered, not yet settled. */
+  readonly inFlight: number
+  /** Waiting for a publish delay or a retry delay to elapse. */
+  readonly delayed: number
+  readonly acked: number
+  readonly retried: number
+  readonly expired: number
+  readonly deadLettered: number
+}
 
 /** @internal */
 export interface MemoryTransport {
-  readonly transport: Broker.Transport
+  readonly transport: BrokerTransport.Transport
   readonly published: () => ReadonlyArray<PublishedRecord>
   readonly deadLetters: (group: string) => ReadonlyArray<DeadLetterRecord>
   readonly stats: () => ReadonlyArray<GroupStats>
@@ -139,14 +154,14 @@ export const make = (options: Options): Effect.Effect<MemoryTransport, never, Sc
     // topology
     // -----------------------------------------------------------------------------------------
 
-    const declare = (name: string, maxPriority: number | undefined): Effect.Effect<Group, BrokerUnavailable> => {
+    const declare = (name: string, maxPriority: number | undefined): Effect.Effect<Group, BrokerUnavailable | DeclareConflict> => {
       const existing = groups.get(name)
       if (existing !== undefined) {
         if (existing.maxPriority === maxPriority) return Effect.succeed(existing)
         // As RabbitMQ (406 PRECONDITION_FAILED): a queue cannot be redeclared with other arguments.
         return Effect.fail(
-          new BrokerUnavailable({
-            reason: "closed",
+          new DeclareConflict({
+            group: name,
             detail: `PRECONDITION_FAILED - group "${name}" exists with maxPriority ${existing.maxPriority ?? "none"}, ` +
               `cannot subscribe with maxPriority ${maxPriority ?? "none"}`
           })
@@ -329,12 +344,9 @@ export const make = (options: Options): Effect.Effect<MemoryTransport, never, Sc
 
     const worker = (group: Group, consumer: Consumer, first: Entry): Effect.Effect<void> =>
       Effect.gen(function*() {
-        // Deliveries set fiber-locals for themselves (Transport.consume): each starts from these.
-        const restoreLocals = yield* fiberLocal.snapshot
         let entry: Entry | undefined = first
         while (entry !== undefined) {
           yield* process(group, consumer, entry)
-          yield* restoreLocals
           if (consumer.closing || closed) break
           // Competing consumers: give the others a turn before taking the next message (fairness,
           // as RabbitMQ's round-robin); a lone consumer keeps going without a scheduling hop.
@@ -366,7 +378,7 @@ export const make = (options: Options): Effect.Effect<MemoryTransport, never, Sc
       group: Group,
       consumer: Consumer,
       entry: Entry,
-      exit: Exit.Exit<Broker.Disposition>
+      exit: Exit.Exit<BrokerTransport.Disposition>
     ): Effect.Effect<void> => {
       release(group, consumer)
       let log: Effect.Effect<void> = Effect.void
@@ -436,7 +448,7 @@ export const make = (options: Options): Effect.Effect<MemoryTransport, never, Sc
     // the port
     // -----------------------------------------------------------------------------------------
 
-    const publishNow = (message: Broker.TransportMessage): Either.Either<void, BrokerUnavailable | PublishRejected> => {
+    const publishNow = (message: BrokerTransport.TransportMessage): Either.Either<void, BrokerUnavailable | PublishRejected> => {
       if (closed) return Either.left(new BrokerUnavailable({ reason: "closed", detail: "the in-memory broker was shut down" }))
       const rejected = oversize(message, options.maxMessageBytes)
       if (rejected !== undefined) return Either.left(rejected)
@@ -466,9 +478,9 @@ export const make = (options: Options): Effect.Effect<MemoryTransport, never, Sc
       return Either.void
     }
 
-    const publish: Broker.Transport["publish"] = (message) => Effect.suspend(() => publishNow(message))
+    const publish: BrokerTransport.Transport["publish"] = (message) => Effect.suspend(() => publishNow(message))
 
-    const publishAll: Broker.Transport["publishAll"] = (batch) => Effect.sync(() => mapBatch(batch, publishNow))
+    const publishAll: BrokerTransport.Transport["publishAll"] = (batch) => Effect.sync(() => mapBatch(batch, publishNow))
 
     const stopConsumer = (group: Group, consumer: Consumer) =>
       Effect.gen(function*() {
@@ -497,7 +509,7 @@ export const make = (options: Options): Effect.Effect<MemoryTransport, never, Sc
         checkIdle()
       })
 
-    const consume: Broker.Transport["consume"] = (subscription, handle) =>
+    const consume: BrokerTransport.Transport["consume"] = (subscription, handle) =>
       Effect.gen(function*() {
         if (closed) {
           return yield* new BrokerUnavailable({ reason: "closed", detail: "the in-memory broker was shut down" })
@@ -523,7 +535,7 @@ export const make = (options: Options): Effect.Effect<MemoryTransport, never, Sc
         dispatch(group)
       })
 
-    const declareOnly: NonNullable<Broker.Transport["declare"]> = (subscription) =>
+    const declareOnly: NonNullable<BrokerTransport.Transport["declare"]> = (subscription) =>
       Effect.suspend(() => {
         if (closed) return new BrokerUnavailable({ reason: "closed", detail: "the in-memory broker was shut down" })
         return Effect.map(declare(subscription.group, subscription.maxPriority), (group) => {
@@ -562,14 +574,25 @@ export const make = (options: Options): Effect.Effect<MemoryTransport, never, Sc
         return moved.length
       })
 
-    const transport: Broker.Transport = {
+    const transport: BrokerTransport.Transport = {
       publish,
       publishAll,
       consume,
       declare: declareOnly,
       redrive,
       health,
-      maxMessageBytes: options.maxMessageBytes
+      capabilities: {
+        name: "memory",
+        delay: true,
+        priority: true,
+        expiration: true,
+        wildcards: true,
+        // Nothing to save in one process: packed batches are delivered one by one.
+        packedContentType: undefined,
+        transient: true,
+        redrive: true,
+        maxMessageBytes: options.maxMessageBytes
+      }
     }
 
     return {

@@ -60,6 +60,7 @@ const classify = (result: Either.Either<void, PublishError>): Outcome => {
     case "EncodeError":
     case "InvalidName":
     case "InvalidOptions":
+    case "Unsupported":
       return { _tag: "Failed", error, fatal: true }
   }
 }

@@ -8,9 +8,9 @@ import * as Fiber from "effect/Fiber"
 import * as Runtime from "effect/Runtime"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
-import type * as Broker from "../../Broker.js"
-import { BrokerUnavailable } from "../../BrokerError.js"
-import { headers as libraryHeaders, noHeaders } from "../broker.js"
+import type * as BrokerTransport from "../../BrokerTransport.js"
+import { BrokerUnavailable, DeclareConflict } from "../../BrokerError.js"
+import * as wire from "../wire.js"
 import * as MessageId from "../messageId.js"
 import { Fifo } from "../fifo.js"
 import { Acker } from "./acker.js"
@@ -44,27 +44,31 @@ export interface ConsumerDeps {
   readonly active: Set<object>
 }
 
-/** RabbitMQ's dead-lettering bookkeeping headers. */
-const isDeathHeader = (key: string): boolean =>
-  key === "x-death" || key.startsWith("x-first-death") || key.startsWith("x-last-death")
-
-/** Converts an amqplib delivery to the transport's shape. @internal */
-export const toDelivery = (message: Amqp.Message): Broker.TransportDelivery => {
-  const wire = message.properties.headers
-  let table: Record<string, string> | undefined
-  if (wire !== undefined && wire !== null) {
-    for (const key in wire) {
-      // RabbitMQ's dead-lettering bookkeeping (retry queues add it) is not the caller's.
-      if (isDeathHeader(key)) continue
-      const value: unknown = wire[key]
-      if (typeof value === "string") (table ??= {})[key] = value
-      else if (typeof value === "number") (table ??= {})[key] = String(value)
+/**
+ * Converts an amqplib delivery to the transport's shape: the one AMQP header table is split into
+ * the caller's headers and the library's metadata (reserved names), RabbitMQ's `x-death`
+ * bookkeeping dropped.
+ *
+ * @internal
+ */
+export const toDelivery = (message: Amqp.Message): BrokerTransport.TransportDelivery => {
+  const table = message.properties.headers
+  let user: Record<string, string> | undefined
+  let library: Record<string, string> | undefined
+  if (table !== undefined && table !== null) {
+    for (const key in table) {
+      const value: unknown = table[key]
+      const text = typeof value === "string" ? value : typeof value === "number" ? String(value) : undefined
+      if (text === undefined || wire.isDeathHeader(key)) continue
+      if (wire.isReservedHeader(key)) (library ??= {})[key] = text
+      else (user ??= {})[key] = text
     }
   }
-  const headers = table ?? noHeaders
-  const routingKey = headers[routingKeyHeader] ?? message.fields.routingKey
-  const attempt = Number(headers[libraryHeaders.attempt] ?? "1")
-  const publishedAt = Number(headers[publishedAtHeader])
+  const headers = user ?? wire.noHeaders
+  const metadata = library ?? wire.noHeaders
+  const routingKey = metadata[routingKeyHeader] ?? message.fields.routingKey
+  const attempt = Number(metadata[wire.headers.attempt] ?? "1")
+  const publishedAt = Number(metadata[publishedAtHeader])
   const timestamp: unknown = message.properties.timestamp
   const messageId: unknown = message.properties.messageId
   const correlationId: unknown = message.properties.correlationId
@@ -75,6 +79,7 @@ export const toDelivery = (message: Amqp.Message): Broker.TransportDelivery => {
       routingKey,
       body: message.content,
       headers,
+      metadata,
       messageId: typeof messageId === "string" && messageId.length > 0
         ? messageId
         : `no-id:${routingKey}:${message.fields.deliveryTag}`,
@@ -116,11 +121,11 @@ export const copyOptions = (
   }
 ): Amqp.Options.Publish => {
   const headers: Record<string, unknown> = {}
-  const wire = message.properties.headers
-  if (wire !== undefined && wire !== null) {
-    for (const key in wire) {
-      if (isDeathHeader(key) || copy.dropped?.has(key) === true) continue
-      headers[key] = wire[key]
+  const table = message.properties.headers
+  if (table !== undefined && table !== null) {
+    for (const key in table) {
+      if (wire.isDeathHeader(key) || copy.dropped?.has(key) === true) continue
+      headers[key] = table[key]
     }
   }
   if (copy.extra !== undefined) Object.assign(headers, copy.extra)
@@ -139,7 +144,7 @@ export const copyOptions = (
  */
 const republished = (
   message: Amqp.Message,
-  delivery: Broker.TransportDelivery,
+  delivery: BrokerTransport.TransportDelivery,
   queue: string,
   extra: Record<string, string>,
   persistent: boolean
@@ -197,9 +202,9 @@ const reattachSchedule = Schedule.exponential("100 millis").pipe(
 /** @internal */
 export const consume = (deps: ConsumerDeps) =>
 (
-  subscription: Broker.TransportSubscription,
-  handle: (delivery: Broker.TransportDelivery) => Effect.Effect<Broker.Disposition>
-): Effect.Effect<void, BrokerUnavailable, Scope.Scope> =>
+  subscription: BrokerTransport.TransportSubscription,
+  handle: (delivery: BrokerTransport.TransportDelivery) => Effect.Effect<BrokerTransport.Disposition>
+): Effect.Effect<void, BrokerUnavailable | DeclareConflict, Scope.Scope> =>
   Effect.gen(function*() {
     const { manager, names } = deps
     const queue = names.group(subscription.group)
@@ -248,7 +253,7 @@ export const consume = (deps: ConsumerDeps) =>
     }
     /** A delivery: on its own, or one of a packed message's. */
     const received = (acker: Acker, message: Amqp.Message) => {
-      const members = message.properties.contentType === packed.contentType ? packed.unpack(message, publishedAtHeader) : undefined
+      const members = message.properties.contentType === wire.packedContentType ? packed.unpack(message, publishedAtHeader) : undefined
       if (members === undefined) return start({ acker, message, pack: undefined })
       const pack = new Pack(acker, message, members.length)
       for (const member of members) start({ acker, message: member, pack })
@@ -287,16 +292,16 @@ export const consume = (deps: ConsumerDeps) =>
 
     const carryOut = (
       source: Source,
-      delivery: Broker.TransportDelivery,
+      delivery: BrokerTransport.TransportDelivery,
       state: { done: boolean },
-      disposition: Exclude<Broker.Disposition, { readonly _tag: "Ack" }>
+      disposition: Exclude<BrokerTransport.Disposition, { readonly _tag: "Ack" }>
     ): Effect.Effect<void> => {
       const message = source.message
       switch (disposition._tag) {
         case "Retry": {
           const extra = {
-            [libraryHeaders.attempt]: String(delivery.attempt + 1),
-            [libraryHeaders.lastError]: bounded(disposition.reason)
+            [wire.headers.attempt]: String(delivery.attempt + 1),
+            [wire.headers.lastError]: bounded(disposition.reason)
           }
           if (disposition.delay <= 0) {
             return forward(source, state, Effect.succeed(republished(message, delivery, queue, extra, delivery.message.persistent)))
@@ -318,15 +323,15 @@ export const consume = (deps: ConsumerDeps) =>
             state,
             Effect.succeed(
               republished(message, delivery, names.deadLetter(subscription.group), {
-                [libraryHeaders.deadReason]: bounded(disposition.reason),
-                [libraryHeaders.group]: subscription.group
+                [wire.headers.deadReason]: bounded(disposition.reason),
+                [wire.headers.group]: subscription.group
               }, true)
             )
           )
       }
     }
 
-    const attach = (after: number): Effect.Effect<Attached, BrokerUnavailable> =>
+    const attach = (after: number): Effect.Effect<Attached, BrokerUnavailable | DeclareConflict> =>
       Effect.gen(function*() {
         const connection = yield* manager.awaitOpen(deps.attachTimeout, after)
         const channel = yield* Effect.tryPromise({
@@ -356,7 +361,10 @@ export const consume = (deps: ConsumerDeps) =>
                 queueType: deps.queueType,
                 maxPriority: subscription.maxPriority
               }),
-            catch: (error) => fail(`declaring queue "${queue}" failed`, error)
+            catch: (error) =>
+              topology.isPreconditionFailed(error)
+                ? new DeclareConflict({ group: subscription.group, detail: manager.describeError(error) })
+                : fail(`declaring queue "${queue}" failed`, error)
           })
           yield* Effect.tryPromise({
             try: () => channel.prefetch(subscription.prefetch),

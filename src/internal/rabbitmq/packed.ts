@@ -1,20 +1,16 @@
 import type * as Amqp from "amqplib"
-import type * as Broker from "../../Broker.js"
-import { hasHeaders } from "../broker.js"
+import type * as BrokerTransport from "../../BrokerTransport.js"
 import * as MessageId from "../messageId.js"
+import * as wire from "../wire.js"
 
 /**
  * Packed messages: several messages for one routing key in a single AMQP message, unpacked by
  * the consumer into one delivery each. RabbitMQ's cost is per AMQP message (routing, the queue's
- * log, fsync batching, the ack), so packing 100 tasks into one lets a queue move ~100× the
- * messages; each message keeps its own id, headers, publish time, retries and dead-lettering.
- * Only consumers of this library understand the format, hence opt-in on `publishAll`.
- *
- * Body: u32 count, then per message u32 length + JSON meta, u32 length + body bytes.
- *
- * @internal
+ * log, fsync batching, the ack), so packing many tasks into one lets a queue move that many times
+ * the messages; each message keeps its own id, headers, metadata, publish time, retries and
+ * dead-lettering. Only consumers of this library understand the format, hence opt-in on
+ * `publishAll`. Format: see `wire.packedContentType`.
  */
-export const contentType = "application/vnd.effect-background.packed"
 
 /** Per-message metadata inside a packed body. */
 interface Meta {
@@ -23,22 +19,25 @@ interface Meta {
   /** publish time, epoch ms */
   readonly t: number
   readonly h?: Readonly<Record<string, string>>
+  /** library metadata (absent in packs written before it existed) */
+  readonly m?: Readonly<Record<string, string>>
   readonly c?: string
 }
 
 /** A message can share a carrier when nothing about it needs per-message AMQP properties. @internal */
-export const packable = (message: Broker.TransportMessage): boolean =>
+export const packable = (message: BrokerTransport.TransportMessage): boolean =>
   (message.delay === undefined || message.delay <= 0) && message.priority === undefined && message.expiration === undefined
 
 /** Encodes messages (same routing key and persistence) into one body. @internal */
-export const pack = (messages: ReadonlyArray<Broker.TransportMessage>): Buffer => {
+export const pack = (messages: ReadonlyArray<BrokerTransport.TransportMessage>): Buffer => {
   const metas: Array<Buffer> = []
   let size = 4
   for (const message of messages) {
     const meta: Meta = {
       i: message.messageId,
       t: message.publishedAt,
-      ...(hasHeaders(message.headers) ? { h: message.headers } : {}),
+      ...(wire.hasHeaders(message.headers) ? { h: message.headers } : {}),
+      ...(wire.hasHeaders(message.metadata) ? { m: message.metadata } : {}),
       ...(message.correlationId === undefined ? {} : { c: message.correlationId })
     }
     const encoded = Buffer.from(JSON.stringify(meta), "utf8")
@@ -59,9 +58,10 @@ export const pack = (messages: ReadonlyArray<Broker.TransportMessage>): Buffer =
 }
 
 /** Bytes `pack` adds for one message beside its body (meta JSON and lengths), for size limits. @internal */
-export const overheadOf = (message: Broker.TransportMessage): number => {
+export const overheadOf = (message: BrokerTransport.TransportMessage): number => {
   let headers = 0
   for (const key in message.headers) headers += key.length + (message.headers[key]?.length ?? 0) + 6
+  for (const key in message.metadata) headers += key.length + (message.metadata[key]?.length ?? 0) + 6
   return 64 + message.messageId.length + headers + (message.correlationId?.length ?? 0)
 }
 
@@ -70,11 +70,12 @@ const isMeta = (value: unknown): value is Meta => {
   const meta = value as Record<string, unknown>
   if (typeof meta["i"] !== "string" || typeof meta["t"] !== "number") return false
   if (meta["c"] !== undefined && typeof meta["c"] !== "string") return false
-  const headers = meta["h"]
-  if (headers === undefined) return true
-  if (typeof headers !== "object" || headers === null) return false
-  return Object.values(headers).every((v) => typeof v === "string")
+  return isTable(meta["h"]) && isTable(meta["m"])
 }
+
+const isTable = (table: unknown): boolean =>
+  table === undefined ||
+  (typeof table === "object" && table !== null && Object.values(table).every((v) => typeof v === "string"))
 
 /**
  * The messages of a packed delivery, each shaped as the AMQP message it would have been on its
@@ -102,7 +103,9 @@ export const unpack = (carrier: Amqp.Message, publishedAtHeader: string): Array<
       // The publish time rides in the id when it is a UUIDv7 of that time, as on its own.
       const idMillis = MessageId.millisOf(meta.i)
       const timed = idMillis !== undefined && Math.abs(idMillis - meta.t) < 1000
-      const headers = timed ? meta.h : { ...meta.h, [publishedAtHeader]: String(meta.t) }
+      // Headers and metadata share the AMQP table, as on a message of its own.
+      const table = meta.m === undefined ? meta.h : { ...meta.h, ...meta.m }
+      const headers = timed ? table : { ...table, [publishedAtHeader]: String(meta.t) }
       messages.push({
         fields: carrier.fields,
         content,

@@ -125,3 +125,7 @@ export const declareDelay = async (channel: Amqp.Channel, n: Names, ms: number):
   // The match-everything binding earlier builds declared: removed (a no-op when absent).
   await channel.unbindQueue(n.delay(ms), n.delayExchange, "", { "x-match": "all", [delayHeader]: String(ms) })
 }
+
+/** RabbitMQ refused to redeclare a queue with other arguments (406 PRECONDITION_FAILED). @internal */
+export const isPreconditionFailed = (error: unknown): boolean =>
+  typeof error === "object" && error !== null && "code" in error && error.code === 406

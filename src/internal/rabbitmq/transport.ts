@@ -6,9 +6,11 @@ import type * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import type * as Broker from "../../Broker.js"
-import { BrokerUnavailable, PublishRejected } from "../../BrokerError.js"
-import { hasHeaders, oversize } from "../broker.js"
+import type * as BrokerTransport from "../../BrokerTransport.js"
+import { BrokerUnavailable, DeclareConflict, PublishRejected } from "../../BrokerError.js"
+import { oversize } from "../broker.js"
 import * as MessageId from "../messageId.js"
+import * as wire from "../wire.js"
 import * as connection from "./connection.js"
 import * as consumer from "./consumer.js"
 import * as declarer from "./declarer.js"
@@ -41,7 +43,7 @@ export interface Resolved {
 }
 
 /** @internal */
-export const make = (options: Resolved): Effect.Effect<Broker.Transport, BrokerUnavailable, Scope.Scope> =>
+export const make = (options: Resolved): Effect.Effect<BrokerTransport.Transport, BrokerUnavailable, Scope.Scope> =>
   Effect.gen(function*() {
     const names = topology.names(options.prefix)
     const manager = yield* connection.make({
@@ -58,7 +60,7 @@ export const make = (options: Resolved): Effect.Effect<Broker.Transport, BrokerU
     yield* Effect.addFinalizer(() => Effect.zipRight(declare.close, publish.close))
     const active = new Set<object>()
 
-    const toOut = (message: Broker.TransportMessage, delay: number | undefined): publisher.OutMessage => {
+    const toOut = (message: BrokerTransport.TransportMessage, delay: number | undefined): publisher.OutMessage => {
       let exchange = names.exchange
       const properties: Amqp.Options.Publish = {
         persistent: message.persistent,
@@ -72,12 +74,14 @@ export const make = (options: Resolved): Effect.Effect<Broker.Transport, BrokerU
       if (idMillis === undefined || Math.abs(idMillis - message.publishedAt) >= 1000) {
         properties.timestamp = Math.floor(message.publishedAt / 1000)
       }
-      // No header table unless needed: encoding one is a large part of amqplib's per-message cost.
+      // One AMQP table for headers and metadata (metadata names are reserved, so they cannot
+      // collide), and none unless needed: encoding one is a large part of amqplib's per-message cost.
+      const table = wire.mergeHeaders(message.headers, message.metadata)
       if (delay !== undefined) {
-        properties.headers = { ...message.headers, [topology.delayHeader]: String(delay) }
+        properties.headers = { ...table, [topology.delayHeader]: String(delay) }
         exchange = names.delayExchange
-      } else if (hasHeaders(message.headers)) {
-        properties.headers = message.headers
+      } else if (wire.hasHeaders(table)) {
+        properties.headers = table
       }
       if (message.correlationId !== undefined) properties.correlationId = message.correlationId
       if (message.priority !== undefined) properties.priority = message.priority
@@ -96,10 +100,10 @@ export const make = (options: Resolved): Effect.Effect<Broker.Transport, BrokerU
 
     type Result = Either.Either<void, BrokerUnavailable | PublishRejected>
     /** Messages of one routing key travelling as one AMQP message, and their batch positions. */
-    type Carrier = { members: Array<Broker.TransportMessage>; at: Array<number>; bytes: number }
+    type Carrier = { members: Array<BrokerTransport.TransportMessage>; at: Array<number>; bytes: number }
 
     /** Several messages for one routing key as one AMQP message (see packed.ts). */
-    const toCarrier = (members: ReadonlyArray<Broker.TransportMessage>): publisher.OutMessage => {
+    const toCarrier = (members: ReadonlyArray<BrokerTransport.TransportMessage>): publisher.OutMessage => {
       const first = members[0]
       const routingKey = first?.routingKey ?? ""
       const messageId = MessageId.make()
@@ -107,14 +111,14 @@ export const make = (options: Resolved): Effect.Effect<Broker.Transport, BrokerU
         exchange: names.exchange,
         routingKey,
         content: packed.pack(members),
-        options: { persistent: first?.persistent ?? true, mandatory: true, messageId, contentType: packed.contentType },
+        options: { persistent: first?.persistent ?? true, mandatory: true, messageId, contentType: wire.packedContentType },
         topic: routingKey,
         messageId
       }
     }
 
     /** The outcome of a carrier, as each of its messages' own. */
-    const forMember = (outcome: publisher.Outcome, member: Broker.TransportMessage | undefined): publisher.Outcome =>
+    const forMember = (outcome: publisher.Outcome, member: BrokerTransport.TransportMessage | undefined): publisher.Outcome =>
       outcome instanceof PublishRejected && member !== undefined
         ? new PublishRejected({ ...outcome, messageId: member.messageId })
         : outcome
@@ -125,7 +129,7 @@ export const make = (options: Resolved): Effect.Effect<Broker.Transport, BrokerU
      * Returns, per feed item, the batch positions it answers for: one, or a carrier's members.
      */
     const produce = (
-      batch: Broker.TransportBatch,
+      batch: BrokerTransport.TransportBatch,
       pack: number,
       feed: publisher.Feed,
       results: Array<Result>
@@ -206,7 +210,7 @@ export const make = (options: Resolved): Effect.Effect<Broker.Transport, BrokerU
         return positions
       })
 
-    const publishAll = (batch: Broker.TransportBatch, window: number, pack = 1) =>
+    const publishAll = (batch: BrokerTransport.TransportBatch, window: number, pack = 1) =>
       Effect.gen(function*() {
         // Entries the front skipped keep Either.void (their outcome is the front's).
         const results = new Array<Result>(batch.size).fill(Either.void)
@@ -256,7 +260,7 @@ export const make = (options: Resolved): Effect.Effect<Broker.Transport, BrokerU
     })
 
     /** Declares a group's queue and binding on a short-lived channel (a 406 closes only it). */
-    const declareGroup = (subscription: Broker.TransportSubscription) =>
+    const declareGroup = (subscription: BrokerTransport.TransportSubscription) =>
       Effect.flatMap(manager.awaitOpen(options.publishTimeout), (connection) =>
         Effect.tryPromise({
           try: async () => {
@@ -272,13 +276,15 @@ export const make = (options: Resolved): Effect.Effect<Broker.Transport, BrokerU
             await channel.close()
           },
           catch: (error) =>
-            new BrokerUnavailable({
-              reason: "closed",
-              detail: `declaring queue "${names.group(subscription.group)}" failed: ${manager.describeError(error)}`
-            })
+            topology.isPreconditionFailed(error)
+              ? new DeclareConflict({ group: subscription.group, detail: manager.describeError(error) })
+              : new BrokerUnavailable({
+                reason: "closed",
+                detail: `declaring queue "${names.group(subscription.group)}" failed: ${manager.describeError(error)}`
+              })
         }))
 
-    const transport: Broker.Transport = {
+    const transport: BrokerTransport.Transport = {
       declare: declareGroup,
       redrive: redrive.make(manager, names, options.publishTimeout),
       publish: (message) =>
@@ -301,7 +307,17 @@ export const make = (options: Resolved): Effect.Effect<Broker.Transport, BrokerU
         active
       }),
       health,
-      maxMessageBytes: options.maxMessageBytes
+      capabilities: {
+        name: "rabbitmq",
+        delay: true,
+        priority: true,
+        expiration: true,
+        wildcards: true,
+        packedContentType: wire.packedContentType,
+        transient: true,
+        redrive: true,
+        maxMessageBytes: options.maxMessageBytes
+      }
     }
     return transport
   })
