@@ -414,6 +414,19 @@ export const make = (transport: BrokerTransport.Transport): Broker.Service => {
       }, options)
     }).pipe(withBatchSpan)
 
+  /** Refuses a subscription the transport cannot honour: a wildcard pattern, a priority queue. */
+  const supports = <A, I>(topic: Broker.Subscribable<A, I>, maxPriority: number | undefined): Effect.Effect<void, Unsupported> => {
+    if (!capabilities.wildcards && names.hasWildcard(topic.name)) {
+      return Effect.fail(
+        new Unsupported({ transport: capabilities.name, feature: "wildcards", detail: `subscribe to concrete topics, not "${topic.name}"` })
+      )
+    }
+    if (maxPriority !== undefined && !capabilities.priority) {
+      return Effect.fail(new Unsupported({ transport: capabilities.name, feature: "priority", detail: "subscribe without `maxPriority`" }))
+    }
+    return Effect.void
+  }
+
   const subscribe = <A, I, E, R>(
     topic: Broker.Subscribable<A, I>,
     handler: Broker.Handler<A, E, R>,
@@ -424,6 +437,7 @@ export const make = (transport: BrokerTransport.Transport): Broker.Service => {
       const concurrency = yield* checks.integer("Broker", "concurrency", options.concurrency, { min: 1, max: 65535, fallback: 10 })
       const prefetch = yield* checks.integer("Broker", "prefetch", options.prefetch, { min: concurrency, max: 65535, fallback: concurrency })
       const maxPriority = yield* checks.optionalInteger("Broker", "maxPriority", options.maxPriority, { min: 1, max: 255 })
+      yield* supports(topic, maxPriority)
       const retry: Schedule.Schedule<unknown, E | HandlerDefect> = options.retry ?? defaultRetry
       const context = yield* Effect.context<R>()
       // The transport runs deliveries under the tracer of the fiber that subscribes.
@@ -499,6 +513,7 @@ export const make = (transport: BrokerTransport.Transport): Broker.Service => {
     Effect.gen(function*() {
       yield* names.validateGroup(options.group)
       const maxPriority = yield* checks.optionalInteger("Broker", "maxPriority", options.maxPriority, { min: 1, max: 255 })
+      yield* supports(topic, maxPriority)
       if (transport.declare === undefined) return
       yield* transport.declare({ pattern: topic.name, group: options.group, concurrency: 1, prefetch: 1, maxPriority })
     })

@@ -39,6 +39,9 @@ export const validateTopic = (name: string): Either.Either<void, InvalidName> =>
 /** @internal */
 export const validatePattern = (name: string): Either.Either<void, InvalidName> => checkWords("pattern", name, true)
 
+/** Whether a validated pattern has a `*` or `#` word. @internal */
+export const hasWildcard = (pattern: string): boolean => pattern.split(".").some((word) => word === "*" || word === "#")
+
 /** @internal */
 export const validateGroup = (name: string): Either.Either<void, InvalidName> => {
   if (name.length === 0) return invalid("group", name, "must not be empty")
