@@ -114,8 +114,12 @@ const checkResultTimeout = (timeout: Duration.DurationInput | undefined): checks
 /** Tasks per RabbitMQ message in `enqueueAll`: RabbitMQ's work is per wire message. */
 const defaultPack = 100
 
-const checkWindow = (window: number | undefined): checks.Checked<number> =>
-  checks.integer(module, "window", window, { min: 1, fallback: 1000 })
+/** The options that apply to a whole `enqueueAll` call; per-task ones are the Broker's, per entry. */
+const checkBatch = (options: TaskQueue.EnqueueAllOptions | undefined) =>
+  Either.all({
+    window: checks.integer(module, "window", options?.window, { min: 1, fallback: 1000 }),
+    pack: checks.integer(module, "pack", options?.pack, { min: 1, max: 10_000, fallback: defaultPack })
+  })
 
 // ---------------------------------------------------------------------------
 // producer side
@@ -273,7 +277,7 @@ const makeService = (
     options?: TaskQueue.EnqueueAllOptions
   ): Effect.Effect<ReadonlyArray<Either.Either<TaskQueue.TaskHandle<S, F>, EnqueueError>>, EnqueueError> =>
     Effect.gen(function*() {
-      const window = yield* Effect.mapError(checkWindow(options?.window), (error) => invalidEnqueue(task.name, error))
+      const batch = yield* Effect.mapError(checkBatch(options), (error) => invalidEnqueue(task.name, error))
       yield* Effect.mapError(declare(task), (e) => enqueueErrorOf(task.name, e))
       const ids: Array<string> = []
       const entries: Array<Broker.PublishEntry> = []
@@ -288,7 +292,7 @@ const makeService = (
           persistent: task.delivery === "persistent"
         }))
       }
-      const outcomes = yield* broker.publishAll(entries, { window, pack: options?.pack ?? defaultPack })
+      const outcomes = yield* broker.publishAll(entries, batch)
       let unroutable = false
       const handles = outcomes.map((outcome, i) =>
         Either.match(outcome, {
