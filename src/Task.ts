@@ -119,6 +119,9 @@ export interface Any extends Pipeable.Pipeable {
 export type Delivery = "persistent" | "transient"
 
 /**
+ * Options of `make`; a bad value is reported as `InvalidOptions` (module `"Task"`, `field` the
+ * option's name).
+ *
  * @since 0.1.0
  * @category models
  */
@@ -127,6 +130,7 @@ export interface Options<P, PI, S, SI, F, FI> {
   readonly success?: Schema.Schema<S, SI> | undefined
   readonly failure?: Schema.Schema<F, FI> | undefined
   readonly retry?: Schedule.Schedule<unknown, RunError<NoInfer<F>>> | undefined
+  /** Finite and positive. */
   readonly timeout?: Duration.DurationInput | undefined
   readonly nonRetryable?: Predicate.Predicate<NoInfer<F>> | undefined
   /** 1-255. Changing it for an existing queue is refused by RabbitMQ (inequivalent arg). */

@@ -102,12 +102,12 @@ export interface EnqueueAllOptions {
   readonly delay?: Duration.DurationInput | undefined
   readonly priority?: number | undefined
   readonly headers?: Readonly<Record<string, string>> | undefined
-  /** Broker confirms in flight. Default 1,000. */
+  /** Broker confirms in flight: a positive integer. Default 1,000. */
   readonly window?: number | undefined
   /**
    * Up to this many tasks per RabbitMQ message (see `Broker.PublishAllOptions.pack`); each task
-   * still runs, retries, dead-letters and reports its result on its own. Default 100; 1 sends
-   * each alone. A worker that dies mid-way runs the finished tasks of its unfinished packs again.
+   * still runs, retries, dead-letters and reports its result on its own. 1 to 10,000; default
+   * 100; 1 sends each alone. A worker that dies mid-way runs the finished tasks of its unfinished packs again.
    */
   readonly pack?: number | undefined
 }
@@ -117,7 +117,7 @@ export interface EnqueueAllOptions {
  * @category models
  */
 export interface ResultOptions {
-  /** How long to wait for the task to finish. Default 30 seconds. */
+  /** How long to wait for the task to finish: positive, may be infinite. Default 30 seconds. */
   readonly timeout?: Duration.DurationInput | undefined
 }
 
@@ -171,21 +171,24 @@ export interface Service {
 export class TaskQueue extends Context.Tag("effect-background/TaskQueue")<TaskQueue, Service>() {}
 
 /**
+ * Options of the TaskQueue layers; a value out of range fails the Layer build with
+ * `InvalidOptions` (module `"TaskQueue"`, `field` the option's name).
+ *
  * @since 0.1.0
  * @category models
  */
 export interface Options {
   /**
-   * How long a key blocks new enqueues after the first enqueue, even once that task finished.
-   * Default 0: a key blocks only while its task is pending.
+   * How long a key blocks new enqueues after the first enqueue, even once that task finished: a
+   * finite duration. Default 0: a key blocks only while its task is pending.
    */
   readonly keyWindow?: Duration.DurationInput | undefined
   /**
    * How long a key stays claimed by a task that never finishes (lost before it was published, or
-   * dead-lettered as poison). Default 1 day.
+   * dead-lettered as poison): finite and positive. Default 1 day.
    */
   readonly keyPendingLimit?: Duration.DurationInput | undefined
-  /** How often `result` polls a store that cannot notify. Default 50 ms. */
+  /** How often `result` polls a store that cannot notify: finite and positive. Default 50 ms. */
   readonly pollInterval?: Duration.DurationInput | undefined
 }
 
@@ -214,20 +217,23 @@ export interface TaskContext {
 export type Handler<P, S, F, R> = (payload: P, context: TaskContext) => Effect.Effect<S, F, R>
 
 /**
+ * Options of `worker`; a value out of range fails the Layer build with `InvalidOptions` (module
+ * `"TaskQueue"`).
+ *
  * @since 0.1.0
  * @category models
  */
 export interface WorkerOptions {
-  /** Tasks run at once by this worker. Default 10. */
+  /** Tasks run at once by this worker: 1 to 65,535. Default 10. */
   readonly concurrency?: number | undefined
   /**
    * Tasks the broker may hand this worker ahead of its free slots (see
-   * `Broker.SubscribeOptions.prefetch`). Default: `concurrency`. Raise it for many short tasks;
+   * `Broker.SubscribeOptions.prefetch`): `concurrency` to 65,535. Default: `concurrency`. Raise it for many short tasks;
    * keep it for long ones, so a busy worker does not hold tasks an idle one could run. RabbitMQ
    * counts a pack from `enqueueAll` as one.
    */
   readonly prefetch?: number | undefined
-  /** How long a finished task's result is kept. Default 1 day. */
+  /** How long a finished task's result is kept: finite and positive. Default 1 day. */
   readonly resultTtl?: Duration.DurationInput | undefined
 }
 
