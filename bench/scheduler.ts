@@ -17,6 +17,7 @@ import { CronExpressionParser } from "cron-parser"
 import { Duration, Effect, Either, Fiber, Layer, Option, Schema } from "effect"
 import * as cron from "../src/internal/cron.js"
 import * as MemoryBroker from "../src/layers/MemoryBroker.js"
+import * as ResultStore from "../src/ResultStore.js"
 import * as Scheduler from "../src/Scheduler.js"
 import * as Task from "../src/Task.js"
 import * as TaskQueue from "../src/TaskQueue.js"
@@ -81,7 +82,9 @@ const recordingQueue = () => {
         n++
         return handle as never
       }),
+    enqueueAll: () => Effect.dieMessage("unused"),
     result: () => Effect.dieMessage("unused"),
+    redrive: () => Effect.dieMessage("unused"),
     poll: () => Effect.succeed(Option.none())
   }
   return { service, count: () => n, at, keys }
@@ -111,7 +114,7 @@ const runOurs = async () => {
 const runOursTaskQueue = async () => {
   // MemoryBroker declares a task's queue when its worker subscribes; the worker does nothing.
   const layer = Layer.merge(TaskQueue.layer(), TaskQueue.worker(tick, () => Effect.void)).pipe(
-    Layer.provideMerge(Layer.merge(MemoryBroker.layer(), TaskQueue.layerResultStoreMemory)),
+    Layer.provideMerge(Layer.merge(MemoryBroker.layer(), ResultStore.layerMemory)),
     Layer.merge(Scheduler.layerLeaseMemory)
   )
   let count = 0

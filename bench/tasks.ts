@@ -33,6 +33,7 @@ import { createRequire } from "node:module"
 import pg from "pg"
 import * as Broker from "../src/Broker.js"
 import * as RabbitMQBroker from "../src/layers/RabbitMQBroker.js"
+import * as ResultStore from "../src/ResultStore.js"
 import * as Task from "../src/Task.js"
 import * as TaskQueue from "../src/TaskQueue.js"
 import { databaseUrl, rabbitmqUrl, runId } from "../test/fixtures/env.js"
@@ -168,7 +169,7 @@ const oursRun = (
         done.hit()
       }), { concurrency: CONCURRENCY })
     const services = Layer.mergeAll(TaskQueue.layer(), worker).pipe(
-      Layer.provide(TaskQueue.layerResultStoreMemory),
+      Layer.provide(ResultStore.layerMemory),
       Layer.provide(Layer.succeedContext(brokerContext))
     )
     const servicesWithout = Layer.mergeAll(TaskQueue.layerWithoutResults(), worker).pipe(

@@ -6,15 +6,18 @@
  * @since 0.1.0
  */
 import * as Duration from "effect/Duration"
+import * as Either from "effect/Either"
 import { dual } from "effect/Function"
-import * as Schedule from "effect/Schedule"
 import type * as Pipeable from "effect/Pipeable"
 import type * as Predicate from "effect/Predicate"
+import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as Broker from "./Broker.js"
-import { HandlerDefect } from "./BrokerError.js"
+import { HandlerDefect, type InvalidName } from "./BrokerError.js"
 import * as names from "./internal/names.js"
 import * as internal from "./internal/task.js"
+import type { InvalidOptions } from "./InvalidOptions.js"
+import { TaskTimeout } from "./TaskError.js"
 
 /**
  * @since 0.1.0
@@ -35,26 +38,14 @@ export {
    * @since 0.1.0
    * @category errors
    */
-  HandlerDefect
-}
-
-/**
- * A task run exceeded its timeout. The run is interrupted and the failure goes through the
- * task's retry Schedule like any other.
- *
- * @since 0.1.0
- * @category errors
- */
-export class TaskTimeout extends Schema.TaggedError<TaskTimeout>()("TaskTimeout", {
-  task: Schema.String,
-  id: Schema.String,
-  attempt: Schema.Number,
-  timeoutMillis: Schema.Number
-}) {
-  /** @since 0.1.0 */
-  override get message(): string {
-    return `task "${this.task}" (${this.id}) attempt ${this.attempt} exceeded its timeout of ${this.timeoutMillis} ms`
-  }
+  HandlerDefect,
+  /**
+   * A run exceeded the task's timeout (see `TaskError.TaskTimeout`).
+   *
+   * @since 0.1.0
+   * @category errors
+   */
+  TaskTimeout
 }
 
 /**
@@ -114,9 +105,9 @@ export interface Any extends Pipeable.Pipeable {
  * How the broker keeps a task's messages until a worker has run it.
  *
  * - `"persistent"` (default): on disk before the enqueue is confirmed; survives a broker restart.
- * - `"transient"`: in the broker's memory only. RabbitMQ takes these faster (~1.4× end to end
- *   here) and still confirms each enqueue, but a broker restart loses every task not yet run — the
- *   durability of BullMQ on a Redis without persistence. For work that can be lost or redone
+ * - `"transient"`: in the broker's memory only. RabbitMQ takes these faster and still confirms
+ *   each enqueue, but a broker restart loses every task not yet run — the durability of BullMQ on
+ *   a Redis without persistence. For work that can be lost or redone
  *   (cache warming, previews, notifications with a fallback).
  *
  * A retry keeps its task's delivery mode; a dead-lettered task is always kept on disk. Quorum
@@ -128,6 +119,9 @@ export interface Any extends Pipeable.Pipeable {
 export type Delivery = "persistent" | "transient"
 
 /**
+ * Options of `make`; a bad value is reported as `InvalidOptions` (module `"Task"`, `field` the
+ * option's name).
+ *
  * @since 0.1.0
  * @category models
  */
@@ -136,6 +130,7 @@ export interface Options<P, PI, S, SI, F, FI> {
   readonly success?: Schema.Schema<S, SI> | undefined
   readonly failure?: Schema.Schema<F, FI> | undefined
   readonly retry?: Schedule.Schedule<unknown, RunError<NoInfer<F>>> | undefined
+  /** Finite and positive. */
   readonly timeout?: Duration.DurationInput | undefined
   readonly nonRetryable?: Predicate.Predicate<NoInfer<F>> | undefined
   /** 1-255. Changing it for an existing queue is refused by RabbitMQ (inequivalent arg). */
@@ -153,8 +148,46 @@ export interface Options<P, PI, S, SI, F, FI> {
 export const topicPrefix: string = internal.topicPrefix
 
 /**
- * Defines a task. Throws `InvalidName` for a name that cannot be a routing key (task
- * definitions are static, like topics), and `RangeError` for a bad timeout, priority or delivery.
+ * Defines a task, or returns why it cannot: `InvalidName` for a name that cannot be a routing key,
+ * `InvalidOptions` (module `"Task"`, `field` the option) for a bad option. See {@link make}.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makeEither = <const Name extends string, P, PI, S = void, SI = void, F = never, FI = never>(
+  name: Name,
+  options: Options<P, PI, S, SI, F, FI>
+): Either.Either<Task<Name, P, S, F>, InvalidName | InvalidOptions> => {
+  const topicName = `${internal.topicPrefix}.${name}`
+  const validName = names.validateTopic(topicName)
+  if (Either.isLeft(validName)) return Either.left(validName.left)
+  return Either.map(internal.checkOptions(options), (checked): Task<Name, P, S, F> => {
+    const payload = internal.erase(checked.payload)
+    // Without a success/failure Schema, S is void and F is never (the type parameter defaults).
+    const success = internal.erase(checked.success ?? (Schema.Void as unknown as Schema.Schema<S, SI>))
+    const failure = internal.erase(checked.failure ?? (Schema.Never as unknown as Schema.Schema<F, FI>))
+    return Object.assign(Object.create(internal.proto), {
+      name,
+      payload,
+      success,
+      failure,
+      retry: checked.retry ?? noRetry,
+      timeout: checked.timeout,
+      nonRetryable: checked.nonRetryable,
+      maxPriority: checked.maxPriority,
+      delivery: checked.delivery,
+      topic: Broker.topic(topicName, payload),
+      group: topicName,
+      resultCodec: internal.makeResultCodec(success, Schema.Union(failure, TaskTimeout, HandlerDefect))
+    })
+  })
+}
+
+/**
+ * Defines a task. Task definitions are static, like topics, so a mistake is reported where the
+ * task is defined: throws `InvalidName` for a name that cannot be a routing key, and
+ * `InvalidOptions` (module `"Task"`) for a bad option (a non-positive timeout, a `maxPriority`
+ * outside 1-255, an unknown `delivery`). {@link makeEither} returns these instead of throwing.
  *
  * @example
  * ```ts
@@ -178,29 +211,7 @@ export const topicPrefix: string = internal.topicPrefix
 export const make = <const Name extends string, P, PI, S = void, SI = void, F = never, FI = never>(
   name: Name,
   options: Options<P, PI, S, SI, F, FI>
-): Task<Name, P, S, F> => {
-  const topicName = `${internal.topicPrefix}.${name}`
-  names.assertValid(names.validateTopic(topicName))
-  const payload = internal.erase(options.payload)
-  // Without a success/failure Schema, S is void and F is never (the type parameter defaults).
-  const success = internal.erase(options.success ?? (Schema.Void as unknown as Schema.Schema<S, SI>))
-  const failure = internal.erase(options.failure ?? (Schema.Never as unknown as Schema.Schema<F, FI>))
-  const task: Task<Name, P, S, F> = Object.assign(Object.create(internal.proto), {
-    name,
-    payload,
-    success,
-    failure,
-    retry: options.retry ?? noRetry,
-    timeout: options.timeout === undefined ? undefined : internal.decodeTimeout(options.timeout),
-    nonRetryable: options.nonRetryable,
-    maxPriority: internal.validateMaxPriority(options.maxPriority),
-    delivery: internal.validateDelivery(options.delivery),
-    topic: Broker.topic(topicName, payload),
-    group: topicName,
-    resultCodec: internal.makeResultCodec(success, Schema.Union(failure, TaskTimeout, HandlerDefect))
-  })
-  return task
-}
+): Task<Name, P, S, F> => Either.getOrThrowWith(makeEither(name, options), (error) => error)
 
 /**
  * The default retry policy of a task: none (one attempt), as in TaskIQ and BullMQ. Give a
@@ -234,7 +245,32 @@ export const withRetry: {
 )
 
 /**
- * Replaces the per-attempt timeout.
+ * Replaces the per-attempt timeout, or returns `InvalidOptions` (module `"Task"`, field
+ * `"timeout"`) for one that is not a finite, positive duration. See {@link withTimeout}.
+ *
+ * @since 0.1.0
+ * @category combinators
+ */
+export const withTimeoutEither: {
+  (
+    timeout: Duration.DurationInput
+  ): <Name extends string, P, S, F>(self: Task<Name, P, S, F>) => Either.Either<Task<Name, P, S, F>, InvalidOptions>
+  <Name extends string, P, S, F>(
+    self: Task<Name, P, S, F>,
+    timeout: Duration.DurationInput
+  ): Either.Either<Task<Name, P, S, F>, InvalidOptions>
+} = dual(
+  2,
+  <Name extends string, P, S, F>(
+    self: Task<Name, P, S, F>,
+    timeout: Duration.DurationInput
+  ): Either.Either<Task<Name, P, S, F>, InvalidOptions> =>
+    Either.map(internal.checkTimeout(timeout), (decoded) => internal.copy(self, { timeout: decoded }))
+)
+
+/**
+ * Replaces the per-attempt timeout. Throws `InvalidOptions` (module `"Task"`, field `"timeout"`)
+ * for one that is not a finite, positive duration; {@link withTimeoutEither} returns it instead.
  *
  * @since 0.1.0
  * @category combinators
@@ -245,7 +281,7 @@ export const withTimeout: {
 } = dual(
   2,
   <Name extends string, P, S, F>(self: Task<Name, P, S, F>, timeout: Duration.DurationInput): Task<Name, P, S, F> =>
-    internal.copy(self, { timeout: internal.decodeTimeout(timeout) })
+    Either.getOrThrowWith(withTimeoutEither(self, timeout), (error) => error)
 )
 
 /**

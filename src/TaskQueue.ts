@@ -2,11 +2,10 @@
  * Enqueue typed tasks, run them in workers, await their typed results. Tasks ride on the
  * Broker (any implementation): each task is a topic `tasks.<name>` consumed by the durable
  * group `tasks.<name>`, so retries, delays, dead-lettering and crash redelivery are the
- * Broker's. Results and deduplication keys live in a {@link ResultStore}.
+ * Broker's. Results and deduplication keys live in a `ResultStore`.
  *
  * @since 0.1.0
  */
-import type { InvalidOptions } from "./InvalidOptions.js"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
@@ -16,10 +15,12 @@ import type * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import type * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
-import * as Broker from "./Broker.js"
+import type * as Broker from "./Broker.js"
 import * as internal from "./internal/taskQueue.js"
-import * as memory from "./internal/taskResultStore.js"
+import type { InvalidOptions } from "./InvalidOptions.js"
+import type { ResultStore } from "./ResultStore.js"
 import type * as Task from "./Task.js"
+import type { EnqueueError, ResultError } from "./TaskError.js"
 
 export {
   /**
@@ -29,26 +30,15 @@ export {
   EnqueueError,
   /**
    * @since 0.1.0
-   * @category type ids
-   */
-  ErrorTypeId,
-  /**
-   * @since 0.1.0
    * @category guards
    */
-  isTaskQueueError,
+  isTaskError,
   /**
    * @since 0.1.0
    * @category errors
    */
-  ResultError,
-  /**
-   * @since 0.1.0
-   * @category errors
-   */
-  ResultStoreError
-} from "./internal/taskErrors.js"
-import type { EnqueueError, ResultError, ResultStoreError } from "./internal/taskErrors.js"
+  ResultError
+} from "./TaskError.js"
 
 /**
  * @since 0.1.0
@@ -112,12 +102,12 @@ export interface EnqueueAllOptions {
   readonly delay?: Duration.DurationInput | undefined
   readonly priority?: number | undefined
   readonly headers?: Readonly<Record<string, string>> | undefined
-  /** Broker confirms in flight. Default 1,000. */
+  /** Broker confirms in flight: a positive integer. Default 1,000. */
   readonly window?: number | undefined
   /**
    * Up to this many tasks per RabbitMQ message (see `Broker.PublishAllOptions.pack`); each task
-   * still runs, retries, dead-letters and reports its result on its own. Default 100; 1 sends
-   * each alone. A worker that dies mid-way runs the finished tasks of its unfinished packs again.
+   * still runs, retries, dead-letters and reports its result on its own. 1 to 10,000; default
+   * 100; 1 sends each alone. A worker that dies mid-way runs the finished tasks of its unfinished packs again.
    */
   readonly pack?: number | undefined
 }
@@ -127,7 +117,7 @@ export interface EnqueueAllOptions {
  * @category models
  */
 export interface ResultOptions {
-  /** How long to wait for the task to finish. Default 30 seconds. */
+  /** How long to wait for the task to finish: positive, may be infinite. Default 30 seconds. */
   readonly timeout?: Duration.DurationInput | undefined
 }
 
@@ -136,16 +126,42 @@ export interface ResultOptions {
  * @category models
  */
 export interface Service {
-  /** Encodes the payload with the task's Schema and publishes it once the broker confirmed. */
+  /**
+   * Encodes the payload with the task's Schema and publishes it once the broker confirmed. A bad
+   * option or payload fails with `reason: "invalid"` (the `InvalidOptions` or encoding error is
+   * the `cause`).
+   */
   readonly enqueue: <Name extends string, P, S, F>(
     task: Task.Task<Name, P, S, F>,
     payload: P,
     options?: EnqueueOptions
   ) => Effect.Effect<TaskHandle<S, F>, EnqueueError>
-  /** Waits for the task's outcome: its success value, its typed failure, or a `ResultError`. */
-  readonly result: <S, F>(handle: TaskHandle<S, F>, options?: ResultOptions) => Effect.Effect<S, F | ResultError>
+  /**
+   * Enqueues many tasks with up to `window` broker confirms in flight (the batch path, like
+   * BullMQ `addBulk`); one outcome per payload, in order. No keys: use `enqueue` to deduplicate.
+   * Fails as a whole only when the task's queue cannot be declared or an option is invalid.
+   */
+  readonly enqueueAll: <Name extends string, P, S, F>(
+    task: Task.Task<Name, P, S, F>,
+    payloads: Iterable<P>,
+    options?: EnqueueAllOptions
+  ) => Effect.Effect<ReadonlyArray<Either.Either<TaskHandle<S, F>, EnqueueError>>, EnqueueError>
+  /**
+   * Waits for the task's outcome: its success value, its typed failure, or a `ResultError`;
+   * `InvalidOptions` (module `"TaskQueue"`) for a bad `timeout`.
+   */
+  readonly result: <S, F>(handle: TaskHandle<S, F>, options?: ResultOptions) => Effect.Effect<S, F | ResultError | InvalidOptions>
   /** The outcome if the task has finished, without waiting. */
   readonly poll: <S, F>(handle: TaskHandle<S, F>) => Effect.Effect<Option.Option<Effect.Effect<S, F | ResultError>>, ResultError>
+  /**
+   * Puts a task's dead-lettered runs back in its queue, to run again from attempt 1 — BullMQ's
+   * `retryJobs({ state: "failed" })`, for after the cause is fixed. Returns how many were moved
+   * (see `Broker.Service.redrive`).
+   */
+  readonly redrive: (
+    task: Task.Any,
+    options?: Broker.RedriveOptions
+  ) => Effect.Effect<number, Broker.BrokerUnavailable | Broker.InvalidName | InvalidOptions | Broker.Unsupported>
 }
 
 /**
@@ -155,21 +171,24 @@ export interface Service {
 export class TaskQueue extends Context.Tag("effect-background/TaskQueue")<TaskQueue, Service>() {}
 
 /**
+ * Options of the TaskQueue layers; a value out of range fails the Layer build with
+ * `InvalidOptions` (module `"TaskQueue"`, `field` the option's name).
+ *
  * @since 0.1.0
  * @category models
  */
 export interface Options {
   /**
-   * How long a key blocks new enqueues after the first enqueue, even once that task finished.
-   * Default 0: a key blocks only while its task is pending.
+   * How long a key blocks new enqueues after the first enqueue, even once that task finished: a
+   * finite duration. Default 0: a key blocks only while its task is pending.
    */
   readonly keyWindow?: Duration.DurationInput | undefined
   /**
    * How long a key stays claimed by a task that never finishes (lost before it was published, or
-   * dead-lettered as poison). Default 1 day.
+   * dead-lettered as poison): finite and positive. Default 1 day.
    */
   readonly keyPendingLimit?: Duration.DurationInput | undefined
-  /** How often `result` polls a store that cannot notify. Default 50 ms. */
+  /** How often `result` polls a store that cannot notify: finite and positive. Default 50 ms. */
   readonly pollInterval?: Duration.DurationInput | undefined
 }
 
@@ -198,121 +217,48 @@ export interface TaskContext {
 export type Handler<P, S, F, R> = (payload: P, context: TaskContext) => Effect.Effect<S, F, R>
 
 /**
+ * Options of `worker`; a value out of range fails the Layer build with `InvalidOptions` (module
+ * `"TaskQueue"`).
+ *
  * @since 0.1.0
  * @category models
  */
 export interface WorkerOptions {
-  /** Tasks run at once by this worker. Default 10. */
+  /** Tasks run at once by this worker: 1 to 65,535. Default 10. */
   readonly concurrency?: number | undefined
   /**
    * Tasks the broker may hand this worker ahead of its free slots (see
-   * `Broker.SubscribeOptions.prefetch`). Default: `concurrency`. Raise it for many short tasks;
+   * `Broker.SubscribeOptions.prefetch`): `concurrency` to 65,535. Default: `concurrency`. Raise it for many short tasks;
    * keep it for long ones, so a busy worker does not hold tasks an idle one could run. RabbitMQ
    * counts a pack from `enqueueAll` as one.
    */
   readonly prefetch?: number | undefined
-  /** How long a finished task's result is kept. Default 1 day. */
+  /** How long a finished task's result is kept: finite and positive. Default 1 day. */
   readonly resultTtl?: Duration.DurationInput | undefined
 }
-
-// ---------------------------------------------------------------------------
-// result store port
-// ---------------------------------------------------------------------------
-
-/**
- * A finished task's outcome as stored: JSON text encoded with the task's Schemas (the codecs
- * live here, not in the store). Times are epoch milliseconds.
- *
- * @since 0.1.0
- * @category models
- */
-export interface StoredResult {
-  readonly id: string
-  readonly task: string
-  readonly outcome: string
-  readonly finishedAt: number
-  readonly expiresAt: number
-}
-
-/**
- * A deduplication key claim. A claim is live until `expiresAt`, and after that while its task is
- * pending (not `done`) but no longer than `staleAt` — so a claim whose task was lost (a crash
- * between claim and publish, a poison payload) cannot block its key forever.
- *
- * @since 0.1.0
- * @category models
- */
-export interface KeyClaim {
-  readonly task: string
-  readonly key: string
-  readonly id: string
-  readonly claimedAt: number
-  readonly expiresAt: number
-  readonly staleAt: number
-}
-
-/**
- * The port a result store implements; strings and numbers only.
- *
- * @since 0.1.0
- * @category models
- */
-export interface ResultStoreService {
-  /** Saves (or replaces, for a re-run) a task's outcome. */
-  readonly put: (result: StoredResult) => Effect.Effect<void, ResultStoreError>
-  /** The outcome of task `id` unless it expired before `now`. */
-  readonly get: (id: string, now: number) => Effect.Effect<Option.Option<StoredResult>, ResultStoreError>
-  /**
-   * Claims `key` for task `id` unless a live claim exists; returns the id holding the key
-   * (`claim.id` when this call won). Atomic: of concurrent claims exactly one wins.
-   */
-  readonly claim: (claim: KeyClaim) => Effect.Effect<string, ResultStoreError>
-  /** Drops the claim if `id` still holds it (its enqueue failed). */
-  readonly release: (task: string, key: string, id: string) => Effect.Effect<void, ResultStoreError>
-  /** Marks the claim held by `id` done: it stays live only until its `expiresAt`. */
-  readonly complete: (task: string, key: string, id: string) => Effect.Effect<void, ResultStoreError>
-  /** Optional: waits for `put` of `id` instead of polling `get`. */
-  readonly await?: ((id: string) => Effect.Effect<StoredResult, ResultStoreError>) | undefined
-}
-
-/**
- * @since 0.1.0
- * @category tags
- */
-export class ResultStore extends Context.Tag("effect-background/TaskQueue/ResultStore")<ResultStore, ResultStoreService>() {}
-
-/**
- * An in-process result store (tests, single-process apps); time comes from `Clock`.
- *
- * @since 0.1.0
- * @category constructors
- */
-export const makeResultStoreMemory: Effect.Effect<ResultStoreService> = memory.make
-
-/**
- * @since 0.1.0
- * @category layers
- */
-export const layerResultStoreMemory: Layer.Layer<ResultStore> = Layer.effect(ResultStore, memory.make)
 
 // ---------------------------------------------------------------------------
 // constructors, layers
 // ---------------------------------------------------------------------------
 
 /**
+ * Builds the service over the Broker, with results and deduplication keys in the `ResultStore`
+ * when one is provided. Fails with `InvalidOptions` (module `"TaskQueue"`) for a bad option.
+ *
  * @since 0.1.0
  * @category constructors
  */
-export const make = (options?: Options): Effect.Effect<Service, never, Broker.Broker | ResultStore> =>
+export const make = (options?: Options): Effect.Effect<Service, InvalidOptions, Broker.Broker | ResultStore> =>
   internal.make(options)
 
 /**
  * The TaskQueue service with results and deduplication keys in the provided `ResultStore`.
+ * Fails to build with `InvalidOptions` (module `"TaskQueue"`) for a bad option.
  *
  * @since 0.1.0
  * @category layers
  */
-export const layer = (options?: Options): Layer.Layer<TaskQueue, never, Broker.Broker | ResultStore> =>
+export const layer = (options?: Options): Layer.Layer<TaskQueue, InvalidOptions, Broker.Broker | ResultStore> =>
   Layer.effect(TaskQueue, make(options))
 
 /**
@@ -323,7 +269,7 @@ export const layer = (options?: Options): Layer.Layer<TaskQueue, never, Broker.B
  */
 export const layerConfig = (
   config: Config.Config.Wrap<Options>
-): Layer.Layer<TaskQueue, ConfigError.ConfigError, Broker.Broker | ResultStore> =>
+): Layer.Layer<TaskQueue, ConfigError.ConfigError | InvalidOptions, Broker.Broker | ResultStore> =>
   Layer.effect(TaskQueue, Effect.flatMap(Config.unwrap(config), make))
 
 /**
@@ -333,7 +279,7 @@ export const layerConfig = (
  * @since 0.1.0
  * @category layers
  */
-export const layerWithoutResults = (options?: Options): Layer.Layer<TaskQueue, never, Broker.Broker> =>
+export const layerWithoutResults = (options?: Options): Layer.Layer<TaskQueue, InvalidOptions, Broker.Broker> =>
   Layer.effect(TaskQueue, internal.makeWithoutStore(options))
 
 /**
@@ -341,7 +287,8 @@ export const layerWithoutResults = (options?: Options): Layer.Layer<TaskQueue, n
  * runs the handler with the task's timeout, retries typed failures, timeouts and defects on the
  * task's retry Schedule, dead-letters when it is exhausted (or the failure is non-retryable),
  * records outcomes in the `ResultStore` when one is provided, and drains in-flight tasks when
- * the Layer is released.
+ * the Layer is released. Fails to build with `InvalidOptions` (module `"TaskQueue"`) for a bad
+ * option.
  *
  * @since 0.1.0
  * @category layers
@@ -350,7 +297,7 @@ export const worker = <Name extends string, P, S, F, R>(
   task: Task.Task<Name, P, S, F>,
   handler: Handler<P, S, F, R>,
   options?: WorkerOptions
-): Layer.Layer<never, Broker.SubscribeError, Broker.Broker | Exclude<R, Scope.Scope>> =>
+): Layer.Layer<never, Broker.SubscribeError | InvalidOptions, Broker.Broker | Exclude<R, Scope.Scope>> =>
   Layer.scopedDiscard(internal.worker(task, handler, options))
 
 /**
@@ -382,23 +329,7 @@ export const enqueue = <Name extends string, P, S, F>(
   Effect.flatMap(TaskQueue, (queue) => queue.enqueue(task, payload, options))
 
 /**
- * Puts a task's dead-lettered runs back in its queue, to run again from attempt 1 — BullMQ's
- * `retryJobs({ state: "failed" })`, for after the cause is fixed. Returns how many were moved
- * (see `Broker.Service.redrive`). Needs only the Broker.
- *
- * @since 0.1.0
- * @category accessors
- */
-export const redrive = (
-  task: Task.Any,
-  options?: Broker.RedriveOptions
-): Effect.Effect<number, Broker.BrokerUnavailable | Broker.InvalidName | InvalidOptions | Broker.Unsupported, Broker.Broker> =>
-  Broker.redrive(task.group, options)
-
-/**
- * Enqueues many tasks with up to `window` broker confirms in flight (the batch path, like
- * BullMQ `addBulk`); one outcome per payload, in order. Needs only the Broker. No keys: use
- * `enqueue` to deduplicate.
+ * Enqueues many tasks (see `Service.enqueueAll`).
  *
  * @since 0.1.0
  * @category accessors
@@ -407,8 +338,20 @@ export const enqueueAll = <Name extends string, P, S, F>(
   task: Task.Task<Name, P, S, F>,
   payloads: Iterable<P>,
   options?: EnqueueAllOptions
-): Effect.Effect<ReadonlyArray<Either.Either<TaskHandle<S, F>, EnqueueError>>, EnqueueError, Broker.Broker> =>
-  internal.enqueueAll(task, payloads, options)
+): Effect.Effect<ReadonlyArray<Either.Either<TaskHandle<S, F>, EnqueueError>>, EnqueueError, TaskQueue> =>
+  Effect.flatMap(TaskQueue, (queue) => queue.enqueueAll(task, payloads, options))
+
+/**
+ * Puts a task's dead-lettered runs back in its queue (see `Service.redrive`).
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const redrive = (
+  task: Task.Any,
+  options?: Broker.RedriveOptions
+): Effect.Effect<number, Broker.BrokerUnavailable | Broker.InvalidName | InvalidOptions | Broker.Unsupported, TaskQueue> =>
+  Effect.flatMap(TaskQueue, (queue) => queue.redrive(task, options))
 
 /**
  * @since 0.1.0
@@ -417,7 +360,8 @@ export const enqueueAll = <Name extends string, P, S, F>(
 export const result = <S, F>(
   handle: TaskHandle<S, F>,
   options?: ResultOptions
-): Effect.Effect<S, F | ResultError, TaskQueue> => Effect.flatMap(TaskQueue, (queue) => queue.result(handle, options))
+): Effect.Effect<S, F | ResultError | InvalidOptions, TaskQueue> =>
+  Effect.flatMap(TaskQueue, (queue) => queue.result(handle, options))
 
 /**
  * @since 0.1.0

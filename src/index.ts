@@ -41,12 +41,22 @@ export * as Outbox from "./Outbox.js"
 /**
  * @since 0.1.0
  */
+export * as ResultStore from "./ResultStore.js"
+
+/**
+ * @since 0.1.0
+ */
 export * as Scheduler from "./Scheduler.js"
 
 /**
  * @since 0.1.0
  */
 export * as Task from "./Task.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as TaskError from "./TaskError.js"
 
 /**
  * @since 0.1.0

@@ -53,6 +53,17 @@ export const optionalInteger = (
 ): Checked<number | undefined> =>
   value === undefined ? Either.right(undefined) : integer(module, field, value, { ...range, fallback: 0 })
 
+// effect's Duration turns negative and NaN inputs into zero, so they are refused before decoding.
+const isNaNInput = (value: unknown): boolean =>
+  typeof value === "number" ? Number.isNaN(value) : Array.isArray(value) && value.some((part) => Number.isNaN(part))
+
+const isNegativeInput = (value: unknown): boolean => {
+  if (typeof value === "number") return value < 0
+  if (typeof value === "bigint") return value < BigInt(0)
+  if (typeof value === "string") return value.trimStart().startsWith("-")
+  return Array.isArray(value) && value.some((part) => typeof part === "number" && part < 0)
+}
+
 /**
  * A finite duration, at least `min` (default: zero, inclusive; `positive` excludes zero), or
  * `fallback` when absent.
@@ -67,7 +78,8 @@ export const duration = (
 ): Checked<Duration.Duration> => {
   if (value === undefined) return Either.right(rule.fallback)
   const decoded = Duration.decodeUnknown(value)
-  if (Option.isNone(decoded)) return Either.left(invalid(module, field, value, "is not a duration"))
+  if (Option.isNone(decoded) || isNaNInput(value)) return Either.left(invalid(module, field, value, "is not a duration"))
+  if (isNegativeInput(value)) return Either.left(invalid(module, field, value, "must not be negative"))
   const millis = Duration.toMillis(decoded.value)
   if (Number.isNaN(millis) || millis < 0) return Either.left(invalid(module, field, value, "must not be negative"))
   if (rule.positive === true && millis === 0) return Either.left(invalid(module, field, value, "must be positive"))

@@ -1,12 +1,14 @@
 import * as Duration from "effect/Duration"
 import * as Either from "effect/Either"
-import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import { pipeArguments } from "effect/Pipeable"
 import * as Predicate from "effect/Predicate"
+import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import type { HandlerDefect } from "../BrokerError.js"
 import type * as Task from "../Task.js"
+import type { TaskTimeout } from "../TaskError.js"
+import * as options from "./options.js"
 
 /** @internal */
 export const TypeId: Task.TypeId = Symbol.for("effect-background/Task") as Task.TypeId
@@ -24,7 +26,7 @@ export const isTask = (u: unknown): u is Task.Any => Predicate.hasProperty(u, Ty
  */
 export type Outcome<S, F> =
   | { readonly _tag: "Success"; readonly value: S }
-  | { readonly _tag: "Failure"; readonly error: F | Task.TaskTimeout | HandlerDefect }
+  | { readonly _tag: "Failure"; readonly error: F | TaskTimeout | HandlerDefect }
 
 /**
  * Encodes outcomes to JSON text and back with the task's Schemas; compiled once per definition.
@@ -50,7 +52,7 @@ const format = (error: ParseResult.ParseError): string => ParseResult.TreeFormat
 /** @internal */
 export const makeResultCodec = <S, F>(
   success: Schema.Schema<S, unknown>,
-  failure: Schema.Schema<F | Task.TaskTimeout | HandlerDefect, unknown>
+  failure: Schema.Schema<F | TaskTimeout | HandlerDefect, unknown>
 ): ResultCodec<S, F> => {
   const schema: Schema.Schema<Outcome<S, F>, unknown> = erase(
     Schema.Union(
@@ -81,31 +83,38 @@ export const makeResultCodec = <S, F>(
   }
 }
 
-/** @internal */
-export const decodeTimeout = (input: Duration.DurationInput): Duration.Duration => {
-  const duration = Duration.decodeUnknown(input)
-  if (Option.isNone(duration) || !Duration.isFinite(duration.value) || Duration.toMillis(duration.value) <= 0) {
-    throw new RangeError(`task timeout must be a finite, positive duration, got ${String(input)}`)
-  }
-  return duration.value
-}
+const module = "Task"
+
+const schema = <A>(field: string, value: A, required: boolean): options.Checked<A> =>
+  (value === undefined && !required) || Schema.isSchema(value)
+    ? Either.right(value)
+    : Either.left(options.invalid(module, field, value, "must be a Schema"))
 
 /** @internal */
-export const validateMaxPriority = (value: number | undefined): number | undefined => {
-  if (value !== undefined && (!Number.isInteger(value) || value < 1 || value > 255)) {
-    throw new RangeError(`maxPriority must be an integer from 1 to 255, got ${value}`)
-  }
-  return value
-}
+export const checkTimeout = (value: Duration.DurationInput | undefined): options.Checked<Duration.Duration | undefined> =>
+  value === undefined ? Either.right(undefined) : options.duration(module, "timeout", value, { fallback: Duration.zero, positive: true })
 
-/** @internal */
-export const validateDelivery = (value: Task.Delivery | undefined): Task.Delivery => {
-  if (value === undefined) return "persistent"
-  if (value !== "persistent" && value !== "transient") {
-    throw new RangeError(`delivery must be "persistent" or "transient", got ${String(value)}`)
-  }
-  return value
-}
+/**
+ * Every option of `Task.make`; the typed ones (Schemas, Schedule, predicate) are checked too, for
+ * callers that bypass the types.
+ *
+ * @internal
+ */
+export const checkOptions = <P, PI, S, SI, F, FI>(input: Task.Options<P, PI, S, SI, F, FI>) =>
+  Either.all({
+    payload: schema("payload", input.payload, true),
+    success: schema("success", input.success, false),
+    failure: schema("failure", input.failure, false),
+    retry: input.retry === undefined || Schedule.isSchedule(input.retry)
+      ? Either.right(input.retry)
+      : Either.left(options.invalid(module, "retry", input.retry, "must be a Schedule")),
+    timeout: checkTimeout(input.timeout),
+    nonRetryable: input.nonRetryable === undefined || typeof input.nonRetryable === "function"
+      ? Either.right(input.nonRetryable)
+      : Either.left(options.invalid(module, "nonRetryable", input.nonRetryable, "must be a predicate function")),
+    maxPriority: options.optionalInteger(module, "maxPriority", input.maxPriority, { min: 1, max: 255 }),
+    delivery: options.oneOf(module, "delivery", input.delivery, ["persistent", "transient"], "persistent")
+  })
 
 /** @internal */
 export const proto = {

@@ -1,38 +1,35 @@
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
-import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
-import * as FiberRef from "effect/FiberRef"
 import * as FiberId from "effect/FiberId"
+import * as FiberRef from "effect/FiberRef"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
 import * as Broker from "../Broker.js"
 import { HandlerDefect } from "../BrokerError.js"
-import * as Task from "../Task.js"
+import type { InvalidOptions } from "../InvalidOptions.js"
+import * as ResultStore from "../ResultStore.js"
+import type * as Task from "../Task.js"
+import { EnqueueError, ResultError, type ResultStoreError, TaskTimeout } from "../TaskError.js"
 import type * as TaskQueue from "../TaskQueue.js"
 import * as fiberLocal from "./fiberLocal.js"
 import * as messageId from "./messageId.js"
-import { nextRetryDelay } from "./retry.js"
-import { builtInTracer, withSpanWhenTraced } from "./tracing.js"
+import * as wire from "./wire.js"
+import * as checks from "./options.js"
 import type { Outcome, ResultCodec } from "./task.js"
-import { EnqueueError, ResultError, type ResultStoreError } from "./taskErrors.js"
+import { builtInTracer, withSpanWhenTraced } from "./tracing.js"
 
 /** @internal */
 export const HandleTypeId: TaskQueue.HandleTypeId = Symbol.for("effect-background/TaskQueue/TaskHandle") as TaskQueue.HandleTypeId
 
-/** Header carrying the dedup key to the worker, which marks the key's claim done. */
-const keyHeader = "eb-task-key"
+const module = "TaskQueue"
 
 const maxDetail = 4000
-
-const defaultResultTtl = Duration.days(1)
-const defaultResultTimeout = Duration.seconds(30)
-const defaultPollInterval = Duration.millis(50)
 
 const liveClock = Clock.make()
 
@@ -47,14 +44,24 @@ export const makeHandle = <Name extends string, P, S, F>(
   deduplicated: boolean
 ): TaskQueue.TaskHandle<S, F> => ({ [HandleTypeId]: HandleTypeId, id, task: task.name, key, deduplicated, codec: task.resultCodec })
 
-const durationOption = (input: Duration.DurationInput | undefined, fallback: Duration.Duration, name: string) => {
-  if (input === undefined) return fallback
-  const decoded = Duration.decodeUnknown(input)
-  if (Option.isNone(decoded) || Duration.toMillis(decoded.value) < 0) {
-    throw new RangeError(`${name} must be a non-negative duration, got ${String(input)}`)
-  }
-  return decoded.value
-}
+// ---------------------------------------------------------------------------
+// the dedup key on the wire: written by `withKey`, read by `keyOf`, nowhere else
+// ---------------------------------------------------------------------------
+
+/**
+ * The dedup key travels as library metadata, apart from the caller's headers: the worker marks
+ * the key's claim done with it, and no header the caller picks can collide with it.
+ */
+const keyName = wire.headers.taskKey
+
+/** The publish options of a keyed enqueue. */
+const withKey = (options: Broker.PublishOptions, key: string): Broker.PublishOptions => ({
+  ...options,
+  metadata: { ...options.metadata, [keyName]: key }
+})
+
+/** The dedup key a delivery carries. */
+const keyOf = (envelope: Broker.Envelope): string | undefined => envelope.metadata[keyName]
 
 // ---------------------------------------------------------------------------
 // metrics
@@ -73,8 +80,46 @@ export const metrics = {
 } as const
 
 // ---------------------------------------------------------------------------
+// options
+// ---------------------------------------------------------------------------
+
+interface Settings {
+  readonly keyWindow: number
+  readonly keyPendingLimit: number
+  readonly pollInterval: Duration.Duration
+}
+
+const checkOptions = (options: TaskQueue.Options | undefined): checks.Checked<Settings> =>
+  Either.all({
+    keyWindow: Either.map(checks.duration(module, "keyWindow", options?.keyWindow, { fallback: Duration.zero }), Duration.toMillis),
+    keyPendingLimit: Either.map(
+      checks.duration(module, "keyPendingLimit", options?.keyPendingLimit, { fallback: Duration.days(1), positive: true }),
+      Duration.toMillis
+    ),
+    pollInterval: checks.duration(module, "pollInterval", options?.pollInterval, { fallback: Duration.millis(50), positive: true })
+  })
+
+const defaultResultTimeout = Duration.seconds(30)
+
+const checkResultTimeout = (timeout: Duration.DurationInput | undefined): checks.Checked<Duration.Duration> =>
+  checks.duration(module, "timeout", timeout, { fallback: defaultResultTimeout, positive: true, finite: false })
+
+/** Tasks per RabbitMQ message in `enqueueAll`: RabbitMQ's work is per wire message. */
+const defaultPack = 100
+
+/** The options that apply to a whole `enqueueAll` call; per-task ones are the Broker's, per entry. */
+const checkBatch = (options: TaskQueue.EnqueueAllOptions | undefined) =>
+  Either.all({
+    window: checks.integer(module, "window", options?.window, { min: 1, fallback: 1000 }),
+    pack: checks.integer(module, "pack", options?.pack, { min: 1, max: 10_000, fallback: defaultPack })
+  })
+
+// ---------------------------------------------------------------------------
 // producer side
 // ---------------------------------------------------------------------------
+
+const invalidEnqueue = (task: string, error: InvalidOptions) =>
+  new EnqueueError({ task, reason: "invalid", ambiguous: false, detail: error.message, cause: error })
 
 const enqueueErrorOf = (task: string, error: Broker.PublishError | Broker.SubscribeError): EnqueueError => {
   switch (error._tag) {
@@ -83,7 +128,7 @@ const enqueueErrorOf = (task: string, error: Broker.PublishError | Broker.Subscr
     case "InvalidOptions":
     case "Unsupported":
     case "DeclareConflict":
-      return new EnqueueError({ task, reason: "invalid", ambiguous: false, detail: error.message })
+      return new EnqueueError({ task, reason: "invalid", ambiguous: false, detail: error.message, cause: error })
     case "BrokerUnavailable":
       return new EnqueueError({ task, reason: "unavailable", ambiguous: false, detail: error.message })
     case "PublishRejected":
@@ -94,15 +139,22 @@ const enqueueErrorOf = (task: string, error: Broker.PublishError | Broker.Subscr
           ambiguous: false,
           detail: `no queue is bound to "${error.topic}": this broker cannot declare queues ahead of workers, start a worker first`
         })
-        : new EnqueueError({ task, reason: error.reason === "invalid" || error.reason === "too-large" ? "invalid" : "rejected", ambiguous: error.ambiguous, detail: error.message })
+        : new EnqueueError({
+          task,
+          reason: error.reason === "invalid" || error.reason === "too-large" ? "invalid" : "rejected",
+          ambiguous: error.ambiguous,
+          detail: error.message
+        })
   }
 }
+
+const isUnroutable = (error: Broker.PublishError): boolean => error._tag === "PublishRejected" && error.reason === "unroutable"
 
 const storeUnavailable = (task: string, id: string, error: ResultStoreError) =>
   new ResultError({ task, id, reason: "store-unavailable", detail: error.message, cause: error })
 
 /** Turns a stored outcome into the caller's typed result. */
-const fromOutcome = <S, F>(handle: TaskQueue.TaskHandle<S, F>, stored: TaskQueue.StoredResult): Effect.Effect<S, F | ResultError> => {
+const fromOutcome = <S, F>(handle: TaskQueue.TaskHandle<S, F>, stored: ResultStore.StoredResult): Effect.Effect<S, F | ResultError> => {
   const decoded = handle.codec.decode(stored.outcome)
   if (Either.isLeft(decoded)) {
     return Effect.fail(new ResultError({ task: handle.task, id: handle.id, reason: "malformed", detail: decoded.left }))
@@ -110,7 +162,7 @@ const fromOutcome = <S, F>(handle: TaskQueue.TaskHandle<S, F>, stored: TaskQueue
   const outcome: Outcome<S, F> = decoded.right
   if (outcome._tag === "Success") return Effect.succeed(outcome.value)
   const error = outcome.error
-  if (error instanceof Task.TaskTimeout) {
+  if (error instanceof TaskTimeout) {
     return Effect.fail(new ResultError({ task: handle.task, id: handle.id, reason: "task-timeout", detail: error.message }))
   }
   if (error instanceof HandlerDefect) {
@@ -122,16 +174,47 @@ const fromOutcome = <S, F>(handle: TaskQueue.TaskHandle<S, F>, stored: TaskQueue
 const noStore = (task: string, id: string) =>
   new ResultError({ task, id, reason: "no-store", detail: "the TaskQueue layer was built without a result store" })
 
+type DeclaredTask<A> = {
+  readonly group: string
+  readonly maxPriority: number | undefined
+  readonly topic: Broker.Subscribable<A, unknown>
+}
+
 const makeService = (
   broker: Broker.Service,
-  store: Option.Option<TaskQueue.ResultStoreService>,
-  options: TaskQueue.Options | undefined
+  store: Option.Option<ResultStore.Service>,
+  settings: Settings
 ): TaskQueue.Service => {
-  const keyWindow = Duration.toMillis(durationOption(options?.keyWindow, Duration.zero, "keyWindow"))
-  const keyPendingLimit = Duration.toMillis(durationOption(options?.keyPendingLimit, Duration.days(1), "keyPendingLimit"))
-  const pollInterval = durationOption(options?.pollInterval, defaultPollInterval, "pollInterval")
+  const { keyPendingLimit, keyWindow, pollInterval } = settings
 
-  const declare = <A>(task: DeclaredTask<A>) => declareOnce(broker, task)
+  /**
+   * Task queues this service declared, so an enqueue before any worker started is kept and only
+   * the first enqueue of a task pays for declaring its queue (on RabbitMQ a channel and several
+   * round trips). A pending declaration is shared by the enqueues that wait for it; a done one is
+   * replaced by `Effect.void`; a failed one is forgotten, so the next enqueue tries again.
+   */
+  const declared = new Map<string, Effect.Effect<void, Broker.SubscribeError>>()
+
+  const declare = <A>(task: DeclaredTask<A>): Effect.Effect<void, Broker.SubscribeError> =>
+    Effect.suspend(() => {
+      const known = declared.get(task.group)
+      if (known !== undefined) return known
+      const declaration = broker.declare(task.topic, { group: task.group, maxPriority: task.maxPriority }).pipe(
+        Effect.tap(() => Effect.sync(() => declared.set(task.group, Effect.void))),
+        Effect.tapError(() => Effect.sync(() => declared.delete(task.group)))
+      )
+      return Effect.flatMap(Effect.cached(declaration), (once) =>
+        Effect.suspend(() => {
+          // Another enqueue may have started the same declaration meanwhile: share it.
+          const raced = declared.get(task.group)
+          if (raced !== undefined) return raced
+          declared.set(task.group, once)
+          return once
+        }))
+    })
+
+  /** An unroutable publish means the task's queue is gone (deleted since): declare it again next time. */
+  const forget = (group: string) => Effect.sync(() => declared.delete(group))
 
   const enqueue = <Name extends string, P, S, F>(
     task: Task.Task<Name, P, S, F>,
@@ -146,11 +229,11 @@ const makeService = (
         messageId: id,
         delay: enqueueOptions?.delay,
         priority: enqueueOptions?.priority,
-        headers: key === undefined ? enqueueOptions?.headers : { ...enqueueOptions?.headers, [keyHeader]: key },
+        headers: enqueueOptions?.headers,
         persistent: task.delivery === "persistent"
       }
-      const publish = broker.publish(task.topic, payload, publishOptions).pipe(
-        Effect.tapError((error) => Effect.sync(() => forgetIfUnroutable(broker, task.group, error))),
+      const publish = broker.publish(task.topic, payload, key === undefined ? publishOptions : withKey(publishOptions, key)).pipe(
+        Effect.tapError((error) => isUnroutable(error) ? forget(task.group) : Effect.void),
         Effect.mapError((error) => enqueueErrorOf(task.name, error))
       )
       if (key === undefined) {
@@ -183,6 +266,48 @@ const makeService = (
       })
     )
 
+  const enqueueAll = <Name extends string, P, S, F>(
+    task: Task.Task<Name, P, S, F>,
+    payloads: Iterable<P>,
+    options?: TaskQueue.EnqueueAllOptions
+  ): Effect.Effect<ReadonlyArray<Either.Either<TaskQueue.TaskHandle<S, F>, EnqueueError>>, EnqueueError> =>
+    Effect.gen(function*() {
+      const batch = yield* Effect.mapError(checkBatch(options), (error) => invalidEnqueue(task.name, error))
+      yield* Effect.mapError(declare(task), (e) => enqueueErrorOf(task.name, e))
+      const ids: Array<string> = []
+      const entries: Array<Broker.PublishEntry> = []
+      for (const payload of payloads) {
+        const id = messageId.make()
+        ids.push(id)
+        entries.push(Broker.entry(task.topic, payload, {
+          messageId: id,
+          delay: options?.delay,
+          priority: options?.priority,
+          headers: options?.headers,
+          persistent: task.delivery === "persistent"
+        }))
+      }
+      const outcomes = yield* broker.publishAll(entries, batch)
+      let unroutable = false
+      const handles = outcomes.map((outcome, i) =>
+        Either.match(outcome, {
+          onLeft: (error) => {
+            if (isUnroutable(error)) unroutable = true
+            return Either.left(enqueueErrorOf(task.name, error))
+          },
+          onRight: () => Either.right(makeHandle(task, ids[i] ?? "", undefined, false))
+        })
+      )
+      if (unroutable) yield* forget(task.group)
+      return handles
+    }).pipe(
+      withSpanWhenTraced("task.enqueueAll", {
+        kind: "producer",
+        captureStackTrace: false,
+        attributes: { "effect_background.task": task.name }
+      })
+    )
+
   const poll = <S, F>(
     handle: TaskQueue.TaskHandle<S, F>
   ): Effect.Effect<Option.Option<Effect.Effect<S, F | ResultError>>, ResultError> =>
@@ -193,12 +318,15 @@ const makeService = (
       return Option.map(stored, (s) => fromOutcome(handle, s))
     })
 
-  const result = <S, F>(handle: TaskQueue.TaskHandle<S, F>, resultOptions?: TaskQueue.ResultOptions): Effect.Effect<S, F | ResultError> =>
+  const result = <S, F>(
+    handle: TaskQueue.TaskHandle<S, F>,
+    resultOptions?: TaskQueue.ResultOptions
+  ): Effect.Effect<S, F | ResultError | InvalidOptions> =>
     Effect.gen(function*() {
+      const timeout = yield* checkResultTimeout(resultOptions?.timeout)
       if (Option.isNone(store)) return yield* noStore(handle.task, handle.id)
       const s = store.value
-      const timeout = durationOption(resultOptions?.timeout, defaultResultTimeout, "timeout")
-      const polling: Effect.Effect<TaskQueue.StoredResult, ResultStoreError> = Clock.currentTimeMillis.pipe(
+      const polling: Effect.Effect<ResultStore.StoredResult, ResultStoreError> = Clock.currentTimeMillis.pipe(
         Effect.flatMap((now) => s.get(handle.id, now)),
         Effect.flatMap((found) =>
           Option.isSome(found) ? Effect.succeed(found.value) : Effect.zipRight(Effect.sleep(pollInterval), polling)
@@ -216,113 +344,27 @@ const makeService = (
       return yield* fromOutcome(handle, stored)
     })
 
-  return { enqueue, result, poll }
+  const redrive: TaskQueue.Service["redrive"] = (task, options) => broker.redrive(task.group, options)
+
+  return { enqueue, enqueueAll, result, poll, redrive }
 }
-
-type DeclaredTask<A> = {
-  readonly group: string
-  readonly maxPriority: number | undefined
-  readonly topic: Broker.Subscribable<A, unknown>
-}
-
-/**
- * Task queues this process declared, per broker: an enqueue before any worker started is kept,
- * and only the first enqueue of a task pays for declaring its queue (a channel and several round
- * trips to RabbitMQ). A failed declaration is forgotten, so the next enqueue tries again.
- */
-const declaredBy = new WeakMap<Broker.Service, Map<string, Effect.Effect<void, Broker.SubscribeError>>>()
-
-const declareOnce = <A>(broker: Broker.Service, task: DeclaredTask<A>): Effect.Effect<void, Broker.SubscribeError> => {
-  let declared = declaredBy.get(broker)
-  if (declared === undefined) {
-    declared = new Map()
-    declaredBy.set(broker, declared)
-  }
-  const known = declared
-  let once = known.get(task.group)
-  if (once === undefined) {
-    once = Effect.runSync(
-      Effect.cached(
-        Effect.tapError(
-          broker.declare(task.topic, { group: task.group, maxPriority: task.maxPriority }),
-          () => Effect.sync(() => known.delete(task.group))
-        )
-      )
-    )
-    known.set(task.group, once)
-  }
-  return once
-}
-
-/** An unroutable publish means the task's queue is gone (deleted since): declare it again next time. */
-const forgetIfUnroutable = (broker: Broker.Service, group: string, error: Broker.PublishError): void => {
-  if (error._tag === "PublishRejected" && error.reason === "unroutable") declaredBy.get(broker)?.delete(group)
-}
-
-/** Tasks per RabbitMQ message in `enqueueAll`: ~100× fewer messages for RabbitMQ to move. */
-const defaultPack = 100
-
-/** @internal */
-export const enqueueAll = <Name extends string, P, S, F>(
-  task: Task.Task<Name, P, S, F>,
-  payloads: Iterable<P>,
-  options?: TaskQueue.EnqueueAllOptions
-): Effect.Effect<ReadonlyArray<Either.Either<TaskQueue.TaskHandle<S, F>, EnqueueError>>, EnqueueError, Broker.Broker> =>
-  Effect.gen(function*() {
-    const broker = yield* Broker.Broker
-    yield* Effect.mapError(declareOnce(broker, task), (e) => enqueueErrorOf(task.name, e))
-    const ids: Array<string> = []
-    const entries: Array<Broker.PublishEntry> = []
-    for (const payload of payloads) {
-      const id = messageId.make()
-      ids.push(id)
-      entries.push(Broker.entry(task.topic, payload, {
-        messageId: id,
-        delay: options?.delay,
-        priority: options?.priority,
-        headers: options?.headers,
-        persistent: task.delivery === "persistent"
-      }))
-    }
-    const outcomes = yield* broker.publishAll(entries, { window: options?.window, pack: options?.pack ?? defaultPack })
-    return outcomes.map((outcome, i) =>
-      Either.match(outcome, {
-        onLeft: (error) => {
-          forgetIfUnroutable(broker, task.group, error)
-          return Either.left(enqueueErrorOf(task.name, error))
-        },
-        onRight: () => Either.right(makeHandle(task, ids[i] ?? "", undefined, false))
-      })
-    )
-  }).pipe(
-    withSpanWhenTraced("task.enqueueAll", {
-      kind: "producer",
-      captureStackTrace: false,
-      attributes: { "effect_background.task": task.name }
-    })
-  )
 
 /** @internal */
 export const make = (options: TaskQueue.Options | undefined) =>
   Effect.gen(function*() {
+    const settings = yield* checkOptions(options)
     const broker = yield* Broker.Broker
-    const store = yield* Effect.serviceOption(ResultStore)
-    return makeService(broker, store, options)
+    const store = yield* Effect.serviceOption(ResultStore.ResultStore)
+    return makeService(broker, store, settings)
   })
 
 /** @internal */
 export const makeWithoutStore = (options: TaskQueue.Options | undefined) =>
-  Effect.map(Broker.Broker, (broker) => makeService(broker, Option.none(), options))
-
-/**
- * The same key as the `TaskQueue.ResultStore` class: tags resolve by key, and this keeps the
- * module graph acyclic.
- *
- * @internal
- */
-export const ResultStore = Context.GenericTag<TaskQueue.ResultStore, TaskQueue.ResultStoreService>(
-  "effect-background/TaskQueue/ResultStore"
-)
+  Effect.gen(function*() {
+    const settings = yield* checkOptions(options)
+    const broker = yield* Broker.Broker
+    return makeService(broker, Option.none(), settings)
+  })
 
 // ---------------------------------------------------------------------------
 // worker side
@@ -334,13 +376,8 @@ const effectiveRetry = <Name extends string, P, S, F>(task: Task.Task<Name, P, S
   if (nonRetryable === undefined) return task.retry
   return Schedule.whileInput(
     task.retry,
-    (error: Task.RunError<F>) => error instanceof Task.TaskTimeout || error instanceof HandlerDefect || !nonRetryable(error)
+    (error: Task.RunError<F>) => error instanceof TaskTimeout || error instanceof HandlerDefect || !nonRetryable(error)
   )
-}
-
-const withoutKey = (headers: Readonly<Record<string, string>>): Record<string, string> => {
-  const { [keyHeader]: _key, ...rest } = headers
-  return rest
 }
 
 const describe = (error: unknown): string => {
@@ -348,16 +385,24 @@ const describe = (error: unknown): string => {
   return text.length > maxDetail ? `${text.slice(0, maxDetail)}…` : text
 }
 
+const checkWorkerOptions = (options: TaskQueue.WorkerOptions | undefined) =>
+  Effect.gen(function*() {
+    const concurrency = yield* checks.integer(module, "concurrency", options?.concurrency, { min: 1, max: 65535, fallback: 10 })
+    const prefetch = yield* checks.integer(module, "prefetch", options?.prefetch, { min: concurrency, max: 65535, fallback: concurrency })
+    const resultTtl = yield* checks.duration(module, "resultTtl", options?.resultTtl, { fallback: Duration.days(1), positive: true })
+    return { concurrency, prefetch, resultTtl: Duration.toMillis(resultTtl) }
+  })
+
 /** @internal */
 export const worker = <Name extends string, P, S, F, R>(
   task: Task.Task<Name, P, S, F>,
   handler: TaskQueue.Handler<P, S, F, R>,
   options: TaskQueue.WorkerOptions | undefined
-): Effect.Effect<void, Broker.SubscribeError, Broker.Broker | Exclude<R, Scope.Scope> | Scope.Scope> =>
+): Effect.Effect<void, Broker.SubscribeError | InvalidOptions, Broker.Broker | Exclude<R, Scope.Scope> | Scope.Scope> =>
   Effect.gen(function*() {
+    const { concurrency, prefetch, resultTtl } = yield* checkWorkerOptions(options)
     const broker = yield* Broker.Broker
-    const store = yield* Effect.serviceOption(ResultStore)
-    const resultTtl = Duration.toMillis(durationOption(options?.resultTtl, defaultResultTtl, "resultTtl"))
+    const store = yield* Effect.serviceOption(ResultStore.ResultStore)
     const retry = effectiveRetry(task)
     const timeout = task.timeout
     const tags = { task: task.name }
@@ -372,8 +417,8 @@ export const worker = <Name extends string, P, S, F, R>(
     const traced = (yield* Effect.tracer) !== builtInTracer
 
     /** Result and key bookkeeping never fails the task: a store outage must not stop processing (T4). */
-    const recordOutcome = Option.isNone(store) ? undefined : (id: string, key: string | undefined, outcome: Outcome<S, F>) =>
-      Effect.gen(function*() {
+    const recordOutcome = Option.isNone(store) ? undefined : Effect.fnUntraced(
+      function*(id: string, key: string | undefined, outcome: Outcome<S, F>) {
         const encoded = task.resultCodec.encode(outcome)
         const now = yield* Clock.currentTimeMillis
         if (Either.isLeft(encoded)) {
@@ -390,9 +435,25 @@ export const worker = <Name extends string, P, S, F, R>(
             Effect.catchAll((error) => Effect.logWarning("could not release a task key", error).pipe(Effect.annotateLogs({ ...tags, id })))
           )
         }
-      })
+      }
+    )
 
-    // Scopes of runs that have not ended; closed here if the worker stops first.
+    /**
+     * Called by the Broker once per failed attempt with its decision, before it carries it out:
+     * a final failure (dead-lettered) is recorded like a success, and frees the key.
+     */
+    const onFailure = (failure: Broker.Failure<Task.RunError<F>>): Effect.Effect<void> => {
+      const counted = Effect.zipRight(
+        Metric.increment(failed),
+        Option.isSome(failure.retryIn) ? Metric.increment(retried) : Metric.increment(deadLettered)
+      )
+      if (Option.isSome(failure.retryIn) || recordOutcome === undefined) return counted
+      const id = failure.envelope.id
+      return Effect.zipRight(recordOutcome(id, keyOf(failure.envelope), { _tag: "Failure", error: failure.error }), counted)
+    }
+
+    // Scopes of runs that have not ended; closed here if the worker stops first. Registered before
+    // the subscription, so this runs after the subscription drained its in-flight runs.
     const openScopes = new Set<Scope.CloseableScope>()
     yield* Effect.addFinalizer(() =>
       Effect.forEach([...openScopes], (scope) => Scope.close(scope, Exit.interrupt(FiberId.none)), { discard: true })
@@ -410,14 +471,14 @@ export const worker = <Name extends string, P, S, F, R>(
     )
 
     /**
-     * Records a finished attempt; a failure goes on to the broker, which retries or dead-letters
-     * it. Called as the run's last step: a success without a store is counted right here, as
-     * an Effect per count costs more than the no-op task it counts.
+     * Turns a finished attempt into the run's outcome: a failure goes on to the Broker, which
+     * decides (see `onFailure`). Called as the run's last step: a success without a store is
+     * counted right here, as an Effect per count costs more than the no-op task it counts.
      */
     const settle = (
       envelope: Broker.Envelope,
       key: string | undefined,
-      exit: Exit.Exit<S, F | Task.TaskTimeout>
+      exit: Exit.Exit<S, F | TaskTimeout>
     ): Effect.Effect<void, Task.RunError<F>> => {
       if (Exit.isSuccess(exit)) {
         if (recordOutcome === undefined) {
@@ -427,26 +488,15 @@ export const worker = <Name extends string, P, S, F, R>(
         return Effect.zipRight(recordOutcome(envelope.id, key, { _tag: "Success", value: exit.value }), Metric.increment(succeeded))
       }
       const failure = Cause.failureOption(exit.cause)
+      if (Option.isSome(failure)) return Effect.fail(failure.value)
       const defect = Cause.dieOption(exit.cause)
       // Interrupted (shutdown): let the broker requeue it.
-      if (Option.isNone(failure) && Option.isNone(defect)) return Effect.failCause(exit.cause)
-      const error: Task.RunError<F> = Option.isSome(failure) ? failure.value : new HandlerDefect({ detail: describe(Option.getOrUndefined(defect)) })
-      return nextRetryDelay(retry, envelope.attempt, error).pipe(
-        Effect.flatMap((delay) =>
-          Option.isSome(delay)
-            ? Metric.increment(retried)
-            : (recordOutcome === undefined ? Effect.void : recordOutcome(envelope.id, key, { _tag: "Failure", error })).pipe(
-              Effect.zipRight(Metric.increment(deadLettered))
-            )
-        ),
-        Effect.zipRight(Metric.increment(failed)),
-        Effect.zipRight(Effect.fail(error))
-      )
+      if (Option.isNone(defect)) return Effect.failCause(exit.cause)
+      return Effect.fail(new HandlerDefect({ detail: describe(defect.value) }))
     }
 
     const run = (payload: P, envelope: Broker.Envelope): Effect.Effect<void, Task.RunError<F>, Exclude<R, Scope.Scope>> => {
-      const key = envelope.headers[keyHeader]
-      const headers = key === undefined ? envelope.headers : withoutKey(envelope.headers)
+      const key = keyOf(envelope)
       const taskContext: TaskQueue.TaskContext = {
         id: envelope.id,
         task: task.name,
@@ -454,7 +504,7 @@ export const worker = <Name extends string, P, S, F, R>(
         key,
         redelivered: envelope.redelivered,
         enqueuedAt: envelope.publishedAt,
-        headers
+        headers: envelope.headers
       }
       // A Scope per run, so a handler's scoped resources are released when its task ends.
       const attempt = Effect.flatMap(Scope.make(), (scope) => {
@@ -464,7 +514,7 @@ export const worker = <Name extends string, P, S, F, R>(
         const timed = timeout === undefined ? handled : Effect.timeoutFail(handled, {
           duration: timeout,
           onTimeout: () =>
-            new Task.TaskTimeout({ task: task.name, id: envelope.id, attempt: envelope.attempt, timeoutMillis: Duration.toMillis(timeout) })
+            new TaskTimeout({ task: task.name, id: envelope.id, attempt: envelope.attempt, timeoutMillis: Duration.toMillis(timeout) })
         })
         // Not one uninterruptible region around the run (that costs more than a no-op handler):
         // interrupted (shutdown), this continuation does not run, the worker's finalizer closes
@@ -482,10 +532,11 @@ export const worker = <Name extends string, P, S, F, R>(
 
     yield* broker.subscribe<P, unknown, Task.RunError<F>, Exclude<R, Scope.Scope>>(task.topic, run, {
       group: task.group,
-      concurrency: options?.concurrency,
-      prefetch: options?.prefetch,
+      concurrency,
+      prefetch,
       retry,
-      maxPriority: task.maxPriority
+      maxPriority: task.maxPriority,
+      onFailure
     }).pipe(
       // Deliveries inherit the subscribing fiber's annotations: `task` is set once, not per run.
       Effect.annotateLogs(tags)

@@ -3,8 +3,8 @@ import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as FiberId from "effect/FiberId"
 import * as Option from "effect/Option"
-import type * as TaskQueue from "../TaskQueue.js"
-import type { ResultStoreError } from "./taskErrors.js"
+import type * as ResultStore from "../ResultStore.js"
+import type { ResultStoreError } from "../TaskError.js"
 
 interface Claim {
   readonly id: string
@@ -14,7 +14,7 @@ interface Claim {
 }
 
 interface Waiter {
-  readonly deferred: Deferred.Deferred<TaskQueue.StoredResult, ResultStoreError>
+  readonly deferred: Deferred.Deferred<ResultStore.StoredResult, ResultStoreError>
   count: number
 }
 
@@ -26,8 +26,8 @@ const claimKey = (task: string, key: string): string => `${task}\u0000${key}`
  *
  * @internal
  */
-export const make: Effect.Effect<TaskQueue.ResultStoreService> = Effect.sync(() => {
-  const results = new Map<string, TaskQueue.StoredResult>()
+export const make: Effect.Effect<ResultStore.Service> = Effect.sync(() => {
+  const results = new Map<string, ResultStore.StoredResult>()
   const claims = new Map<string, Claim>()
   const waiters = new Map<string, Waiter>()
   let puts = 0
@@ -39,7 +39,7 @@ export const make: Effect.Effect<TaskQueue.ResultStoreService> = Effect.sync(() 
     }
   }
 
-  const put = (result: TaskQueue.StoredResult) =>
+  const put = (result: ResultStore.StoredResult) =>
     Effect.flatMap(Clock.currentTimeMillis, (now) =>
       Effect.suspend(() => {
         if (++puts % 1000 === 0) sweep(now)
@@ -61,7 +61,7 @@ export const make: Effect.Effect<TaskQueue.ResultStoreService> = Effect.sync(() 
       return Option.some(result)
     })
 
-  const claim = (request: TaskQueue.KeyClaim) =>
+  const claim = (request: ResultStore.KeyClaim) =>
     Effect.sync(() => {
       const k = claimKey(request.task, request.key)
       const existing = claims.get(k)
@@ -84,7 +84,7 @@ export const make: Effect.Effect<TaskQueue.ResultStoreService> = Effect.sync(() 
       if (existing?.id === id) claims.set(k, { ...existing, done: true })
     })
 
-  const await_ = (id: string): Effect.Effect<TaskQueue.StoredResult, ResultStoreError> =>
+  const await_ = (id: string): Effect.Effect<ResultStore.StoredResult, ResultStoreError> =>
     Effect.flatMap(Clock.currentTimeMillis, (now) =>
       Effect.suspend(() => {
         const found = results.get(id)

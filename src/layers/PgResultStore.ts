@@ -1,5 +1,5 @@
 /**
- * A `TaskQueue.ResultStore` on PostgreSQL through `@effect/sql`'s `SqlClient`: task results with
+ * A `ResultStore` on PostgreSQL through `@effect/sql`'s `SqlClient`: task results with
  * a TTL and deduplication key claims. Tables are created on Layer build (idempotent, under an
  * advisory lock so replicas can start together); expired rows are deleted by a background fiber
  * in bounded batches.
@@ -13,22 +13,28 @@ import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
-import * as TaskQueue from "../TaskQueue.js"
+import * as checks from "../internal/options.js"
+import type { InvalidOptions } from "../InvalidOptions.js"
+import * as ResultStore from "../ResultStore.js"
 
 /**
  * @since 0.1.0
  * @category models
  */
 export interface Options {
-  /** Prefix of the tables (`<prefix>_task_results`, `<prefix>_task_keys`). Default `"eb"`. */
+  /**
+   * Prefix of the tables (`<prefix>_task_results`, `<prefix>_task_keys`) and their indexes: a
+   * plain SQL identifier of at most 39 characters. Default `"eb"`.
+   */
   readonly prefix?: string | undefined
-  /** How often expired results and keys are deleted. Default 1 minute. */
+  /** How often expired results and keys are deleted: a finite, positive duration. Default 1 minute. */
   readonly sweepInterval?: Duration.DurationInput | undefined
-  /** Rows deleted per sweep statement. Default 1,000. */
+  /** Rows deleted per sweep statement: an integer from 1 to 1,000,000. Default 1,000. */
   readonly sweepBatch?: number | undefined
 }
 
@@ -42,8 +48,26 @@ export const defaults = {
   sweepBatch: 1000
 } as const
 
+const module = "PgResultStore"
+
+/** The longest derived name, `<prefix>_task_results_expires_at`, must fit PostgreSQL's 63 bytes. */
+const maxPrefix = 63 - "_task_results_expires_at".length
+
+const checkOptions = (options: Options | undefined) =>
+  Either.all({
+    prefix: Either.flatMap(
+      checks.sqlIdentifier(module, "prefix", options?.prefix, defaults.prefix),
+      (prefix) =>
+        prefix.length <= maxPrefix
+          ? Either.right(prefix)
+          : Either.left(checks.invalid(module, "prefix", prefix, `at most ${maxPrefix} characters: PostgreSQL truncates longer index names`))
+    ),
+    sweepInterval: checks.duration(module, "sweepInterval", options?.sweepInterval, { fallback: defaults.sweepInterval, positive: true }),
+    sweepBatch: checks.integer(module, "sweepBatch", options?.sweepBatch, { min: 1, max: 1_000_000, fallback: defaults.sweepBatch })
+  })
+
 const storeError = (operation: string) => (error: SqlError.SqlError) =>
-  new TaskQueue.ResultStoreError({ operation, detail: error.message, cause: error })
+  new ResultStore.ResultStoreError({ operation, detail: error.message, cause: error })
 
 const toNumber = (value: unknown): number => (typeof value === "number" ? value : Number(value))
 
@@ -57,21 +81,17 @@ interface ResultRow {
 
 /**
  * Creates the tables if needed and returns the store; the sweeper lives as long as the Scope.
- * Throws `RangeError` for a prefix that is not a plain SQL identifier.
+ * Fails with `InvalidOptions` (module `"PgResultStore"`) for a bad option, before any SQL runs.
  *
  * @since 0.1.0
  * @category constructors
  */
 export const make = (
   options?: Options
-): Effect.Effect<TaskQueue.ResultStoreService, SqlError.SqlError, SqlClient.SqlClient | Scope.Scope> => {
-  const prefix = options?.prefix ?? defaults.prefix
-  if (!/^[A-Za-z_][A-Za-z0-9_]{0,40}$/.test(prefix)) {
-    throw new RangeError(`PgResultStore prefix must be a plain identifier (letters, digits, _), got ${JSON.stringify(prefix)}`)
-  }
-  return Effect.gen(function*() {
+): Effect.Effect<ResultStore.Service, SqlError.SqlError | InvalidOptions, SqlClient.SqlClient | Scope.Scope> =>
+  Effect.gen(function*() {
+    const { prefix, sweepBatch, sweepInterval } = yield* checkOptions(options)
     const sql = yield* SqlClient.SqlClient
-    const sweepBatch = options?.sweepBatch ?? defaults.sweepBatch
     const results = sql(`${prefix}_task_results`)
     const keys = sql(`${prefix}_task_keys`)
     const resultsExpiry = sql(`${prefix}_task_results_expires_at`)
@@ -100,13 +120,13 @@ export const make = (
       yield* sql`create index if not exists ${keysExpiry} on ${keys} (expires_at)`
     }))
 
-    const put: TaskQueue.ResultStoreService["put"] = (result) =>
+    const put: ResultStore.Service["put"] = (result) =>
       sql`insert into ${results} (id, task, outcome, finished_at, expires_at)
         values (${result.id}, ${result.task}, ${result.outcome}, ${result.finishedAt}, ${result.expiresAt})
         on conflict (id) do update set outcome = excluded.outcome, finished_at = excluded.finished_at,
           expires_at = excluded.expires_at`.pipe(Effect.asVoid, Effect.mapError(storeError("put")))
 
-    const get: TaskQueue.ResultStoreService["get"] = (id, now) =>
+    const get: ResultStore.Service["get"] = (id, now) =>
       sql<ResultRow>`select id, task, outcome, finished_at, expires_at from ${results}
         where id = ${id} and expires_at > ${now}`.pipe(
         Effect.map((rows) =>
@@ -123,7 +143,7 @@ export const make = (
 
     // One statement decides: insert, or take over a claim that is done and past its window. Of
     // concurrent claims one inserts; the others wait on its row lock, see it live, and update nothing.
-    const claimOnce = (claim: TaskQueue.KeyClaim) =>
+    const claimOnce = (claim: ResultStore.KeyClaim) =>
       Effect.gen(function*() {
         const won = yield* sql<{ task_id: string }>`insert into ${keys} (task, key, task_id, done, expires_at, stale_at)
           values (${claim.task}, ${claim.key}, ${claim.id}, false, ${claim.expiresAt}, ${claim.staleAt})
@@ -138,24 +158,24 @@ export const make = (
         return Option.fromNullable(holder[0]?.task_id)
       })
 
-    const claim: TaskQueue.ResultStoreService["claim"] = (request) =>
+    const claim: ResultStore.Service["claim"] = (request) =>
       claimOnce(request).pipe(
         // None: the holder was released between the two statements; try again.
         Effect.repeat({ until: Option.isSome, times: 3 }),
         Effect.flatMap(Option.match({
-          onNone: () => Effect.fail(new TaskQueue.ResultStoreError({ operation: "claim", detail: "key claim kept changing hands" })),
+          onNone: () => Effect.fail(new ResultStore.ResultStoreError({ operation: "claim", detail: "key claim kept changing hands" })),
           onSome: Effect.succeed
         })),
         Effect.catchTag("SqlError", (e) => Effect.fail(storeError("claim")(e)))
       )
 
-    const release: TaskQueue.ResultStoreService["release"] = (task, key, id) =>
+    const release: ResultStore.Service["release"] = (task, key, id) =>
       sql`delete from ${keys} where task = ${task} and key = ${key} and task_id = ${id}`.pipe(
         Effect.asVoid,
         Effect.mapError(storeError("release"))
       )
 
-    const complete: TaskQueue.ResultStoreService["complete"] = (task, key, id) =>
+    const complete: ResultStore.Service["complete"] = (task, key, id) =>
       sql`update ${keys} set done = true where task = ${task} and key = ${key} and task_id = ${id}`.pipe(
         Effect.asVoid,
         Effect.mapError(storeError("complete"))
@@ -169,7 +189,6 @@ export const make = (
         select task, key from ${keys} where expires_at <= ${now} and (done or stale_at <= ${now}) limit ${sweepBatch})`
     })
 
-    const sweepInterval = options?.sweepInterval ?? defaults.sweepInterval
     yield* sweep.pipe(
       Effect.tapErrorCause((cause) => Effect.logWarning("result store sweep failed", cause)),
       Effect.retry(Schedule.spaced("5 seconds")),
@@ -181,14 +200,13 @@ export const make = (
 
     return { put, get, claim, release, complete }
   })
-}
 
 /**
  * @since 0.1.0
  * @category layers
  */
-export const layer = (options?: Options): Layer.Layer<TaskQueue.ResultStore, SqlError.SqlError, SqlClient.SqlClient> =>
-  Layer.scoped(TaskQueue.ResultStore, make(options))
+export const layer = (options?: Options): Layer.Layer<ResultStore.ResultStore, SqlError.SqlError | InvalidOptions, SqlClient.SqlClient> =>
+  Layer.scoped(ResultStore.ResultStore, make(options))
 
 /**
  * @since 0.1.0
@@ -196,5 +214,5 @@ export const layer = (options?: Options): Layer.Layer<TaskQueue.ResultStore, Sql
  */
 export const layerConfig = (
   config: Config.Config.Wrap<Options>
-): Layer.Layer<TaskQueue.ResultStore, SqlError.SqlError | ConfigError.ConfigError, SqlClient.SqlClient> =>
-  Layer.scoped(TaskQueue.ResultStore, Effect.flatMap(Config.unwrap(config), make))
+): Layer.Layer<ResultStore.ResultStore, SqlError.SqlError | ConfigError.ConfigError | InvalidOptions, SqlClient.SqlClient> =>
+  Layer.scoped(ResultStore.ResultStore, Effect.flatMap(Config.unwrap(config), make))

@@ -1,6 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, Queue, TestClock } from "effect"
 import * as MemoryBroker from "../../src/layers/MemoryBroker.js"
+import * as ResultStore from "../../src/ResultStore.js"
 import * as Scheduler from "../../src/Scheduler.js"
 import * as TaskQueue from "../../src/TaskQueue.js"
 import { tick } from "./fixtures.js"
@@ -15,7 +16,7 @@ const env = Layer.unwrapEffect(Effect.gen(function*() {
   const runs = yield* Queue.unbounded<string>()
   const worker = TaskQueue.worker(tick, (_payload, context) => Queue.offer(runs, context.key ?? "(no key)"))
   return Layer.mergeAll(TaskQueue.layer({ keyWindow: "1 hour" }), worker, Layer.succeed(Runs, runs)).pipe(
-    Layer.provideMerge(Layer.mergeAll(MemoryBroker.layer(), TaskQueue.layerResultStoreMemory, Scheduler.layerLeaseMemory))
+    Layer.provideMerge(Layer.mergeAll(MemoryBroker.layer(), ResultStore.layerMemory, Scheduler.layerLeaseMemory))
   )
 }))
 

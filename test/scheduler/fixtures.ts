@@ -50,7 +50,9 @@ export const recorderLayer: Layer.Layer<TaskQueue.TaskQueue | Recorder> = Layer.
           if (stall !== undefined) yield* Effect.sleep(stall)
           return TaskQueue.handle(task, `id-${++n}`, options?.key)
         }),
+      enqueueAll: () => Effect.dieMessage("not used by the scheduler"),
       result: () => Effect.dieMessage("not used by the scheduler"),
+      redrive: () => Effect.dieMessage("not used by the scheduler"),
       poll: (handle) =>
         Effect.succeed(
           running.has(handle.key ?? "") ? Option.none() : Option.some(Effect.dieMessage("result not recorded"))

@@ -1,4 +1,4 @@
-import * as TaskQueue from "../../src/TaskQueue.js"
+import * as ResultStore from "../../src/ResultStore.js"
 import { resultStoreContract } from "./resultStoreContract.js"
 
-resultStoreContract("memory", TaskQueue.layerResultStoreMemory)
+resultStoreContract("memory", ResultStore.layerMemory)

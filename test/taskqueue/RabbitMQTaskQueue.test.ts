@@ -139,5 +139,5 @@ describe("TaskQueue queue declarations on RabbitMQ", () => {
       assert.isTrue(lost !== undefined && Either.isLeft(lost) && lost.left.reason === "no-queue")
       assert.isTrue(yield* enqueueAll(3))
       assert.strictEqual(yield* depth, 1)
-    }).pipe(Effect.scoped, Effect.provide(liveIn(vhost))), 60_000)
+    }).pipe(Effect.scoped, Effect.provide(TaskQueue.layerWithoutResults().pipe(Layer.provideMerge(liveIn(vhost))))), 60_000)
 })

@@ -1,6 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Duration, Schedule, Schema } from "effect"
+import { Duration, Either, Schedule, Schema } from "effect"
 import * as Broker from "../../src/Broker.js"
+import { InvalidOptions } from "../../src/InvalidOptions.js"
 import * as Task from "../../src/Task.js"
 
 const payload = Schema.Struct({ id: Schema.String })
@@ -22,10 +23,25 @@ describe("Task definitions", () => {
   })
 
   it("a non-positive timeout or an out-of-range maxPriority is refused", () => {
-    assert.throws(() => Task.make("t", { payload, timeout: 0 }), RangeError)
-    assert.throws(() => Task.make("t", { payload, timeout: "-1 second" }), RangeError)
-    assert.throws(() => Task.make("t", { payload, maxPriority: 256 }), RangeError)
-    assert.throws(() => Task.make("t", { payload, delivery: "fast" as Task.Delivery }), RangeError)
+    assert.throws(() => Task.make("t", { payload, timeout: 0 }), InvalidOptions)
+    assert.throws(() => Task.make("t", { payload, timeout: "-1 second" }), InvalidOptions)
+    assert.throws(() => Task.make("t", { payload, maxPriority: 256 }), InvalidOptions)
+    assert.throws(() => Task.make("t", { payload, delivery: "fast" as Task.Delivery }), InvalidOptions)
+    assert.throws(() => Task.make("t", { payload }).pipe(Task.withTimeout("-1 second")), InvalidOptions)
+  })
+
+  it("the Either twins return what make and withTimeout throw", () => {
+    const bad = Task.makeEither("t", { payload, maxPriority: 0 })
+    assert.isTrue(Either.isLeft(bad) && bad.left._tag === "InvalidOptions" && bad.left.module === "Task" && bad.left.field === "maxPriority")
+    const badName = Task.makeEither("bad..name", { payload })
+    assert.isTrue(Either.isLeft(badName) && badName.left._tag === "InvalidName")
+    const good = Task.makeEither("t", { payload, timeout: "1 second" })
+    assert.isTrue(Either.isRight(good) && Task.timeoutMillis(good.right) === 1000)
+    if (Either.isLeft(good)) return
+    const longer = good.right.pipe(Task.withTimeoutEither("2 seconds"))
+    assert.isTrue(Either.isRight(longer) && Task.timeoutMillis(longer.right) === 2000)
+    const zero = Task.withTimeoutEither(good.right, 0)
+    assert.isTrue(Either.isLeft(zero) && zero.left.field === "timeout")
   })
 
   it("combinators return new definitions and leave the original alone", () => {

@@ -9,6 +9,7 @@ import { Deferred, Duration, Effect, Layer, Queue, Redacted } from "effect"
 import { type ChildProcess, fork } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import * as RabbitMQBroker from "../../src/layers/RabbitMQBroker.js"
+import * as ResultStore from "../../src/ResultStore.js"
 import * as TaskQueue from "../../src/TaskQueue.js"
 import { runId, uniqueName } from "../fixtures/env.js"
 import { scopedVhost, urlFor } from "../support/rabbitmq.js"
@@ -80,7 +81,7 @@ const killMidTask = (mode: "single" | "packed") =>
     )
 
     const producer = TaskQueue.layer().pipe(
-      Layer.provide(TaskQueue.layerResultStoreMemory),
+      Layer.provide(ResultStore.layerMemory),
       Layer.provideMerge(RabbitMQBroker.layer({ url: Redacted.make(url), prefix }))
     )
     const ids = yield* Effect.gen(function*() {

@@ -6,6 +6,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Either, Layer, Option, Ref, Schedule, TestClock } from "effect"
 import * as MemoryBroker from "../../src/layers/MemoryBroker.js"
+import * as ResultStore from "../../src/ResultStore.js"
 import * as Task from "../../src/Task.js"
 import * as TaskQueue from "../../src/TaskQueue.js"
 import { settled } from "../fixtures/memory.js"
@@ -15,7 +16,7 @@ import { Flaky, welcomeTask } from "./contract.js"
 const buildMemoryTaskQueue = <E, R>(worker: Layer.Layer<never, E, R>) =>
   Layer.build(
     Layer.mergeAll(TaskQueue.layer(), worker).pipe(
-      Layer.provideMerge(TaskQueue.layerResultStoreMemory),
+      Layer.provideMerge(ResultStore.layerMemory),
       Layer.provideMerge(MemoryBroker.layer())
     )
   )

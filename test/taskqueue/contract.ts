@@ -7,6 +7,7 @@ import { assert, layer } from "@effect/vitest"
 import type { Layer as L } from "effect"
 import { Cause, Data, Deferred, Duration, Effect, Either, Exit, FiberRef, HashMap, Layer, Option, Ref, Schedule, Schema } from "effect"
 import * as Broker from "../../src/Broker.js"
+import * as ResultStore from "../../src/ResultStore.js"
 import * as Task from "../../src/Task.js"
 import * as TaskQueue from "../../src/TaskQueue.js"
 import { ContractProbe } from "../broker/contract.js"
@@ -24,13 +25,13 @@ export const welcomeTask = (name = uniqueName("welcome")) =>
 class Boom extends Data.Error<{ readonly message: string }> {}
 
 /** The services a test body sees. */
-export type Env = TaskQueue.TaskQueue | TaskQueue.ResultStore | Broker.Broker | ContractProbe
+export type Env = TaskQueue.TaskQueue | ResultStore.ResultStore | Broker.Broker | ContractProbe
 
 /** TaskQueue + a fresh memory result store + the given workers, over the suite's broker. */
 export const withQueue = <A, E, R>(
-  workers: L.Layer<never, Broker.SubscribeError, Broker.Broker | TaskQueue.ResultStore>,
+  workers: L.Layer<never, Broker.SubscribeError, Broker.Broker | ResultStore.ResultStore>,
   body: Effect.Effect<A, E, R>,
-  store: L.Layer<TaskQueue.ResultStore> = TaskQueue.layerResultStoreMemory
+  store: L.Layer<ResultStore.ResultStore> = ResultStore.layerMemory
 ) =>
   Effect.provide(
     body,
@@ -84,7 +85,7 @@ export const taskQueueContract = <E>(
       const task = welcomeTask()
       const worker = TaskQueue.worker(task, (payload, ctx) => Effect.succeed({ messageId: `${payload.userId}:${ctx.id}`, at: new Date(0) }))
       return Effect.gen(function*() {
-        const store = yield* Layer.build(TaskQueue.layerResultStoreMemory)
+        const store = yield* Layer.build(ResultStore.layerMemory)
         const storeLayer = Layer.succeedContext(store)
         const early = yield* withQueue(Layer.empty, TaskQueue.enqueue(task, { userId: "early", email: "a@b.c" }), storeLayer)
         const sent = yield* withQueue(worker, within("the result", TaskQueue.result(early)), storeLayer)
@@ -429,8 +430,8 @@ export const taskQueueContract = <E>(
 
     it.scoped("with the result store down, enqueue and processing go on and result fails typed", () => {
       const task = welcomeTask()
-      const down = new TaskQueue.ResultStoreError({ operation: "any", detail: "connection refused" })
-      const brokenStore = Layer.succeed(TaskQueue.ResultStore, {
+      const down = new ResultStore.ResultStoreError({ operation: "any", detail: "connection refused" })
+      const brokenStore = Layer.succeed(ResultStore.ResultStore, {
         put: () => Effect.fail(down),
         get: () => Effect.fail(down),
         claim: () => Effect.fail(down),
@@ -466,7 +467,7 @@ export const taskQueueContract = <E>(
             Effect.zipRight(Deferred.await(gate)),
             Effect.as({ messageId: ctx.id, at: new Date(0) })
           ))
-        const store = yield* Layer.build(TaskQueue.layerResultStoreMemory)
+        const store = yield* Layer.build(ResultStore.layerMemory)
         const handle = yield* Effect.scoped(
           Effect.gen(function*() {
             const context = yield* Layer.build(Layer.mergeAll(TaskQueue.layer(), worker).pipe(Layer.provide(Layer.succeedContext(store))))

@@ -4,16 +4,16 @@
 import { assert, layer } from "@effect/vitest"
 import type { Layer } from "effect"
 import { Effect, Option } from "effect"
-import * as TaskQueue from "../../src/TaskQueue.js"
+import * as ResultStore from "../../src/ResultStore.js"
 import { uniqueName } from "../fixtures/env.js"
 
-export const resultStoreContract = <E>(name: string, storeLayer: Layer.Layer<TaskQueue.ResultStore, E>): void =>
+export const resultStoreContract = <E>(name: string, storeLayer: Layer.Layer<ResultStore.ResultStore, E>): void =>
   layer(storeLayer, { excludeTestServices: true, timeout: "60 seconds" })(`ResultStore contract (${name})`, (it) => {
     const now = 1_000_000
 
     it.effect("a stored result is read back until it expires", () =>
       Effect.gen(function*() {
-        const store = yield* TaskQueue.ResultStore
+        const store = yield* ResultStore.ResultStore
         const id = uniqueName("id")
         const outcome = JSON.stringify({ _tag: "Success", value: { quote: "it's \"fine\"; drop table x" } })
         assert.isTrue(Option.isNone(yield* store.get(id, now)))
@@ -25,7 +25,7 @@ export const resultStoreContract = <E>(name: string, storeLayer: Layer.Layer<Tas
 
     it.effect("a re-run replaces the stored result", () =>
       Effect.gen(function*() {
-        const store = yield* TaskQueue.ResultStore
+        const store = yield* ResultStore.ResultStore
         const id = uniqueName("id")
         yield* store.put({ id, task: "t", outcome: "1", finishedAt: now, expiresAt: now + 1000 })
         yield* store.put({ id, task: "t", outcome: "2", finishedAt: now + 1, expiresAt: now + 2000 })
@@ -35,7 +35,7 @@ export const resultStoreContract = <E>(name: string, storeLayer: Layer.Layer<Tas
 
     it.effect("a live claim returns its holder; release and completion end it", () =>
       Effect.gen(function*() {
-        const store = yield* TaskQueue.ResultStore
+        const store = yield* ResultStore.ResultStore
         const task = uniqueName("task")
         const claim = (id: string, at: number, window = 0) =>
           store.claim({ task, key: "k", id, claimedAt: at, expiresAt: at + window, staleAt: at + 1_000_000 })
@@ -59,7 +59,7 @@ export const resultStoreContract = <E>(name: string, storeLayer: Layer.Layer<Tas
 
     it.effect("of 50 concurrent claims of one key exactly one wins", () =>
       Effect.gen(function*() {
-        const store = yield* TaskQueue.ResultStore
+        const store = yield* ResultStore.ResultStore
         const task = uniqueName("task")
         const ids = Array.from({ length: 50 }, (_, i) => `id-${i}`)
         const holders = yield* Effect.forEach(

@@ -11,6 +11,7 @@ import * as Broker from "../../src/Broker.js"
 import * as MemoryBroker from "../../src/layers/MemoryBroker.js"
 import * as PgOutbox from "../../src/layers/PgOutbox.js"
 import * as Outbox from "../../src/Outbox.js"
+import * as ResultStore from "../../src/ResultStore.js"
 import * as Task from "../../src/Task.js"
 import * as TaskQueue from "../../src/TaskQueue.js"
 import { databaseUrl, runId } from "../fixtures/env.js"
@@ -130,7 +131,7 @@ describe("tracing across the wire", () => {
           // The span the task body runs in (whatever the worker names it).
           Effect.flatMap(Effect.currentSpan, (span) => Effect.sync(() => taskSpans.push(span.spanId))).pipe(
             Effect.orDie
-          )).pipe(Layer.provideMerge(TaskQueue.layer()), Layer.provideMerge(TaskQueue.layerResultStoreMemory), Layer.provideMerge(services))
+          )).pipe(Layer.provideMerge(TaskQueue.layer()), Layer.provideMerge(ResultStore.layerMemory), Layer.provideMerge(services))
       ),
       Effect.withTracer(recording.tracer),
       Effect.scoped

@@ -1,3 +1,9 @@
+/**
+ * Tagged errors of tasks, the TaskQueue and result stores. They are Schemas, so they cross the
+ * wire into dead-letter reasons and result stores. A handler's defect is `BrokerError.HandlerDefect`.
+ *
+ * @since 0.1.0
+ */
 import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
 
@@ -5,19 +11,19 @@ import * as Schema from "effect/Schema"
  * @since 0.1.0
  * @category type ids
  */
-export const ErrorTypeId: unique symbol = Symbol.for("effect-background/TaskQueue/Error")
+export const TypeId: unique symbol = Symbol.for("effect-background/TaskError")
 
 /**
  * @since 0.1.0
  * @category type ids
  */
-export type ErrorTypeId = typeof ErrorTypeId
+export type TypeId = typeof TypeId
 
 /**
- * A task was not enqueued. `invalid`: fix the input (payload, options); `rejected` /
- * `unavailable`: the broker did not take it, retry later (`ambiguous`: it may have been stored
- * anyway); `no-queue`: no queue is bound to the task yet; `key-store`: the key could not be
- * checked, so nothing was sent.
+ * A task was not enqueued. `invalid`: fix the input (payload, options; `cause` holds the
+ * `InvalidOptions` or the encoding error); `rejected` / `unavailable`: the broker did not take it,
+ * retry later (`ambiguous`: it may have been stored anyway); `no-queue`: no queue is bound to the
+ * task yet; `key-store`: the key could not be checked, so nothing was sent.
  *
  * @since 0.1.0
  * @category errors
@@ -30,7 +36,7 @@ export class EnqueueError extends Schema.TaggedError<EnqueueError>()("EnqueueErr
   cause: Schema.optional(Schema.Defect)
 }) {
   /** @since 0.1.0 */
-  readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId
+  readonly [TypeId]: TypeId = TypeId
   /** @since 0.1.0 */
   override get message(): string {
     return `cannot enqueue task "${this.task}" (${this.reason}${this.ambiguous ? ", may have been stored" : ""}): ${this.detail}`
@@ -54,7 +60,7 @@ export class ResultError extends Schema.TaggedError<ResultError>()("ResultError"
   cause: Schema.optional(Schema.Defect)
 }) {
   /** @since 0.1.0 */
-  readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId
+  readonly [TypeId]: TypeId = TypeId
   /** @since 0.1.0 */
   override get message(): string {
     return `no result for task "${this.task}" (${this.id}): ${this.reason}: ${this.detail}`
@@ -62,7 +68,7 @@ export class ResultError extends Schema.TaggedError<ResultError>()("ResultError"
 }
 
 /**
- * A result store operation failed (database down, connection lost).
+ * A result store operation failed (database down, connection lost). Retrying later may succeed.
  *
  * @since 0.1.0
  * @category errors
@@ -73,7 +79,7 @@ export class ResultStoreError extends Schema.TaggedError<ResultStoreError>()("Re
   cause: Schema.optional(Schema.Defect)
 }) {
   /** @since 0.1.0 */
-  readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId
+  readonly [TypeId]: TypeId = TypeId
   /** @since 0.1.0 */
   override get message(): string {
     return `result store ${this.operation} failed: ${this.detail}`
@@ -81,8 +87,34 @@ export class ResultStoreError extends Schema.TaggedError<ResultStoreError>()("Re
 }
 
 /**
+ * A task run exceeded its timeout. The run is interrupted and the failure goes through the
+ * task's retry Schedule like any other.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class TaskTimeout extends Schema.TaggedError<TaskTimeout>()("TaskTimeout", {
+  task: Schema.String,
+  id: Schema.String,
+  attempt: Schema.Number,
+  timeoutMillis: Schema.Number
+}) {
+  /** @since 0.1.0 */
+  readonly [TypeId]: TypeId = TypeId
+  /** @since 0.1.0 */
+  override get message(): string {
+    return `task "${this.task}" (${this.id}) attempt ${this.attempt} exceeded its timeout of ${this.timeoutMillis} ms`
+  }
+}
+
+/**
+ * @since 0.1.0
+ * @category errors
+ */
+export type TaskError = EnqueueError | ResultError | ResultStoreError | TaskTimeout
+
+/**
  * @since 0.1.0
  * @category guards
  */
-export const isTaskQueueError = (u: unknown): u is EnqueueError | ResultError | ResultStoreError =>
-  Predicate.hasProperty(u, ErrorTypeId)
+export const isTaskError = (u: unknown): u is TaskError => Predicate.hasProperty(u, TypeId)
