@@ -31,6 +31,16 @@ export * as Outbox from "./Outbox.js"
 /**
  * @since 0.1.0
  */
+export * as OutboxError from "./OutboxError.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as OutboxStore from "./OutboxStore.js"
+
+/**
+ * @since 0.1.0
+ */
 export * as Scheduler from "./Scheduler.js"
 
 /**

@@ -343,7 +343,7 @@ describe("PgOutbox", () => {
       assert.strictEqual(yield* Outbox.prune({ maxAge: "1 hour", batchSize: 3 }).pipe(Effect.provide(ctx)), 7)
       assert.strictEqual(yield* Outbox.prune({ maxAge: "1 hour" }).pipe(Effect.provide(ctx)), 0)
       const invalid = yield* Effect.flip(Outbox.prune({ maxAge: "1 hour", batchSize: 0 }).pipe(Effect.provide(ctx)))
-      assert.strictEqual(invalid._tag, "InvalidName")
+      assert.strictEqual(invalid._tag, "InvalidOptions")
       yield* waitUntil("the newest dispatched too", Effect.map(countRows(prefix, "dispatched"), (n) => n === 6))
     })))
 
