@@ -53,6 +53,15 @@ export const optionalInteger = (
 ): Checked<number | undefined> =>
   value === undefined ? Either.right(undefined) : integer(module, field, value, { ...range, fallback: 0 })
 
+const negative = (value: Duration.DurationInput): boolean =>
+  typeof value === "number"
+    ? value < 0
+    : typeof value === "bigint"
+    ? value < BigInt(0)
+    : typeof value === "string"
+    ? value.trimStart().startsWith("-")
+    : Array.isArray(value) && value.some((part) => part < 0)
+
 /**
  * A finite duration, at least `min` (default: zero, inclusive; `positive` excludes zero), or
  * `fallback` when absent.
@@ -67,7 +76,9 @@ export const duration = (
 ): Checked<Duration.Duration> => {
   if (value === undefined) return Either.right(rule.fallback)
   const decoded = Duration.decodeUnknown(value)
-  if (Option.isNone(decoded)) return Either.left(invalid(module, field, value, "is not a duration"))
+  if (Option.isNone(decoded) || Number.isNaN(value)) return Either.left(invalid(module, field, value, "is not a duration"))
+  // Duration.decode reads a negative input (-5, "-1 seconds", [-1, 0]) as zero.
+  if (negative(value)) return Either.left(invalid(module, field, value, "must not be negative"))
   const millis = Duration.toMillis(decoded.value)
   if (Number.isNaN(millis) || millis < 0) return Either.left(invalid(module, field, value, "must not be negative"))
   if (rule.positive === true && millis === 0) return Either.left(invalid(module, field, value, "must be positive"))
