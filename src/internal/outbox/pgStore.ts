@@ -47,8 +47,7 @@ const toClaimedAll = (rows: ReadonlyArray<Sql.ClaimedRow>) => rows.map(toClaimed
  * The `OutboxStore` on an `SqlClient`, for PostgreSQL: creates the table if needed. `notify`
  * only signals a notifier fiber that sends at most one `pg_notify` per interval on a pooled
  * connection of its own — never inside the caller's transaction, where PostgreSQL would
- * serialise the commits that queue notifications and halve the commit rate of concurrent
- * writers.
+ * serialise the commits of concurrent writers that queue notifications.
  *
  * @internal
  */
