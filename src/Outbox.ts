@@ -1,7 +1,9 @@
 /**
- * Transactional outbox: `Outbox.add` writes an event through the ambient `SqlClient`, so inside
- * `sql.withTransaction` it commits or rolls back with the domain writes; a dispatcher Layer
- * (`layers/PgOutbox`) publishes committed events through the `Broker` with confirms.
+ * Transactional outbox: `Outbox.add` writes an event through the ambient transaction, so inside
+ * `sql.withTransaction` it commits or rolls back with the domain writes; `Outbox.dispatcher`
+ * publishes committed events through the `Broker` with confirms. Both run on an `OutboxStore`
+ * (the port, `OutboxStore.ts`); `layers/PgOutbox` provides one on PostgreSQL and assembles the
+ * Layers.
  *
  * @since 0.1.0
  */
@@ -9,11 +11,18 @@ import type { SqlError } from "@effect/sql/SqlError"
 import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Metric from "effect/Metric"
-import * as Schedule from "effect/Schedule"
-import type * as Broker from "./Broker.js"
-import type { EncodeError, InvalidName, PublishError } from "./BrokerError.js"
-import type * as internal from "./internal/outbox/wake.js"
+import * as Layer from "effect/Layer"
+import type * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import type * as Schedule from "effect/Schedule"
+import * as Broker from "./Broker.js"
+import type { PublishError } from "./BrokerError.js"
+import * as dispatcherInternal from "./internal/outbox/dispatcher.js"
+import * as internal from "./internal/outbox/outbox.js"
+import type * as Wake from "./internal/outbox/wake.js"
+import type { InvalidOptions } from "./InvalidOptions.js"
+import type { AddError, QueryError } from "./OutboxError.js"
+import * as OutboxStore from "./OutboxStore.js"
 
 /**
  * @since 0.1.0
@@ -32,10 +41,17 @@ export type TypeId = typeof TypeId
  * @category models
  */
 export interface AddOptions {
-  /** Events sharing a key are published in order by a `per-key` dispatcher. Stored verbatim. */
+  /**
+   * Events sharing a key are published in order by a `per-key` dispatcher. Stored verbatim; must
+   * not contain U+0000 (PostgreSQL text cannot hold it).
+   */
   readonly key?: string | undefined
+  /** The rules of `Broker.publish`: names of 1-128 bytes, no `x-eb-` prefix, no U+0000. */
   readonly headers?: Readonly<Record<string, string>> | undefined
-  /** Defaults to a random UUID; it becomes the broker message id (consumers deduplicate on it). */
+  /**
+   * Defaults to a fresh UUIDv7; it becomes the broker message id (consumers deduplicate on it).
+   * 1-255 bytes, no U+0000.
+   */
   readonly messageId?: string | undefined
 }
 
@@ -43,30 +59,21 @@ export interface AddOptions {
  * @since 0.1.0
  * @category models
  */
-export interface Stats {
-  /** Events waiting to be published, including those waiting for a retry. */
-  readonly pending: number
-  /** Pending events that failed at least once. */
-  readonly retrying: number
-  /** Events given up on; see `dead` and `replay`. */
-  readonly dead: number
-  /** Age of the oldest pending event in milliseconds (0 when none): the dispatcher's lag. */
-  readonly oldestPendingAgeMs: number
-  /** Events dispatched in the last minute, per second, across all dispatchers. */
-  readonly dispatchRatePerSecond: number
-}
+export type Stats = OutboxStore.Stats
 
 /**
  * @since 0.1.0
  * @category models
  */
-export interface DeadEvent {
-  readonly messageId: string
-  readonly topic: string
-  readonly key: string | undefined
-  readonly attempts: number
-  readonly lastError: string | undefined
-  readonly createdAt: Date
+export type DeadEvent = OutboxStore.DeadEvent
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface DeadOptions {
+  /** At most this many, from 1 to 100,000. Default 100. */
+  readonly limit?: number | undefined
 }
 
 /**
@@ -77,27 +84,33 @@ export interface Service {
   readonly [TypeId]: TypeId
   /**
    * Encodes with the topic's Schema and inserts the event with the caller's trace context; runs
-   * in the caller's transaction when there is one. Returns the message id. An encode failure is
-   * a typed error, so the caller's transaction can roll back.
+   * in the caller's transaction when there is one. Returns the message id.
+   *
+   * The input is checked as `Broker.publish` checks it, before anything is written: a payload
+   * that does not encode, or holds NaN or ±Infinity in a number field (JSON cannot carry them),
+   * fails with `EncodeError` naming the field; a bad header name or value (U+0000 included)
+   * with `InvalidName` naming the header; a bad `messageId` or `key` with `InvalidOptions`.
+   * Nothing is inserted then, so the caller's transaction can roll back. The body is JSON: a
+   * `-0` arrives as `0`.
    */
   readonly add: <A, I>(
     topic: Broker.Topic<A, I>,
     message: A,
     options?: AddOptions
-  ) => Effect.Effect<string, EncodeError | InvalidName | SqlError>
+  ) => Effect.Effect<string, AddError>
   /** Requeues dead (or retrying) events by message id for immediate dispatch; returns how many. */
   readonly replay: (messageIds: Iterable<string>) => Effect.Effect<number, SqlError>
   /** Dead events, oldest first, for inspection. */
-  readonly dead: (options?: { readonly limit?: number | undefined }) => Effect.Effect<ReadonlyArray<DeadEvent>, SqlError>
+  readonly dead: (options?: DeadOptions) => Effect.Effect<ReadonlyArray<DeadEvent>, QueryError>
   readonly stats: Effect.Effect<Stats, SqlError>
   /**
    * Deletes dispatched events older than `maxAge`, in statements of `batchSize` rows (default
    * 5,000), until none is left; returns how many. The dispatcher's `retention` does this on its
    * own; this is for running it as a scheduled task instead (one replica at a time).
    */
-  readonly prune: (options: PruneOptions) => Effect.Effect<number, SqlError | InvalidName>
+  readonly prune: (options: PruneOptions) => Effect.Effect<number, QueryError>
   /** @internal */
-  readonly wake: internal.LocalWake
+  readonly wake: Wake.LocalWake
 }
 
 /**
@@ -105,6 +118,26 @@ export interface Service {
  * @category tags
  */
 export class Outbox extends Context.Tag("effect-background/Outbox")<Outbox, Service>() {}
+
+/**
+ * The typed service over a store: `add` encodes and validates, then inserts through the store;
+ * dispatchers built in the same process are woken directly.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (store: OutboxStore.Service): Effect.Effect<Service> => Effect.sync(() => internal.make(store))
+
+/**
+ * The `Outbox` service on the `OutboxStore` in context (producers; pair it with `dispatcher`).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer: Layer.Layer<Outbox, never, OutboxStore.OutboxStore> = Layer.effect(
+  Outbox,
+  Effect.flatMap(OutboxStore.OutboxStore, make)
+)
 
 /**
  * `unordered`: every dispatcher may publish every due event (fastest). `per-key`: among events that
@@ -123,14 +156,14 @@ export type Ordering = "unordered" | "per-key"
  */
 export interface RetentionOptions {
   /**
-   * Dispatched events older than this are deleted. `0` deletes each event in the transaction that
-   * records its dispatch: no history of dispatched events (and no dispatch rate in `stats`), but
-   * less work for PostgreSQL per event than marking it.
+   * Dispatched events older than this (finite, non-negative) are deleted. `0` deletes each event
+   * in the transaction that records its dispatch: no history of dispatched events (and no
+   * dispatch rate in `stats`), but less work for the database per event than marking it.
    */
   readonly maxAge: Duration.DurationInput
-  /** How often to look. Default 1 minute. */
+  /** How often to look (positive). Default 1 minute. */
   readonly every?: Duration.DurationInput | undefined
-  /** Rows per delete statement. Default 5,000. */
+  /** Rows per delete statement, from 1 to 1,000,000. Default 5,000. */
   readonly batchSize?: number | undefined
 }
 
@@ -139,7 +172,9 @@ export interface RetentionOptions {
  * @category models
  */
 export interface PruneOptions {
+  /** A finite, non-negative duration. */
   readonly maxAge: Duration.DurationInput
+  /** Rows per delete statement, from 1 to 1,000,000. Default 5,000. */
   readonly batchSize?: number | undefined
 }
 
@@ -148,45 +183,44 @@ export interface PruneOptions {
  * @category models
  */
 export interface DispatcherOptions {
-  /** Rows claimed per transaction. Default 1,000. */
+  /** Events claimed per transaction, from 1 to 100,000. Default 1,000. */
   readonly batchSize?: number | undefined
-  /** Batches in flight per dispatcher (each its own transaction). Default 2. */
+  /** Batches in flight per dispatcher (each its own transaction), from 1 to 64. Default 2. */
   readonly concurrency?: number | undefined
-  /** Publisher confirms in flight per batch. Default: the batch size. */
+  /** Publisher confirms in flight per batch, from 1 to 100,000. Default: the batch size. */
   readonly window?: number | undefined
   /**
-   * Events of one topic per broker message (`Broker.PublishAllOptions.pack`). Default 1: each
-   * event its own message, readable by any AMQP consumer. Above 1, only this library's
-   * consumers can read them, and RabbitMQ then moves many times the events per second.
+   * Events of one topic per broker message (`Broker.PublishAllOptions.pack`), from 1 to 10,000.
+   * Default 1: each event its own message, readable by any AMQP consumer. Above 1, only this
+   * library's consumers can read them, and RabbitMQ then moves many times the events per second.
    */
   readonly pack?: number | undefined
-  /** Fallback poll when no wake-up arrives. Default 1 second. */
+  /** Fallback poll when no wake-up arrives (positive). Default 1 second. */
   readonly pollInterval?: Duration.DurationInput | undefined
   readonly ordering?: Ordering | undefined
-  /** Per-row retry of events the broker rejected; exhausted → `dead`. Default {@link defaultRetry}. */
+  /** Per-event retry of events the broker rejected; exhausted → `dead`. Default {@link defaultRetry}. */
   readonly retry?: Schedule.Schedule<unknown, PublishError> | undefined
-  /** Back-off while the broker is unavailable (rows are not charged an attempt). */
+  /** Back-off while the broker is unavailable (events are not charged an attempt). */
   readonly brokerBackoff?: Schedule.Schedule<unknown, unknown> | undefined
-  /** Delete old dispatched rows. Default: keep 7 days, checked every minute. `false` disables. */
+  /** Delete old dispatched events. Default: keep 7 days, checked every minute. `false` disables. */
   readonly retention?: RetentionOptions | false | undefined
-  /** LISTEN for wake-ups (with the poll as fallback). Default true. */
+  /**
+   * Wake up on the store's cross-process wake-ups (PgOutbox: LISTEN/NOTIFY), with the poll as
+   * fallback. Default: when the store has them. `true` fails the Layer with `InvalidOptions`
+   * when the store has none.
+   */
   readonly listen?: boolean | undefined
-  /** `application_name` of the LISTEN connection. Default `eb-outbox-listen`. */
-  readonly listenApplicationName?: string | undefined
-  /** How often the pending/lag/dead gauges are refreshed. Default 5 seconds. */
+  /** How often the pending/lag/dead gauges are refreshed (positive). Default 5 seconds. */
   readonly metricsInterval?: Duration.DurationInput | undefined
 }
 
 /**
- * Default per-row retry: exponential from 1 second, capped at 5 minutes, 10 retries.
+ * Default per-event retry: exponential from 1 second, capped at 5 minutes, 10 retries.
  *
  * @since 0.1.0
  * @category models
  */
-export const defaultRetry: Schedule.Schedule<unknown, unknown> = Schedule.exponential("1 second").pipe(
-  Schedule.union(Schedule.spaced("5 minutes")),
-  Schedule.intersect(Schedule.recurs(10))
-)
+export const defaultRetry: Schedule.Schedule<unknown, unknown> = dispatcherInternal.defaultRetry
 
 /**
  * Default back-off while the broker is unavailable: exponential from 100 ms, capped at 2 seconds.
@@ -194,44 +228,56 @@ export const defaultRetry: Schedule.Schedule<unknown, unknown> = Schedule.expone
  * @since 0.1.0
  * @category models
  */
-export const defaultBrokerBackoff: Schedule.Schedule<unknown, unknown> = Schedule.exponential("100 millis").pipe(
-  Schedule.union(Schedule.spaced("2 seconds"))
-)
+export const defaultBrokerBackoff: Schedule.Schedule<unknown, unknown> = dispatcherInternal.defaultBrokerBackoff
 
 /**
  * @since 0.1.0
  * @category models
  */
-export const defaults = {
-  batchSize: 1000,
-  concurrency: 2,
-  pollInterval: "1 second",
-  retentionMaxAge: "7 days",
-  retentionEvery: "1 minute",
-  retentionBatchSize: 5000,
-  metricsInterval: "5 seconds",
-  listenApplicationName: "eb-outbox-listen"
-} as const
+export const defaults: {
+  readonly batchSize: 1000
+  readonly concurrency: 2
+  readonly pollInterval: "1 second"
+  readonly retentionMaxAge: "7 days"
+  readonly retentionEvery: "1 minute"
+  readonly retentionBatchSize: 5000
+  readonly metricsInterval: "5 seconds"
+  readonly deadLimit: 100
+} = dispatcherInternal.defaults
 
 /**
- * Effect metrics kept by dispatchers (counters are per process; gauges read the table).
+ * Effect metrics kept by dispatchers (counters are per process; gauges read the store).
  *
  * @since 0.1.0
  * @category models
  */
-export const metrics = {
-  dispatched: Metric.counter("effect_background_outbox_dispatched", {
-    description: "outbox events confirmed by the broker and marked dispatched",
-    incremental: true
-  }),
-  failures: Metric.counter("effect_background_outbox_failures", {
-    description: "outbox publish failures charged to a row (retried or dead)",
-    incremental: true
-  }),
-  pending: Metric.gauge("effect_background_outbox_pending", { description: "pending outbox events" }),
-  lagMs: Metric.gauge("effect_background_outbox_lag_ms", { description: "age of the oldest pending outbox event" }),
-  dead: Metric.gauge("effect_background_outbox_dead", { description: "dead outbox events" })
-} as const
+export const metrics: {
+  readonly dispatched: Metric.Metric.Counter<number>
+  readonly failures: Metric.Metric.Counter<number>
+  readonly pending: Metric.Metric.Gauge<number>
+  readonly lagMs: Metric.Metric.Gauge<number>
+  readonly dead: Metric.Metric.Gauge<number>
+} = dispatcherInternal.metrics
+
+/**
+ * Runs a dispatcher on the `OutboxStore` in context for as long as the Layer lives:
+ * `concurrency` claim loops, retention, gauges and the store's cross-process wake-ups. Every
+ * option is checked when the Layer is built (`InvalidOptions` naming the field). With an
+ * `Outbox` service in context, its `add` wakes the dispatcher directly.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const dispatcher = (
+  options?: DispatcherOptions
+): Layer.Layer<never, InvalidOptions, OutboxStore.OutboxStore | Broker.Broker> =>
+  Layer.scopedDiscard(Effect.gen(function*() {
+    const resolved = yield* dispatcherInternal.resolve(options)
+    const store = yield* OutboxStore.OutboxStore
+    const broker = yield* Broker.Broker
+    const local = yield* Effect.serviceOption(Outbox)
+    yield* dispatcherInternal.run(store, broker, resolved, Option.map(local, (outbox) => outbox.wake))
+  }))
 
 /**
  * @since 0.1.0
@@ -241,7 +287,7 @@ export const add = <A, I>(
   topic: Broker.Topic<A, I>,
   message: A,
   options?: AddOptions
-): Effect.Effect<string, EncodeError | InvalidName | SqlError, Outbox> =>
+): Effect.Effect<string, AddError, Outbox> =>
   Effect.flatMap(Outbox, (outbox) => outbox.add(topic, message, options))
 
 /**
@@ -255,9 +301,8 @@ export const replay = (messageIds: Iterable<string>): Effect.Effect<number, SqlE
  * @since 0.1.0
  * @category accessors
  */
-export const dead = (
-  options?: { readonly limit?: number | undefined }
-): Effect.Effect<ReadonlyArray<DeadEvent>, SqlError, Outbox> => Effect.flatMap(Outbox, (outbox) => outbox.dead(options))
+export const dead = (options?: DeadOptions): Effect.Effect<ReadonlyArray<DeadEvent>, QueryError, Outbox> =>
+  Effect.flatMap(Outbox, (outbox) => outbox.dead(options))
 
 /**
  * @since 0.1.0
@@ -271,5 +316,5 @@ export const stats: Effect.Effect<Stats, SqlError, Outbox> = Effect.flatMap(Outb
  * @since 0.1.0
  * @category accessors
  */
-export const prune = (options: PruneOptions): Effect.Effect<number, SqlError | InvalidName, Outbox> =>
+export const prune = (options: PruneOptions): Effect.Effect<number, QueryError, Outbox> =>
   Effect.flatMap(Outbox, (outbox) => outbox.prune(options))

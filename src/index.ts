@@ -41,6 +41,16 @@ export * as Outbox from "./Outbox.js"
 /**
  * @since 0.1.0
  */
+export * as OutboxError from "./OutboxError.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as OutboxStore from "./OutboxStore.js"
+
+/**
+ * @since 0.1.0
+ */
 export * as ResultStore from "./ResultStore.js"
 
 /**

@@ -1,7 +1,8 @@
 /**
- * The Outbox on PostgreSQL: the table (created idempotently on Layer build), `Outbox.add` through
- * the ambient `SqlClient`, and the dispatcher — `FOR UPDATE SKIP LOCKED` claims, confirmed
- * publishes through the `Broker`, LISTEN/NOTIFY wake-ups with a poll as fallback.
+ * The Outbox on PostgreSQL: an `OutboxStore` on the `SqlClient` (the table, created idempotently
+ * on Layer build; `FOR UPDATE SKIP LOCKED` claims; LISTEN/NOTIFY wake-ups on a connection of its
+ * own, taken from the `PgClient`'s config), and the Layers that put the `Outbox` service and a
+ * dispatcher on it.
  *
  * @since 0.1.0
  */
@@ -15,23 +16,25 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as Queue from "effect/Queue"
 import * as Redacted from "effect/Redacted"
 import type * as Scope from "effect/Scope"
 import type * as Pg from "pg"
-import * as Broker from "../Broker.js"
-import { InvalidName } from "../BrokerError.js"
+import type * as Broker from "../Broker.js"
 import * as Dispatcher from "../internal/outbox/dispatcher.js"
+import * as outboxChecks from "../internal/outbox/checks.js"
+import * as PgStore from "../internal/outbox/pgStore.js"
 import * as Sql from "../internal/outbox/sql.js"
-import * as Store from "../internal/outbox/store.js"
+import * as checks from "../internal/options.js"
+import type { InvalidOptions } from "../InvalidOptions.js"
 import * as Outbox from "../Outbox.js"
+import * as OutboxStore from "../OutboxStore.js"
 
 /**
  * @since 0.1.0
  * @category models
  */
 export interface Options {
-  /** Table name prefix: the table is `<prefix>_outbox`. Default `eb`. */
+  /** Table name prefix (a plain SQL identifier of at most 40 bytes): the table is `<prefix>_outbox`. Default `eb`. */
   readonly prefix?: string | undefined
   /**
    * After each `add`, wake dispatchers in other processes with a `pg_notify` sent on a separate
@@ -39,8 +42,13 @@ export interface Options {
    * transaction). Default true.
    */
   readonly notify?: boolean | undefined
-  /** Default 20 milliseconds (the first NOTIFY after a quiet period goes at once). */
+  /** Finite, non-negative. Default 20 milliseconds (the first NOTIFY after a quiet period goes at once). */
   readonly notifyInterval?: Duration.DurationInput | undefined
+  /**
+   * `application_name` of a dispatcher's LISTEN connection (1-63 bytes, PostgreSQL's limit).
+   * Default `eb-outbox-listen`.
+   */
+  readonly listenApplicationName?: string | undefined
 }
 
 /**
@@ -55,48 +63,36 @@ export interface DispatcherOptions extends Options, Outbox.DispatcherOptions {}
  */
 export const defaults = {
   prefix: "eb",
-  notifyInterval: "20 millis"
+  notifyInterval: "20 millis",
+  listenApplicationName: "eb-outbox-listen"
 } as const
 
-const resolveTables = (options: Options | undefined): Effect.Effect<Sql.Tables, InvalidName> =>
-  Either.match(Sql.tables(options?.prefix ?? defaults.prefix), { onLeft: Effect.fail, onRight: Effect.succeed })
+const module = "PgOutbox"
 
-/**
- * Creates the table if needed and returns the `Outbox` service.
- *
- * @since 0.1.0
- * @category constructors
- */
-export const make = (
-  options?: Options
-): Effect.Effect<Outbox.Service, SqlError | InvalidName, SqlClient.SqlClient | Scope.Scope> =>
-  Effect.gen(function*() {
-    const tables = yield* resolveTables(options)
-    const sql = yield* SqlClient.SqlClient
-    yield* Sql.setup(sql, tables)
-    return yield* Store.make(sql, {
-      tables,
-      notify: options?.notify ?? true,
-      notifyInterval: Duration.decode(options?.notifyInterval ?? defaults.notifyInterval)
-    })
+/** PostgreSQL keeps the first 63 bytes of an `application_name` (NAMEDATALEN - 1). */
+const maxApplicationNameBytes = 63
+
+interface Resolved {
+  readonly tables: Sql.Tables
+  readonly notify: boolean
+  readonly notifyInterval: Duration.Duration
+  readonly listenApplicationName: string
+}
+
+const resolve = (options: Options | undefined): checks.Checked<Resolved> =>
+  Either.all({
+    tables: Sql.tables(options?.prefix),
+    notify: outboxChecks.boolean(module, "notify", options?.notify, true),
+    notifyInterval: checks.duration(module, "notifyInterval", options?.notifyInterval, {
+      fallback: Duration.decode(defaults.notifyInterval)
+    }),
+    listenApplicationName: Either.map(
+      outboxChecks.text(module, "listenApplicationName", options?.listenApplicationName, {
+        maxBytes: maxApplicationNameBytes
+      }),
+      (name) => name ?? defaults.listenApplicationName
+    )
   })
-
-/**
- * The `Outbox` service alone (producers that do not dispatch).
- *
- * @since 0.1.0
- * @category layers
- */
-export const layerStore = (options?: Options): Layer.Layer<Outbox.Outbox, SqlError | InvalidName, SqlClient.SqlClient> =>
-  Layer.scoped(Outbox.Outbox, make(options))
-
-const invalidOption = (name: string, value: unknown, reason: string) =>
-  new InvalidName({ kind: "option", value: `${name}=${String(value)}`, reason })
-
-const positiveInt = (name: string, value: number, max: number) =>
-  Number.isInteger(value) && value >= 1 && value <= max
-    ? Effect.succeed(value)
-    : Effect.fail(invalidOption(name, value, `must be an integer from 1 to ${max}`))
 
 const listenConfig = (config: PgClient.PgClientConfig, applicationName: string): Pg.ClientConfig => ({
   connectionString: config.url === undefined ? undefined : Redacted.value(config.url),
@@ -111,9 +107,67 @@ const listenConfig = (config: PgClient.PgClientConfig, applicationName: string):
 })
 
 /**
- * Runs a dispatcher for as long as the Layer lives: `concurrency` claim loops, the LISTEN
- * connection, retention and metrics. Batches run on the `SqlClient` it is given (give it its own
- * pool with an `applicationName` to tell its connections apart). Creates the table if needed.
+ * The `OutboxStore` on the `SqlClient` in context; creates the table if needed. Its LISTEN
+ * wake-ups need a `PgClient` in context (they open their own connection from its config);
+ * without one (another SqlClient, such as PGlite) dispatchers on it are woken in-process and by
+ * their poll interval.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makeOutboxStore = (
+  options?: Options
+): Effect.Effect<OutboxStore.Service, SqlError | InvalidOptions, SqlClient.SqlClient | Scope.Scope> =>
+  Effect.gen(function*() {
+    const resolved = yield* resolve(options)
+    const sql = yield* SqlClient.SqlClient
+    const pg = yield* Effect.serviceOption(PgClient.PgClient)
+    return yield* PgStore.make(sql, {
+      tables: resolved.tables,
+      notify: resolved.notify,
+      notifyInterval: resolved.notifyInterval,
+      listen: Option.map(pg, (client) => listenConfig(client.config, resolved.listenApplicationName))
+    })
+  })
+
+/**
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerOutboxStore = (
+  options?: Options
+): Layer.Layer<OutboxStore.OutboxStore, SqlError | InvalidOptions, SqlClient.SqlClient> =>
+  Layer.scoped(OutboxStore.OutboxStore, makeOutboxStore(options))
+
+/**
+ * Creates the table if needed and returns the `Outbox` service.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (
+  options?: Options
+): Effect.Effect<Outbox.Service, SqlError | InvalidOptions, SqlClient.SqlClient | Scope.Scope> =>
+  Effect.flatMap(makeOutboxStore(options), Outbox.make)
+
+/**
+ * The `Outbox` service alone (producers that do not dispatch).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerStore = (
+  options?: Options
+): Layer.Layer<Outbox.Outbox, SqlError | InvalidOptions, SqlClient.SqlClient> => Layer.scoped(Outbox.Outbox, make(options))
+
+/** Every option checked before anything touches the database. */
+const validated = <A, E, R>(options: DispatcherOptions | undefined, layer: Layer.Layer<A, E, R>) =>
+  Layer.unwrapEffect(Effect.as(Effect.zipRight(resolve(options), Dispatcher.resolve(options)), layer))
+
+/**
+ * Runs a dispatcher for as long as the Layer lives (see `Outbox.dispatcher`) on a store of its
+ * own. Batches run on the `SqlClient` it is given (give it its own pool with an
+ * `applicationName` to tell its connections apart). Creates the table if needed.
  *
  * LISTEN opens its own connection from the `PgClient`'s config; without a `PgClient` in the
  * context (another SqlClient, such as PGlite) the dispatcher is woken by in-process signals and
@@ -124,69 +178,23 @@ const listenConfig = (config: PgClient.PgClientConfig, applicationName: string):
  */
 export const dispatcher = (
   options?: DispatcherOptions
-): Layer.Layer<never, SqlError | InvalidName, SqlClient.SqlClient | Broker.Broker> =>
-  Layer.scopedDiscard(Effect.gen(function*() {
-    const tables = yield* resolveTables(options)
-    const sql = yield* SqlClient.SqlClient
-    const pg = yield* Effect.serviceOption(PgClient.PgClient)
-    const broker = yield* Broker.Broker
-    yield* Sql.setup(sql, tables)
-    const batchSize = yield* positiveInt("batchSize", options?.batchSize ?? Outbox.defaults.batchSize, 100_000)
-    const concurrency = yield* positiveInt("concurrency", options?.concurrency ?? Outbox.defaults.concurrency, 64)
-    const window = yield* positiveInt("window", options?.window ?? batchSize, 100_000)
-    const pack = yield* positiveInt("pack", options?.pack ?? 1, 10_000)
-    const retention = options?.retention === false ? Option.none() : Option.some({
-      maxAgeMs: Duration.toMillis(Duration.decode(options?.retention?.maxAge ?? Outbox.defaults.retentionMaxAge)),
-      every: Duration.decode(options?.retention?.every ?? Outbox.defaults.retentionEvery),
-      batchSize: yield* positiveInt(
-        "retention.batchSize",
-        options?.retention?.batchSize ?? Outbox.defaults.retentionBatchSize,
-        1_000_000
-      )
-    })
-    // The stats query needs no service: reuse the store's statement on this client.
-    const stats = Store.readStats(sql, tables)
-    const wake = yield* Queue.sliding<void>(1)
-    const local = yield* Effect.serviceOption(Outbox.Outbox)
-    if (Option.isSome(local)) yield* local.value.wake.register(wake)
-    const resolved: Dispatcher.Resolved = {
-      tables,
-      batchSize,
-      concurrency,
-      window,
-      pack,
-      pollInterval: Duration.decode(options?.pollInterval ?? Outbox.defaults.pollInterval),
-      ordering: options?.ordering ?? "unordered",
-      retry: options?.retry ?? Outbox.defaultRetry,
-      brokerBackoff: options?.brokerBackoff ?? Outbox.defaultBrokerBackoff,
-      retention,
-      listen: options?.listen === false ? Option.none() : Option.map(
-        pg,
-        (client) => listenConfig(client.config, options?.listenApplicationName ?? Outbox.defaults.listenApplicationName)
-      ),
-      metricsInterval: Duration.decode(options?.metricsInterval ?? Outbox.defaults.metricsInterval),
-      metrics: Outbox.metrics,
-      stats
-    }
-    if (options?.listen !== false && Option.isNone(pg)) {
-      yield* Effect.logInfo("outbox dispatcher: no PgClient to LISTEN with; woken in-process and by the poll interval").pipe(
-        Effect.annotateLogs({ package: "effect-background", module: "Outbox", table: tables.outbox })
-      )
-    }
-    yield* Dispatcher.make(sql, broker, resolved, wake).start
-  }))
+): Layer.Layer<never, SqlError | InvalidOptions, SqlClient.SqlClient | Broker.Broker> =>
+  validated(options, Outbox.dispatcher(options).pipe(Layer.provide(layerOutboxStore(options))))
 
 /**
- * The `Outbox` service and a dispatcher in this process (in-process wake-ups skip the NOTIFY
- * round trip).
+ * The `Outbox` service and a dispatcher in this process, on one store (in-process wake-ups skip
+ * the NOTIFY round trip).
  *
  * @since 0.1.0
  * @category layers
  */
 export const layer = (
   options?: DispatcherOptions
-): Layer.Layer<Outbox.Outbox, SqlError | InvalidName, SqlClient.SqlClient | Broker.Broker> =>
-  dispatcher(options).pipe(Layer.provideMerge(layerStore(options)))
+): Layer.Layer<Outbox.Outbox, SqlError | InvalidOptions, SqlClient.SqlClient | Broker.Broker> =>
+  validated(
+    options,
+    Outbox.dispatcher(options).pipe(Layer.provideMerge(Outbox.layer), Layer.provide(layerOutboxStore(options)))
+  )
 
 /**
  * As `layer`, with the table prefix and notify settings read from `Config`.
@@ -199,7 +207,6 @@ export const layerConfig = (
   dispatcherOptions?: Outbox.DispatcherOptions
 ): Layer.Layer<
   Outbox.Outbox,
-  SqlError | InvalidName | ConfigError.ConfigError,
+  SqlError | InvalidOptions | ConfigError.ConfigError,
   SqlClient.SqlClient | Broker.Broker
-> =>
-  Layer.unwrapEffect(Effect.map(Config.unwrap(config), (options) => layer({ ...dispatcherOptions, ...options })))
+> => Layer.unwrapEffect(Effect.map(Config.unwrap(config), (options) => layer({ ...dispatcherOptions, ...options })))

@@ -128,6 +128,43 @@ describe("PgOutbox", () => {
       assert.deepStrictEqual(events.map((r) => decode(r.body).orderId), ["o1"])
     })))
 
+  it.live("NaN or ±Infinity fails add with EncodeError naming the field, a U+0000 header value with InvalidName naming the header; the transaction rolls back with nothing inserted", () =>
+    run(Effect.gen(function*() {
+      const prefix = yield* uniquePrefix
+      const sql = yield* SqlClient.SqlClient
+      const invoices = sql(`${prefix}_invoices`)
+      yield* sql`create table ${invoices} (id text primary key)`
+      yield* Effect.addFinalizer(() => Effect.orDie(sql`drop table if exists ${invoices}`))
+      const ctx = yield* Layer.build(PgOutbox.layerStore({ prefix, notify: false }))
+      const Line = Schema.Struct({ sku: Schema.String, price: Schema.Number })
+      const issued = Broker.topic("outbox.invoice.issued", Schema.Struct({ invoiceId: Schema.String, lines: Schema.Array(Line) }))
+      const issue = (id: string, price: number, headers?: Record<string, string>) =>
+        sql.withTransaction(Effect.gen(function*() {
+          yield* sql`insert into ${invoices} (id) values (${id})`
+          return yield* Outbox.add(issued, { invoiceId: id, lines: [{ sku: "a", price: 1 }, { sku: "b", price }] }, { headers })
+        })).pipe(Effect.provide(ctx))
+
+      for (const price of [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]) {
+        const error = yield* Effect.flip(issue(`i-${price}`, price))
+        assert.strictEqual(error._tag, "EncodeError", String(price))
+        if (error._tag === "EncodeError") assert.include(error.issue, "lines[1].price")
+      }
+      const nul = yield* Effect.flip(issue("i-nul", 2, { tenant: "acme\u0000" }))
+      assert.strictEqual(nul._tag, "InvalidName")
+      if (nul._tag === "InvalidName") {
+        assert.strictEqual(nul.kind, "header")
+        assert.strictEqual(nul.value, "tenant")
+      }
+      assert.deepStrictEqual(yield* sql`select id from ${invoices}`, [])
+      assert.strictEqual(yield* countRows(prefix), 0)
+
+      // JSON has no negative zero: -0 is accepted and arrives as 0.
+      const id = yield* issue("i-zero", -0)
+      const rows = yield* sql<{ body: string }>`select body from ${sql(`${prefix}_outbox`)} where message_id = ${id}`
+      const body = JSON.parse(rows[0]?.body ?? "null") as { lines: Array<{ price: number }> }
+      assert.isTrue(Object.is(body.lines[1]?.price, 0))
+    })))
+
   it.live("pack: 250 events go out as 3 RabbitMQ messages and reach a subscriber once each with their ids and headers", () =>
     run(Effect.gen(function*() {
       const prefix = yield* uniquePrefix
@@ -343,7 +380,7 @@ describe("PgOutbox", () => {
       assert.strictEqual(yield* Outbox.prune({ maxAge: "1 hour", batchSize: 3 }).pipe(Effect.provide(ctx)), 7)
       assert.strictEqual(yield* Outbox.prune({ maxAge: "1 hour" }).pipe(Effect.provide(ctx)), 0)
       const invalid = yield* Effect.flip(Outbox.prune({ maxAge: "1 hour", batchSize: 0 }).pipe(Effect.provide(ctx)))
-      assert.strictEqual(invalid._tag, "InvalidName")
+      assert.strictEqual(invalid._tag, "InvalidOptions")
       yield* waitUntil("the newest dispatched too", Effect.map(countRows(prefix, "dispatched"), (n) => n === 6))
     })))
 

@@ -1,4 +1,3 @@
-import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
@@ -11,16 +10,68 @@ import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import type * as Broker from "../../Broker.js"
 import type { PublishError } from "../../BrokerError.js"
+import type { InvalidOptions } from "../../InvalidOptions.js"
 import type * as Outbox from "../../Outbox.js"
+import type * as OutboxStore from "../../OutboxStore.js"
+import * as checks from "../options.js"
 import { nextRetryDelay } from "../retry.js"
-import type * as Pg from "pg"
 import { withSpanWhenTraced } from "../tracing.js"
-import * as Listener from "./listener.js"
-import * as Sql from "./sql.js"
+import * as outboxChecks from "./checks.js"
+import type * as Wake from "./wake.js"
+
+/**
+ * The dispatcher, written against the `OutboxStore` port: `concurrency` loops that each claim a
+ * batch in one store transaction, publish it through the Broker with confirms, and record the
+ * outcome before the transaction commits; plus retention, gauges and cross-process wake-ups.
+ */
+
+/** @internal */
+export const defaults = {
+  batchSize: 1000,
+  concurrency: 2,
+  pollInterval: "1 second",
+  retentionMaxAge: "7 days",
+  retentionEvery: "1 minute",
+  retentionBatchSize: 5000,
+  metricsInterval: "5 seconds",
+  deadLimit: 100
+} as const
+
+/** @internal */
+export const defaultRetry: Schedule.Schedule<unknown, unknown> = Schedule.exponential("1 second").pipe(
+  Schedule.union(Schedule.spaced("5 minutes")),
+  Schedule.intersect(Schedule.recurs(10))
+)
+
+/** @internal */
+export const defaultBrokerBackoff: Schedule.Schedule<unknown, unknown> = Schedule.exponential("100 millis").pipe(
+  Schedule.union(Schedule.spaced("2 seconds"))
+)
+
+/** @internal */
+export const metrics = {
+  dispatched: Metric.counter("effect_background_outbox_dispatched", {
+    description: "outbox events confirmed by the broker and marked dispatched",
+    incremental: true
+  }),
+  failures: Metric.counter("effect_background_outbox_failures", {
+    description: "outbox publish failures charged to a row (retried or dead)",
+    incremental: true
+  }),
+  pending: Metric.gauge("effect_background_outbox_pending", { description: "pending outbox events" }),
+  lagMs: Metric.gauge("effect_background_outbox_lag_ms", { description: "age of the oldest pending outbox event" }),
+  dead: Metric.gauge("effect_background_outbox_dead", { description: "dead outbox events" })
+} as const
+
+/** @internal */
+export interface Retention {
+  readonly maxAge: Duration.Duration
+  readonly every: Duration.Duration
+  readonly batchSize: number
+}
 
 /** @internal */
 export interface Resolved {
-  readonly tables: Sql.Tables
   readonly batchSize: number
   readonly concurrency: number
   readonly window: number
@@ -29,12 +80,73 @@ export interface Resolved {
   readonly ordering: Outbox.Ordering
   readonly retry: Schedule.Schedule<unknown, PublishError>
   readonly brokerBackoff: Schedule.Schedule<unknown, unknown>
-  readonly retention: Option.Option<{ readonly maxAgeMs: number; readonly every: Duration.Duration; readonly batchSize: number }>
-  readonly listen: Option.Option<Pg.ClientConfig>
+  readonly retention: Option.Option<Retention>
+  /** `undefined`: listen when the store can. */
+  readonly listen: boolean | undefined
   readonly metricsInterval: Duration.Duration
-  readonly metrics: typeof Outbox.metrics
-  readonly stats: Effect.Effect<Outbox.Stats, SqlError>
 }
+
+const module = "Outbox"
+
+/** @internal */
+export const resolveRetention = (
+  retention: Outbox.RetentionOptions | false | undefined
+): checks.Checked<Option.Option<Retention>> => {
+  if (retention === false) return Either.right(Option.none())
+  if (retention !== undefined && (typeof retention !== "object" || retention === null)) {
+    return Either.left(checks.invalid(module, "retention", retention, "must be false or { maxAge, every?, batchSize? }"))
+  }
+  return Either.map(
+    Either.all({
+      maxAge: checks.duration(module, "retention.maxAge", retention?.maxAge, {
+        fallback: Duration.decode(defaults.retentionMaxAge)
+      }),
+      every: checks.duration(module, "retention.every", retention?.every, {
+        fallback: Duration.decode(defaults.retentionEvery),
+        positive: true
+      }),
+      batchSize: checks.integer(module, "retention.batchSize", retention?.batchSize, {
+        min: 1,
+        max: 1_000_000,
+        fallback: defaults.retentionBatchSize
+      })
+    }),
+    Option.some
+  )
+}
+
+/**
+ * Every dispatcher option checked, with its default filled in.
+ *
+ * @internal
+ */
+export const resolve = (options: Outbox.DispatcherOptions | undefined): checks.Checked<Resolved> =>
+  Either.map(
+    Either.all({
+      batchSize: checks.integer(module, "batchSize", options?.batchSize, { min: 1, max: 100_000, fallback: defaults.batchSize }),
+      concurrency: checks.integer(module, "concurrency", options?.concurrency, {
+        min: 1,
+        max: 64,
+        fallback: defaults.concurrency
+      }),
+      window: checks.optionalInteger(module, "window", options?.window, { min: 1, max: 100_000 }),
+      pack: checks.integer(module, "pack", options?.pack, { min: 1, max: 10_000, fallback: 1 }),
+      pollInterval: checks.duration(module, "pollInterval", options?.pollInterval, {
+        fallback: Duration.decode(defaults.pollInterval),
+        positive: true
+      }),
+      ordering: checks.oneOf(module, "ordering", options?.ordering, ["unordered", "per-key"], "unordered"),
+      retry: outboxChecks.schedule<Schedule.Schedule<unknown, PublishError>>(module, "retry", options?.retry, defaultRetry),
+      brokerBackoff: outboxChecks.schedule(module, "brokerBackoff", options?.brokerBackoff, defaultBrokerBackoff),
+      retention: resolveRetention(options?.retention),
+      listen: outboxChecks.boolean(module, "listen", options?.listen, undefined),
+      metricsInterval: checks.duration(module, "metricsInterval", options?.metricsInterval, {
+        fallback: Duration.decode(defaults.metricsInterval),
+        positive: true
+      })
+    }),
+    (resolved): Resolved => ({ ...resolved, window: resolved.window ?? resolved.batchSize })
+  )
 
 type Outcome =
   | { readonly _tag: "Dispatched" }
@@ -65,14 +177,14 @@ const classify = (result: Either.Either<void, PublishError>): Outcome => {
   }
 }
 
-const toEntry = (row: Sql.ClaimedRow): Broker.EncodedEntry => ({
-  topic: row.topic,
-  body: row.body,
-  messageId: row.message_id,
-  headers: row.headers ?? undefined,
+const toEntry = (event: OutboxStore.ClaimedEvent): Broker.EncodedEntry => ({
+  topic: event.topic,
+  body: event.body,
+  messageId: event.messageId,
+  headers: event.headers,
   // The context of the transaction that added the event, never the dispatcher's own span.
-  traceparent: row.traceparent,
-  publishedAt: Math.round(Number(row.created_ms))
+  traceparent: event.traceparent ?? null,
+  publishedAt: Math.round(event.createdAtMs)
 })
 
 const maxErrorLength = 2000
@@ -87,21 +199,21 @@ interface BatchResult {
   readonly unavailable: PublishError | undefined
 }
 
-/** Publishing order within a batch: each chain is one key's contiguous run (or one unkeyed row). */
-const chainsOf = (heads: ReadonlyArray<Sql.ClaimedRow>, successors: ReadonlyArray<Sql.ClaimedRow>) => {
-  const chains: Array<Array<Sql.ClaimedRow>> = []
-  const byKey = new Map<string, { chain: Array<Sql.ClaimedRow>; blocked: boolean }>()
-  for (const head of heads) {
+/** Publishing order within a batch: each chain is one key's contiguous run (or one unkeyed event). */
+const chainsOf = (claim: OutboxStore.KeyedClaim) => {
+  const chains: Array<Array<OutboxStore.ClaimedEvent>> = []
+  const byKey = new Map<string, { chain: Array<OutboxStore.ClaimedEvent>; blocked: boolean }>()
+  for (const head of claim.heads) {
     const chain = [head]
     chains.push(chain)
-    if (head.key !== null) byKey.set(head.key, { chain, blocked: false })
+    if (head.key !== undefined) byKey.set(head.key, { chain, blocked: false })
   }
-  for (const row of successors) {
-    if (row.key === null) continue
-    const entry = byKey.get(row.key)
+  for (const event of claim.successors) {
+    if (event.key === undefined) continue
+    const entry = byKey.get(event.key)
     if (entry === undefined || entry.blocked) continue
-    // Stop a key at its first row that is not ready (dead, or waiting for a retry).
-    if (row.state === "pending" && row.due) entry.chain.push(row)
+    // Stop a key at its first event that is not ready (dead, or waiting for a retry).
+    if (event.ready) entry.chain.push(event)
     else entry.blocked = true
   }
   return chains
@@ -109,38 +221,37 @@ const chainsOf = (heads: ReadonlyArray<Sql.ClaimedRow>, successors: ReadonlyArra
 
 /** @internal */
 export const make = (
-  sql: SqlClient.SqlClient,
+  store: OutboxStore.Service,
   broker: Broker.Service,
   options: Resolved,
   wake: Queue.Queue<void>
 ) => {
-  const t = options.tables
   // A retention of 0: an event is deleted by the transaction that records its dispatch.
-  const deleteOnDispatch = Option.exists(options.retention, (r) => r.maxAgeMs === 0)
+  const deleteOnDispatch = Option.exists(options.retention, (r) => Duration.toMillis(r.maxAge) === 0)
 
-  /** Publishes `rows` (one wave) and records outcomes into the accumulators. */
+  /** Publishes `events` (one wave) and records outcomes into the accumulators. */
   const publishWave = (
-    rows: ReadonlyArray<Sql.ClaimedRow>,
+    events: ReadonlyArray<OutboxStore.ClaimedEvent>,
     done: Array<string>,
-    failures: Array<Sql.Failure>
+    failures: Array<OutboxStore.Failure>
   ) =>
     Effect.gen(function*() {
-      const results = yield* broker.publishAllEncoded(rows.map(toEntry), { window: options.window, pack: options.pack })
+      const results = yield* broker.publishAllEncoded(events.map(toEntry), { window: options.window, pack: options.pack })
       const outcomes: Array<Outcome> = []
       let unavailable: PublishError | undefined
-      for (let i = 0; i < rows.length; i++) {
-        const row = rows[i]
+      for (let i = 0; i < events.length; i++) {
+        const event = events[i]
         const result = results[i]
-        if (row === undefined || result === undefined) continue
+        if (event === undefined || result === undefined) continue
         const outcome = classify(result)
         outcomes.push(outcome)
-        if (outcome._tag === "Dispatched") done.push(row.id)
+        if (outcome._tag === "Dispatched") done.push(event.id)
         else if (outcome._tag === "Unavailable") unavailable = outcome.error
         else {
-          const attempt = row.attempts + 1
+          const attempt = event.attempts + 1
           const delay = outcome.fatal ? Option.none() : yield* nextRetryDelay(options.retry, attempt, outcome.error)
           failures.push({
-            id: row.id,
+            id: event.id,
             error: describe(outcome.error),
             state: Option.isSome(delay) ? "pending" : "dead",
             delayMs: Option.match(delay, { onNone: () => 0, onSome: Duration.toMillis })
@@ -150,47 +261,38 @@ export const make = (
       return { outcomes, unavailable }
     })
 
-  const claimAndPublish: Effect.Effect<BatchResult, SqlError> = Effect.gen(function*() {
-    const done: Array<string> = []
-    const failures: Array<Sql.Failure> = []
-    let claimed = 0
-    let unavailable: PublishError | undefined
-    yield* Sql.batchSettings(sql)
-    if (options.ordering === "unordered") {
-      const rows = yield* Sql.claim(sql, t, options.batchSize)
-      claimed = rows.length
-      if (claimed > 0) unavailable = (yield* publishWave(rows, done, failures)).unavailable
-    } else {
-      const heads = yield* Sql.claimHeads(sql, t, options.batchSize)
-      const keyed = heads.filter((row) => row.key !== null)
-      const successors = keyed.length === 0 ? [] : yield* Sql.claimSuccessors(
-        sql,
-        t,
-        keyed.map((row) => row.key ?? ""),
-        keyed.map((row) => row.id),
-        options.batchSize
-      )
-      let chains = chainsOf(heads, successors)
-      claimed = chains.reduce((n, chain) => n + chain.length, 0)
-      // Waves: the i-th row of every live chain; a key whose row did not go out stops here, so
-      // no event is published before its predecessor was confirmed.
-      for (let i = 0; chains.length > 0; i++) {
-        const wave = chains.map((chain) => chain[i]).filter((row): row is Sql.ClaimedRow => row !== undefined)
-        if (wave.length === 0) break
-        const result = yield* publishWave(wave, done, failures)
-        if (result.unavailable !== undefined) unavailable = result.unavailable
-        chains = chains.filter((chain, j) => chain.length > i + 1 && result.outcomes[j]?._tag === "Dispatched")
+  const claimAndPublish = (batch: OutboxStore.Batch): Effect.Effect<BatchResult, SqlError> =>
+    Effect.gen(function*() {
+      const done: Array<string> = []
+      const failures: Array<OutboxStore.Failure> = []
+      let claimed = 0
+      let unavailable: PublishError | undefined
+      if (options.ordering === "unordered") {
+        const events = yield* batch.claim(options.batchSize)
+        claimed = events.length
+        if (claimed > 0) unavailable = (yield* publishWave(events, done, failures)).unavailable
+      } else {
+        let chains = chainsOf(yield* batch.claimInKeyOrder(options.batchSize))
+        claimed = chains.reduce((n, chain) => n + chain.length, 0)
+        // Waves: the i-th event of every live chain; a key whose event did not go out stops here,
+        // so no event is published before its predecessor was confirmed.
+        for (let i = 0; chains.length > 0; i++) {
+          const wave = chains.map((chain) => chain[i]).filter((event): event is OutboxStore.ClaimedEvent => event !== undefined)
+          if (wave.length === 0) break
+          const result = yield* publishWave(wave, done, failures)
+          if (result.unavailable !== undefined) unavailable = result.unavailable
+          chains = chains.filter((chain, j) => chain.length > i + 1 && result.outcomes[j]?._tag === "Dispatched")
+        }
       }
-    }
-    if (done.length > 0) yield* (deleteOnDispatch ? Sql.deleteRows(sql, t, done) : Sql.markDispatched(sql, t, done))
-    if (failures.length > 0) yield* Sql.markFailed(sql, t, failures)
-    yield* Metric.incrementBy(options.metrics.dispatched, done.length)
-    yield* Metric.incrementBy(options.metrics.failures, failures.length)
-    return { claimed, unavailable }
-  })
+      if (done.length > 0) yield* (deleteOnDispatch ? batch.remove(done) : batch.markDispatched(done))
+      if (failures.length > 0) yield* batch.markFailed(failures)
+      yield* Metric.incrementBy(metrics.dispatched, done.length)
+      yield* Metric.incrementBy(metrics.failures, failures.length)
+      return { claimed, unavailable }
+    })
 
-  const batch: Effect.Effect<BatchResult, SqlError> = sql.withTransaction(claimAndPublish).pipe(
-    withSpanWhenTraced("outbox.dispatch", { kind: "producer", captureStackTrace: false, attributes: { "outbox.table": t.outbox } })
+  const batch: Effect.Effect<BatchResult, SqlError> = store.dispatch(claimAndPublish).pipe(
+    withSpanWhenTraced("outbox.dispatch", { kind: "producer", captureStackTrace: false, attributes: { "outbox.table": store.label } })
   )
 
   // After a wake-up that found nothing (the writer's transaction had not committed yet), look
@@ -233,17 +335,17 @@ export const make = (
   })
 
   const retention = Option.map(Option.filter(options.retention, () => !deleteOnDispatch), (r) =>
-    Sql.pruneDispatched(sql, t, r.maxAgeMs, r.batchSize).pipe(
+    store.prune(r.maxAge, r.batchSize).pipe(
       Effect.tapErrorCause((cause) => Effect.logWarning("outbox retention failed", cause)),
       Effect.ignore,
       Effect.repeat(Schedule.spaced(r.every))
     ))
 
   const gauges = Effect.gen(function*() {
-    const stats = yield* options.stats
-    yield* Metric.set(options.metrics.pending, stats.pending)
-    yield* Metric.set(options.metrics.lagMs, stats.oldestPendingAgeMs)
-    yield* Metric.set(options.metrics.dead, stats.dead)
+    const stats = yield* store.stats
+    yield* Metric.set(metrics.pending, stats.pending)
+    yield* Metric.set(metrics.lagMs, stats.oldestPendingAgeMs)
+    yield* Metric.set(metrics.dead, stats.dead)
   }).pipe(
     Effect.tapErrorCause((cause) => Effect.logDebug("outbox stats failed", cause)),
     Effect.ignore,
@@ -258,7 +360,7 @@ export const make = (
       Effect.sandbox,
       Effect.tapError((cause) => Effect.logWarning(`outbox ${name} failed; retrying`, cause)),
       Effect.retry({ schedule: sqlRetry, while: (cause) => !Cause.isInterruptedOnly(cause) }),
-      Effect.annotateLogs({ package: "effect-background", module: "Outbox", fiber: name, table: t.outbox }),
+      Effect.annotateLogs({ package: "effect-background", module: "Outbox", fiber: name, table: store.label }),
       Effect.forkScoped,
       Effect.interruptible
     )
@@ -267,21 +369,40 @@ export const make = (
     for (let i = 0; i < options.concurrency; i++) yield* fork("dispatch", worker)
     if (Option.isSome(retention)) yield* fork("retention", retention.value)
     yield* fork("metrics", gauges)
-    if (Option.isSome(options.listen)) {
-      const signal = () => Queue.unsafeOffer(wake, undefined)
-      yield* fork(
-        "listen",
-        Listener.run({
-          config: options.listen.value,
-          channel: t.channel,
-          reconnect: Schedule.exponential("100 millis"),
-          maxDelay: options.pollInterval,
-          onNotify: signal,
-          onListening: signal
-        })
-      )
+    if (options.listen !== false && Option.isSome(store.listen)) {
+      yield* fork("listen", store.listen.value(() => Queue.unsafeOffer(wake, undefined)))
     }
   })
 
   return { start, batch }
 }
+
+/**
+ * Starts a dispatcher on `store` for as long as the enclosing Scope lives. `local`: the Outbox
+ * service of this process, whose `add` then wakes the dispatcher without a round trip.
+ *
+ * @internal
+ */
+export const run = (
+  store: OutboxStore.Service,
+  broker: Broker.Service,
+  options: Resolved,
+  local: Option.Option<Wake.LocalWake>
+): Effect.Effect<void, InvalidOptions, Scope.Scope> =>
+  Effect.gen(function*() {
+    if (Option.isNone(store.listen)) {
+      if (options.listen === true) {
+        return yield* Effect.fail(
+          checks.invalid(module, "listen", true, `the outbox store ${store.label} has no cross-process wake-ups`)
+        )
+      }
+      if (options.listen === undefined) {
+        yield* Effect.logInfo("outbox dispatcher: no cross-process wake-ups; woken in-process and by the poll interval").pipe(
+          Effect.annotateLogs({ package: "effect-background", module: "Outbox", table: store.label })
+        )
+      }
+    }
+    const wake = yield* Queue.sliding<void>(1)
+    if (Option.isSome(local)) yield* local.value.register(wake)
+    yield* make(store, broker, options, wake).start
+  })

@@ -9,7 +9,7 @@ import { nextRetryDelay } from "../retry.js"
 
 /**
  * The dispatcher's own LISTEN connection. @effect/sql-pg 0.53's `listen` goes silently dead when
- * its connection is terminated (RELIABILITY.md), so we hold a dedicated `pg` client: every
+ * its connection is terminated (fault O4), so we hold a dedicated `pg` client: every
  * `error`/`end` event ends the session, the loop reconnects on a Schedule, re-LISTENs and then
  * asks for one poll to cover notifications sent while nobody listened.
  */

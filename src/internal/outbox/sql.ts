@@ -2,7 +2,7 @@ import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import { InvalidName } from "../../BrokerError.js"
+import * as checks from "../options.js"
 
 /**
  * The outbox table and every statement on it. Values are always bound parameters; the only
@@ -20,15 +20,12 @@ export interface Tables {
   readonly channel: string
 }
 
-const prefixPattern = /^[A-Za-z_][A-Za-z0-9_]{0,39}$/
-
-/** @internal */
-export const tables = (prefix: string): Either.Either<Tables, InvalidName> =>
-  prefixPattern.test(prefix)
-    ? Either.right({ prefix, outbox: `${prefix}_outbox`, channel: `${prefix}_outbox` })
-    : Either.left(
-      new InvalidName({ kind: "option", value: prefix, reason: "table prefix must match [A-Za-z_][A-Za-z0-9_]{0,39}" })
-    )
+/** The tables of a prefix (the `prefix` option of PgOutbox; default `eb`). @internal */
+export const tables = (prefix: string | undefined): checks.Checked<Tables> =>
+  Either.map(
+    checks.sqlIdentifier("PgOutbox", "prefix", prefix, "eb"),
+    (prefix) => ({ prefix, outbox: `${prefix}_outbox`, channel: `${prefix}_outbox` })
+  )
 
 /**
  * Idempotent schema setup, serialised across processes by a transaction-scoped advisory lock so
