@@ -3,6 +3,7 @@ import { NodeHttpServer } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Fiber, Layer, Metric, MetricBoundaries, TestClock } from "effect"
 import * as Health from "../../src/Health.js"
+import * as HealthHttp from "../../src/HealthHttp.js"
 import { uniqueName } from "../fixtures/env.js"
 
 class Probe extends Context.Tag("test/Probe")<Probe, { readonly up: boolean }>() {}
@@ -108,7 +109,7 @@ describe("Health", () => {
 
 describe("Health over HTTP", () => {
   const serve = (checks: Record<string, Health.Check>) =>
-    HttpServer.serve(Health.router).pipe(
+    HttpServer.serve(HealthHttp.router).pipe(
       Layer.provide(Health.layer(checks)),
       Layer.provideMerge(NodeHttpServer.layerTest)
     )
