@@ -157,9 +157,9 @@ const runCheck = (check: Check, timeout: Duration.Duration): Effect.Effect<Check
  * @since 0.1.0
  * @category models
  */
-export type Requirements<Checks extends Readonly<Record<string, Check<unknown>>>> = Effect.Effect.Context<
-  Checks[keyof Checks]
->
+export type Requirements<Checks extends Readonly<Record<string, Check<unknown>>>> = [keyof Checks] extends [never]
+  ? never
+  : Effect.Effect.Context<Checks[keyof Checks]>
 
 const validate = (
   initial: Readonly<Record<string, unknown>>,

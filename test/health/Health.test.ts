@@ -1,7 +1,7 @@
 import { HttpClient, HttpServer } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Fiber, Layer, Metric, MetricBoundaries, TestClock } from "effect"
+import { Context, Effect, Exit, Fiber, Layer, Metric, MetricBoundaries, Scope, TestClock } from "effect"
 import * as Health from "../../src/Health.js"
 import * as HealthHttp from "../../src/HealthHttp.js"
 import { uniqueName } from "../fixtures/env.js"
@@ -71,6 +71,20 @@ describe("Health", () => {
       const after = yield* health.check
       assert.strictEqual(after.status, "up")
       assert.deepStrictEqual(Object.keys(after.checks), ["base"])
+    }))
+
+  it.effect("a check registered again under the same name stays when the first registration's Scope closes", () =>
+    Effect.gen(function*() {
+      const health = yield* Health.make()
+      const first = yield* Scope.make()
+      yield* health.register("worker", Effect.succeed({ status: "down", detail: "first" })).pipe(Scope.extend(first))
+      yield* Effect.scoped(Effect.gen(function*() {
+        yield* health.register("worker", Effect.succeed({ status: "up", detail: "second" }))
+        yield* Scope.close(first, Exit.void)
+        const report = yield* health.check
+        assert.strictEqual(report.checks["worker"]?.detail, "second")
+      }))
+      assert.deepStrictEqual(Object.keys((yield* health.check).checks), [])
     }))
 
   it.effect("renders counters, gauges, histograms and frequencies in the Prometheus text format", () =>
