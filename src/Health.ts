@@ -168,7 +168,9 @@ const validate = (
   Either.gen(function*() {
     for (const [name, probe] of Object.entries(initial)) {
       if (!Effect.isEffect(probe)) {
-        return yield* Either.left(optionChecks.invalid(MODULE, `checks.${name}`, probe, "must be an Effect (a Health.Check)"))
+        return yield* Either.left(
+          optionChecks.invalid(MODULE, `checks.${name}`, probe, "must be an Effect (a Health.Check)")
+        )
       }
     }
     return yield* optionChecks.duration(MODULE, "timeout", options.timeout, {

@@ -1,6 +1,7 @@
 import type { Connection } from "@effect/sql/SqlConnection"
 import { SqlError } from "@effect/sql/SqlError"
 import * as Statement from "@effect/sql/Statement"
+import type * as Pglite from "@electric-sql/pglite"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -45,7 +46,7 @@ export const sqlError = (action: string) => (cause: unknown): SqlError =>
  *
  * @internal
  */
-export const loadDriver: Effect.Effect<typeof import("@electric-sql/pglite"), SqlError> = Effect.tryPromise({
+export const loadDriver: Effect.Effect<typeof Pglite, SqlError> = Effect.tryPromise({
   try: () => import("@electric-sql/pglite"),
   catch: sqlError("cannot load @electric-sql/pglite (an optional peer dependency: add it to the application)")
 })
@@ -104,7 +105,9 @@ const record = (field: string, value: unknown): Either.Either<void, InvalidOptio
 const parsers = (value: unknown): Either.Either<void, InvalidOptions> =>
   Either.gen(function*() {
     if (value === undefined) return
-    if (!Predicate.isRecord(value)) return yield* Either.left(options.invalid(MODULE, "parsers", value, "must be an object"))
+    if (!Predicate.isRecord(value)) {
+      return yield* Either.left(options.invalid(MODULE, "parsers", value, "must be an object"))
+    }
     for (const [key, parser] of Object.entries(value)) {
       const oid = /^[1-9][0-9]*$/.test(key) ? Number(key) : NaN
       if (!(oid <= MAX_OID)) {
@@ -286,8 +289,6 @@ export const makeLock: Effect.Effect<Lock> = Effect.sync(() => {
       Effect.zipRight(take(restore), Effect.asVoid(Effect.addFinalizer(() => release)))
     ),
     withLock: (effect) =>
-      Effect.uninterruptibleMask((restore) =>
-        Effect.zipRight(take(restore), Effect.ensuring(restore(effect), release))
-      )
+      Effect.uninterruptibleMask((restore) => Effect.zipRight(take(restore), Effect.ensuring(restore(effect), release)))
   }
 })

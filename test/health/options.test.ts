@@ -31,14 +31,24 @@ const parser = (value: string) => value
 const rows: ReadonlyArray<Row> = [
   { module: "Health", field: "timeout", value: "0 millis", fails: build(Health.layer({}, { timeout: "0 millis" })) },
   { module: "Health", field: "timeout", value: "soon", fails: build(Health.layer({}, { timeout: untyped("soon") })) },
-  { module: "Health", field: "timeout", value: "infinity", fails: build(Health.layer({}, { timeout: Duration.infinity })) },
+  {
+    module: "Health",
+    field: "timeout",
+    value: "infinity",
+    fails: build(Health.layer({}, { timeout: Duration.infinity }))
+  },
   {
     module: "Health",
     field: "checks.db",
     value: "42",
     fails: build(Health.layer({ db: untyped<Health.Check>(42) }))
   },
-  { module: "Health", field: "outbox.maxLag", value: "soon", fails: beforeServices(Health.outbox({ maxLag: untyped("soon") })) },
+  {
+    module: "Health",
+    field: "outbox.maxLag",
+    value: "soon",
+    fails: beforeServices(Health.outbox({ maxLag: untyped("soon") }))
+  },
   { module: "Health", field: "consumers.minimum", value: "-1", fails: beforeServices(Health.consumers(-1)) },
   { module: "Health", field: "consumers.minimum", value: "1.5", fails: beforeServices(Health.consumers(1.5)) },
   { module: "PgliteClient", field: "dataDir", value: "\"\"", fails: build(PgliteClient.layer({ dataDir: "" })) },

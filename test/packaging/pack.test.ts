@@ -45,7 +45,9 @@ const run = async (
     const { stderr, stdout } = error as { stdout?: string; stderr?: string }
     throw new Error(`${path.basename(command)} ${args.join(" ")} failed in ${cwd}:\n${stdout ?? ""}${stderr ?? ""}`)
   } finally {
-    timings.push(`${path.basename(args[0] ?? command)} ${args.slice(1, 3).join(" ")}: ${Math.round(performance.now() - start)} ms`)
+    timings.push(
+      `${path.basename(args[0] ?? command)} ${args.slice(1, 3).join(" ")}: ${Math.round(performance.now() - start)} ms`
+    )
   }
 }
 
@@ -206,9 +208,16 @@ describe("packaging", () => {
         app
       )
       const nodeModules = path.join(app, "node_modules")
-      assert.deepStrictEqual(copiesOf(nodeModules, "effect"), [path.join(nodeModules, "effect")], "one effect installed")
+      assert.deepStrictEqual(
+        copiesOf(nodeModules, "effect"),
+        [path.join(nodeModules, "effect")],
+        "one effect installed"
+      )
       for (const optional of ["amqplib", "pg", "@effect/sql-pg", "@electric-sql/pglite"]) {
-        assert.isFalse(fs.existsSync(path.join(nodeModules, optional)), `${optional} is an optional peer: not installed`)
+        assert.isFalse(
+          fs.existsSync(path.join(nodeModules, optional)),
+          `${optional} is an optional peer: not installed`
+        )
       }
 
       // 4. types resolve through the exports map (tsc fails the test otherwise)
@@ -256,16 +265,37 @@ describe("packaging", () => {
         router: "object",
         internal: "ERR_PACKAGE_PATH_NOT_EXPORTED"
       })
-      assert.include(String((main.output as { pglite?: unknown }).pglite), "SqlError: PgliteClient: cannot load @electric-sql/pglite")
+      assert.include(
+        String((main.output as { pglite?: unknown }).pglite),
+        "SqlError: PgliteClient: cannot load @electric-sql/pglite"
+      )
       const effectRoots = new Set(main.resolved.filter((url) => packageOf(url)?.endsWith("/effect")).map(packageOf))
       assert.deepStrictEqual([...effectRoots], [pathToFileURL(path.join(nodeModules, "effect")).href])
-      assert.isTrue(main.resolved.some((url) => url.includes("/node_modules/@effect/platform/")), "the hook sees sub-paths")
+      assert.isTrue(
+        main.resolved.some((url) => url.includes("/node_modules/@effect/platform/")),
+        "the hook sees sub-paths"
+      )
 
       // 6. the root entry point loads effect (and cron-parser for schedules) but no platform, sql or driver
       const rootOnly = await runLogged("root.mjs", "root.log")
-      assert.includeMembers(rootOnly.output as Array<string>, ["Broker", "Health", "MemoryBroker", "Outbox", "TaskQueue"])
+      assert.includeMembers(rootOnly.output as Array<string>, [
+        "Broker",
+        "Health",
+        "MemoryBroker",
+        "Outbox",
+        "TaskQueue"
+      ])
       const loaded = new Set(rootOnly.resolved.map(packageOf).filter((pkg) => pkg !== undefined))
-      for (const forbidden of ["@effect/platform", "@effect/sql", "@effect/sql-pg", "@effect/experimental", "amqplib", "pg"]) {
+      for (
+        const forbidden of [
+          "@effect/platform",
+          "@effect/sql",
+          "@effect/sql-pg",
+          "@effect/experimental",
+          "amqplib",
+          "pg"
+        ]
+      ) {
         const url = pathToFileURL(path.join(nodeModules, forbidden)).href
         assert.isFalse(loaded.has(url), `the root entry point loads ${forbidden}`)
       }
