@@ -1,30 +1,33 @@
 /**
  * Health aggregation: named checks (the Broker's `health`, outbox lag, scheduler leadership,
- * workers, a database ping) combined into one report that is `down` when any check is down,
- * served as `GET /health` (200 / 503 JSON) beside `GET /metrics` (Effect metrics in the
- * Prometheus text format) on an `@effect/platform` HttpRouter.
+ * workers) combined into one report that is `down` when any check is down, plus the Effect
+ * metrics in the Prometheus text format.
+ *
+ * This module loads only `effect`. The HTTP routes (`GET /health`, `GET /metrics`) live in
+ * `effect-background/HealthHttp` (needs `@effect/platform`) and the database ping in
+ * `effect-background/HealthSql` (needs `@effect/sql`).
  *
  * @since 0.1.0
  */
-import * as HttpRouter from "@effect/platform/HttpRouter"
-import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
-import * as SqlClient from "@effect/sql/SqlClient"
-import type { SqlError } from "@effect/sql/SqlError"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Predicate from "effect/Predicate"
+import * as Ref from "effect/Ref"
 import type * as Scope from "effect/Scope"
 import * as Broker from "./Broker.js"
+import * as optionChecks from "./internal/options.js"
+import * as prometheus from "./internal/prometheus.js"
+import type { InvalidOptions } from "./InvalidOptions.js"
 import * as Outbox from "./Outbox.js"
 import * as Scheduler from "./Scheduler.js"
-import * as prometheus from "./internal/prometheus.js"
 
 /**
  * @since 0.1.0
@@ -90,7 +93,7 @@ export interface Report {
  * @category models
  */
 export interface Options {
-  /** A check that takes longer is reported `down`. Default 5 seconds. */
+  /** A check that takes longer is reported `down`. A positive, finite duration; default 5 seconds. */
   readonly timeout?: Duration.DurationInput | undefined
 }
 
@@ -102,7 +105,10 @@ export interface Service {
   readonly [TypeId]: TypeId
   /** Runs every registered check concurrently. */
   readonly check: Effect.Effect<Report>
-  /** Adds a check for the lifetime of the Scope (a layer registers its own probe). */
+  /**
+   * Adds a check for the lifetime of the Scope (a layer registers its own probe). A second
+   * registration under the same name replaces the first while its Scope is open.
+   */
   readonly register: (name: string, check: Check) => Effect.Effect<void, never, Scope.Scope>
 }
 
@@ -112,10 +118,17 @@ export interface Service {
  */
 export class Health extends Context.Tag("effect-background/Health")<Health, Service>() {}
 
+const MODULE = "Health"
+
 const describeError = (error: unknown): string => {
   if (typeof error === "string") return error
   if (Predicate.hasProperty(error, "message") && typeof error.message === "string") return error.message
-  return JSON.stringify(error) ?? String(error)
+  try {
+    return JSON.stringify(error) ?? String(error)
+  } catch {
+    // Cyclic or BigInt-holding values: the report must still be produced.
+    return String(error)
+  }
 }
 
 const describeCause = (cause: Cause.Cause<unknown>): string =>
@@ -144,12 +157,32 @@ const runCheck = (check: Check, timeout: Duration.Duration): Effect.Effect<Check
  * @since 0.1.0
  * @category models
  */
-export type Requirements<Checks extends Readonly<Record<string, Check<unknown>>>> = Effect.Effect.Context<
-  Checks[keyof Checks]
->
+export type Requirements<Checks extends Readonly<Record<string, Check<unknown>>>> = [keyof Checks] extends [never]
+  ? never
+  : Effect.Effect.Context<Checks[keyof Checks]>
+
+const validate = (
+  initial: Readonly<Record<string, unknown>>,
+  options: Options
+): Either.Either<Duration.Duration, InvalidOptions> =>
+  Either.gen(function*() {
+    for (const [name, probe] of Object.entries(initial)) {
+      if (!Effect.isEffect(probe)) {
+        return yield* Either.left(
+          optionChecks.invalid(MODULE, `checks.${name}`, probe, "must be an Effect (a Health.Check)")
+        )
+      }
+    }
+    return yield* optionChecks.duration(MODULE, "timeout", options.timeout, {
+      fallback: Duration.seconds(5),
+      positive: true
+    })
+  })
 
 /**
  * Builds the service with an initial set of checks; the checks' requirements are captured here.
+ * Fails with `InvalidOptions` when `options.timeout` is not a positive, finite duration or a
+ * check is not an Effect.
  *
  * @since 0.1.0
  * @category constructors
@@ -157,22 +190,27 @@ export type Requirements<Checks extends Readonly<Record<string, Check<unknown>>>
 export const make = <const Checks extends Readonly<Record<string, Check<unknown>>> = {}>(
   checks?: Checks,
   options: Options = {}
-): Effect.Effect<Service, never, Requirements<Checks>> =>
+): Effect.Effect<Service, InvalidOptions, Requirements<Checks>> =>
   Effect.gen(function*() {
+    const initial: Readonly<Record<string, Check<unknown>>> = checks ?? {}
+    const timeout = yield* validate(initial, options)
     const context = yield* Effect.context<Requirements<Checks>>()
-    const timeout = Duration.decode(options.timeout ?? "5 seconds")
-    const registered = new Map<string, Check>()
-    for (const [name, check] of Object.entries(checks ?? {})) {
-      // Each check needs a part of `Requirements<Checks>`, all of which `context` holds.
-      registered.set(name, Effect.provide(check as Check<Requirements<Checks>>, context))
-    }
-    const check = Effect.suspend(() =>
-      Effect.forEach(
-        Array.from(registered),
-        ([name, probe]) => Effect.map(runCheck(probe, timeout), (report) => [name, report] as const),
-        { concurrency: "unbounded" }
+    const registered = yield* Ref.make<ReadonlyMap<string, Check>>(
+      new Map(
+        Object.entries(initial).map(([name, probe]) =>
+          // Each check needs a part of `Requirements<Checks>`, all of which `context` holds.
+          [name, Effect.provide(probe as Check<Requirements<Checks>>, context)] as const
+        )
       )
-    ).pipe(
+    )
+    const check = Ref.get(registered).pipe(
+      Effect.flatMap((current) =>
+        Effect.forEach(
+          current,
+          ([name, probe]) => Effect.map(runCheck(probe, timeout), (report) => [name, report] as const),
+          { concurrency: "unbounded" }
+        )
+      ),
       Effect.map((entries): Report => ({
         status: entries.some(([, report]) => report.status === "down") ? "down" : "up",
         checks: Object.fromEntries(entries)
@@ -180,20 +218,29 @@ export const make = <const Checks extends Readonly<Record<string, Check<unknown>
     )
     const register = (name: string, probe: Check) =>
       Effect.acquireRelease(
-        Effect.sync(() => registered.set(name, probe)),
-        () => Effect.sync(() => registered.delete(name))
-      ).pipe(Effect.asVoid)
+        Ref.update(registered, (current) => new Map(current).set(name, probe)),
+        () =>
+          Ref.update(registered, (current) => {
+            // A later registration under the same name owns the entry now: leave it.
+            if (current.get(name) !== probe) return current
+            const next = new Map(current)
+            next.delete(name)
+            return next
+          })
+      )
     return { [TypeId]: TypeId, check, register } satisfies Service
   })
 
 /**
+ * The service as a Layer; fails to build with `InvalidOptions` as {@link make} does.
+ *
  * @since 0.1.0
  * @category layers
  */
 export const layer = <const Checks extends Readonly<Record<string, Check<unknown>>> = {}>(
   checks?: Checks,
   options: Options = {}
-): Layer.Layer<Health, never, Requirements<Checks>> => Layer.effect(Health, make(checks, options))
+): Layer.Layer<Health, InvalidOptions, Requirements<Checks>> => Layer.effect(Health, make(checks, options))
 
 /**
  * @since 0.1.0
@@ -213,41 +260,54 @@ export const register = <R>(name: string, probe: Check<R>): Effect.Effect<void, 
     (context) => Effect.flatMap(Health, (health) => health.register(name, Effect.provide(probe, context)))
   )
 
+type BrokerHealth = Effect.Effect.Success<Context.Tag.Service<Broker.Broker>["health"]>
+
+const brokerHealth: Effect.Effect<BrokerHealth, never, Broker.Broker> = Effect.flatMap(
+  Broker.Broker,
+  (broker) => broker.health
+)
+
 /**
  * The Broker's own health (connection, consumers).
  *
  * @since 0.1.0
  * @category constructors
  */
-export const broker: Check<Broker.Broker> = Broker.health
+export const broker: Check<Broker.Broker> = brokerHealth
 
-/**
- * `SELECT 1` through the ambient `SqlClient`.
- *
- * @since 0.1.0
- * @category constructors
- */
-export const sql: Check<SqlClient.SqlClient> = Effect.flatMap(SqlClient.SqlClient, (client) => client`SELECT 1`).pipe(
-  Effect.as({ status: "up", detail: "SELECT 1 answered" } satisfies CheckResult)
-)
+type OutboxStats = Context.Tag.Service<Outbox.Outbox>["stats"]
 
 /**
  * The outbox's lag: `down` when the oldest pending event is older than `maxLag` (default 30 s),
- * with the `Outbox.stats` figures in the report.
+ * with the outbox's `stats` figures in the report. A `maxLag` that is not a non-negative
+ * duration makes the check fail with `InvalidOptions` (reported `down` with the reason).
  *
  * @since 0.1.0
  * @category constructors
  */
 export const outbox = (
   options: { readonly maxLag?: Duration.DurationInput | undefined } = {}
-): Effect.Effect<CheckResult & Outbox.Stats, SqlError, Outbox.Outbox> => {
-  const maxLagMs = Duration.toMillis(Duration.decode(options.maxLag ?? "30 seconds"))
-  return Effect.map(Outbox.stats, (stats) => ({
-    ...stats,
-    status: stats.oldestPendingAgeMs > maxLagMs ? "down" as const : "up" as const,
-    detail: `${stats.pending} pending (oldest ${stats.oldestPendingAgeMs} ms), ${stats.dead} dead`
-  }))
-}
+): Effect.Effect<
+  CheckResult & Effect.Effect.Success<OutboxStats>,
+  Effect.Effect.Error<OutboxStats> | InvalidOptions,
+  Outbox.Outbox
+> =>
+  Either.match(
+    optionChecks.duration(MODULE, "outbox.maxLag", options.maxLag, { fallback: Duration.seconds(30), finite: false }),
+    {
+      onLeft: Effect.fail,
+      onRight: (maxLag) => {
+        const maxLagMs = Duration.toMillis(maxLag)
+        return Effect.flatMap(Outbox.Outbox, (outbox) => outbox.stats).pipe(
+          Effect.map((stats) => ({
+            ...stats,
+            status: stats.oldestPendingAgeMs > maxLagMs ? "down" as const : "up" as const,
+            detail: `${stats.pending} pending (oldest ${stats.oldestPendingAgeMs} ms), ${stats.dead} dead`
+          }))
+        )
+      }
+    }
+  )
 
 /**
  * The scheduler's role. A standby is healthy (it takes over when the leader's lease lapses), so
@@ -277,54 +337,26 @@ export const scheduler: Effect.Effect<
 
 /**
  * Workers and subscribers: `down` unless the broker is up with at least `minimum` consumers
- * attached in this process.
+ * attached in this process. A `minimum` that is not a non-negative integer makes the check fail
+ * with `InvalidOptions` (reported `down` with the reason).
  *
  * @since 0.1.0
  * @category constructors
  */
 export const consumers = (minimum: number): Check<Broker.Broker> =>
-  Effect.map(Broker.health, (health) => ({
-    status: health.status === "up" && health.consumers >= minimum ? "up" : "down",
-    detail: `${health.consumers} of ${minimum} consumers attached (${health.connection})`
-  }))
+  Either.match(optionChecks.integer(MODULE, "consumers.minimum", minimum, { min: 0, fallback: 0 }), {
+    onLeft: Effect.fail,
+    onRight: (minimum) =>
+      Effect.map(brokerHealth, (health) => ({
+        status: health.status === "up" && health.consumers >= minimum ? "up" as const : "down" as const,
+        detail: `${health.consumers} of ${minimum} consumers attached (${health.connection})`
+      }))
+  })
 
 /**
- * The Prometheus text exposition of every Effect metric in the registry.
+ * The Prometheus text exposition (version 0.0.4) of every Effect metric in the registry.
  *
  * @since 0.1.0
  * @category accessors
  */
 export const prometheusText: Effect.Effect<string> = Effect.map(Metric.snapshot, prometheus.format)
-
-/**
- * `GET /health`: the report as JSON, status 200 when up and 503 when down.
- *
- * @since 0.1.0
- * @category accessors
- */
-export const healthHandler: Effect.Effect<HttpServerResponse.HttpServerResponse, never, Health> = Effect.map(
-  check,
-  (report) => HttpServerResponse.unsafeJson(report, { status: report.status === "up" ? 200 : 503 })
-)
-
-/**
- * `GET /metrics`: Effect metrics in the Prometheus text format.
- *
- * @since 0.1.0
- * @category accessors
- */
-export const metricsHandler: Effect.Effect<HttpServerResponse.HttpServerResponse> = Effect.map(
-  prometheusText,
-  (body) => HttpServerResponse.text(body, { contentType: "text/plain; version=0.0.4; charset=utf-8" })
-)
-
-/**
- * A router with `GET /health` and `GET /metrics`; concatenate or mount it into the app's router.
- *
- * @since 0.1.0
- * @category accessors
- */
-export const router: HttpRouter.HttpRouter<never, Health> = HttpRouter.empty.pipe(
-  HttpRouter.get("/health", healthHandler),
-  HttpRouter.get("/metrics", metricsHandler)
-)

@@ -1,9 +1,9 @@
 /**
- * HTTP: `POST /orders`, `GET /orders/:id`, plus `GET /health` and `GET /metrics` from Health.
+ * HTTP: `POST /orders`, `GET /orders/:id`, plus `GET /health` and `GET /metrics` from HealthHttp.
  */
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { Effect, Option, Schema } from "effect"
-import * as Health from "effect-background/Health"
+import * as HealthHttp from "effect-background/HealthHttp"
 import * as Orders from "./orders.js"
 
 const problem = (status: number, detail: string) => HttpServerResponse.unsafeJson({ error: detail }, { status })
@@ -31,5 +31,5 @@ const getOrder = Effect.gen(function*() {
 export const router = HttpRouter.empty.pipe(
   HttpRouter.post("/orders", placeOrder),
   HttpRouter.get("/orders/:id", getOrder),
-  HttpRouter.concat(Health.router)
+  HttpRouter.concat(HealthHttp.router)
 )

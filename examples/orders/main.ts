@@ -17,6 +17,8 @@ import { Console, Duration, Effect, Layer, Schema } from "effect"
 import type { SqlClient } from "@effect/sql"
 import { type Broker, TaskQueue } from "effect-background"
 import * as Health from "effect-background/Health"
+import * as HealthHttp from "effect-background/HealthHttp"
+import * as HealthSql from "effect-background/HealthSql"
 import * as PgLease from "effect-background/layers/PgLease"
 import * as PgOutbox from "effect-background/layers/PgOutbox"
 import * as PgResultStore from "effect-background/layers/PgResultStore"
@@ -71,7 +73,7 @@ const appFor = (role: Role): Layer.Layer<HttpServer.HttpServer, unknown, Provide
       return Layer.mergeAll(serve(router, 3000), Workers).pipe(
         Layer.provideMerge(Health.layer({
           broker: Health.broker,
-          database: Health.sql,
+          database: HealthSql.ping,
           outbox: Health.outbox({ maxLag: "30 seconds" }),
           scheduler: Health.scheduler,
           workers: Health.consumers(consumerCount)
@@ -83,15 +85,15 @@ const appFor = (role: Role): Layer.Layer<HttpServer.HttpServer, unknown, Provide
       )
     case "web":
       return serve(router, 3000).pipe(
-        Layer.provideMerge(Health.layer({ broker: Health.broker, database: Health.sql, outbox: Health.outbox({ maxLag: "30 seconds" }) })),
+        Layer.provideMerge(Health.layer({ broker: Health.broker, database: HealthSql.ping, outbox: Health.outbox({ maxLag: "30 seconds" }) })),
         Layer.provideMerge(Outbox),
         Layer.provideMerge(Migrations)
       )
     case "worker":
-      return Layer.mergeAll(serve(Health.router, 3001), Workers).pipe(
+      return Layer.mergeAll(serve(HealthHttp.router, 3001), Workers).pipe(
         Layer.provideMerge(Health.layer({
           broker: Health.broker,
-          database: Health.sql,
+          database: HealthSql.ping,
           scheduler: Health.scheduler,
           workers: Health.consumers(consumerCount)
         })),

@@ -1,11 +1,16 @@
 import type { Connection } from "@effect/sql/SqlConnection"
 import { SqlError } from "@effect/sql/SqlError"
 import * as Statement from "@effect/sql/Statement"
+import type * as Pglite from "@electric-sql/pglite"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
+import * as Predicate from "effect/Predicate"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
+import type { InvalidOptions } from "../InvalidOptions.js"
+import * as options from "./options.js"
 
 /** @internal */
 export type Rows = ReadonlyArray<Record<string, unknown>>
@@ -33,6 +38,104 @@ const describe = (cause: unknown): string => cause instanceof Error ? cause.mess
 /** @internal */
 export const sqlError = (action: string) => (cause: unknown): SqlError =>
   new SqlError({ cause, message: `PgliteClient: ${action}: ${describe(cause)}` })
+
+/**
+ * The driver's module, loaded when a client is made rather than when this library is imported:
+ * `@electric-sql/pglite` is an optional peer dependency, so its absence is a typed failure of the
+ * Layer, not an import error of the application.
+ *
+ * @internal
+ */
+export const loadDriver: Effect.Effect<typeof Pglite, SqlError> = Effect.tryPromise({
+  try: () => import("@electric-sql/pglite"),
+  catch: sqlError("cannot load @electric-sql/pglite (an optional peer dependency: add it to the application)")
+})
+
+const MODULE = "PgliteClient"
+
+/**
+ * The options as a caller may pass them (a JavaScript caller or a `Config` may hand over any
+ * value); mirrors `PgliteClientConfig` without importing the public module.
+ *
+ * @internal
+ */
+export interface UncheckedConfig {
+  readonly dataDir?: unknown
+  readonly database?: unknown
+  readonly username?: unknown
+  readonly parsers?: unknown
+  readonly spanAttributes?: unknown
+  readonly transformResultNames?: unknown
+  readonly transformQueryNames?: unknown
+  readonly transformJson?: unknown
+}
+
+// PostgreSQL truncates names to NAMEDATALEN - 1 bytes; a longer one would name another database.
+const MAX_NAME_BYTES = 63
+const MAX_OID = 4_294_967_295
+
+const ok: Either.Either<void, InvalidOptions> = Either.void
+
+const text = (
+  field: string,
+  value: unknown,
+  maxBytes: number | undefined
+): Either.Either<void, InvalidOptions> => {
+  if (value === undefined) return ok
+  if (typeof value !== "string" || value.length === 0) {
+    return Either.left(options.invalid(MODULE, field, value, "must be a non-empty string"))
+  }
+  if (value.includes("\u0000")) return Either.left(options.invalid(MODULE, field, value, "must not contain U+0000"))
+  if (maxBytes !== undefined && new TextEncoder().encode(value).length > maxBytes) {
+    return Either.left(options.invalid(MODULE, field, value, `must be at most ${maxBytes} bytes in UTF-8`))
+  }
+  return ok
+}
+
+const fn = (field: string, value: unknown): Either.Either<void, InvalidOptions> =>
+  value === undefined || Predicate.isFunction(value)
+    ? ok
+    : Either.left(options.invalid(MODULE, field, value, "must be a function"))
+
+const record = (field: string, value: unknown): Either.Either<void, InvalidOptions> =>
+  value === undefined || Predicate.isRecord(value)
+    ? ok
+    : Either.left(options.invalid(MODULE, field, value, "must be an object"))
+
+const parsers = (value: unknown): Either.Either<void, InvalidOptions> =>
+  Either.gen(function*() {
+    if (value === undefined) return
+    if (!Predicate.isRecord(value)) {
+      return yield* Either.left(options.invalid(MODULE, "parsers", value, "must be an object"))
+    }
+    for (const [key, parser] of Object.entries(value)) {
+      const oid = /^[1-9][0-9]*$/.test(key) ? Number(key) : NaN
+      if (!(oid <= MAX_OID)) {
+        return yield* Either.left(options.invalid(MODULE, "parsers", key, "keys must be PostgreSQL type OIDs"))
+      }
+      yield* fn(`parsers.${key}`, parser)
+    }
+  })
+
+/**
+ * Every option of `PgliteClient.make` / `layer` / `layerConfig`, checked before the database
+ * starts.
+ *
+ * @internal
+ */
+export const validate = (config: UncheckedConfig): Either.Either<void, InvalidOptions> =>
+  Either.gen(function*() {
+    yield* text("dataDir", config.dataDir, undefined)
+    yield* text("database", config.database, MAX_NAME_BYTES)
+    yield* text("username", config.username, MAX_NAME_BYTES)
+    yield* parsers(config.parsers)
+    yield* record("spanAttributes", config.spanAttributes)
+    yield* fn("transformResultNames", config.transformResultNames)
+    yield* fn("transformQueryNames", config.transformQueryNames)
+    if (config.transformJson !== undefined && typeof config.transformJson !== "boolean") {
+      return yield* Either.left(options.invalid(MODULE, "transformJson", config.transformJson, "must be a boolean"))
+    }
+  })
 
 const isRow = (row: unknown): row is Record<string, unknown> => typeof row === "object" && row !== null
 
@@ -186,8 +289,6 @@ export const makeLock: Effect.Effect<Lock> = Effect.sync(() => {
       Effect.zipRight(take(restore), Effect.asVoid(Effect.addFinalizer(() => release)))
     ),
     withLock: (effect) =>
-      Effect.uninterruptibleMask((restore) =>
-        Effect.zipRight(take(restore), Effect.ensuring(restore(effect), release))
-      )
+      Effect.uninterruptibleMask((restore) => Effect.zipRight(take(restore), Effect.ensuring(restore(effect), release)))
   }
 })

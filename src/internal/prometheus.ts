@@ -1,4 +1,4 @@
-import * as MetricPair from "effect/MetricPair"
+import type * as MetricPair from "effect/MetricPair"
 import * as MetricState from "effect/MetricState"
 import * as Option from "effect/Option"
 
@@ -26,7 +26,9 @@ const escapeLabelValue = (value: string): string =>
 const escapeHelp = (value: string): string => value.replace(/\\/g, "\\\\").replace(/\n/g, "\\n")
 
 const formatLabels = (labels: Labels): string =>
-  labels.length === 0 ? "" : `{${labels.map(([key, value]) => `${labelName(key)}="${escapeLabelValue(value)}"`).join(",")}}`
+  labels.length === 0
+    ? ""
+    : `{${labels.map(([key, value]) => `${labelName(key)}="${escapeLabelValue(value)}"`).join(",")}}`
 
 /** @internal */
 export const formatValue = (value: number | bigint): string => {
@@ -95,7 +97,7 @@ export const format = (snapshot: Iterable<MetricPair.MetricPair.Untyped>): strin
   for (const [name, family] of families) {
     if (family.help !== undefined) out.push(`# HELP ${name} ${escapeHelp(family.help)}`)
     out.push(`# TYPE ${name} ${family.type}`)
-    out.push(...family.lines)
+    for (const line of family.lines) out.push(line)
   }
   return out.length === 0 ? "" : `${out.join("\n")}\n`
 }

@@ -8,10 +8,13 @@
  * queue, and a transaction holds the connection until it commits or rolls back. Do not
  * `reserve` a second connection inside a transaction (it would wait for itself).
  *
+ * `@electric-sql/pglite` is an optional peer dependency of this package: an application that
+ * uses this module adds it to its own dependencies. It is loaded when a client is made, so
+ * without it the Layer fails with a `SqlError` that says so.
+ *
  * @since 0.1.0
  */
 import * as Reactivity from "@effect/experimental/Reactivity"
-import { PGlite } from "@electric-sql/pglite"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import * as Statement from "@effect/sql/Statement"
@@ -23,6 +26,7 @@ import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as internal from "../internal/pglite.js"
+import type { InvalidOptions } from "../InvalidOptions.js"
 
 /**
  * @since 0.1.0
@@ -49,11 +53,13 @@ export type Parser = (value: string, typeId?: number) => unknown
  * @category models
  */
 export interface PgliteClientConfig {
-  /** Where the database files live; in memory when omitted (or `memory://`). */
+  /** Where the database files live (a non-empty path); in memory when omitted (or `memory://`). */
   readonly dataDir?: string | undefined
+  /** A non-empty name of at most 63 bytes. */
   readonly database?: string | undefined
+  /** A non-empty name of at most 63 bytes. */
   readonly username?: string | undefined
-  /** Extra or replacement value parsers by type OID (defaults follow node-postgres). */
+  /** Extra or replacement value parsers keyed by type OID (defaults follow node-postgres). */
   readonly parsers?: Readonly<Record<number, Parser>> | undefined
   readonly spanAttributes?: Readonly<Record<string, unknown>> | undefined
   readonly transformResultNames?: ((name: string) => string) | undefined
@@ -88,15 +94,19 @@ const INT8 = 20
 const defaultParsers: Readonly<Record<number, Parser>> = { [INT8]: (value) => value }
 
 /**
- * Starts a PGlite database for the lifetime of the Scope and builds a client over it.
+ * Starts a PGlite database for the lifetime of the Scope and builds a client over it. Fails with
+ * `InvalidOptions` (module `"PgliteClient"`) for an option out of range, before anything starts,
+ * and with `SqlError` when the database cannot start.
  *
  * @since 0.1.0
  * @category constructors
  */
 export const make = (
   config: PgliteClientConfig = {}
-): Effect.Effect<PgliteClient, SqlError, Scope.Scope | Reactivity.Reactivity> =>
+): Effect.Effect<PgliteClient, SqlError | InvalidOptions, Scope.Scope | Reactivity.Reactivity> =>
   Effect.gen(function*() {
+    yield* internal.validate(config)
+    const { PGlite } = yield* internal.loadDriver
     const db = yield* Effect.acquireRelease(
       Effect.tryPromise({
         try: () =>
@@ -178,14 +188,15 @@ const toContext = (client: PgliteClient) =>
   Context.make(PgliteClient, client).pipe(Context.add(SqlClient.SqlClient, client))
 
 /**
- * A fresh database for the lifetime of the Layer (in memory unless `dataDir` is set).
+ * A fresh database for the lifetime of the Layer (in memory unless `dataDir` is set); fails to
+ * build as {@link make} does.
  *
  * @since 0.1.0
  * @category layers
  */
 export const layer = (
   config: PgliteClientConfig = {}
-): Layer.Layer<PgliteClient | SqlClient.SqlClient, SqlError> =>
+): Layer.Layer<PgliteClient | SqlClient.SqlClient, SqlError | InvalidOptions> =>
   Layer.scopedContext(Effect.map(make(config), toContext)).pipe(Layer.provide(Reactivity.layer))
 
 /**
@@ -196,7 +207,7 @@ export const layer = (
  */
 export const layerConfig = (
   config: Config.Config.Wrap<PgliteClientConfig>
-): Layer.Layer<PgliteClient | SqlClient.SqlClient, SqlError | ConfigError.ConfigError> =>
+): Layer.Layer<PgliteClient | SqlClient.SqlClient, SqlError | InvalidOptions | ConfigError.ConfigError> =>
   Layer.scopedContext(
     Config.unwrap(config).pipe(Effect.flatMap(make), Effect.map(toContext))
   ).pipe(Layer.provide(Reactivity.layer))

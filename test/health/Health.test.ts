@@ -1,8 +1,9 @@
 import { HttpClient, HttpServer } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Fiber, Layer, Metric, MetricBoundaries, TestClock } from "effect"
+import { Context, Effect, Exit, Fiber, Layer, Metric, MetricBoundaries, Scope, TestClock } from "effect"
 import * as Health from "../../src/Health.js"
+import * as HealthHttp from "../../src/HealthHttp.js"
 import { uniqueName } from "../fixtures/env.js"
 
 class Probe extends Context.Tag("test/Probe")<Probe, { readonly up: boolean }>() {}
@@ -72,6 +73,20 @@ describe("Health", () => {
       assert.deepStrictEqual(Object.keys(after.checks), ["base"])
     }))
 
+  it.effect("a check registered again under the same name stays when the first registration's Scope closes", () =>
+    Effect.gen(function*() {
+      const health = yield* Health.make()
+      const first = yield* Scope.make()
+      yield* health.register("worker", Effect.succeed({ status: "down", detail: "first" })).pipe(Scope.extend(first))
+      yield* Effect.scoped(Effect.gen(function*() {
+        yield* health.register("worker", Effect.succeed({ status: "up", detail: "second" }))
+        yield* Scope.close(first, Exit.void)
+        const report = yield* health.check
+        assert.strictEqual(report.checks["worker"]?.detail, "second")
+      }))
+      assert.deepStrictEqual(Object.keys((yield* health.check).checks), [])
+    }))
+
   it.effect("renders counters, gauges, histograms and frequencies in the Prometheus text format", () =>
     Effect.gen(function*() {
       const prefix = uniqueName("eb")
@@ -108,7 +123,7 @@ describe("Health", () => {
 
 describe("Health over HTTP", () => {
   const serve = (checks: Record<string, Health.Check>) =>
-    HttpServer.serve(Health.router).pipe(
+    HttpServer.serve(HealthHttp.router).pipe(
       Layer.provide(Health.layer(checks)),
       Layer.provideMerge(NodeHttpServer.layerTest)
     )

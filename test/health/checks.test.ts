@@ -3,6 +3,7 @@ import { assert, describe, it, layer } from "@effect/vitest"
 import { Effect, Layer, Option, Schema } from "effect"
 import * as Broker from "../../src/Broker.js"
 import * as Health from "../../src/Health.js"
+import * as HealthSql from "../../src/HealthSql.js"
 import * as MemoryBroker from "../../src/layers/MemoryBroker.js"
 import * as PgliteClient from "../../src/layers/PgliteClient.js"
 import * as PgOutbox from "../../src/layers/PgOutbox.js"
@@ -46,7 +47,12 @@ describe("Health checks of the services", () => {
 layer(
   PgOutbox.layerStore({ notify: false }).pipe(Layer.provideMerge(PgliteClient.layer())),
   { excludeTestServices: true, timeout: "60 seconds" }
-)("Health.outbox on an outbox without a dispatcher", (it) => {
+)("Health.outbox and HealthSql.ping on an outbox without a dispatcher", (it) => {
+  it.effect("HealthSql.ping is up when the database answers", () =>
+    Effect.gen(function*() {
+      assert.deepStrictEqual(yield* HealthSql.ping, { status: "up", detail: "SELECT 1 answered" })
+    }))
+
   it.effect("is up within the allowed lag and down beyond it, with the outbox figures", () =>
     Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient

@@ -38,7 +38,9 @@ layer(PgliteClient.layer(), { excludeTestServices: true, timeout: "60 seconds" }
     Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient
       const pg = yield* PgliteClient.PgliteClient
-      yield* sql.unsafe("CREATE TABLE docs (id int PRIMARY KEY, body jsonb); CREATE INDEX docs_body ON docs USING gin (body)")
+      yield* sql.unsafe(
+        "CREATE TABLE docs (id int PRIMARY KEY, body jsonb); CREATE INDEX docs_body ON docs USING gin (body)"
+      )
       yield* sql`INSERT INTO docs (id, body) VALUES (${1}, ${pg.json({ nested: { n: 1 } })})`
       const rows = yield* sql<{ body: unknown }>`SELECT body FROM docs WHERE body @> ${pg.json({ nested: { n: 1 } })}`
       assert.deepStrictEqual(rows, [{ body: { nested: { n: 1 } } }])
@@ -139,12 +141,16 @@ layer(PgliteClient.layer(), { excludeTestServices: true, timeout: "60 seconds" }
       const received = yield* Deferred.make<string>()
       yield* Effect.gen(function*() {
         const broker = yield* Broker.Broker
-        yield* broker.subscribe(topic, (_, envelope) => Deferred.succeed(received, envelope.id), { group: "pglite-outbox" })
+        yield* broker.subscribe(topic, (_, envelope) => Deferred.succeed(received, envelope.id), {
+          group: "pglite-outbox"
+        })
         const sql = yield* SqlClient.SqlClient
         const id = yield* sql.withTransaction(Outbox.add(topic, { n: 1 }))
         assert.strictEqual(yield* Deferred.await(received).pipe(Effect.timeout("10 seconds")), id)
       }).pipe(
-        Effect.provide(PgOutbox.layer({ prefix: "pglite_ob", retention: false }).pipe(Layer.provideMerge(MemoryBroker.layer()))),
+        Effect.provide(
+          PgOutbox.layer({ prefix: "pglite_ob", retention: false }).pipe(Layer.provideMerge(MemoryBroker.layer()))
+        ),
         Effect.scoped
       )
     }))
@@ -160,28 +166,31 @@ layer(PgliteClient.layer(), { excludeTestServices: true, timeout: "60 seconds" }
 })
 
 const listenAndNotify = (sql: SqlClient.SqlClient, pg: PgliteClient.PgliteClient) =>
-    Effect.gen(function*() {
-      const received = yield* Queue.unbounded<string>()
-      yield* pg.listen("outbox wake").pipe(Stream.runForEach((payload) => Queue.offer(received, payload)), Effect.forkScoped)
-      // Registration is asynchronous: ping until one comes through.
-      yield* pg.notify("outbox wake", "ping").pipe(
-        Effect.zipRight(Queue.poll(received)),
-        Effect.repeat({ until: Option.isSome }),
-        Effect.timeout("10 seconds")
-      )
-      const before = yield* Effect.gen(function*() {
-        yield* pg.notify("outbox wake", "committed")
-        return yield* Queue.takeAll(received)
-      }).pipe(sql.withTransaction)
-      assert.notInclude(Array.from(before), "committed")
-      const next = yield* Queue.take(received).pipe(
-        Effect.repeat({ until: (payload) => payload !== "ping" }),
-        Effect.timeout("10 seconds")
-      )
-      assert.strictEqual(next, "committed")
-      const channels = yield* sql<{ channel: string }>`SELECT pg_listening_channels() AS channel`
-      assert.deepStrictEqual(channels, [{ channel: "outbox wake" }])
-    })
+  Effect.gen(function*() {
+    const received = yield* Queue.unbounded<string>()
+    yield* pg.listen("outbox wake").pipe(
+      Stream.runForEach((payload) => Queue.offer(received, payload)),
+      Effect.forkScoped
+    )
+    // Registration is asynchronous: ping until one comes through.
+    yield* pg.notify("outbox wake", "ping").pipe(
+      Effect.zipRight(Queue.poll(received)),
+      Effect.repeat({ until: Option.isSome }),
+      Effect.timeout("10 seconds")
+    )
+    const before = yield* Effect.gen(function*() {
+      yield* pg.notify("outbox wake", "committed")
+      return yield* Queue.takeAll(received)
+    }).pipe(sql.withTransaction)
+    assert.notInclude(Array.from(before), "committed")
+    const next = yield* Queue.take(received).pipe(
+      Effect.repeat({ until: (payload) => payload !== "ping" }),
+      Effect.timeout("10 seconds")
+    )
+    assert.strictEqual(next, "committed")
+    const channels = yield* sql<{ channel: string }>`SELECT pg_listening_channels() AS channel`
+    assert.deepStrictEqual(channels, [{ channel: "outbox wake" }])
+  })
 
 describe("PgliteClient with a data directory", () => {
   it.live("keeps committed rows across a close and reopen", () =>
