@@ -22,13 +22,14 @@ export type ErrorTypeId = typeof ErrorTypeId
 
 /**
  * The broker could not be reached, refused us, or the connection is down: retrying later may
- * succeed (`reason: "auth"` and `"invalid-url"` need a fix of the configuration first).
+ * succeed (`reason: "auth"` needs a fix of the credentials first). A malformed URL or another bad
+ * option fails `InvalidOptions` instead.
  *
  * @since 0.1.0
  * @category errors
  */
 export class BrokerUnavailable extends Schema.TaggedError<BrokerUnavailable>()("BrokerUnavailable", {
-  reason: Schema.Literal("connect", "auth", "timeout", "closed", "invalid-url"),
+  reason: Schema.Literal("connect", "auth", "timeout", "closed"),
   detail: Schema.String,
   cause: Schema.optional(Schema.Defect)
 }) {

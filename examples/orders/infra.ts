@@ -7,7 +7,7 @@ import { Reactivity } from "@effect/experimental"
 import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { Config, Context, Effect, Layer, Option, Redacted } from "effect"
-import { Broker, MemoryBroker } from "effect-background"
+import { Broker, type InvalidOptions, MemoryBroker } from "effect-background"
 import * as PgliteClient from "effect-background/layers/PgliteClient"
 import * as RabbitMQBroker from "effect-background/layers/RabbitMQBroker"
 
@@ -36,7 +36,7 @@ export const Infrastructure = Layer.unwrapEffect(Effect.map(environment, (env) =
     onNone: () => pglite,
     onSome: (url) => PgClient.layer({ url, applicationName: "eb-orders-example" })
   })
-  const broker: Layer.Layer<Broker.Broker, Broker.BrokerUnavailable> = Option.match(env.rabbitmqUrl, {
+  const broker: Layer.Layer<Broker.Broker, Broker.BrokerUnavailable | InvalidOptions.InvalidOptions> = Option.match(env.rabbitmqUrl, {
     onNone: () => MemoryBroker.layer(),
     onSome: (url) => RabbitMQBroker.layer({ url, prefix: "eb_orders" })
   })

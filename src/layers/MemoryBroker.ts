@@ -21,6 +21,8 @@ import type { DecodeError } from "../BrokerError.js"
 import { toBuffer } from "../internal/broker.js"
 import * as internal from "../internal/memory/transport.js"
 import * as names from "../internal/names.js"
+import * as checks from "../internal/options.js"
+import type { InvalidOptions } from "../InvalidOptions.js"
 import * as wire from "../internal/wire.js"
 
 /**
@@ -162,21 +164,20 @@ const toDeadLetter = (record: internal.DeadLetterRecord): DeadLetter => ({
   deadLetteredAt: new Date(record.at)
 })
 
-const resolve = (options: Options | undefined): internal.Options => {
-  const maxMessageBytes = options?.maxMessageBytes ?? defaults.maxMessageBytes
-  const publishedLimit = options?.publishedLimit ?? defaults.publishedLimit
-  if (!Number.isInteger(maxMessageBytes) || maxMessageBytes < 1) {
-    throw new RangeError(`MemoryBroker: maxMessageBytes must be a positive integer, got ${maxMessageBytes}`)
-  }
-  if (!Number.isInteger(publishedLimit) || publishedLimit < 0) {
-    throw new RangeError(`MemoryBroker: publishedLimit must be a non-negative integer, got ${publishedLimit}`)
-  }
-  return {
-    maxMessageBytes,
-    publishedLimit,
-    shutdownTimeout: Duration.decode(options?.shutdownTimeout ?? defaults.shutdownTimeout)
-  }
-}
+const resolve = (options: Options | undefined): Either.Either<internal.Options, InvalidOptions> =>
+  Either.all({
+    maxMessageBytes: checks.integer("MemoryBroker", "maxMessageBytes", options?.maxMessageBytes, {
+      min: 1,
+      fallback: defaults.maxMessageBytes
+    }),
+    publishedLimit: checks.integer("MemoryBroker", "publishedLimit", options?.publishedLimit, {
+      min: 0,
+      fallback: defaults.publishedLimit
+    }),
+    shutdownTimeout: checks.duration("MemoryBroker", "shutdownTimeout", options?.shutdownTimeout, {
+      fallback: Duration.decode(defaults.shutdownTimeout)
+    })
+  })
 
 /**
  * Makes a broker whose state lives in the current Scope (one broker per call; nothing global).
@@ -184,9 +185,9 @@ const resolve = (options: Options | undefined): internal.Options => {
  * @since 0.1.0
  * @category constructors
  */
-export const make = (options?: Options): Effect.Effect<Service, never, Scope.Scope> =>
+export const make = (options?: Options): Effect.Effect<Service, InvalidOptions, Scope.Scope> =>
   Effect.gen(function*() {
-    const resolved = yield* Effect.try({ try: () => resolve(options), catch: (error) => error }).pipe(Effect.orDie)
+    const resolved = yield* resolve(options)
     const memory = yield* internal.make(resolved)
     const broker = Broker.make(memory.transport)
     const service: Service = {
@@ -219,7 +220,7 @@ const toContext = (service: Service) => Context.make(Broker.Broker, service).pip
  * @since 0.1.0
  * @category layers
  */
-export const layer = (options?: Options): Layer.Layer<Broker.Broker | MemoryBroker> =>
+export const layer = (options?: Options): Layer.Layer<Broker.Broker | MemoryBroker, InvalidOptions> =>
   Layer.scopedContext(Effect.map(make(options), toContext))
 
 /**
@@ -230,5 +231,5 @@ export const layer = (options?: Options): Layer.Layer<Broker.Broker | MemoryBrok
  */
 export const layerConfig = (
   config: Config.Config.Wrap<Options>
-): Layer.Layer<Broker.Broker | MemoryBroker, ConfigError.ConfigError> =>
+): Layer.Layer<Broker.Broker | MemoryBroker, InvalidOptions | ConfigError.ConfigError> =>
   Layer.scopedContext(Effect.map(Effect.flatMap(Config.unwrap(config), make), toContext))

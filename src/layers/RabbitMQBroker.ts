@@ -38,9 +38,11 @@ import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Broker from "../Broker.js"
-import { type BrokerUnavailable, InvalidName } from "../BrokerError.js"
+import type { BrokerUnavailable } from "../BrokerError.js"
+import * as checks from "../internal/options.js"
 import * as transport from "../internal/rabbitmq/transport.js"
 import * as url from "../internal/rabbitmq/url.js"
+import type { InvalidOptions } from "../InvalidOptions.js"
 
 /**
  * @since 0.1.0
@@ -95,62 +97,63 @@ export const defaults = {
   publishTimeout: Duration.seconds(30)
 } as const
 
-const invalidOption = (value: unknown, reason: string) =>
-  Effect.die(new InvalidName({ kind: "option", value: String(value), reason }))
+const module = "RabbitMQBroker"
 
-const duration = (input: Duration.DurationInput | undefined, fallback: Duration.Duration, name: string) =>
-  Effect.suspend(() => {
-    if (input === undefined) return Effect.succeed(fallback)
-    const decoded = Duration.decodeUnknown(input)
-    if (decoded._tag === "None" || !Duration.isFinite(decoded.value) || Duration.toMillis(decoded.value) <= 0) {
-      return invalidOption(input, `${name} must be a finite, positive duration`)
-    }
-    return Effect.succeed(decoded.value)
-  })
-
-/** Static options are programming errors when wrong (as `Broker.topic` names are): a defect. */
-const resolve = (options: Options): Effect.Effect<transport.Resolved, BrokerUnavailable> =>
+/** Every option checked into one `InvalidOptions` before anything connects. */
+const resolve = (options: Options): Effect.Effect<transport.Resolved, InvalidOptions> =>
   Effect.gen(function*() {
     const prefix = options.prefix ?? defaults.prefix
-    if (!/^[A-Za-z0-9_-][A-Za-z0-9._-]{0,31}$/.test(prefix) || prefix.startsWith("amq.")) {
-      return yield* invalidOption(prefix, "prefix must be 1-32 of letters, digits, . _ - and not start with amq.")
+    if (
+      typeof prefix !== "string" || !/^[A-Za-z0-9_-][A-Za-z0-9._-]{0,31}$/.test(prefix) || prefix.startsWith("amq.")
+    ) {
+      return yield* checks.invalid(module, "prefix", prefix, "must be 1-32 of letters, digits, . _ - and not start with amq.")
     }
-    const queueType = options.queueType ?? defaults.queueType
-    if (queueType !== "classic" && queueType !== "quorum") {
-      return yield* invalidOption(queueType, "queueType must be classic or quorum")
+    const positive = { fallback: Duration.zero, positive: true }
+    const resolved = yield* Either.all({
+      queueType: checks.oneOf(module, "queueType", options.queueType, ["classic", "quorum"], defaults.queueType),
+      heartbeat: checks.integer(module, "heartbeat", options.heartbeat, { min: 0, max: 600, fallback: defaults.heartbeat }),
+      maxMessageBytes: checks.integer(module, "maxMessageBytes", options.maxMessageBytes, {
+        min: 1,
+        max: 512 * 1024 * 1024,
+        fallback: defaults.maxMessageBytes
+      }),
+      connectTimeout: checks.duration(module, "connectTimeout", options.connectTimeout, { ...positive, fallback: defaults.connectTimeout }),
+      shutdownTimeout: checks.duration(module, "shutdownTimeout", options.shutdownTimeout, {
+        ...positive,
+        fallback: defaults.shutdownTimeout
+      }),
+      publishTimeout: checks.duration(module, "publishTimeout", options.publishTimeout, { ...positive, fallback: defaults.publishTimeout })
+    })
+    if (options.reconnect !== undefined && !Schedule.isSchedule(options.reconnect)) {
+      return yield* checks.invalid(module, "reconnect", "(not a Schedule)", "must be a Schedule")
     }
-    const heartbeat = options.heartbeat ?? defaults.heartbeat
-    if (!Number.isInteger(heartbeat) || heartbeat < 0 || heartbeat > 600) {
-      return yield* invalidOption(heartbeat, "heartbeat must be an integer number of seconds from 0 to 600")
+    if (!Redacted.isRedacted(options.url)) {
+      return yield* checks.invalid(module, "url", "<not redacted>", "must be a Redacted string (Redacted.make or Config.redacted)")
     }
-    const maxMessageBytes = options.maxMessageBytes ?? defaults.maxMessageBytes
-    if (!Number.isInteger(maxMessageBytes) || maxMessageBytes < 1 || maxMessageBytes > 512 * 1024 * 1024) {
-      return yield* invalidOption(maxMessageBytes, "maxMessageBytes must be an integer from 1 to 536870912")
-    }
-    const parsed = url.parse(Redacted.value(options.url))
-    if (Either.isLeft(parsed)) return yield* parsed.left
+    const endpoint = yield* url.parse(Redacted.value(options.url))
     return {
-      endpoint: parsed.right,
+      endpoint,
       prefix,
-      queueType,
-      heartbeatSeconds: heartbeat,
-      connectTimeout: yield* duration(options.connectTimeout, defaults.connectTimeout, "connectTimeout"),
+      queueType: resolved.queueType,
+      heartbeatSeconds: resolved.heartbeat,
+      connectTimeout: resolved.connectTimeout,
       reconnect: options.reconnect ?? defaultReconnect,
-      shutdownTimeout: yield* duration(options.shutdownTimeout, defaults.shutdownTimeout, "shutdownTimeout"),
-      maxMessageBytes,
-      publishTimeout: yield* duration(options.publishTimeout, defaults.publishTimeout, "publishTimeout")
+      shutdownTimeout: resolved.shutdownTimeout,
+      maxMessageBytes: resolved.maxMessageBytes,
+      publishTimeout: resolved.publishTimeout
     }
   })
 
 /**
- * Connects (bounded by `connectTimeout`), declares the exchanges and returns the Broker. Fails
- * with `BrokerUnavailable` (`connect`, `auth`, `timeout` or `invalid-url`) instead of retrying
- * when the first connection cannot be made; later drops are reconnected on `reconnect`.
+ * Checks every option (a bad one, the URL included, fails `InvalidOptions` before connecting),
+ * connects (bounded by `connectTimeout`), declares the exchanges and returns the Broker. Fails
+ * with `BrokerUnavailable` (`connect`, `auth` or `timeout`) instead of retrying when the first
+ * connection cannot be made; later drops are reconnected on `reconnect`.
  *
  * @since 0.1.0
  * @category constructors
  */
-export const make = (options: Options): Effect.Effect<Broker.Service, BrokerUnavailable, Scope.Scope> =>
+export const make = (options: Options): Effect.Effect<Broker.Service, BrokerUnavailable | InvalidOptions, Scope.Scope> =>
   Effect.flatMap(resolve(options), transport.make).pipe(
     Effect.map(Broker.make),
     Effect.annotateLogs({ package: "effect-background", module: "RabbitMQBroker" })
@@ -160,7 +163,7 @@ export const make = (options: Options): Effect.Effect<Broker.Service, BrokerUnav
  * @since 0.1.0
  * @category layers
  */
-export const layer = (options: Options): Layer.Layer<Broker.Broker, BrokerUnavailable> =>
+export const layer = (options: Options): Layer.Layer<Broker.Broker, BrokerUnavailable | InvalidOptions> =>
   Layer.scoped(Broker.Broker, make(options))
 
 /**
@@ -172,7 +175,7 @@ export const layer = (options: Options): Layer.Layer<Broker.Broker, BrokerUnavai
  */
 export const layerConfig = (
   config: Config.Config.Wrap<Options>
-): Layer.Layer<Broker.Broker, BrokerUnavailable | ConfigError.ConfigError> =>
+): Layer.Layer<Broker.Broker, BrokerUnavailable | InvalidOptions | ConfigError.ConfigError> =>
   Layer.scoped(Broker.Broker, Effect.flatMap(Config.unwrap(config), make))
 
 /**

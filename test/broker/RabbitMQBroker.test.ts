@@ -419,6 +419,7 @@ describe("RabbitMQBroker connection failures (B8, B11)", () => {
       assert.strictEqual(error.reason, "auth")
       assert.isBelow(Date.now() - started, 5000)
       assert.strictEqual(proxy.accepted(), 1, "no retry on an auth failure")
+      if (error._tag !== "BrokerUnavailable") return assert.fail(`expected BrokerUnavailable, got ${error._tag}`)
       for (const text of [error.message, String(error), JSON.stringify(error), JSON.stringify(Schema.encodeSync(Broker.BrokerUnavailable)(error))]) {
         assert.isFalse(leaks(text), text)
       }
@@ -434,12 +435,13 @@ describe("RabbitMQBroker connection failures (B8, B11)", () => {
       assert.isFalse(leaks(error.message))
     }))
 
-  it.live("malformed URLs fail invalid-url without echoing the password", () =>
+  it.live("malformed URLs fail InvalidOptions (field url) without echoing the password", () =>
     Effect.gen(function*() {
       for (const url of [`not a url ${secret}`, `http://guest:${encoded}@127.0.0.1/`, `amqp://guest:${encoded}@:5672`, `amqp://u:${encoded}@host:99999/`]) {
         const error = yield* buildError({ url: Redacted.make(url) })
-        assert.strictEqual(error.reason, "invalid-url", url)
-        assert.isFalse(leaks(error.message), error.message)
+        assert.strictEqual(error._tag, "InvalidOptions", url)
+        assert.strictEqual(error._tag === "InvalidOptions" ? error.field : undefined, "url")
+        for (const text of [error.message, String(error), JSON.stringify(error)]) assert.isFalse(leaks(text), text)
       }
     }))
 

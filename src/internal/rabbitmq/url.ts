@@ -1,5 +1,6 @@
 import * as Either from "effect/Either"
-import { BrokerUnavailable } from "../../BrokerError.js"
+import type { InvalidOptions } from "../../InvalidOptions.js"
+import * as checks from "../options.js"
 
 /**
  * A parsed `amqp://` / `amqps://` URL. The password stays in this object only; everything
@@ -16,10 +17,11 @@ export interface Endpoint {
   readonly vhost: string
 }
 
-const invalid = (detail: string) => Either.left(new BrokerUnavailable({ reason: "invalid-url", detail }))
+// The value shown is never the URL: it may hold the password.
+const invalid = (detail: string) => Either.left(checks.invalid("RabbitMQBroker", "url", "<redacted>", detail))
 
 /** @internal */
-export const parse = (url: string): Either.Either<Endpoint, BrokerUnavailable> => {
+export const parse = (url: string): Either.Either<Endpoint, InvalidOptions> => {
   let parsed: URL
   try {
     parsed = new URL(url)
