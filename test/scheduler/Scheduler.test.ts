@@ -1,6 +1,8 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Clock, Effect, Either, Exit, Layer, Option, Scope, TestClock } from "effect"
 import * as Scheduler from "../../src/Scheduler.js"
+import * as SchedulerLease from "../../src/SchedulerLease.js"
+import * as Trigger from "../../src/Trigger.js"
 import { InstanceRef, Recorder, recorderLayer, tick } from "./fixtures.js"
 
 const ms = (iso: string) => new Date(iso).getTime()
@@ -15,7 +17,7 @@ const instants = (from: string, to: string, stepMs: number) => {
   return out
 }
 
-const env = Layer.merge(recorderLayer, Scheduler.layerLeaseMemory)
+const env = Layer.merge(recorderLayer, SchedulerLease.layerMemory)
 
 /** Starts a scheduler instance in its own Scope, so a test can stop it (the leader dying). */
 const start = <E, R>(
@@ -37,9 +39,9 @@ describe("Scheduler (TestClock, memory lease, stand-in TaskQueue)", () => {
     Effect.gen(function*() {
       yield* TestClock.setTime(ms("2026-01-01T00:00:00.500Z"))
       yield* start([
-        Scheduler.schedule("every-second", tick, { trigger: Scheduler.interval("1 second"), payload: { n: 1 } }),
+        Scheduler.schedule("every-second", tick, { trigger: Trigger.interval("1 second"), payload: { n: 1 } }),
         Scheduler.schedule("cron-2s", tick, {
-          trigger: Scheduler.cron("*/2 * * * * *"),
+          trigger: Trigger.cron("*/2 * * * * *"),
           payload: Effect.map(Clock.currentTimeMillis, (n) => ({ n }))
         })
       ], "a")
@@ -65,8 +67,8 @@ describe("Scheduler (TestClock, memory lease, stand-in TaskQueue)", () => {
     Effect.gen(function*() {
       yield* TestClock.setTime(ms("2026-01-01T00:00:00Z"))
       const { service } = yield* start([
-        Scheduler.schedule("once", tick, { trigger: Scheduler.at(new Date("2026-01-01T00:00:05Z")), payload: { n: 0 } }),
-        Scheduler.schedule("minutely", tick, { trigger: Scheduler.cron("* * * * *"), payload: { n: 0 } })
+        Scheduler.schedule("once", tick, { trigger: Trigger.at(new Date("2026-01-01T00:00:05Z")), payload: { n: 0 } }),
+        Scheduler.schedule("minutely", tick, { trigger: Trigger.cron("* * * * *"), payload: { n: 0 } })
       ], "a")
       yield* TestClock.adjust("1 millis")
       const before = yield* service.status
@@ -89,7 +91,7 @@ describe("Scheduler (TestClock, memory lease, stand-in TaskQueue)", () => {
       yield* TestClock.setTime(ms("2026-01-01T00:00:00.500Z"))
       const definitions = [
         Scheduler.schedule("s", tick, {
-          trigger: Scheduler.interval("1 second"),
+          trigger: Trigger.interval("1 second"),
           payload: { n: 0 },
           missed: Scheduler.catchUp({ max: 100 })
         })
@@ -118,11 +120,11 @@ describe("Scheduler (TestClock, memory lease, stand-in TaskQueue)", () => {
   it.scoped("a leader that dies without releasing is replaced after the lease ttl", () =>
     Effect.gen(function*() {
       yield* TestClock.setTime(ms("2026-01-01T00:00:00.500Z"))
-      const lease = yield* Scheduler.Lease
+      const lease = yield* SchedulerLease.SchedulerLease
       // A crashed leader: it took the lease and never renews or releases it.
       assert.isTrue(yield* lease.acquire("crashed", 3000))
       const b = yield* start([
-        Scheduler.schedule("s", tick, { trigger: Scheduler.interval("1 second"), payload: { n: 0 } })
+        Scheduler.schedule("s", tick, { trigger: Trigger.interval("1 second"), payload: { n: 0 } })
       ], "b", { leaseTtl: "3 seconds", renewEvery: "1 second" })
       yield* TestClock.adjust("2 seconds")
       assert.strictEqual((yield* b.service.status).role, "standby")
@@ -137,7 +139,7 @@ describe("Scheduler (TestClock, memory lease, stand-in TaskQueue)", () => {
     const downtime = (missed: Scheduler.MissedPolicy) =>
       Effect.gen(function*() {
         yield* TestClock.setTime(ms("2026-01-01T00:00:00.500Z"))
-        const definitions = [Scheduler.schedule("s", tick, { trigger: Scheduler.interval("1 second"), payload: { n: 0 }, missed })]
+        const definitions = [Scheduler.schedule("s", tick, { trigger: Trigger.interval("1 second"), payload: { n: 0 }, missed })]
         const a = yield* start(definitions, "a")
         yield* TestClock.adjust("5 seconds")
         yield* a.stop
@@ -176,7 +178,7 @@ describe("Scheduler (TestClock, memory lease, stand-in TaskQueue)", () => {
         yield* TestClock.setTime(ms("2026-01-01T00:00:00.500Z"))
         const recorder = yield* Recorder
         recorder.slow.set(key("s", "2026-01-01T00:00:02Z"), "3500 millis")
-        yield* start([Scheduler.schedule("s", tick, { trigger: Scheduler.interval("1 second"), payload: { n: 0 }, missed })], "a")
+        yield* start([Scheduler.schedule("s", tick, { trigger: Trigger.interval("1 second"), payload: { n: 0 }, missed })], "a")
         yield* TestClock.adjust("7 seconds")
         return recorder.all().map((e) => [e.key, new Date(e.at).toISOString()])
       })
@@ -212,7 +214,7 @@ describe("Scheduler (TestClock, memory lease, stand-in TaskQueue)", () => {
       const recorder = yield* Recorder
       recorder.running.add(key("slow", "2026-01-01T00:00:01Z"))
       yield* start([
-        Scheduler.schedule("slow", tick, { trigger: Scheduler.interval("1 second"), payload: { n: 0 }, overlap: "skip" })
+        Scheduler.schedule("slow", tick, { trigger: Trigger.interval("1 second"), payload: { n: 0 }, overlap: "skip" })
       ], "a")
       yield* TestClock.adjust("3 seconds")
       assert.deepStrictEqual(yield* keysOf("slow"), [key("slow", "2026-01-01T00:00:01Z")])
@@ -234,7 +236,7 @@ describe("Scheduler (TestClock, memory lease, stand-in TaskQueue)", () => {
         return exit.left
       }).pipe(Effect.provide(env))
 
-    const every = Scheduler.interval("1 minute")
+    const every = Trigger.interval("1 minute")
     it.scoped("duplicate names", () =>
       Effect.gen(function*() {
         const e = yield* build([
@@ -253,7 +255,7 @@ describe("Scheduler (TestClock, memory lease, stand-in TaskQueue)", () => {
         ])
         assert.strictEqual(max.field, "missed.max")
         const tz = yield* build([
-          Scheduler.schedule("z", tick, { trigger: Scheduler.cron("0 0 * * *", { tz: "Europe/Berln" }), payload: { n: 0 } })
+          Scheduler.schedule("z", tick, { trigger: Trigger.cron("0 0 * * *", { tz: "Europe/Berln" }), payload: { n: 0 } })
         ])
         assert.strictEqual(tz.field, "tz")
         assert.match(tz.message, /^invalid schedule "z": tz "Europe\/Berln" is not a known IANA time zone/)

@@ -2,6 +2,8 @@ import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, Queue, TestClock } from "effect"
 import * as MemoryBroker from "../../src/layers/MemoryBroker.js"
 import * as Scheduler from "../../src/Scheduler.js"
+import * as SchedulerLease from "../../src/SchedulerLease.js"
+import * as Trigger from "../../src/Trigger.js"
 import * as TaskQueue from "../../src/TaskQueue.js"
 import { tick } from "./fixtures.js"
 
@@ -15,7 +17,7 @@ const env = Layer.unwrapEffect(Effect.gen(function*() {
   const runs = yield* Queue.unbounded<string>()
   const worker = TaskQueue.worker(tick, (_payload, context) => Queue.offer(runs, context.key ?? "(no key)"))
   return Layer.mergeAll(TaskQueue.layer({ keyWindow: "1 hour" }), worker, Layer.succeed(Runs, runs)).pipe(
-    Layer.provideMerge(Layer.mergeAll(MemoryBroker.layer(), TaskQueue.layerResultStoreMemory, Scheduler.layerLeaseMemory))
+    Layer.provideMerge(Layer.mergeAll(MemoryBroker.layer(), TaskQueue.layerResultStoreMemory, SchedulerLease.layerMemory))
   )
 }))
 
@@ -30,7 +32,7 @@ describe("Scheduler with the real TaskQueue (MemoryBroker, TestClock)", () => {
   it.scoped("each firing reaches the worker once, keyed by its slot", () =>
     at("2026-01-01T00:00:00.500Z", Effect.gen(function*() {
       yield* Scheduler.make([
-        Scheduler.schedule("beat", tick, { trigger: Scheduler.interval("1 second"), payload: { n: 1 } })
+        Scheduler.schedule("beat", tick, { trigger: Trigger.interval("1 second"), payload: { n: 1 } })
       ])
       yield* TestClock.adjust("3 seconds")
       const runs = yield* Runs
@@ -44,7 +46,7 @@ describe("Scheduler with the real TaskQueue (MemoryBroker, TestClock)", () => {
 
   it.scoped("slots a dead leader claimed but did not record as fired are re-enqueued; the task key drops the copy it did enqueue", () =>
     at("2026-01-01T00:00:03.500Z", Effect.gen(function*() {
-      const lease = yield* Scheduler.Lease
+      const lease = yield* SchedulerLease.SchedulerLease
       // The dead leader claimed slots 1-3 s, recorded 1 s as fired, enqueued 2 s, then died before recording it.
       assert.isTrue(yield* lease.acquire("dead", 10_000))
       assert.deepStrictEqual(
@@ -58,7 +60,7 @@ describe("Scheduler with the real TaskQueue (MemoryBroker, TestClock)", () => {
       assert.strictEqual(yield* Queue.take(runs), "beat@2026-01-01T00:00:02.000Z")
 
       yield* Scheduler.make([
-        Scheduler.schedule("beat", tick, { trigger: Scheduler.interval("1 second"), payload: { n: 1 } })
+        Scheduler.schedule("beat", tick, { trigger: Trigger.interval("1 second"), payload: { n: 1 } })
       ])
       yield* TestClock.adjust("1 second")
       const keys = [yield* Queue.take(runs), yield* Queue.take(runs)]
