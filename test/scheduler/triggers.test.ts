@@ -1,5 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Clock, Effect, Either, Fiber, Schedule, TestClock } from "effect"
+import { InvalidOptions } from "../../src/InvalidOptions.js"
+import * as SchedulerError from "../../src/SchedulerError.js"
 import * as Trigger from "../../src/Trigger.js"
 
 const ms = (iso: string) => new Date(iso).getTime()
@@ -275,5 +277,43 @@ describe("Scheduler triggers (TestClock)", () => {
           assert.include(error.message, field)
         }))
     }
+  })
+
+  describe("Trigger.validate: the synchronous check, returning the failure instead of throwing", () => {
+    it("a good trigger comes back as it is", () => {
+      const trigger = Trigger.combine(Trigger.cron("0 12 * * *", { tz: "Europe/Berlin" }), Trigger.interval("5 minutes"))
+      assert.deepStrictEqual(Trigger.validate(trigger), Either.right(trigger))
+    })
+
+    it("a bad one fails with InvalidSchedule naming the field, and the schedule when given", () => {
+      const result = Trigger.validate(Trigger.cron("0 0 31 2 *"))
+      assert.isTrue(Either.isLeft(result))
+      if (Either.isRight(result)) return
+      assert.strictEqual(result.left._tag, "InvalidSchedule")
+      assert.strictEqual(result.left.field, "cron.dayOfMonth")
+      assert.match(result.left.message, /^invalid schedule "\(trigger\)": cron.dayOfMonth/)
+      const named = Trigger.validate(Trigger.cron("* * * *"), { name: "nightly" })
+      assert.isTrue(Either.isLeft(named) && named.left.schedule === "nightly" && named.left.field === "cron")
+    })
+
+    it("what depends on time is checked only against a given now", () => {
+      const once = Trigger.at(new Date("2026-01-01T00:00:00Z"))
+      assert.isTrue(Either.isRight(Trigger.validate(once)), "no now: only the Date itself is checked")
+      assert.isTrue(Either.isRight(Trigger.validate(once, { now: new Date("2025-12-31T00:00:00Z") })))
+      const late = Trigger.validate(once, { now: ms("2026-01-02T00:00:00Z") })
+      assert.isTrue(Either.isLeft(late) && late.left.field === "at")
+      assert.isTrue(Either.isLeft(Trigger.validate(Trigger.at(new Date("nope")))))
+    })
+
+    it("InvalidSchedule and LeaseError are SchedulerErrors; InvalidOptions is not", () => {
+      assert.isTrue(
+        SchedulerError.isSchedulerError(new SchedulerError.InvalidSchedule({ schedule: "s", field: "f", value: "v", reason: "r" }))
+      )
+      assert.isTrue(SchedulerError.isSchedulerError(new SchedulerError.LeaseError({ operation: "claim", detail: "down" })))
+      assert.isFalse(
+        SchedulerError.isSchedulerError(new InvalidOptions({ module: "Scheduler", field: "f", value: "v", reason: "r" }))
+      )
+      assert.isFalse(SchedulerError.isSchedulerError(new Error("x")))
+    })
   })
 })

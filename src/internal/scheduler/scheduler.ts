@@ -79,6 +79,24 @@ export const compileAll = <E, R>(
   return Either.right(out)
 }
 
+/**
+ * `checks.duration` for a Scheduler option, refusing a negative input first: effect's Duration
+ * reads `-1`, `"-1 seconds"` and `-1n` as zero, which would turn a sign typo into "no grace".
+ */
+const duration = (
+  field: string,
+  value: Duration.DurationInput | undefined,
+  rule: Parameters<typeof checks.duration>[3]
+): checks.Checked<Duration.Duration> => {
+  const negative = (typeof value === "number" && value < 0) ||
+    (typeof value === "bigint" && value < BigInt(0)) ||
+    (typeof value === "string" && value.trim().startsWith("-")) ||
+    (Array.isArray(value) && (value[0] < 0 || value[1] < 0))
+  return negative
+    ? Either.left(checks.invalid("Scheduler", field, value, "must not be negative"))
+    : checks.duration("Scheduler", field, value, rule)
+}
+
 const owner = (value: string | undefined): checks.Checked<string | undefined> =>
   value === undefined || (typeof value === "string" && value.length > 0 && value.length <= 200 && !value.includes("\u0000"))
     ? Either.right(value)
@@ -92,12 +110,9 @@ const owner = (value: string | undefined): checks.Checked<string | undefined> =>
 export const config = (options: Scheduler.Options | undefined) =>
   Effect.gen(function*() {
     const checked = yield* Either.all({
-      leaseTtl: checks.duration("Scheduler", "leaseTtl", options?.leaseTtl, { fallback: defaults.leaseTtl, positive: true }),
-      renewEvery: checks.duration("Scheduler", "renewEvery", options?.renewEvery, {
-        fallback: Duration.zero,
-        positive: true
-      }),
-      grace: checks.duration("Scheduler", "grace", options?.grace, { fallback: defaults.grace }),
+      leaseTtl: duration("leaseTtl", options?.leaseTtl, { fallback: defaults.leaseTtl, positive: true }),
+      renewEvery: duration("renewEvery", options?.renewEvery, { fallback: Duration.zero, positive: true }),
+      grace: duration("grace", options?.grace, { fallback: defaults.grace }),
       concurrency: checks.integer("Scheduler", "concurrency", options?.concurrency, {
         min: 1,
         fallback: defaults.concurrency
