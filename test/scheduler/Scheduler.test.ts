@@ -135,6 +135,57 @@ describe("Scheduler (TestClock, memory lease, stand-in TaskQueue)", () => {
       assert.deepStrictEqual(yield* keysOf("s"), instants("2026-01-01T00:00:04Z", "2026-01-01T00:00:05Z", 1000).map((i) => `s@${i}`))
     }).pipe(Effect.provide(env)))
 
+  it.scoped("stress: 300 schedules of mixed intervals, anchors, crons and combinations on one timer fire every slot once, at its instant, in order", () =>
+    Effect.gen(function*() {
+      const start = ms("2026-01-01T00:00:00.500Z")
+      const end = start + 30_000
+      yield* TestClock.setTime(start)
+      const steps = [1, 2, 3, 5, 10, 15] as const
+      const definitions: Array<Scheduler.Definition> = []
+      const expected = new Map<string, Array<string>>()
+      const between = (every: number, anchorMs: number) => {
+        const out: Array<number> = []
+        // A slot at the very instant the scheduler starts is due, and fires.
+        for (let t = anchorMs + Math.ceil((start - anchorMs) / every) * every; t <= end; t += every) out.push(t)
+        return out
+      }
+      for (let i = 0; i < 300; i++) {
+        const name = `stress-${i}`
+        const every = ((i % 5) + 1) * 1000
+        // Few distinct instants per second: TestClock wakes each sleeper in turn.
+        const anchorMs = [0, 250, 500][i % 3] ?? 0
+        const step = steps[i % steps.length] ?? 1
+        const cronSlots = between(step * 1000, 0)
+        let trigger: Trigger.Trigger
+        let slots: Array<number>
+        switch (i % 3) {
+          case 0:
+            trigger = Trigger.interval(every, { anchor: new Date(anchorMs) })
+            slots = between(every, anchorMs)
+            break
+          case 1:
+            trigger = Trigger.cron(`*/${step} * * * * *`)
+            slots = cronSlots
+            break
+          default:
+            trigger = Trigger.combine(Trigger.interval(every, { anchor: new Date(anchorMs) }), Trigger.cron(`*/${step} * * * * *`))
+            slots = [...new Set([...between(every, anchorMs), ...cronSlots])].sort((a, b) => a - b)
+        }
+        definitions.push(Scheduler.schedule(name, tick, { trigger, payload: { n: i } }))
+        expected.set(name, slots.map((t) => `${name}@${new Date(t).toISOString()}`))
+      }
+      yield* Scheduler.make(definitions, { owner: "stress" })
+      yield* TestClock.adjust("30 seconds")
+      const recorder = yield* Recorder
+      const all = recorder.all()
+      for (const [name, keys] of expected) {
+        assert.deepStrictEqual(all.filter((e) => e.key?.startsWith(`${name}@`)).map((e) => e.key), keys, name)
+      }
+      assert.strictEqual(all.length, [...expected.values()].reduce((n, keys) => n + keys.length, 0))
+      for (const e of all) assert.strictEqual(e.at, ms((e.key ?? "").split("@")[1] ?? ""), `${e.key} enqueued at its slot`)
+      for (let i = 1; i < all.length; i++) assert.isAtLeast(all[i]?.at ?? 0, all[i - 1]?.at ?? 0, "enqueued in slot order")
+    }).pipe(Effect.provide(env)))
+
   describe("missed slots after downtime", () => {
     const downtime = (missed: Scheduler.MissedPolicy) =>
       Effect.gen(function*() {
