@@ -2,9 +2,9 @@
  * The Scheduler's `SchedulerLease` on PostgreSQL through `@effect/sql`'s `SqlClient`: a lease row
  * with a deadline (not an advisory lock: a holder whose connection is blackholed cannot tell it
  * lost the lock while another session already took it), and one row per schedule holding its
- * claimed and fired slot watermarks. A claim moves the watermark only while the caller holds an unexpired lease and
- * only forward, in one statement, so no slot is ever claimed twice, even by two replicas that both
- * believe they lead.
+ * claimed and fired slot watermarks. A claim moves the watermark only while the caller holds an
+ * unexpired lease and only forward, in one statement, so no slot is ever claimed twice, even by
+ * two replicas that both believe they lead.
  *
  * Give the `SqlClient` its own pool with an `applicationName` (e.g. `PgClient.layer({ url,
  * applicationName: "eb-lease" })`) so operators can see, and tests can terminate, its connections.
