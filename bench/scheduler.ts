@@ -5,8 +5,8 @@
  *   BENCH_SCHEDULER_SECONDS (30) on the live clock, memory lease, a stand-in TaskQueue that only
  *   records (key, time): lateness (enqueue time − slot) p50/p99 and process CPU per 1,000 firings.
  *   Baselines over 10 s with the same 1,000 schedules: one Node `setInterval` each, and one Effect
- *   fiber each (`Effect.sleep` loop) — DESIGN.md's ~0.3 ms and ~28 ms per 1,000 firings. The
- *   setInterval run also reports its own tick lateness: the floor this machine's load allows.
+ *   fiber each (`Effect.sleep` loop). The setInterval run also reports its own tick lateness: the
+ *   floor this machine's load allows.
  * - the same run with the real TaskQueue on MemoryBroker + memory result store (10 s): what a
  *   firing costs end to end (encode, dedup-key claim, publish).
  * - next-fire rate: our cron path (`internal/cron`: cron-parser + seconds cache) vs cron-parser's
@@ -19,6 +19,8 @@ import * as cron from "../src/internal/cron.js"
 import * as MemoryBroker from "../src/layers/MemoryBroker.js"
 import * as ResultStore from "../src/ResultStore.js"
 import * as Scheduler from "../src/Scheduler.js"
+import * as SchedulerLease from "../src/SchedulerLease.js"
+import * as Trigger from "../src/Trigger.js"
 import * as Task from "../src/Task.js"
 import * as TaskQueue from "../src/TaskQueue.js"
 
@@ -61,7 +63,7 @@ const tick = Task.make("bench_scheduler_tick", { payload: Schema.Struct({ n: Sch
 
 const definitions = Array.from({ length: SCHEDULES }, (_, i) =>
   Scheduler.schedule(`s${i}`, tick, {
-    trigger: i % 2 === 0 ? Scheduler.interval("1 second") : Scheduler.cron("* * * * * *"),
+    trigger: i % 2 === 0 ? Trigger.interval("1 second") : Trigger.cron("* * * * * *"),
     payload: { n: i }
   }))
 
@@ -92,7 +94,7 @@ const recordingQueue = () => {
 
 const runOurs = async () => {
   const recorder = recordingQueue()
-  const layer = Layer.merge(Layer.succeed(TaskQueue.TaskQueue, recorder.service), Scheduler.layerLeaseMemory)
+  const layer = Layer.merge(Layer.succeed(TaskQueue.TaskQueue, recorder.service), SchedulerLease.layerMemory)
   let startIndex = 0
   const result = await measure(SECONDS, recorder.count, () => {
     const fiber = Effect.runFork(Scheduler.run(definitions).pipe(Effect.provide(layer)))
@@ -115,7 +117,7 @@ const runOursTaskQueue = async () => {
   // MemoryBroker declares a task's queue when its worker subscribes; the worker does nothing.
   const layer = Layer.merge(TaskQueue.layer(), TaskQueue.worker(tick, () => Effect.void)).pipe(
     Layer.provideMerge(Layer.merge(MemoryBroker.layer(), ResultStore.layerMemory)),
-    Layer.merge(Scheduler.layerLeaseMemory)
+    Layer.merge(SchedulerLease.layerMemory)
   )
   let count = 0
   const counted = Layer.effect(

@@ -61,6 +61,16 @@ export * as Scheduler from "./Scheduler.js"
 /**
  * @since 0.1.0
  */
+export * as SchedulerError from "./SchedulerError.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as SchedulerLease from "./SchedulerLease.js"
+
+/**
+ * @since 0.1.0
+ */
 export * as Task from "./Task.js"
 
 /**
@@ -72,3 +82,8 @@ export * as TaskError from "./TaskError.js"
  * @since 0.1.0
  */
 export * as TaskQueue from "./TaskQueue.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as Trigger from "./Trigger.js"

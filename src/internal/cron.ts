@@ -5,9 +5,9 @@ import * as Either from "effect/Either"
 
 /**
  * Cron expressions on top of cron-parser, validated eagerly: cron-parser reads `""` and 4-field
- * strings as "every minute" and reports a bad zone as `CronDate: unhandled timestamp`, so field
- * count, each field, the zone and the existence of a next fire are checked here first
- * (RELIABILITY.md).
+ * strings as "every minute" and reports a bad zone as `CronDate: unhandled timestamp`, and
+ * effect's `Cron` accepts `0 0 31 2 *` and then dies looking for the next date. So field count,
+ * each field, the zone and the existence of a next fire are checked here first.
  */
 
 /** @internal */
@@ -65,6 +65,7 @@ const errorMessage = (u: unknown): string => (u instanceof Error ? u.message : S
  * @internal
  */
 export const validateZone = (tz: string): Either.Either<string, Problem> => {
+  if (typeof tz !== "string") return problem("tz", String(tz), "must be a string")
   if (tz.length === 0) return problem("tz", tz, "is empty")
   if (tz.trim() !== tz) return problem("tz", tz, "has leading or trailing whitespace")
   try {
@@ -83,7 +84,16 @@ const maxOffsetMillis = 14 * 3_600_000
  * @internal
  */
 export const parseOffset = (input: string | Duration.DurationInput): Either.Either<number, Problem> => {
-  const value = typeof input === "string" ? input : typeof input === "number" ? String(input) : Duration.format(Duration.decode(input))
+  // Duration.decode throws on an input that is not a Duration: decodeUnknown keeps it a Problem.
+  const decodedInput = typeof input === "string" || typeof input === "number" ? undefined : Duration.decodeUnknown(input)
+  if (decodedInput !== undefined && decodedInput._tag === "None") {
+    return problem("offset", String(input), "expected \"+HH:MM\", \"-HH:MM\" or a Duration such as \"3 hours\"")
+  }
+  const value = typeof input === "string"
+    ? input
+    : typeof input === "number" || decodedInput === undefined
+    ? String(input)
+    : Duration.format(decodedInput.value)
   let millis: number
   if (typeof input === "number") {
     millis = input
@@ -106,7 +116,7 @@ export const parseOffset = (input: string | Duration.DurationInput): Either.Eith
       millis = (negative ? -1 : 1) * Duration.toMillis(decoded.value)
     }
   } else {
-    millis = Duration.toMillis(Duration.decode(input))
+    millis = decodedInput === undefined ? Number.NaN : Duration.toMillis(decodedInput.value)
   }
   if (!Number.isFinite(millis)) return problem("offset", value, "must be finite")
   if (Math.abs(millis) > maxOffsetMillis) return problem("offset", value, "must be within ±14:00")
@@ -138,6 +148,7 @@ const validateFields = (fields: ReadonlyArray<string>): Either.Either<void, Prob
 }
 
 const syntax = (expression: string): Either.Either<void, Problem> => {
+  if (typeof expression !== "string") return problem("cron", String(expression), "must be a string")
   const trimmed = expression.trim()
   if (trimmed.length === 0) return problem("cron", expression, "is empty")
   if (trimmed.startsWith("@")) {

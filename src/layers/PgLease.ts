@@ -1,13 +1,16 @@
 /**
- * The Scheduler's {@link Scheduler.Lease} on PostgreSQL through `@effect/sql`'s `SqlClient`:
- * a lease row with a deadline (not an advisory lock — a blackholed advisory-lock holder cannot
- * tell it lost the lock, RELIABILITY.md), and one row per schedule holding its claimed and fired
- * slot watermarks. A claim moves the watermark only while the caller holds an unexpired lease and
- * only forward, in one statement, so no slot is ever claimed twice, even by two replicas that both
- * believe they lead.
+ * The Scheduler's `SchedulerLease` on PostgreSQL through `@effect/sql`'s `SqlClient`: a lease row
+ * with a deadline (not an advisory lock: a holder whose connection is blackholed cannot tell it
+ * lost the lock while another session already took it), and one row per schedule holding its
+ * claimed and fired slot watermarks. A claim moves the watermark only while the caller holds an
+ * unexpired lease and only forward, in one statement, so no slot is ever claimed twice, even by
+ * two replicas that both believe they lead.
  *
  * Give the `SqlClient` its own pool with an `applicationName` (e.g. `PgClient.layer({ url,
  * applicationName: "eb-lease" })`) so operators can see, and tests can terminate, its connections.
+ *
+ * Options are checked when the Layer is built: a bad one fails it with `InvalidOptions`
+ * (module `"PgLease"`), before any SQL runs.
  *
  * @since 0.1.0
  */
@@ -16,17 +19,21 @@ import type * as SqlError from "@effect/sql/SqlError"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
-import * as Scheduler from "../Scheduler.js"
+import type { InvalidOptions } from "../InvalidOptions.js"
+import * as checks from "../internal/options.js"
+import { LeaseError } from "../SchedulerError.js"
+import * as SchedulerLease from "../SchedulerLease.js"
 
 /**
  * @since 0.1.0
  * @category models
  */
 export interface Options {
-  /** Prefix of the two tables (`<prefix>_lease`, `<prefix>_slots`). Default `"eb_scheduler"`. */
+  /** Prefix of the two tables (`<prefix>_lease`, `<prefix>_slots`): a plain SQL identifier of at most 40 characters. Default `"eb_scheduler"`. */
   readonly tablePrefix?: string | undefined
-  /** Scheduler replicas compete within a group; several groups can share the tables. Default `"default"`. */
+  /** Scheduler replicas compete within a group; several groups can share the tables. 1-200 characters without U+0000. Default `"default"`. */
   readonly group?: string | undefined
 }
 
@@ -39,10 +46,21 @@ export const defaults = {
   group: "default"
 } as const
 
-const prefixPattern = /^[A-Za-z_][A-Za-z0-9_]{0,39}$/
+const fail = (operation: LeaseError["operation"]) => (cause: SqlError.SqlError) =>
+  new LeaseError({ operation, detail: cause.message, cause })
 
-const fail = (operation: Scheduler.LeaseError["operation"]) => (cause: SqlError.SqlError) =>
-  new Scheduler.LeaseError({ operation, detail: cause.message, cause })
+const checkGroup = (value: string | undefined): checks.Checked<string> => {
+  if (value === undefined) return Either.right(defaults.group)
+  return typeof value === "string" && value.length > 0 && value.length <= 200 && !value.includes("\u0000")
+    ? Either.right(value)
+    : Either.left(checks.invalid("PgLease", "group", value, "must be 1-200 characters without U+0000"))
+}
+
+const checkOptions = (options: Options | undefined) =>
+  Either.all({
+    tablePrefix: checks.sqlIdentifier("PgLease", "tablePrefix", options?.tablePrefix, defaults.tablePrefix),
+    group: checkGroup(options?.group)
+  })
 
 interface SlotRow {
   readonly schedule: string
@@ -53,25 +71,18 @@ interface SlotRow {
 const toNumber = (s: string | null): number | undefined => (s === null ? undefined : Number(s))
 
 /**
- * Creates the tables if needed (idempotent, serialised by a transaction-scoped advisory lock) and
- * returns the lease.
+ * Checks the options, creates the tables if needed (idempotent, serialised by a
+ * transaction-scoped advisory lock) and returns the lease.
  *
  * @since 0.1.0
  * @category constructors
  */
 export const make = (
   options?: Options
-): Effect.Effect<Scheduler.LeaseService, Scheduler.LeaseError, SqlClient.SqlClient> =>
+): Effect.Effect<SchedulerLease.Service, InvalidOptions | LeaseError, SqlClient.SqlClient> =>
   Effect.gen(function*() {
+    const { group, tablePrefix: prefix } = yield* checkOptions(options)
     const sql = yield* SqlClient.SqlClient
-    const prefix = options?.tablePrefix ?? defaults.tablePrefix
-    const group = options?.group ?? defaults.group
-    if (!prefixPattern.test(prefix)) {
-      return yield* new Scheduler.LeaseError({
-        operation: "setup",
-        detail: `table prefix ${JSON.stringify(prefix)} must match ${prefixPattern.source}`
-      })
-    }
     const lease = sql(`${prefix}_lease`)
     const slots = sql(`${prefix}_slots`)
 
@@ -93,7 +104,7 @@ export const make = (
       )`
     })).pipe(Effect.mapError(fail("setup")))
 
-    const service: Scheduler.LeaseService = {
+    const service: SchedulerLease.Service = {
       acquire: (owner, ttlMillis) =>
         sql<{ owner: string }>`insert into ${lease} (grp, owner, deadline)
           values (${group}, ${owner}, now() + ${ttlMillis} * interval '1 millisecond')
@@ -135,7 +146,7 @@ export const make = (
         sql<SlotRow>`select schedule, claimed::text as claimed, fired::text as fired from ${slots}
           where grp = ${group} and schedule = any(${schedules}::text[])`.pipe(
           Effect.map((rows) =>
-            rows.map((r): Scheduler.SlotState => ({
+            rows.map((r): SchedulerLease.SlotState => ({
               schedule: r.schedule,
               claimed: toNumber(r.claimed),
               fired: toNumber(r.fired)
@@ -151,8 +162,10 @@ export const make = (
  * @since 0.1.0
  * @category layers
  */
-export const layer = (options?: Options): Layer.Layer<Scheduler.Lease, Scheduler.LeaseError, SqlClient.SqlClient> =>
-  Layer.effect(Scheduler.Lease, make(options))
+export const layer = (
+  options?: Options
+): Layer.Layer<SchedulerLease.SchedulerLease, InvalidOptions | LeaseError, SqlClient.SqlClient> =>
+  Layer.effect(SchedulerLease.SchedulerLease, make(options))
 
 /**
  * Reads `options` from `Config`, e.g. `PgLease.layerConfig({ tablePrefix: Config.string("SCHEDULER_TABLE_PREFIX") })`.
@@ -162,5 +175,8 @@ export const layer = (options?: Options): Layer.Layer<Scheduler.Lease, Scheduler
  */
 export const layerConfig = (
   config: Config.Config.Wrap<Options>
-): Layer.Layer<Scheduler.Lease, Scheduler.LeaseError | ConfigError.ConfigError, SqlClient.SqlClient> =>
-  Layer.effect(Scheduler.Lease, Effect.flatMap(Config.unwrap(config), make))
+): Layer.Layer<
+  SchedulerLease.SchedulerLease,
+  InvalidOptions | LeaseError | ConfigError.ConfigError,
+  SqlClient.SqlClient
+> => Layer.effect(SchedulerLease.SchedulerLease, Effect.flatMap(Config.unwrap(config), make))

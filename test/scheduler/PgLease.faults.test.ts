@@ -4,6 +4,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Clock, Duration, Effect, Exit, Layer, Redacted, Schedule, Scope } from "effect"
 import * as PgLease from "../../src/layers/PgLease.js"
 import * as Scheduler from "../../src/Scheduler.js"
+import * as Trigger from "../../src/Trigger.js"
 import { databaseUrl, runId, uniqueName } from "../fixtures/env.js"
 import { type Enqueued, InstanceRef, Recorder, recorderLayer, tick } from "./fixtures.js"
 
@@ -113,7 +114,7 @@ const leaderOf = (instances: ReadonlyArray<Instance>) =>
     statuses.filter((s) => s.role === "leader").map((s) => s.owner))
 
 const every = (name: string, missed: Scheduler.MissedPolicy) =>
-  Scheduler.schedule(name, tick, { trigger: Scheduler.interval("1 second"), payload: { n: 0 }, missed })
+  Scheduler.schedule(name, tick, { trigger: Trigger.interval("1 second"), payload: { n: 0 }, missed })
 
 const env = Layer.merge(recorderLayer, fixture)
 

@@ -2,8 +2,9 @@ import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Either, Layer, Redacted } from "effect"
+import { isInvalidOptions } from "../../src/InvalidOptions.js"
 import * as PgLease from "../../src/layers/PgLease.js"
-import * as Scheduler from "../../src/Scheduler.js"
+import * as SchedulerLease from "../../src/SchedulerLease.js"
 import { databaseUrl, uniqueName } from "../fixtures/env.js"
 import { leaseContract } from "./leaseContract.js"
 
@@ -21,7 +22,7 @@ const dropTables = Layer.scopedDiscard(
   )
 )
 
-leaseContract("memory", Scheduler.layerLeaseMemory)
+leaseContract("memory", SchedulerLease.layerMemory)
 leaseContract("PostgreSQL", PgLease.layer({ tablePrefix }).pipe(Layer.provideMerge(dropTables), Layer.provide(client)))
 
 describe("PgLease setup", () => {
@@ -40,8 +41,11 @@ describe("PgLease setup", () => {
       const result = yield* Effect.either(PgLease.make({ tablePrefix: "x; drop table y" }))
       assert.isTrue(Either.isLeft(result))
       if (Either.isLeft(result)) {
-        assert.strictEqual(result.left.operation, "setup")
-        assert.match(result.left.message, /table prefix/)
+        // Refused before any SQL runs: the one error for a bad option.
+        const error = result.left
+        assert.isTrue(isInvalidOptions(error))
+        if (isInvalidOptions(error)) assert.deepStrictEqual([error.module, error.field], ["PgLease", "tablePrefix"])
+        assert.match(error.message, /tablePrefix/)
       }
     }).pipe(Effect.provide(client)))
 })

@@ -1,6 +1,8 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Clock, Effect, Either, Exit, Layer, Option, Scope, TestClock } from "effect"
 import * as Scheduler from "../../src/Scheduler.js"
+import * as SchedulerLease from "../../src/SchedulerLease.js"
+import * as Trigger from "../../src/Trigger.js"
 import { InstanceRef, Recorder, recorderLayer, tick } from "./fixtures.js"
 
 const ms = (iso: string) => new Date(iso).getTime()
@@ -15,7 +17,7 @@ const instants = (from: string, to: string, stepMs: number) => {
   return out
 }
 
-const env = Layer.merge(recorderLayer, Scheduler.layerLeaseMemory)
+const env = Layer.merge(recorderLayer, SchedulerLease.layerMemory)
 
 /** Starts a scheduler instance in its own Scope, so a test can stop it (the leader dying). */
 const start = <E, R>(
@@ -37,9 +39,9 @@ describe("Scheduler (TestClock, memory lease, stand-in TaskQueue)", () => {
     Effect.gen(function*() {
       yield* TestClock.setTime(ms("2026-01-01T00:00:00.500Z"))
       yield* start([
-        Scheduler.schedule("every-second", tick, { trigger: Scheduler.interval("1 second"), payload: { n: 1 } }),
+        Scheduler.schedule("every-second", tick, { trigger: Trigger.interval("1 second"), payload: { n: 1 } }),
         Scheduler.schedule("cron-2s", tick, {
-          trigger: Scheduler.cron("*/2 * * * * *"),
+          trigger: Trigger.cron("*/2 * * * * *"),
           payload: Effect.map(Clock.currentTimeMillis, (n) => ({ n }))
         })
       ], "a")
@@ -65,8 +67,8 @@ describe("Scheduler (TestClock, memory lease, stand-in TaskQueue)", () => {
     Effect.gen(function*() {
       yield* TestClock.setTime(ms("2026-01-01T00:00:00Z"))
       const { service } = yield* start([
-        Scheduler.schedule("once", tick, { trigger: Scheduler.at(new Date("2026-01-01T00:00:05Z")), payload: { n: 0 } }),
-        Scheduler.schedule("minutely", tick, { trigger: Scheduler.cron("* * * * *"), payload: { n: 0 } })
+        Scheduler.schedule("once", tick, { trigger: Trigger.at(new Date("2026-01-01T00:00:05Z")), payload: { n: 0 } }),
+        Scheduler.schedule("minutely", tick, { trigger: Trigger.cron("* * * * *"), payload: { n: 0 } })
       ], "a")
       yield* TestClock.adjust("1 millis")
       const before = yield* service.status
@@ -89,7 +91,7 @@ describe("Scheduler (TestClock, memory lease, stand-in TaskQueue)", () => {
       yield* TestClock.setTime(ms("2026-01-01T00:00:00.500Z"))
       const definitions = [
         Scheduler.schedule("s", tick, {
-          trigger: Scheduler.interval("1 second"),
+          trigger: Trigger.interval("1 second"),
           payload: { n: 0 },
           missed: Scheduler.catchUp({ max: 100 })
         })
@@ -118,11 +120,11 @@ describe("Scheduler (TestClock, memory lease, stand-in TaskQueue)", () => {
   it.scoped("a leader that dies without releasing is replaced after the lease ttl", () =>
     Effect.gen(function*() {
       yield* TestClock.setTime(ms("2026-01-01T00:00:00.500Z"))
-      const lease = yield* Scheduler.Lease
+      const lease = yield* SchedulerLease.SchedulerLease
       // A crashed leader: it took the lease and never renews or releases it.
       assert.isTrue(yield* lease.acquire("crashed", 3000))
       const b = yield* start([
-        Scheduler.schedule("s", tick, { trigger: Scheduler.interval("1 second"), payload: { n: 0 } })
+        Scheduler.schedule("s", tick, { trigger: Trigger.interval("1 second"), payload: { n: 0 } })
       ], "b", { leaseTtl: "3 seconds", renewEvery: "1 second" })
       yield* TestClock.adjust("2 seconds")
       assert.strictEqual((yield* b.service.status).role, "standby")
@@ -133,11 +135,62 @@ describe("Scheduler (TestClock, memory lease, stand-in TaskQueue)", () => {
       assert.deepStrictEqual(yield* keysOf("s"), instants("2026-01-01T00:00:04Z", "2026-01-01T00:00:05Z", 1000).map((i) => `s@${i}`))
     }).pipe(Effect.provide(env)))
 
+  it.scoped("stress: 300 schedules of mixed intervals, anchors, crons and combinations on one timer fire every slot once, at its instant, in order", () =>
+    Effect.gen(function*() {
+      const start = ms("2026-01-01T00:00:00.500Z")
+      const end = start + 30_000
+      yield* TestClock.setTime(start)
+      const steps = [1, 2, 3, 5, 10, 15] as const
+      const definitions: Array<Scheduler.Definition> = []
+      const expected = new Map<string, Array<string>>()
+      const between = (every: number, anchorMs: number) => {
+        const out: Array<number> = []
+        // A slot at the very instant the scheduler starts is due, and fires.
+        for (let t = anchorMs + Math.ceil((start - anchorMs) / every) * every; t <= end; t += every) out.push(t)
+        return out
+      }
+      for (let i = 0; i < 300; i++) {
+        const name = `stress-${i}`
+        const every = ((i % 5) + 1) * 1000
+        // Few distinct instants per second: TestClock wakes each sleeper in turn.
+        const anchorMs = [0, 250, 500][i % 3] ?? 0
+        const step = steps[i % steps.length] ?? 1
+        const cronSlots = between(step * 1000, 0)
+        let trigger: Trigger.Trigger
+        let slots: Array<number>
+        switch (i % 3) {
+          case 0:
+            trigger = Trigger.interval(every, { anchor: new Date(anchorMs) })
+            slots = between(every, anchorMs)
+            break
+          case 1:
+            trigger = Trigger.cron(`*/${step} * * * * *`)
+            slots = cronSlots
+            break
+          default:
+            trigger = Trigger.combine(Trigger.interval(every, { anchor: new Date(anchorMs) }), Trigger.cron(`*/${step} * * * * *`))
+            slots = [...new Set([...between(every, anchorMs), ...cronSlots])].sort((a, b) => a - b)
+        }
+        definitions.push(Scheduler.schedule(name, tick, { trigger, payload: { n: i } }))
+        expected.set(name, slots.map((t) => `${name}@${new Date(t).toISOString()}`))
+      }
+      yield* Scheduler.make(definitions, { owner: "stress" })
+      yield* TestClock.adjust("30 seconds")
+      const recorder = yield* Recorder
+      const all = recorder.all()
+      for (const [name, keys] of expected) {
+        assert.deepStrictEqual(all.filter((e) => e.key?.startsWith(`${name}@`)).map((e) => e.key), keys, name)
+      }
+      assert.strictEqual(all.length, [...expected.values()].reduce((n, keys) => n + keys.length, 0))
+      for (const e of all) assert.strictEqual(e.at, ms((e.key ?? "").split("@")[1] ?? ""), `${e.key} enqueued at its slot`)
+      for (let i = 1; i < all.length; i++) assert.isAtLeast(all[i]?.at ?? 0, all[i - 1]?.at ?? 0, "enqueued in slot order")
+    }).pipe(Effect.provide(env)))
+
   describe("missed slots after downtime", () => {
     const downtime = (missed: Scheduler.MissedPolicy) =>
       Effect.gen(function*() {
         yield* TestClock.setTime(ms("2026-01-01T00:00:00.500Z"))
-        const definitions = [Scheduler.schedule("s", tick, { trigger: Scheduler.interval("1 second"), payload: { n: 0 }, missed })]
+        const definitions = [Scheduler.schedule("s", tick, { trigger: Trigger.interval("1 second"), payload: { n: 0 }, missed })]
         const a = yield* start(definitions, "a")
         yield* TestClock.adjust("5 seconds")
         yield* a.stop
@@ -176,7 +229,7 @@ describe("Scheduler (TestClock, memory lease, stand-in TaskQueue)", () => {
         yield* TestClock.setTime(ms("2026-01-01T00:00:00.500Z"))
         const recorder = yield* Recorder
         recorder.slow.set(key("s", "2026-01-01T00:00:02Z"), "3500 millis")
-        yield* start([Scheduler.schedule("s", tick, { trigger: Scheduler.interval("1 second"), payload: { n: 0 }, missed })], "a")
+        yield* start([Scheduler.schedule("s", tick, { trigger: Trigger.interval("1 second"), payload: { n: 0 }, missed })], "a")
         yield* TestClock.adjust("7 seconds")
         return recorder.all().map((e) => [e.key, new Date(e.at).toISOString()])
       })
@@ -212,7 +265,7 @@ describe("Scheduler (TestClock, memory lease, stand-in TaskQueue)", () => {
       const recorder = yield* Recorder
       recorder.running.add(key("slow", "2026-01-01T00:00:01Z"))
       yield* start([
-        Scheduler.schedule("slow", tick, { trigger: Scheduler.interval("1 second"), payload: { n: 0 }, overlap: "skip" })
+        Scheduler.schedule("slow", tick, { trigger: Trigger.interval("1 second"), payload: { n: 0 }, overlap: "skip" })
       ], "a")
       yield* TestClock.adjust("3 seconds")
       assert.deepStrictEqual(yield* keysOf("slow"), [key("slow", "2026-01-01T00:00:01Z")])
@@ -234,7 +287,7 @@ describe("Scheduler (TestClock, memory lease, stand-in TaskQueue)", () => {
         return exit.left
       }).pipe(Effect.provide(env))
 
-    const every = Scheduler.interval("1 minute")
+    const every = Trigger.interval("1 minute")
     it.scoped("duplicate names", () =>
       Effect.gen(function*() {
         const e = yield* build([
@@ -253,7 +306,7 @@ describe("Scheduler (TestClock, memory lease, stand-in TaskQueue)", () => {
         ])
         assert.strictEqual(max.field, "missed.max")
         const tz = yield* build([
-          Scheduler.schedule("z", tick, { trigger: Scheduler.cron("0 0 * * *", { tz: "Europe/Berln" }), payload: { n: 0 } })
+          Scheduler.schedule("z", tick, { trigger: Trigger.cron("0 0 * * *", { tz: "Europe/Berln" }), payload: { n: 0 } })
         ])
         assert.strictEqual(tz.field, "tz")
         assert.match(tz.message, /^invalid schedule "z": tz "Europe\/Berln" is not a known IANA time zone/)

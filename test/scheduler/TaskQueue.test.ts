@@ -3,6 +3,8 @@ import { Context, Effect, Layer, Queue, TestClock } from "effect"
 import * as MemoryBroker from "../../src/layers/MemoryBroker.js"
 import * as ResultStore from "../../src/ResultStore.js"
 import * as Scheduler from "../../src/Scheduler.js"
+import * as SchedulerLease from "../../src/SchedulerLease.js"
+import * as Trigger from "../../src/Trigger.js"
 import * as TaskQueue from "../../src/TaskQueue.js"
 import { tick } from "./fixtures.js"
 
@@ -16,7 +18,7 @@ const env = Layer.unwrapEffect(Effect.gen(function*() {
   const runs = yield* Queue.unbounded<string>()
   const worker = TaskQueue.worker(tick, (_payload, context) => Queue.offer(runs, context.key ?? "(no key)"))
   return Layer.mergeAll(TaskQueue.layer({ keyWindow: "1 hour" }), worker, Layer.succeed(Runs, runs)).pipe(
-    Layer.provideMerge(Layer.mergeAll(MemoryBroker.layer(), ResultStore.layerMemory, Scheduler.layerLeaseMemory))
+    Layer.provideMerge(Layer.mergeAll(MemoryBroker.layer(), ResultStore.layerMemory, SchedulerLease.layerMemory))
   )
 }))
 
@@ -31,7 +33,7 @@ describe("Scheduler with the real TaskQueue (MemoryBroker, TestClock)", () => {
   it.scoped("each firing reaches the worker once, keyed by its slot", () =>
     at("2026-01-01T00:00:00.500Z", Effect.gen(function*() {
       yield* Scheduler.make([
-        Scheduler.schedule("beat", tick, { trigger: Scheduler.interval("1 second"), payload: { n: 1 } })
+        Scheduler.schedule("beat", tick, { trigger: Trigger.interval("1 second"), payload: { n: 1 } })
       ])
       yield* TestClock.adjust("3 seconds")
       const runs = yield* Runs
@@ -45,7 +47,7 @@ describe("Scheduler with the real TaskQueue (MemoryBroker, TestClock)", () => {
 
   it.scoped("slots a dead leader claimed but did not record as fired are re-enqueued; the task key drops the copy it did enqueue", () =>
     at("2026-01-01T00:00:03.500Z", Effect.gen(function*() {
-      const lease = yield* Scheduler.Lease
+      const lease = yield* SchedulerLease.SchedulerLease
       // The dead leader claimed slots 1-3 s, recorded 1 s as fired, enqueued 2 s, then died before recording it.
       assert.isTrue(yield* lease.acquire("dead", 10_000))
       assert.deepStrictEqual(
@@ -59,7 +61,7 @@ describe("Scheduler with the real TaskQueue (MemoryBroker, TestClock)", () => {
       assert.strictEqual(yield* Queue.take(runs), "beat@2026-01-01T00:00:02.000Z")
 
       yield* Scheduler.make([
-        Scheduler.schedule("beat", tick, { trigger: Scheduler.interval("1 second"), payload: { n: 1 } })
+        Scheduler.schedule("beat", tick, { trigger: Trigger.interval("1 second"), payload: { n: 1 } })
       ])
       yield* TestClock.adjust("1 second")
       const keys = [yield* Queue.take(runs), yield* Queue.take(runs)]

@@ -1,16 +1,16 @@
 import { assert, layer } from "@effect/vitest"
 import { Effect, Layer } from "effect"
-import * as Scheduler from "../../src/Scheduler.js"
+import * as SchedulerLease from "../../src/SchedulerLease.js"
 
 /**
- * What every `Scheduler.Lease` must do. Runs on the live clock (PostgreSQL keeps its own time);
+ * What every `SchedulerLease` must do. Runs on the live clock (PostgreSQL keeps its own time);
  * each test uses its own schedule names, the lease group is shared, so tests release what they take.
  */
-export const leaseContract = <E>(name: string, lease: Layer.Layer<Scheduler.Lease, E>) =>
-  layer(lease, { excludeTestServices: true, timeout: "30 seconds" })(`Scheduler.Lease contract (${name})`, (it) => {
+export const leaseContract = <E>(name: string, lease: Layer.Layer<SchedulerLease.SchedulerLease, E>) =>
+  layer(lease, { excludeTestServices: true, timeout: "30 seconds" })(`SchedulerLease contract (${name})`, (it) => {
     it.effect("one owner at a time; renewal keeps it; release hands it over", () =>
       Effect.gen(function*() {
-        const l = yield* Scheduler.Lease
+        const l = yield* SchedulerLease.SchedulerLease
         assert.isTrue(yield* l.acquire("a", 10_000))
         assert.isFalse(yield* l.acquire("b", 10_000))
         assert.isTrue(yield* l.acquire("a", 10_000), "renewal by the holder")
@@ -23,7 +23,7 @@ export const leaseContract = <E>(name: string, lease: Layer.Layer<Scheduler.Leas
 
     it.effect("an expired lease can be taken by another owner", () =>
       Effect.gen(function*() {
-        const l = yield* Scheduler.Lease
+        const l = yield* SchedulerLease.SchedulerLease
         assert.isTrue(yield* l.acquire("a", 200))
         assert.isFalse(yield* l.acquire("b", 10_000))
         yield* Effect.sleep("300 millis")
@@ -34,7 +34,7 @@ export const leaseContract = <E>(name: string, lease: Layer.Layer<Scheduler.Leas
 
     it.effect("claims only while holding the lease, and each slot at most once", () =>
       Effect.gen(function*() {
-        const l = yield* Scheduler.Lease
+        const l = yield* SchedulerLease.SchedulerLease
         const s = `claims-${Math.random().toString(36).slice(2)}`
         assert.deepStrictEqual(yield* l.claim("a", [{ schedule: s, first: 1000, last: 1000 }]), [], "not holding")
         assert.isTrue(yield* l.acquire("a", 10_000))
@@ -52,7 +52,7 @@ export const leaseContract = <E>(name: string, lease: Layer.Layer<Scheduler.Leas
 
     it.effect("a batch claims several schedules in one call; names may contain quotes and SQL", () =>
       Effect.gen(function*() {
-        const l = yield* Scheduler.Lease
+        const l = yield* SchedulerLease.SchedulerLease
         const tag = Math.random().toString(36).slice(2)
         const plain = `x-${tag}`
         const sqlish = `'; drop table students; -- ${tag}`

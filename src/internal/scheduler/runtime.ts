@@ -6,17 +6,35 @@ import * as Fiber from "effect/Fiber"
 import * as FiberHandle from "effect/FiberHandle"
 import * as Metric from "effect/Metric"
 import * as MetricBoundaries from "effect/MetricBoundaries"
+import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
-import type * as Scope from "effect/Scope"
 import type * as Scheduler from "../../Scheduler.js"
+import type { LeaseError } from "../../SchedulerError.js"
+import type * as SchedulerLease from "../../SchedulerLease.js"
 import { TimerHeap } from "./heap.js"
 import type { Next } from "./trigger.js"
 
 /**
- * The scheduler's engine: one leadership loop renewing the lease, and while leading one timer
- * fiber that sleeps until the earliest next-fire instant of all schedules (a heap), claims the
- * due slots in one lease call and enqueues them. One fiber per schedule would cost ~28-64 ms CPU
- * per 1,000 firings (DESIGN.md); one timer costs a heap operation and an array lookup per firing.
+ * The scheduler's engine, a fenced imperative kernel: one leadership loop renews the lease and,
+ * while leading, one timer fiber (`driver`) sleeps until the earliest next-fire instant of all
+ * schedules (a heap), claims the due slots in one lease call and enqueues them. It is written
+ * with mutable entries and plain loops because it runs once per firing; a fiber per schedule
+ * costs several times the CPU of one timer (bench/scheduler.ts measures both).
+ *
+ * Invariants:
+ * - One timer for all schedules: the heap holds each entry once, keyed by its `nextAt`; no fiber
+ *   is started per schedule or per firing unless an enqueue actually waits.
+ * - A slot is enqueued only after the lease store granted its claim (fenced by the lease in the
+ *   store, and at most once per slot), and only while local leadership is valid: until the send
+ *   time of the last successful renewal plus the ttl, so a replica cut off from the store stops
+ *   firing before the store lets another replica take over.
+ * - Claimed slots fire in slot order, each at or after its instant, never early.
+ * - `nextAt`, `claimed` and `fired` of an entry are written only by the one running driver (a
+ *   FiberHandle holds at most one); `status` only reads them. A new driver reloads them from
+ *   the store.
+ * - The fired watermark is recorded only after the enqueue succeeded; slots claimed but never
+ *   recorded as fired are enqueued again by the next driver with the same dedup key.
+ * - Every store call is bounded by `renewEvery`: a blackholed connection never parks the timer.
  */
 
 /** @internal */
@@ -101,6 +119,9 @@ export const plan = <R>(entry: Entry<R>, after: number, now: number, config: Con
   return due
 }
 
+/** Epoch ms until which this replica may fire: set by the leadership loop, read by the driver. @internal */
+export type ValidUntil = Ref.Ref<number>
+
 interface Firing<R> {
   readonly entry: Entry<R>
   readonly slot: number
@@ -146,44 +167,43 @@ const recordFired = <R>(f: Firing<R>, now: number, fired: Map<string, number>): 
  * Claims the slots of `batch` in one lease call; returns the firings won, in slot order. Every
  * store call is bounded: a blackholed connection must not park the timer.
  */
-const claimSlots = <R>(
-  lease: Scheduler.LeaseService,
+const claimSlots = Effect.fnUntraced(function*<R>(
+  lease: SchedulerLease.Service,
   config: Config,
-  validUntil: () => number,
+  validUntil: ValidUntil,
   batch: ReadonlyArray<Firing<R>>
-): Effect.Effect<Array<Firing<R>>> =>
-  Effect.gen(function*() {
-    const now = yield* Clock.currentTimeMillis
-    // The lease lapsed locally: another replica may already lead. The claim is fenced in the
-    // store as well, so this only saves a round trip.
-    if (now >= validUntil()) return []
-    const ranges = new Map<string, { first: number; last: number }>()
-    for (const { entry, slot } of batch) {
-      const r = ranges.get(entry.name)
-      if (r === undefined) ranges.set(entry.name, { first: slot, last: slot })
-      else {
-        r.first = Math.min(r.first, slot)
-        r.last = Math.max(r.last, slot)
-      }
+) {
+  const now = yield* Clock.currentTimeMillis
+  // The lease lapsed locally: another replica may already lead. The claim is fenced in the
+  // store as well, so this only saves a round trip.
+  if (now >= (yield* Ref.get(validUntil))) return []
+  const ranges = new Map<string, { first: number; last: number }>()
+  for (const { entry, slot } of batch) {
+    const r = ranges.get(entry.name)
+    if (r === undefined) ranges.set(entry.name, { first: slot, last: slot })
+    else {
+      r.first = Math.min(r.first, slot)
+      r.last = Math.max(r.last, slot)
     }
-    const claims: Array<Scheduler.Claim> = []
-    for (const [schedule, r] of ranges) claims.push({ schedule, first: r.first, last: r.last })
-    const won = yield* lease.claim(config.owner, claims).pipe(
-      Effect.timeout(Duration.millis(config.renewEvery)),
-      Effect.retry(claimRetry),
-      Effect.tapErrorCause((cause) => Effect.logWarning("scheduler: claiming slots failed", cause)),
-      Effect.orElseSucceed((): ReadonlyArray<string> => [])
-    )
-    if (won.length === 0) return []
-    const wonSet = new Set(won)
-    const firings: Array<Firing<R>> = []
-    for (const f of batch) {
-      if (!wonSet.has(f.entry.name)) continue
-      f.entry.claimed = Math.max(f.entry.claimed ?? f.slot, f.slot)
-      firings.push(f)
-    }
-    return firings.sort((x, y) => x.slot - y.slot)
-  })
+  }
+  const claims: Array<SchedulerLease.Claim> = []
+  for (const [schedule, r] of ranges) claims.push({ schedule, first: r.first, last: r.last })
+  const won = yield* lease.claim(config.owner, claims).pipe(
+    Effect.timeout(Duration.millis(config.renewEvery)),
+    Effect.retry(claimRetry),
+    Effect.tapErrorCause((cause) => Effect.logWarning("scheduler: claiming slots failed", cause)),
+    Effect.orElseSucceed((): ReadonlyArray<string> => [])
+  )
+  if (won.length === 0) return []
+  const wonSet = new Set(won)
+  const firings: Array<Firing<R>> = []
+  for (const f of batch) {
+    if (!wonSet.has(f.entry.name)) continue
+    f.entry.claimed = Math.max(f.entry.claimed ?? f.slot, f.slot)
+    firings.push(f)
+  }
+  return firings.sort((x, y) => x.slot - y.slot)
+})
 
 /**
  * Sleeps until `at` on the Clock and returns the time it woke; a timer may wake a millisecond
@@ -194,69 +214,67 @@ const sleepUntil = (at: number): Effect.Effect<number> =>
     now >= at ? Effect.succeed(now) : Effect.zipRight(Effect.sleep(Duration.millis(at - now)), sleepUntil(at)))
 
 /** Enqueues claimed firings (all due by `now`) and records the fired slots. */
-const fireClaimed = <R>(
-  lease: Scheduler.LeaseService,
+const fireClaimed = Effect.fnUntraced(function*<R>(
+  lease: SchedulerLease.Service,
   config: Config,
   firings: ReadonlyArray<Firing<R>>,
   now: number
-): Effect.Effect<void, never, R> =>
-  Effect.gen(function*() {
-    const fired = new Map<string, number>()
-    // A pool of `concurrency` fibers pulling from the batch, instead of a fiber per firing:
-    // forking dominated the CPU cost of a firing.
-    let index = 0
-    const worker = Effect.whileLoop({
-      while: () => index < firings.length,
-      body: () => {
-        const f = firings[index++]
-        return f === undefined ? Effect.void : fireOne(f, now, fired)
-      },
-      step: () => {}
-    })
-    // This fiber works through the batch at once; the helpers only start (and take items) once it
-    // waits on an enqueue (a broker confirm), so enqueues that complete at once cost no fibers.
-    const helpers = Math.min(config.concurrency, firings.length) - 1
-    let helpersStarted = false
-    const helping = helpers <= 0 ? undefined : yield* Effect.fork(Effect.suspend(() => {
-      helpersStarted = true
-      return Effect.all(Array.from({ length: helpers }, () => worker), { concurrency: "unbounded", discard: true })
-    }))
-    yield* Effect.withMaxOpsBeforeYield(worker, Number.MAX_SAFE_INTEGER)
-    if (helping !== undefined) yield* helpersStarted ? Fiber.join(helping) : Fiber.interrupt(helping)
-    if (fired.size === 0) return
-    const marks: Array<Scheduler.FiredSlot> = []
-    for (const [schedule, slot] of fired) marks.push({ schedule, slot })
-    yield* lease.markFired(config.owner, marks).pipe(
-      Effect.timeout(Duration.millis(config.renewEvery)),
-      Effect.tapErrorCause((cause) => Effect.logWarning("scheduler: recording fired slots failed", cause)),
-      Effect.ignore
-    )
+) {
+  const fired = new Map<string, number>()
+  // A pool of `concurrency` fibers pulling from the batch, instead of a fiber per firing:
+  // forking dominated the CPU cost of a firing.
+  let index = 0
+  const worker = Effect.whileLoop({
+    while: () => index < firings.length,
+    body: () => {
+      const f = firings[index++]
+      return f === undefined ? Effect.void : fireOne(f, now, fired)
+    },
+    step: () => {}
   })
+  // This fiber works through the batch at once; the helpers only start (and take items) once it
+  // waits on an enqueue (a broker confirm), so enqueues that complete at once cost no fibers.
+  const helpers = Math.min(config.concurrency, firings.length) - 1
+  let helpersStarted = false
+  const helping = helpers <= 0 ? undefined : yield* Effect.fork(Effect.suspend(() => {
+    helpersStarted = true
+    return Effect.all(Array.from({ length: helpers }, () => worker), { concurrency: "unbounded", discard: true })
+  }))
+  yield* Effect.withMaxOpsBeforeYield(worker, Number.MAX_SAFE_INTEGER)
+  if (helping !== undefined) yield* helpersStarted ? Fiber.join(helping) : Fiber.interrupt(helping)
+  if (fired.size === 0) return
+  const marks: Array<SchedulerLease.FiredSlot> = []
+  for (const [schedule, slot] of fired) marks.push({ schedule, slot })
+  yield* lease.markFired(config.owner, marks).pipe(
+    Effect.timeout(Duration.millis(config.renewEvery)),
+    Effect.tapErrorCause((cause) => Effect.logWarning("scheduler: recording fired slots failed", cause)),
+    Effect.ignore
+  )
+})
 
 /**
  * Claims a batch ahead of its slots, then fires each slot instant when it comes, so the store
  * round trip is not part of any firing's lateness. A lease that lapses in between stops the
  * firing; the next leader re-enqueues what was claimed and not fired (`unfiredSlots`).
  */
-const runFirings = <R>(
-  lease: Scheduler.LeaseService,
+const runFirings = Effect.fnUntraced(function*<R>(
+  lease: SchedulerLease.Service,
   config: Config,
-  validUntil: () => number,
+  validUntil: ValidUntil,
   batch: ReadonlyArray<Firing<R>>
-): Effect.Effect<void, never, R> =>
-  Effect.gen(function*() {
-    const firings = yield* claimSlots(lease, config, validUntil, batch)
-    let from = 0
-    while (from < firings.length) {
-      const slot = firings[from]?.slot ?? 0
-      let to = from
-      while (to < firings.length && firings[to]?.slot === slot) to++
-      const now = yield* sleepUntil(slot)
-      if (now >= validUntil()) return
-      yield* fireClaimed(lease, config, firings.slice(from, to), now)
-      from = to
-    }
-  })
+) {
+  const firings = yield* claimSlots(lease, config, validUntil, batch)
+  let from = 0
+  while (from < firings.length) {
+    const slot = firings[from]?.slot ?? 0
+    let to = from
+    while (to < firings.length && firings[to]?.slot === slot) to++
+    const now = yield* sleepUntil(slot)
+    if (now >= (yield* Ref.get(validUntil))) return
+    yield* fireClaimed(lease, config, firings.slice(from, to), now)
+    from = to
+  }
+})
 
 /**
  * Slots claimed by a previous leader but never recorded as enqueued: enqueued again with the same
@@ -279,87 +297,86 @@ const unfiredSlots = <R>(entry: Entry<R>, config: Config): Array<number> => {
  *
  * @internal
  */
-export const driver = <R>(
+export const driver = Effect.fnUntraced(function*<R>(
   entries: ReadonlyArray<Entry<R>>,
-  lease: Scheduler.LeaseService,
+  lease: SchedulerLease.Service,
   config: Config,
-  validUntil: () => number
-): Effect.Effect<never, Scheduler.LeaseError | Cause.TimeoutException, R> =>
-  Effect.gen(function*() {
-    const state = yield* lease.state(entries.map((e) => e.name)).pipe(
-      Effect.timeout(Duration.millis(config.renewEvery))
+  validUntil: ValidUntil
+) {
+  const state = yield* lease.state(entries.map((e) => e.name)).pipe(
+    Effect.timeout(Duration.millis(config.renewEvery))
+  )
+  const byName = new Map(state.map((s) => [s.schedule, s]))
+  const heap = new TimerHeap<Entry<R>>()
+  const now0 = yield* Clock.currentTimeMillis
+  let batch: Array<Firing<R>> = []
+  const redo: Array<Firing<R>> = []
+  for (const entry of entries) {
+    const s = byName.get(entry.name)
+    entry.claimed = s?.claimed
+    entry.fired = s?.fired
+    for (const slot of unfiredSlots(entry, config)) redo.push({ entry, slot })
+    // No history: start from now; a new schedule never "catches up" on its past.
+    const after = entry.claimed ?? now0 - 1
+    for (const slot of plan(entry, after, now0, config)) batch.push({ entry, slot })
+    if (entry.nextAt !== undefined) heap.push(entry.nextAt, entry)
+  }
+  if (redo.length > 0) {
+    yield* Effect.logInfo(`scheduler: re-enqueueing ${redo.length} slot(s) claimed but not recorded as fired`)
+    yield* Effect.forEach(
+      redo,
+      (f) =>
+        f.entry.fire(f.slot).pipe(
+          Effect.tapErrorCause((cause) => Effect.logError(`scheduler: re-enqueue of "${f.entry.name}" failed`, cause)),
+          Effect.ignore
+        ),
+      { concurrency: config.concurrency, discard: true }
     )
-    const byName = new Map(state.map((s) => [s.schedule, s]))
-    const heap = new TimerHeap<Entry<R>>()
-    const now0 = yield* Clock.currentTimeMillis
-    let batch: Array<Firing<R>> = []
-    const redo: Array<Firing<R>> = []
-    for (const entry of entries) {
-      const s = byName.get(entry.name)
-      entry.claimed = s?.claimed
-      entry.fired = s?.fired
-      for (const slot of unfiredSlots(entry, config)) redo.push({ entry, slot })
-      // No history: start from now; a new schedule never "catches up" on its past.
-      const after = entry.claimed ?? now0 - 1
-      for (const slot of plan(entry, after, now0, config)) batch.push({ entry, slot })
+  }
+  // Entries taken off the heap for the batch being fired: their next slot is computed after the
+  // firing, since 1,000 cron `next` computations first would make every firing of the second late.
+  let taken: Array<Entry<R>> = []
+  for (;;) {
+    if (batch.length > 0) {
+      yield* runFirings(lease, config, validUntil, batch)
+      batch = []
+    }
+    for (const entry of taken) {
+      if (entry.nextAt === undefined) continue
+      entry.nextAt = entry.next(entry.nextAt)
       if (entry.nextAt !== undefined) heap.push(entry.nextAt, entry)
     }
-    if (redo.length > 0) {
-      yield* Effect.logInfo(`scheduler: re-enqueueing ${redo.length} slot(s) claimed but not recorded as fired`)
-      yield* Effect.forEach(
-        redo,
-        (f) =>
-          f.entry.fire(f.slot).pipe(
-            Effect.tapErrorCause((cause) => Effect.logError(`scheduler: re-enqueue of "${f.entry.name}" failed`, cause)),
-            Effect.ignore
-          ),
-        { concurrency: config.concurrency, discard: true }
-      )
+    taken = []
+    const now = yield* Clock.currentTimeMillis
+    const top = heap.peek()
+    if (top === Number.POSITIVE_INFINITY) return yield* Effect.never
+    // Wake `claimAhead` early: the claim's round trip happens before the slot, not after it.
+    if (top > now + claimAhead) {
+      yield* Effect.sleep(Duration.millis(top - claimAhead - now))
+      continue
     }
-    // Entries taken off the heap for the batch being fired: their next slot is computed after the
-    // firing, since 1,000 cron `next` computations first would make every firing of the second late.
-    let taken: Array<Entry<R>> = []
-    for (;;) {
-      if (batch.length > 0) {
-        yield* runFirings(lease, config, validUntil, batch)
-        batch = []
-      }
-      for (const entry of taken) {
-        if (entry.nextAt === undefined) continue
-        entry.nextAt = entry.next(entry.nextAt)
-        if (entry.nextAt !== undefined) heap.push(entry.nextAt, entry)
-      }
-      taken = []
-      const now = yield* Clock.currentTimeMillis
-      const top = heap.peek()
-      if (top === Number.POSITIVE_INFINITY) return yield* Effect.never
-      // Wake `claimAhead` early: the claim's round trip happens before the slot, not after it.
-      if (top > now + claimAhead) {
-        yield* Effect.sleep(Duration.millis(top - claimAhead - now))
+    // One slot instant per batch (plus anything overdue), so a short interval's next slot is
+    // never held back behind a later one.
+    const instant = Math.max(now, top)
+    while (heap.peek() <= instant) {
+      const entry = heap.top()
+      if (entry === undefined || entry.nextAt === undefined) {
+        heap.pop()
         continue
       }
-      // One slot instant per batch (plus anything overdue), so a short interval's next slot is
-      // never held back behind a later one.
-      const instant = Math.max(now, top)
-      while (heap.peek() <= instant) {
-        const entry = heap.top()
-        if (entry === undefined || entry.nextAt === undefined) {
-          heap.pop()
-          continue
-        }
-        const slot = entry.nextAt
-        if (now - slot <= config.grace) {
-          batch.push({ entry, slot })
-          taken.push(entry)
-          heap.pop()
-          continue
-        }
-        for (const s of plan(entry, slot - 1, now, config)) batch.push({ entry, slot: s })
-        if (entry.nextAt === undefined) heap.pop()
-        else heap.replaceTop(entry.nextAt)
+      const slot = entry.nextAt
+      if (now - slot <= config.grace) {
+        batch.push({ entry, slot })
+        taken.push(entry)
+        heap.pop()
+        continue
       }
+      for (const s of plan(entry, slot - 1, now, config)) batch.push({ entry, slot: s })
+      if (entry.nextAt === undefined) heap.pop()
+      else heap.replaceTop(entry.nextAt)
     }
-  })
+  }
+})
 
 /** @internal */
 export type Role = "leader" | "standby"
@@ -372,71 +389,70 @@ export type Role = "leader" | "standby"
  *
  * @internal
  */
-export const leadership = <R>(
+export const leadership = Effect.fnUntraced(function*<R>(
   entries: ReadonlyArray<Entry<R>>,
-  lease: Scheduler.LeaseService,
+  lease: SchedulerLease.Service,
   config: Config,
-  onRole: (role: Role) => void
-): Effect.Effect<void, never, Scope.Scope | R> =>
-  Effect.gen(function*() {
-    const handle = yield* FiberHandle.make<never, Scheduler.LeaseError | Cause.TimeoutException>()
-    let validUntil = 0
-    let leading = false
-    const getValidUntil = () => validUntil
-    const stepDown = Effect.suspend(() => {
-      if (!leading) return Effect.void
-      leading = false
-      onRole("standby")
-      metrics.leader.unsafeUpdate(0, [])
-      return FiberHandle.clear(handle).pipe(Effect.zipRight(Effect.logWarning("scheduler: lease lost, standing by")))
-    })
-    const release = lease.release(config.owner).pipe(
-      Effect.timeout(Duration.millis(config.renewEvery)),
-      Effect.tapErrorCause((cause) => Effect.logWarning("scheduler: releasing the lease failed", cause)),
-      Effect.ignore
-    )
-    // Registered before the loop is forked, so it runs after the loop and driver are interrupted.
-    yield* Effect.addFinalizer(() => Effect.suspend(() => (leading ? release : Effect.void)))
-
-    const round = Effect.gen(function*() {
-      const sentAt = yield* Clock.currentTimeMillis
-      const held = yield* lease.acquire(config.owner, config.leaseTtl).pipe(
-        Effect.timeoutFail({
-          duration: Duration.millis(config.renewEvery),
-          onTimeout: () => "timeout" as const
-        }),
-        Effect.either
+  onRole: (role: Role) => Effect.Effect<void>
+) {
+  const handle = yield* FiberHandle.make<never, LeaseError | Cause.TimeoutException>()
+  const validUntil: ValidUntil = yield* Ref.make(0)
+  const leading = yield* Ref.make(false)
+  const stepDown = Effect.flatMap(Ref.getAndSet(leading, false), (wasLeading) =>
+    wasLeading
+      ? onRole("standby").pipe(
+        Effect.zipRight(Metric.set(metrics.leader, 0)),
+        Effect.zipRight(FiberHandle.clear(handle)),
+        Effect.zipRight(Effect.logWarning("scheduler: lease lost, standing by"))
       )
-      const now = yield* Clock.currentTimeMillis
-      if (held._tag === "Right" && held.right) {
-        validUntil = sentAt + config.leaseTtl
-        if (!leading) {
-          leading = true
-          onRole("leader")
-          metrics.leader.unsafeUpdate(1, [])
-          yield* Effect.logInfo("scheduler: lease acquired, firing")
-          yield* FiberHandle.run(
-            handle,
-            driver(entries, lease, config, getValidUntil).pipe(
-              Effect.tapErrorCause((cause) => Effect.logWarning("scheduler: driver failed, restarting", cause)),
-              Effect.retry(Schedule.spaced(Duration.millis(config.renewEvery)))
-            )
-          )
-        }
-        return
-      }
-      if (held._tag === "Left") {
-        yield* Effect.logWarning("scheduler: lease renewal failed", held.left)
-        if (now >= validUntil) yield* stepDown
-      } else {
-        // Another replica holds the lease.
-        yield* stepDown
-      }
-    })
-    yield* round.pipe(
-      Effect.repeat(Schedule.spaced(Duration.millis(config.renewEvery))),
-      Effect.annotateLogs({ package: "effect-background", module: "Scheduler", owner: config.owner }),
-      Effect.interruptible,
-      Effect.forkScoped
+      : Effect.void)
+  const release = lease.release(config.owner).pipe(
+    Effect.timeout(Duration.millis(config.renewEvery)),
+    Effect.tapErrorCause((cause) => Effect.logWarning("scheduler: releasing the lease failed", cause)),
+    Effect.ignore
+  )
+  // Registered before the loop is forked, so it runs after the loop and driver are interrupted.
+  yield* Effect.addFinalizer(() => Effect.flatMap(Ref.get(leading), (held) => (held ? release : Effect.void)))
+
+  const becomeLeader = Effect.flatMap(Ref.getAndSet(leading, true), (wasLeading) =>
+    wasLeading ? Effect.void : onRole("leader").pipe(
+      Effect.zipRight(Metric.set(metrics.leader, 1)),
+      Effect.zipRight(Effect.logInfo("scheduler: lease acquired, firing")),
+      Effect.zipRight(FiberHandle.run(
+        handle,
+        driver(entries, lease, config, validUntil).pipe(
+          Effect.tapErrorCause((cause) => Effect.logWarning("scheduler: driver failed, restarting", cause)),
+          Effect.retry(Schedule.spaced(Duration.millis(config.renewEvery)))
+        )
+      ))
+    ))
+
+  const round = Effect.gen(function*() {
+    const sentAt = yield* Clock.currentTimeMillis
+    const held = yield* lease.acquire(config.owner, config.leaseTtl).pipe(
+      Effect.timeoutFail({
+        duration: Duration.millis(config.renewEvery),
+        onTimeout: () => "timeout" as const
+      }),
+      Effect.either
     )
+    const now = yield* Clock.currentTimeMillis
+    if (held._tag === "Right" && held.right) {
+      yield* Ref.set(validUntil, sentAt + config.leaseTtl)
+      return yield* becomeLeader
+    }
+    if (held._tag === "Left") {
+      yield* Effect.logWarning("scheduler: lease renewal failed", held.left)
+      if (now >= (yield* Ref.get(validUntil))) yield* stepDown
+    } else {
+      // Another replica holds the lease.
+      yield* stepDown
+    }
   })
+  yield* round.pipe(
+    Effect.repeat(Schedule.spaced(Duration.millis(config.renewEvery))),
+    Effect.annotateLogs({ package: "effect-background", module: "Scheduler", owner: config.owner }),
+    Effect.interruptible,
+    Effect.forkScoped
+  )
+})

@@ -4,7 +4,7 @@ import * as Either from "effect/Either"
 import * as Schedule from "effect/Schedule"
 import * as ScheduleDecision from "effect/ScheduleDecision"
 import * as Interval from "effect/ScheduleInterval"
-import type * as Scheduler from "../../Scheduler.js"
+import type * as Trigger from "../../Trigger.js"
 import * as cron from "../cron.js"
 
 /**
@@ -24,7 +24,7 @@ export type Memo = Map<string, Next>
 const problem = (field: string, value: string, reason: string): Either.Either<never, Problem> =>
   Either.left({ field, value, reason })
 
-const compileInterval = (trigger: Scheduler.Interval): Either.Either<Next, Problem> => {
+const compileInterval = (trigger: Trigger.Interval): Either.Either<Next, Problem> => {
   const decoded = Duration.decodeUnknown(trigger.every)
   if (decoded._tag === "None") {
     return problem("interval", String(trigger.every), "is not a Duration (e.g. \"30 seconds\", Duration.minutes(5))")
@@ -34,16 +34,16 @@ const compileInterval = (trigger: Scheduler.Interval): Either.Either<Next, Probl
   if (!Duration.isFinite(decoded.value)) return problem("interval", shown, "must be finite")
   if (every <= 0) return problem("interval", shown, "must be positive")
   if (!Number.isInteger(every)) return problem("interval", shown, "must be a whole number of milliseconds")
-  const anchor = trigger.anchor === undefined ? 0 : trigger.anchor.getTime()
+  const anchor = trigger.anchor === undefined ? 0 : trigger.anchor instanceof Date ? trigger.anchor.getTime() : Number.NaN
   if (Number.isNaN(anchor)) return problem("interval.anchor", String(trigger.anchor), "is an invalid Date")
   // Slots are anchor + k·every for every k, so replicas agree on slot instants (and dedup keys).
   return Either.right((after) => anchor + (Math.floor((after - anchor) / every) + 1) * every)
 }
 
-const compileAt = (trigger: Scheduler.At, now: number): Either.Either<Next, Problem> => {
-  const at = trigger.at.getTime()
+const compileAt = (trigger: Trigger.At, now: number | undefined): Either.Either<Next, Problem> => {
+  const at = trigger.at instanceof Date ? trigger.at.getTime() : Number.NaN
   if (Number.isNaN(at)) return problem("at", String(trigger.at), "is an invalid Date")
-  if (at <= now) {
+  if (now !== undefined && at <= now) {
     return problem("at", trigger.at.toISOString(), `is not in the future (now is ${new Date(now).toISOString()})`)
   }
   return Either.right((after) => (at > after ? at : undefined))
@@ -51,7 +51,8 @@ const compileAt = (trigger: Scheduler.At, now: number): Either.Either<Next, Prob
 
 const prefixed = (prefix: string, p: Problem): Problem => ({ ...p, field: `${prefix}.${p.field}` })
 
-const compileCombined = (trigger: Scheduler.Combined, now: number, memo?: Memo): Either.Either<Next, Problem> => {
+const compileCombined = (trigger: Trigger.Combined, now: number | undefined, memo?: Memo): Either.Either<Next, Problem> => {
+  if (!Array.isArray(trigger.triggers)) return problem("triggers", String(trigger.triggers), "must be an array")
   if (trigger.triggers.length === 0) return problem("triggers", "[]", "combine needs at least one trigger")
   const nexts: Array<Next> = []
   for (let i = 0; i < trigger.triggers.length; i++) {
@@ -72,12 +73,15 @@ const compileCombined = (trigger: Scheduler.Combined, now: number, memo?: Memo):
 }
 
 /**
- * Validates a trigger and compiles its next-fire function. `now` is the Clock's time at
- * definition/Layer build: it decides whether a one-shot is in the past and a cron ever fires.
+ * Validates a trigger and compiles its next-fire function. `now` is the Clock's time at Layer
+ * build: it decides whether a one-shot is in the past and a cron ever fires; without it only
+ * what does not depend on time is checked.
  *
  * @internal
  */
-export const compile = (trigger: Scheduler.Trigger, now: number, memo?: Memo): Either.Either<Next, Problem> => {
+export const compile = (trigger: Trigger.Trigger, now: number | undefined, memo?: Memo): Either.Either<Next, Problem> => {
+  // Triggers are data a JavaScript caller may build by hand: an unknown shape is a Problem, not a crash.
+  if (typeof trigger !== "object" || trigger === null) return problem("trigger", String(trigger), "is not a trigger")
   switch (trigger._tag) {
     case "Cron": {
       const offset = trigger.offset
@@ -86,7 +90,7 @@ export const compile = (trigger: Scheduler.Trigger, now: number, memo?: Memo): E
       const cached = key === undefined ? undefined : memo?.get(key)
       if (cached !== undefined) return Either.right(cached)
       const compiled = Either.map(
-        cron.parse(trigger.expression, { tz: trigger.tz, offset: trigger.offset }, now),
+        cron.parse(trigger.expression, { tz: trigger.tz, offset: trigger.offset }, now ?? 0),
         (spec) => spec.next
       )
       if (key !== undefined && memo !== undefined && Either.isRight(compiled)) memo.set(key, compiled.right)
@@ -98,6 +102,8 @@ export const compile = (trigger: Scheduler.Trigger, now: number, memo?: Memo): E
       return compileAt(trigger, now)
     case "Combined":
       return compileCombined(trigger, now, memo)
+    default:
+      return problem("trigger", JSON.stringify(trigger), "is not a trigger (use Trigger.cron, interval, at or combine)")
   }
 }
 
