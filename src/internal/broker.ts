@@ -120,11 +120,8 @@ const invalidOption = (field: string, value: unknown, reason: string) => Either.
 
 const optionalMillis = (input: Duration.DurationInput | undefined, name: string): Either.Either<number | undefined, InvalidOptions> => {
   if (input === undefined) return Either.right(undefined)
-  const duration = Duration.decodeUnknown(input)
-  if (Option.isNone(duration)) return invalidOption(name, input, "is not a duration")
-  const millis = Duration.toMillis(duration.value)
-  if (!Number.isFinite(millis) || millis < 0) return invalidOption(name, input, "must be a finite, non-negative duration")
-  return Either.right(Math.round(millis))
+  const checked = checks.duration("Broker", name, input, { fallback: Duration.zero })
+  return Either.isLeft(checked) ? Either.left(checked.left) : Either.right(Math.round(Duration.toMillis(checked.right)))
 }
 
 const noProperties: Either.Either<{ delay: number | undefined; expiration: number | undefined }, InvalidName | InvalidOptions> = Either.right({
@@ -288,6 +285,7 @@ export const oversize = (message: BrokerTransport.TransportMessage, maxBytes: nu
   })
 
 const maxPack = 10_000
+const maxWindow = 1_000_000
 
 /** @internal */
 export const mapBatch = <E>(
@@ -357,11 +355,15 @@ export const make = (transport: BrokerTransport.Transport): Broker.Service => {
     options: Broker.PublishAllOptions | undefined
   ): Effect.Effect<ReadonlyArray<Either.Either<void, Broker.PublishError>>> =>
     Effect.suspend(() => {
-      const pack = options?.pack ?? 1
-      if (!Number.isInteger(pack) || pack < 1 || pack > maxPack) {
-        const invalid = checks.invalid("Broker", "pack", pack, `must be an integer from 1 to ${maxPack}`)
+      const checked = Either.all({
+        pack: checks.integer("Broker", "pack", options?.pack, { min: 1, max: maxPack, fallback: 1 }),
+        window: checks.integer("Broker", "window", options?.window, { min: 1, max: maxWindow, fallback: 1000 })
+      })
+      if (Either.isLeft(checked)) {
+        const invalid = checked.left
         return Effect.succeed(Array.from({ length: size }, () => Either.left(invalid)))
       }
+      const { pack, window } = checked.right
       if (size === 0) return Effect.succeed([])
       // Entries that cannot be published: their outcome is known here, the transport skips them.
       const failed = new Map<number, Broker.PublishError>()
@@ -374,7 +376,6 @@ export const make = (transport: BrokerTransport.Transport): Broker.Service => {
           return undefined
         }
       }
-      const window = Math.max(1, options?.window ?? 1000)
       return Effect.map(transport.publishAll(batch, window, pack), (sent) => {
         if (failed.size === 0 && sent.length === size) return sent
         const results = new Array<Either.Either<void, Broker.PublishError>>(size)
