@@ -180,7 +180,7 @@ export interface PublishOptions {
   readonly expiration?: Duration.DurationInput | undefined
   /**
    * `false` lets the broker keep the message in memory only (AMQP delivery mode 1): RabbitMQ
-   * takes it faster (~1.5× here), still confirms it, and loses it if the broker restarts. For
+   * takes it faster, still confirms it, and loses it if the broker restarts. For
    * messages that can be lost; the default is `true` (written to disk before the confirm).
    * Quorum queues (`queueType: "quorum"`) keep every message on disk whatever this says.
    */
@@ -196,9 +196,9 @@ export interface PublishAllOptions {
   readonly window?: number | undefined
   /**
    * Up to this many messages for the same topic travel as one RabbitMQ message (1 to 10,000;
-   * default 1, off). RabbitMQ's work is per wire message, so 100 moves ~100× the messages per
-   * second; each message is still delivered, retried and dead-lettered on its own, with its own
-   * id and headers. Messages with a delay, priority or expiration are sent alone. Trade-offs:
+   * default 1, off). RabbitMQ's work is per wire message, so packing multiplies the messages it
+   * moves per second (see docs/benchmarks.md); each message is still delivered, retried and
+   * dead-lettered on its own, with its own id, headers and metadata. Messages with a delay, priority or expiration are sent alone. Trade-offs:
    * only this library's consumers understand packed messages; a consumer that dies mid-way
    * gets the whole pack again (already-handled members run twice); queue depths count packs.
    * A transport that does not pack (`Capabilities.packedContentType` undefined) sends them one

@@ -108,7 +108,7 @@ export class DecodeError extends Schema.TaggedError<DecodeError>()("DecodeError"
  * @category errors
  */
 export class InvalidName extends Schema.TaggedError<InvalidName>()("InvalidName", {
-  kind: Schema.Literal("topic", "pattern", "group", "header", "option"),
+  kind: Schema.Literal("topic", "pattern", "group", "header"),
   value: Schema.String,
   reason: Schema.String
 }) {

@@ -8,8 +8,9 @@ import * as HashMap from "effect/HashMap"
  * `annotateLogs`) wrap the effect in an acquire/use/release and compare the restored value with
  * the current one, ~8-10 µs a message each; these only set the value for the rest of the fiber.
  *
- * Sound because a transport runs each delivery in a fiber of its own, or resets its worker
- * fiber's locals after every delivery (see `Broker.Transport.consume`).
+ * Sound because the typed front puts the fiber's context, log annotations, log spans and metric
+ * labels back after every delivery (`isolate` in internal/broker.ts), whichever fiber the
+ * transport runs it on.
  *
  * @internal
  */
@@ -42,20 +43,3 @@ export const annotateLogs = <A, E, R>(
     }),
     effect
   )
-
-/**
- * For a transport's worker fiber that runs delivery after delivery: captures the locals above,
- * and returns the effect that puts them back after each delivery (cheap when nothing changed).
- *
- * @internal
- */
-export const snapshot: Effect.Effect<Effect.Effect<void>> = Effect.withFiberRuntime((fiber) => {
-  const context = fiber.getFiberRef(FiberRef.currentContext)
-  const annotations = fiber.getFiberRef(FiberRef.currentLogAnnotations)
-  return Effect.succeed(Effect.withFiberRuntime((current) =>
-    current.getFiberRef(FiberRef.currentContext) === context &&
-      current.getFiberRef(FiberRef.currentLogAnnotations) === annotations
-      ? Effect.void
-      : Effect.zipRight(FiberRef.set(FiberRef.currentContext, context), FiberRef.set(FiberRef.currentLogAnnotations, annotations))
-  ))
-})

@@ -20,11 +20,14 @@
  * retry queues expire on their own. Messages published with a `delay` are routable to the delay
  * queue, so an unroutable topic is not detected for them.
  *
- * Library headers: `x-eb-attempt`, `x-eb-routing-key` (the original topic of a retried or
- * dead-lettered message), `x-eb-last-error`, `x-eb-dead-reason`, `x-eb-group`, `x-eb-delay`. A
- * message without caller headers carries no header table at all (cheaper to encode); its publish
- * time travels in AMQP's `timestamp` property, in whole seconds as the spec defines it, so
- * `Envelope.publishedAt` has one-second precision on RabbitMQ.
+ * Caller headers and library metadata share the AMQP header table; metadata names are reserved
+ * (`x-eb-*`, `traceparent`, `tracestate`), so no caller header can collide with them, and they
+ * are split apart again on delivery. Transport headers: `x-eb-attempt`, `x-eb-routing-key` (the
+ * original topic of a retried or dead-lettered message), `x-eb-last-error`, `x-eb-dead-reason`,
+ * `x-eb-group`, `x-eb-delay`; library metadata: `traceparent`, `x-eb-task-key`. A message with
+ * neither carries no header table at all (cheaper to encode). Its publish time travels in its
+ * UUIDv7 message id (millisecond precision) or, for a caller-chosen id, in AMQP's `timestamp`
+ * property (whole seconds, as the spec defines it).
  *
  * @since 0.1.0
  */

@@ -1,5 +1,5 @@
 /**
- * RabbitMQBroker under real faults (RELIABILITY.md B1, B2, B4, B9; R1: a redrive cut by the server;
+ * RabbitMQBroker under real faults (ARCHITECTURE.md fault ids B1, B2, B4, B9; R1: a redrive cut by the server;
  * P1: a consumer holding a prefetch beyond its concurrency cut by the server). Serial "faults" project:
  * `stop_app` breaks every vhost for a few seconds. Each scenario keeps a ledger per message id
  * (publish outcome, deliveries) and asserts: nothing confirmed is lost, duplicates stay within

@@ -9,6 +9,7 @@ import * as Broker from "../../src/Broker.js"
 import type * as BrokerTransport from "../../src/BrokerTransport.js"
 import * as Task from "../../src/Task.js"
 import * as TaskQueue from "../../src/TaskQueue.js"
+import { plainCapabilities } from "../fixtures/transport.js"
 
 class Marker extends Context.Tag("test/isolation/Marker")<Marker, number>() {}
 
@@ -48,17 +49,7 @@ const naiveTransport = (messages: ReadonlyArray<BrokerTransport.TransportMessage
   const dispositions: Array<BrokerTransport.Disposition["_tag"]> = []
   const around: Array<{ readonly before: TransportView; readonly after: TransportView }> = []
   const transport: BrokerTransport.Transport = {
-    capabilities: {
-      name: "naive",
-      delay: false,
-      priority: false,
-      expiration: false,
-      wildcards: false,
-      packedContentType: undefined,
-      transient: false,
-      redrive: false,
-      maxMessageBytes: 1024 * 1024
-    },
+    capabilities: plainCapabilities("naive"),
     publish: () => Effect.void,
     publishAll: (batch) => Effect.succeed(Array.from({ length: batch.size }, () => Either.void)),
     consume: (_subscription, handle) =>

@@ -12,6 +12,7 @@ import { isInvalidOptions } from "../../src/InvalidOptions.js"
 import * as MemoryBroker from "../../src/layers/MemoryBroker.js"
 import * as RabbitMQBroker from "../../src/layers/RabbitMQBroker.js"
 import { rabbitmqUrl } from "../fixtures/env.js"
+import { plainCapabilities } from "../fixtures/transport.js"
 
 const assertInvalid = (error: unknown, module: string, field: string): void => {
   assert.isTrue(isInvalidOptions(error), `expected InvalidOptions, got ${String(error)}`)
@@ -112,17 +113,7 @@ describe("Broker call options", () => {
 const plainTransport = () => {
   const reached: Array<string> = []
   const transport: BrokerTransport.Transport = {
-    capabilities: {
-      name: "plain",
-      delay: false,
-      priority: false,
-      expiration: false,
-      wildcards: false,
-      packedContentType: undefined,
-      transient: false,
-      redrive: false,
-      maxMessageBytes: 1024
-    },
+    capabilities: plainCapabilities("plain", 1024),
     publish: (message) => Effect.sync(() => void reached.push(message.messageId)),
     publishAll: (batch) =>
       Effect.sync(() =>

@@ -7,6 +7,7 @@ import { Effect, Either, Layer } from "effect"
 import { Broker, BrokerTransport } from "../../src/index.js"
 import * as PgOutbox from "../../src/layers/PgOutbox.js"
 import { pg } from "./fixtures.js"
+import { plainCapabilities } from "../fixtures/transport.js"
 
 const prefix = process.argv[2]
 const send = process.send?.bind(process)
@@ -33,17 +34,7 @@ const transport: BrokerTransport.Transport = {
         : deliver(message).pipe(Effect.zipLeft(Effect.sleep("1 millis")), Effect.as(Either.void))),
   consume: () => Effect.die("the child broker does not consume"),
   health: Effect.succeed({ status: "up", connection: "open", consumers: 0, detail: "ipc" }),
-  capabilities: {
-    name: "ipc",
-    delay: false,
-    priority: false,
-    expiration: false,
-    wildcards: false,
-    packedContentType: undefined,
-    transient: false,
-    redrive: false,
-    maxMessageBytes: 1024 * 1024
-  }
+  capabilities: plainCapabilities("ipc")
 }
 
 const main = Layer.launch(

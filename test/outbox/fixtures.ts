@@ -4,6 +4,7 @@ import { SqlClient } from "@effect/sql"
 import { Duration, Effect, Either, Layer, Redacted, Schema } from "effect"
 import { Broker, BrokerTransport } from "../../src/index.js"
 import { databaseUrl, runId } from "../fixtures/env.js"
+import { plainCapabilities } from "../fixtures/transport.js"
 
 export const pg = (applicationName?: string) =>
   PgClient.layer({
@@ -60,17 +61,7 @@ export const recordingBroker = (inject: { current: Inject | undefined } = { curr
     publishAll: (batch) => Effect.sync(() => BrokerTransport.mapBatch(batch, record)),
     consume: () => Effect.die("the recording broker does not consume"),
     health: Effect.succeed({ status: "up", connection: "open", consumers: 0, detail: "recording" }),
-  capabilities: {
-      name: "recording",
-      delay: false,
-      priority: false,
-      expiration: false,
-      wildcards: false,
-      packedContentType: undefined,
-      transient: false,
-      redrive: false,
-      maxMessageBytes: 1024 * 1024
-    }
+  capabilities: plainCapabilities("recording")
   }
   return { sent, inject, layer: Layer.succeed(Broker.Broker, Broker.make(transport)) }
 }
