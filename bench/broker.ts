@@ -80,7 +80,12 @@ const rawPublish = async (
   const started = performance.now()
   await publishConfirmedWindow(
     channel,
-    { exchange: mandatory?.exchange ?? "", routingKey: queue, mandatory: mandatory !== undefined, oursProperties: mandatory !== undefined },
+    {
+      exchange: mandatory?.exchange ?? "",
+      routingKey: queue,
+      mandatory: mandatory !== undefined,
+      oursProperties: mandatory !== undefined
+    },
     count,
     WINDOW,
     (n) => Buffer.from(JSON.stringify(order(n)))
@@ -130,7 +135,12 @@ const rawLatency = async (model: Amqp.ChannelModel, queue: string): Promise<Arra
       const due = Math.min(total, Math.floor(((performance.now() - started) / 1000) * RATE))
       while (sent < due) {
         const n = sent++
-        publish.sendToQueue(queue, Buffer.from(JSON.stringify(order(n, performance.now()))), { persistent: true }, () => undefined)
+        publish.sendToQueue(
+          queue,
+          Buffer.from(JSON.stringify(order(n, performance.now()))),
+          { persistent: true },
+          () => undefined
+        )
       }
       if (sent < total) setTimeout(tick, 1)
     }
@@ -209,7 +219,8 @@ const main = Effect.gen(function*() {
       await admin.deleteExchange(`${prefix}.topic`)
       await admin.deleteExchange(`${prefix}.delay`)
       await admin.close()
-    }))
+    })
+  )
   const context = yield* Layer.build(RabbitMQBroker.layer({ url: Redacted.make(rabbitmqUrl), prefix }))
   const broker = Context.get(context, Broker.Broker)
 
@@ -266,9 +277,11 @@ const main = Effect.gen(function*() {
     else yield* Effect.zipRight(oursRound, rawRound)
     const show = (sample: Sample | undefined) => `${sample?.rate.toFixed(0)}/s (${sample?.cpuUs.toFixed(0)} µs cpu/msg)`
     process.stderr.write(
-      `round ${round + 1}: publish raw ${show(publish.raw[round])} raw+mandatory ${show(publish.rawMandatory[round])} ours ${show(publish.ours[round])}; consume raw ${
-        show(consume.raw[round])
-      } (its own messages ${show(consume.rawOwnMessages[round])}) ours ${show(consume.ours[round])}\n`
+      `round ${round + 1}: publish raw ${show(publish.raw[round])} raw+mandatory ${
+        show(publish.rawMandatory[round])
+      } ours ${show(publish.ours[round])}; consume raw ${show(consume.raw[round])} (its own messages ${
+        show(consume.rawOwnMessages[round])
+      }) ours ${show(consume.ours[round])}\n`
     )
   }
   /** Median over rounds of the per-round ratio: both sides of a round met the same machine load. */
@@ -320,7 +333,8 @@ const main = Effect.gen(function*() {
             mandatory: true,
             contentType: "application/json",
             messageId: crypto.randomUUID()
-          }, (error) => (error === null || error === undefined ? resolve() : reject(error))))
+          }, (error) => (error === null || error === undefined ? resolve() : reject(error)))
+        )
       }
     }))
     const rate = SINGLE_N / ((performance.now() - started) / 1000)

@@ -15,13 +15,13 @@ import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import * as Amqp from "amqplib"
 import { Context, Duration, Effect, Either, Fiber, Layer, Redacted, Schedule, Schema } from "effect"
+import { execFile } from "node:child_process"
 import * as Pg from "pg"
 import * as Broker from "../src/Broker.js"
+import * as MessageId from "../src/internal/messageId.js"
 import * as PgOutbox from "../src/layers/PgOutbox.js"
 import * as RabbitMQBroker from "../src/layers/RabbitMQBroker.js"
 import * as Outbox from "../src/Outbox.js"
-import * as MessageId from "../src/internal/messageId.js"
-import { execFile } from "node:child_process"
 import { databaseUrl, rabbitmqUrl, runId } from "../test/fixtures/env.js"
 
 const DRAIN_EVENTS = 50_000
@@ -41,7 +41,12 @@ const INSERT_ROUNDS = 12
 const line = (name: string, value: number, unit: string) =>
   Effect.sync(() => process.stdout.write(`${name}: ${Number.isInteger(value) ? value : value.toFixed(2)} ${unit}\n`))
 
-const OrderPlaced = Schema.Struct({ orderId: Schema.String, customer: Schema.String, total: Schema.Number, note: Schema.String })
+const OrderPlaced = Schema.Struct({
+  orderId: Schema.String,
+  customer: Schema.String,
+  total: Schema.Number,
+  note: Schema.String
+})
 const topic = Broker.topic("bench.order.placed", OrderPlaced)
 const note = "x".repeat(120)
 const message = (n: number) => ({ orderId: `o-${n}`, customer: `c-${n % 977}`, total: n % 10_000, note })
@@ -49,7 +54,9 @@ const group = "bench"
 const brokerPrefix = "bench"
 
 const percentile = (sorted: ReadonlyArray<number>, p: number) =>
-  sorted.length === 0 ? Number.NaN : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN
+  sorted.length === 0
+    ? Number.NaN
+    : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN
 
 /** Wraps a broker to note when each message's confirm came back. */
 const confirmTimes = (broker: Broker.Service) => {
@@ -128,10 +135,16 @@ const countState = (prefix: string, state: string) =>
     return Number(rows[0]?.n ?? 0)
   })
 
-const waitFor = (label: string, check: Effect.Effect<boolean, unknown, SqlClient.SqlClient>, timeout: Duration.DurationInput) =>
+const waitFor = (
+  label: string,
+  check: Effect.Effect<boolean, unknown, SqlClient.SqlClient>,
+  timeout: Duration.DurationInput
+) =>
   Effect.gen(function*() {
     while (!(yield* check)) yield* Effect.sleep("20 millis")
-  }).pipe(Effect.timeoutFail({ duration: timeout, onTimeout: () => new Error(`bench: timed out waiting for ${label}`) }))
+  }).pipe(
+    Effect.timeoutFail({ duration: timeout, onTimeout: () => new Error(`bench: timed out waiting for ${label}`) })
+  )
 
 const dropTable = (prefix: string) =>
   Effect.flatMap(SqlClient.SqlClient, (sql) => Effect.orDie(sql`drop table if exists ${sql(tableOf(prefix))}`))
@@ -178,8 +191,13 @@ const ceiling = (url: string) =>
         for (let i = 0; i < RTT_SAMPLES; i++) {
           const sent = performance.now()
           await new Promise<void>((resolve, reject) =>
-            channel.publish(exchange, topic.name, body, { persistent: true, mandatory: true, messageId: `r${i}` }, (error) =>
-              error === null || error === undefined ? resolve() : reject(error))
+            channel.publish(
+              exchange,
+              topic.name,
+              body,
+              { persistent: true, mandatory: true, messageId: `r${i}` },
+              (error) => error === null || error === undefined ? resolve() : reject(error)
+            )
           )
           roundTrips.push(performance.now() - sent)
         }
@@ -194,7 +212,10 @@ const ceiling = (url: string) =>
 const brokerCeiling = (broker: Broker.Service) =>
   Effect.gen(function*() {
     const body = JSON.stringify(message(1))
-    const entries = Array.from({ length: CEILING_MESSAGES }, (_, i) => ({ topic: topic.name, body, messageId: `b${i}` }))
+    const entries = Array.from(
+      { length: CEILING_MESSAGES },
+      (_, i) => ({ topic: topic.name, body, messageId: `b${i}` })
+    )
     const started = performance.now()
     const results = yield* broker.publishAllEncoded(entries, { window: CEILING_WINDOW })
     const seconds = (performance.now() - started) / 1000
@@ -234,13 +255,19 @@ const recipeTick = (prefix: string, broker: Broker.Service, onConfirm: (messageI
       where state = 'pending' order by id limit 100`
     const done: Array<string> = []
     for (const row of rows) {
-      const [result] = yield* broker.publishAllEncoded([{ topic: row.topic, body: row.body, messageId: row.message_id }])
+      const [result] = yield* broker.publishAllEncoded([{
+        topic: row.topic,
+        body: row.body,
+        messageId: row.message_id
+      }])
       if (result !== undefined && Either.isRight(result)) {
         onConfirm(row.message_id)
         done.push(row.id)
       }
     }
-    if (done.length > 0) yield* sql`update ${table} set state = 'dispatched', dispatched_at = now() where id = any(${done}::bigint[])`
+    if (done.length > 0) {
+      yield* sql`update ${table} set state = 'dispatched', dispatched_at = now() where id = any(${done}::bigint[])`
+    }
     return done.length
   })
 
@@ -255,38 +282,38 @@ const recipe = (broker: Broker.Service, confirmed: Map<string, number>) =>
     yield* fill(backlog, DRAIN_EVENTS)
     // Setup done; the returned effect is the measured run.
     return Effect.gen(function*() {
-    let drained = 0
-    const every5s = Schedule.fixed("5 seconds")
-    const started = performance.now()
-    const drainLoop = yield* recipeTick(backlog, broker, () => {
-      drained++
-    }).pipe(Effect.repeat(every5s), Effect.fork)
-    const liveLoop = yield* recipeTick(live, broker, (id) => confirmed.set(id, performance.now())).pipe(
-      Effect.repeat(every5s),
-      Effect.fork
-    )
-    // 10 events/s into the live table for 15 s, each committed in its own transaction.
-    const committed = new Map<string, number>()
-    for (let i = 0; i < RECIPE_LATENCY_RATE * 15; i++) {
-      const due = started + (i * 1000) / RECIPE_LATENCY_RATE
-      const wait = due - performance.now()
-      if (wait > 0) yield* Effect.sleep(Duration.millis(wait))
-      const id = crypto.randomUUID()
-      yield* sql`insert into ${sql(tableOf(live))} (message_id, topic, body) values (${id}, ${topic.name}, ${
-        JSON.stringify(message(i))
-      })`
-      committed.set(id, performance.now())
-    }
-    const remaining = started + RECIPE_WINDOW_SECONDS * 1000 - performance.now()
-    if (remaining > 0) yield* Effect.sleep(Duration.millis(remaining))
-    const rate = drained / RECIPE_WINDOW_SECONDS
-    yield* Fiber.interrupt(drainLoop)
-    yield* Fiber.interrupt(liveLoop)
-    const latencies = [...committed].flatMap(([id, at]) => {
-      const done = confirmed.get(id)
-      return done === undefined ? [] : [done - at]
-    }).sort((a, b) => a - b)
-    return { rate, latencies, unconfirmed: committed.size - latencies.length }
+      let drained = 0
+      const every5s = Schedule.fixed("5 seconds")
+      const started = performance.now()
+      const drainLoop = yield* recipeTick(backlog, broker, () => {
+        drained++
+      }).pipe(Effect.repeat(every5s), Effect.fork)
+      const liveLoop = yield* recipeTick(live, broker, (id) => confirmed.set(id, performance.now())).pipe(
+        Effect.repeat(every5s),
+        Effect.fork
+      )
+      // 10 events/s into the live table for 15 s, each committed in its own transaction.
+      const committed = new Map<string, number>()
+      for (let i = 0; i < RECIPE_LATENCY_RATE * 15; i++) {
+        const due = started + (i * 1000) / RECIPE_LATENCY_RATE
+        const wait = due - performance.now()
+        if (wait > 0) yield* Effect.sleep(Duration.millis(wait))
+        const id = crypto.randomUUID()
+        yield* sql`insert into ${sql(tableOf(live))} (message_id, topic, body) values (${id}, ${topic.name}, ${
+          JSON.stringify(message(i))
+        })`
+        committed.set(id, performance.now())
+      }
+      const remaining = started + RECIPE_WINDOW_SECONDS * 1000 - performance.now()
+      if (remaining > 0) yield* Effect.sleep(Duration.millis(remaining))
+      const rate = drained / RECIPE_WINDOW_SECONDS
+      yield* Fiber.interrupt(drainLoop)
+      yield* Fiber.interrupt(liveLoop)
+      const latencies = [...committed].flatMap(([id, at]) => {
+        const done = confirmed.get(id)
+        return done === undefined ? [] : [done - at]
+      }).sort((a, b) => a - b)
+      return { rate, latencies, unconfirmed: committed.size - latencies.length }
     })
   })
 
@@ -354,7 +381,11 @@ const latencyOurs = (prefix: string, inProcess: boolean) =>
     const started = performance.now()
     const committed = yield* produce(LATENCY_RATE, seconds, 10).pipe(Effect.provide(store))
     const achievedRate = committed.size / ((performance.now() - started) / 1000)
-    yield* waitFor("every latency event to be dispatched", Effect.map(countState(prefix, "pending"), (n) => n === 0), "30 seconds")
+    yield* waitFor(
+      "every latency event to be dispatched",
+      Effect.map(countState(prefix, "pending"), (n) => n === 0),
+      "30 seconds"
+    )
     const latencies = latencyOf(committed, confirmed)
     if (latencies.length !== committed.size) {
       return yield* Effect.fail(new Error(`latency: ${committed.size - latencies.length} events not confirmed`))
@@ -400,7 +431,9 @@ const insertRates = (prefix: string) =>
   Effect.scoped(Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     const store = yield* Layer.build(PgOutbox.layerStore({ prefix }))
-    yield* sql`create table ${sql(`${prefix}_orders`)} (id bigint generated always as identity primary key, customer text, total int)`
+    yield* sql`create table ${
+      sql(`${prefix}_orders`)
+    } (id bigint generated always as identity primary key, customer text, total int)`
     yield* Effect.addFinalizer(() => Effect.orDie(sql`drop table if exists ${sql(`${prefix}_orders`)}`))
     // A listener on the channel, as a dispatcher in another process would hold.
     yield* Effect.acquireRelease(
@@ -424,8 +457,10 @@ const insertRates = (prefix: string) =>
         rates[variant].push(yield* insertRate(prefix, variant, store))
       }
     }
-    const median = (values: ReadonlyArray<number>) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? Number.NaN
-    const perRound = (variant: Variant) => median(rates[variant].map((rate, i) => rate / (rates.plain[i] ?? Number.NaN)))
+    const median = (values: ReadonlyArray<number>) =>
+      [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? Number.NaN
+    const perRound = (variant: Variant) =>
+      median(rates[variant].map((rate, i) => rate / (rates.plain[i] ?? Number.NaN)))
     return {
       plain: median(rates.plain),
       ours: median(rates.ours),
@@ -442,7 +477,13 @@ const main = Effect.gen(function*() {
   const brokerContext = yield* Layer.build(RabbitMQBroker.layer({ url: Redacted.make(url), prefix: brokerPrefix }))
   const broker = Context.get(brokerContext, Broker.Broker)
   yield* broker.declare(topic, { group })
-  const prefixes = { drain: `b_${runId}_drain`, packed: `b_${runId}_packed`, latency: `b_${runId}_latency`, notify: `b_${runId}_notify`, insert: `b_${runId}_insert` }
+  const prefixes = {
+    drain: `b_${runId}_drain`,
+    packed: `b_${runId}_packed`,
+    latency: `b_${runId}_latency`,
+    notify: `b_${runId}_notify`,
+    insert: `b_${runId}_insert`
+  }
   yield* Effect.addFinalizer(() => Effect.forEach(Object.values(prefixes), dropTable, { discard: true }))
 
   // Ceilings before and after the drain, averaged: the machine's speed drifts between phases.
@@ -459,8 +500,12 @@ const main = Effect.gen(function*() {
   const ceilingRate = (ceilingBefore.rate + ceilingAfter.rate) / 2
   const confirmRoundTrip = (ceilingBefore.roundTripMs + ceilingAfter.roundTripMs) / 2
   const brokerRate = (brokerBefore + brokerAfter) / 2
-  const { achievedRate, latencies } = yield* latencyOurs(prefixes.latency, true).pipe(Effect.provideService(BenchBroker, broker))
-  const { latencies: notifyLatencies } = yield* latencyOurs(prefixes.notify, false).pipe(Effect.provideService(BenchBroker, broker))
+  const { achievedRate, latencies } = yield* latencyOurs(prefixes.latency, true).pipe(
+    Effect.provideService(BenchBroker, broker)
+  )
+  const { latencies: notifyLatencies } = yield* latencyOurs(prefixes.notify, false).pipe(
+    Effect.provideService(BenchBroker, broker)
+  )
   yield* purge(url)
   const insert = yield* insertRates(prefixes.insert)
 
@@ -498,11 +543,10 @@ const main = Effect.gen(function*() {
 })
 
 const program = Effect.scoped(main).pipe(
-  Effect.provide(PgClient.layer({ url: Redacted.make(databaseUrl), maxConnections: 24, applicationName: "eb-bench-outbox" }))
+  Effect.provide(
+    PgClient.layer({ url: Redacted.make(databaseUrl), maxConnections: 24, applicationName: "eb-bench-outbox" })
+  )
 )
 
 await Effect.runPromise(program.pipe(Effect.tapErrorCause((cause) => Effect.logError("outbox bench failed", cause))))
   .then(() => process.exit(0), () => process.exit(1))
-
-
-

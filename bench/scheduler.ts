@@ -12,17 +12,17 @@
  * - next-fire rate: our cron path (`internal/cron`: cron-parser + seconds cache) vs cron-parser's
  *   raw `next()` and croner's `nextRun()`, in UTC and Europe/Berlin.
  */
-import { Cron as Croner } from "croner"
 import { CronExpressionParser } from "cron-parser"
+import { Cron as Croner } from "croner"
 import { Duration, Effect, Either, Fiber, Layer, Option, Schema } from "effect"
 import * as cron from "../src/internal/cron.js"
 import * as MemoryBroker from "../src/layers/MemoryBroker.js"
 import * as ResultStore from "../src/ResultStore.js"
 import * as Scheduler from "../src/Scheduler.js"
 import * as SchedulerLease from "../src/SchedulerLease.js"
-import * as Trigger from "../src/Trigger.js"
 import * as Task from "../src/Task.js"
 import * as TaskQueue from "../src/TaskQueue.js"
+import * as Trigger from "../src/Trigger.js"
 
 const SECONDS = Number(process.env["BENCH_SCHEDULER_SECONDS"] ?? 30)
 const BASELINE_SECONDS = Number(process.env["BENCH_SCHEDULER_BASELINE_SECONDS"] ?? 10)
@@ -110,7 +110,12 @@ const runOurs = async () => {
     lateness[i - startIndex] = (recorder.at[i] ?? 0) - new Date(key.slice(key.indexOf("@") + 1)).getTime()
   }
   lateness.sort()
-  return { ...result, p50: percentile(lateness, 50), p99: percentile(lateness, 99), max: lateness[lateness.length - 1] ?? 0 }
+  return {
+    ...result,
+    p50: percentile(lateness, 50),
+    p99: percentile(lateness, 99),
+    max: lateness[lateness.length - 1] ?? 0
+  }
 }
 
 const runOursTaskQueue = async () => {

@@ -27,11 +27,12 @@
  */
 import * as Amqp from "amqplib"
 import { Queue as BullQueue, Worker as BullWorker } from "bullmq"
-import { Context, Effect, Either, Layer, Redacted, Runtime, Schema } from "effect"
+import type { Context } from "effect"
+import { Effect, Either, Layer, Redacted, Runtime, Schema } from "effect"
 import { Logger as GraphileLogger, makeWorkerUtils, run as runGraphile } from "graphile-worker"
 import { createRequire } from "node:module"
 import pg from "pg"
-import * as Broker from "../src/Broker.js"
+import type * as Broker from "../src/Broker.js"
 import * as RabbitMQBroker from "../src/layers/RabbitMQBroker.js"
 import * as ResultStore from "../src/ResultStore.js"
 import * as Task from "../src/Task.js"
@@ -61,7 +62,14 @@ const Payload = Schema.Struct({
 })
 type Payload = typeof Payload.Type
 const note = "x".repeat(100)
-const payload = (n: number, sentAt = 0): Payload => ({ id: `task-${n}`, user: `user-${n % 977}`, amount: n % 10_000, currency: "EUR", sentAt, note })
+const payload = (n: number, sentAt = 0): Payload => ({
+  id: `task-${n}`,
+  user: `user-${n % 977}`,
+  amount: n % 10_000,
+  currency: "EUR",
+  sentAt,
+  note
+})
 
 const print = (name: string, value: number, unit: string) =>
   process.stdout.write(`${name}: ${Number.isInteger(value) ? value : value.toFixed(2)} ${unit}\n`)
@@ -134,8 +142,13 @@ const rawRun = async (model: Amqp.ChannelModel, round: string, mode: "throughput
   if (mode === "throughput") {
     await rawPublishAll(publish, `raw.${round}`, N)
   } else {
-    await paced((n) =>
-      publish.publish(rawExchange, `raw.${round}`, Buffer.from(JSON.stringify(payload(n, performance.now()))), { persistent: true }, () => undefined), total)
+    await paced(
+      (n) =>
+        publish.publish(rawExchange, `raw.${round}`, Buffer.from(JSON.stringify(payload(n, performance.now()))), {
+          persistent: true
+        }, () => undefined),
+      total
+    )
   }
   await done.done
   const seconds = (performance.now() - started) / 1000
@@ -178,7 +191,10 @@ const oursRun = (
     return yield* Effect.gen(function*() {
       const started = performance.now()
       if (mode === "throughput") {
-        const outcomes = yield* TaskQueue.enqueueAll(task, Array.from({ length: N }, (_, n) => payload(n)), { window: WINDOW, pack })
+        const outcomes = yield* TaskQueue.enqueueAll(task, Array.from({ length: N }, (_, n) => payload(n)), {
+          window: WINDOW,
+          pack
+        })
         const failed = outcomes.filter(Either.isLeft).length
         if (failed > 0) return yield* Effect.dieMessage(`${failed} enqueues failed`)
       } else {
@@ -213,7 +229,10 @@ const skipped = { rate: Number.NaN, latencies: [] as Array<number> }
 
 const bullRun = async (round: string, mode: "throughput" | "latency") => {
   const name = `${prefix}-bull-${round}`
-  const queue = new BullQueue(name, { connection: redis, defaultJobOptions: { removeOnComplete: true, removeOnFail: true } })
+  const queue = new BullQueue(name, {
+    connection: redis,
+    defaultJobOptions: { removeOnComplete: true, removeOnFail: true }
+  })
   const total = mode === "throughput" ? N : RATE * LATENCY_SECONDS
   const done = counter(total)
   const latencies: Array<number> = []
@@ -225,7 +244,9 @@ const bullRun = async (round: string, mode: "throughput" | "latency") => {
   const started = performance.now()
   if (mode === "throughput") {
     for (let from = 0; from < N; from += CHUNK) {
-      await queue.addBulk(Array.from({ length: Math.min(CHUNK, N - from) }, (_, i) => ({ name: "noop", data: payload(from + i) })))
+      await queue.addBulk(
+        Array.from({ length: Math.min(CHUNK, N - from) }, (_, i) => ({ name: "noop", data: payload(from + i) }))
+      )
     }
   } else {
     await paced((n) => void queue.add("noop", payload(n, performance.now())), total)
@@ -270,7 +291,9 @@ const graphileRun = async (round: string, mode: "throughput" | "latency") => {
   const started = performance.now()
   if (mode === "throughput") {
     for (let from = 0; from < N; from += CHUNK) {
-      await utils.addJobs(Array.from({ length: Math.min(CHUNK, N - from) }, (_, i) => ({ identifier, payload: payload(from + i) })))
+      await utils.addJobs(
+        Array.from({ length: Math.min(CHUNK, N - from) }, (_, i) => ({ identifier, payload: payload(from + i) }))
+      )
     }
   } else {
     await paced((n) => void utils.addJob(identifier, payload(n, performance.now())), total)
@@ -304,9 +327,12 @@ const main = Effect.gen(function*() {
       await client.connect()
       await client.query(`drop schema if exists "${graphileSchema}" cascade`)
       await client.end()
-    }))
+    })
+  )
   const brokerContext = yield* Layer.build(RabbitMQBroker.layer({ url: Redacted.make(rabbitmqUrl), prefix }))
-  const quorumContext = yield* Layer.build(RabbitMQBroker.layer({ url: Redacted.make(rabbitmqUrl), prefix: `${prefix}q`, queueType: "quorum" }))
+  const quorumContext = yield* Layer.build(
+    RabbitMQBroker.layer({ url: Redacted.make(rabbitmqUrl), prefix: `${prefix}q`, queueType: "quorum" })
+  )
   const quorumGroups: Array<string> = []
   yield* Effect.addFinalizer(() =>
     Effect.promise(async () => {
@@ -317,9 +343,19 @@ const main = Effect.gen(function*() {
       }
       for (const exchange of [`${prefix}q.topic`, `${prefix}q.delay`]) await channel.deleteExchange(exchange)
       await channel.close()
-    }))
+    })
+  )
 
-  const rates = { ours: [] as Array<number>, oursUnpacked: [] as Array<number>, oursResults: [] as Array<number>, oursQuorum: [] as Array<number>, oursTransient: [] as Array<number>, amqplib: [] as Array<number>, bullmq: [] as Array<number>, graphile: [] as Array<number> }
+  const rates = {
+    ours: [] as Array<number>,
+    oursUnpacked: [] as Array<number>,
+    oursResults: [] as Array<number>,
+    oursQuorum: [] as Array<number>,
+    oursTransient: [] as Array<number>,
+    amqplib: [] as Array<number>,
+    bullmq: [] as Array<number>,
+    graphile: [] as Array<number>
+  }
   for (let round = 0; round < ROUNDS; round++) {
     const r = `r${round}`
     // ours and its amqplib baseline back to back, in alternating order, so both meet the same
@@ -347,11 +383,13 @@ const main = Effect.gen(function*() {
     rates.bullmq.push(bullmqUsable ? (yield* Effect.promise(() => bullRun(r, "throughput"))).rate : Number.NaN)
     rates.graphile.push((yield* Effect.promise(() => graphileRun(r, "throughput"))).rate)
     log(
-      `round ${round + 1}: ours ${rates.ours[round]?.toFixed(0)} (+results ${rates.oursResults[round]?.toFixed(0)}, quorum ${
-        rates.oursQuorum[round]?.toFixed(0)
-      }, transient ${rates.oursTransient[round]?.toFixed(0)}, unpacked ${rates.oursUnpacked[round]?.toFixed(0)}), amqplib ${
-        rates.amqplib[round]?.toFixed(0)
-      }, bullmq ${rates.bullmq[round]?.toFixed(0)}, graphile ${rates.graphile[round]?.toFixed(0)} tasks/s`
+      `round ${round + 1}: ours ${rates.ours[round]?.toFixed(0)} (+results ${
+        rates.oursResults[round]?.toFixed(0)
+      }, quorum ${rates.oursQuorum[round]?.toFixed(0)}, transient ${rates.oursTransient[round]?.toFixed(0)}, unpacked ${
+        rates.oursUnpacked[round]?.toFixed(0)
+      }), amqplib ${rates.amqplib[round]?.toFixed(0)}, bullmq ${rates.bullmq[round]?.toFixed(0)}, graphile ${
+        rates.graphile[round]?.toFixed(0)
+      } tasks/s`
     )
   }
   const ours = median(rates.ours)
@@ -386,7 +424,9 @@ const main = Effect.gen(function*() {
   print("tasks.latency.bullmq_p99_ms", percentile(latBull.latencies, 99), "ms")
   print("tasks.latency.graphile_p50_ms", percentile(latGraphile.latencies, 50), "ms")
   print("tasks.latency.graphile_p99_ms", percentile(latGraphile.latencies, 99), "ms")
-  log(`bench took ${((performance.now() - benchStarted) / 1000).toFixed(1)} s (N=${N}, rounds=${ROUNDS}, rate=${RATE}/s)`)
+  log(
+    `bench took ${((performance.now() - benchStarted) / 1000).toFixed(1)} s (N=${N}, rounds=${ROUNDS}, rate=${RATE}/s)`
+  )
 })
 
 await Effect.runPromise(Effect.scoped(main))

@@ -32,7 +32,9 @@ const program = Effect.gen(function*() {
         yield* Console.log(`billing: attempt ${envelope.attempt} for ${order.orderId} failed, will retry`)
         return yield* new PaymentGatewayDown()
       }
-      yield* Console.log(`billing: charged ${order.amountCents} cents for ${order.orderId} on attempt ${envelope.attempt}`)
+      yield* Console.log(
+        `billing: charged ${order.amountCents} cents for ${order.orderId} on attempt ${envelope.attempt}`
+      )
       yield* Deferred.succeed(billed, undefined)
     }), {
     group: "example.billing",
@@ -40,10 +42,14 @@ const program = Effect.gen(function*() {
   })
 
   // Group "audit": every orders.* event, whatever its shape.
-  yield* Broker.subscribe(anyOrderEvent, (event, envelope) =>
-    Console.log(`audit: ${envelope.topic} ${envelope.id} ${JSON.stringify(event)}`).pipe(
-      Effect.zipRight(Deferred.succeed(audited, undefined))
-    ), { group: "example.audit" })
+  yield* Broker.subscribe(
+    anyOrderEvent,
+    (event, envelope) =>
+      Console.log(`audit: ${envelope.topic} ${envelope.id} ${JSON.stringify(event)}`).pipe(
+        Effect.zipRight(Deferred.succeed(audited, undefined))
+      ),
+    { group: "example.audit" }
+  )
 
   yield* Broker.publish(orderPlaced, new OrderPlaced({ orderId: "o-1", amountCents: 4200, placedAt: new Date() }), {
     correlationId: "checkout-17"

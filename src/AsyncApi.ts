@@ -183,7 +183,13 @@ const headersSchema: JsonValue = {
 export const make = (options: Options): Effect.Effect<Document, AsyncApiError> =>
   Effect.suspend(() => {
     const collector = internal.makeSchemaCollector()
-    const exchange = { name: `${options.prefix ?? "eb"}.topic`, type: "topic", durable: true, autoDelete: false, vhost: "/" }
+    const exchange = {
+      name: `${options.prefix ?? "eb"}.topic`,
+      type: "topic",
+      durable: true,
+      autoDelete: false,
+      vhost: "/"
+    }
     const channels: Record<string, JsonValue> = {}
     const operations: Record<string, JsonValue> = {}
     const messages: Record<string, JsonValue> = {}
@@ -243,7 +249,8 @@ export const make = (options: Options): Effect.Effect<Document, AsyncApiError> =
         if (topic[Broker.TopicTypeId] !== "topic") continue
         const payload = yield* schemaOf(topic.name, topic.schema.ast)
         addChannel(topic.name, payload, {
-          description: `Topic ${topic.name}: published with confirms, delivered at least once to each subscribed group.`,
+          description:
+            `Topic ${topic.name}: published with confirms, delivered at least once to each subscribed group.`,
           send: `Broker.publish(${topic.name})`,
           receive: `Broker.subscribe(${topic.name})`,
           // The default; a publish may ask for `persistent: false`.
@@ -255,7 +262,8 @@ export const make = (options: Options): Effect.Effect<Document, AsyncApiError> =
         const success = isNothing(task.success.ast) ? undefined : yield* schemaOf(task.topic.name, task.success.ast)
         const failure = isNothing(task.failure.ast) ? undefined : yield* schemaOf(task.topic.name, task.failure.ast)
         addChannel(task.topic.name, payload, {
-          description: `Task ${task.name}: enqueued on ${task.topic.name}, run by workers sharing the queue group ${task.group}.`,
+          description:
+            `Task ${task.name}: enqueued on ${task.topic.name}, run by workers sharing the queue group ${task.group}.`,
           send: `TaskQueue.enqueue(${task.name})`,
           receive: `worker for ${task.name}`,
           deliveryMode: task.delivery === "transient" ? 1 : 2,

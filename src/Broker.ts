@@ -14,11 +14,18 @@ import type * as Option from "effect/Option"
 import type * as Schedule from "effect/Schedule"
 import type * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
-import type { BrokerUnavailable, HandlerDefect, InvalidName, PublishError, SubscribeError, Unsupported } from "./BrokerError.js"
-import type { InvalidOptions } from "./InvalidOptions.js"
+import type {
+  BrokerUnavailable,
+  HandlerDefect,
+  InvalidName,
+  PublishError,
+  SubscribeError,
+  Unsupported
+} from "./BrokerError.js"
 import type * as BrokerTransport from "./BrokerTransport.js"
 import * as internal from "./internal/broker.js"
 import * as names from "./internal/names.js"
+import type { InvalidOptions } from "./InvalidOptions.js"
 
 /**
  * @since 0.1.0
@@ -314,7 +321,11 @@ export interface Health {
 export interface Service {
   readonly [TypeId]: TypeId
   /** Encodes with the topic's Schema; succeeds once the broker confirmed the message. */
-  readonly publish: <A, I>(topic: Topic<A, I>, message: A, options?: PublishOptions) => Effect.Effect<void, PublishError>
+  readonly publish: <A, I>(
+    topic: Topic<A, I>,
+    message: A,
+    options?: PublishOptions
+  ) => Effect.Effect<void, PublishError>
   /**
    * Publishes a batch keeping up to `window` confirms in flight; one outcome per entry, in order.
    * Succeeds even when some entries failed — inspect the results.
@@ -405,7 +416,8 @@ export const publish = <A, I>(
   topic: Topic<A, I>,
   message: A,
   options?: PublishOptions
-): Effect.Effect<void, PublishError, Broker> => Effect.flatMap(Broker, (broker) => broker.publish(topic, message, options))
+): Effect.Effect<void, PublishError, Broker> =>
+  Effect.flatMap(Broker, (broker) => broker.publish(topic, message, options))
 
 /**
  * @since 0.1.0

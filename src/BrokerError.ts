@@ -59,7 +59,9 @@ export class PublishRejected extends Schema.TaggedError<PublishRejected>()("Publ
   readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId
   /** @since 0.1.0 */
   override get message(): string {
-    return `publish to "${this.topic}" rejected (${this.reason}${this.ambiguous ? ", may have been stored" : ""}): ${this.detail}`
+    return `publish to "${this.topic}" rejected (${this.reason}${
+      this.ambiguous ? ", may have been stored" : ""
+    }): ${this.detail}`
   }
 }
 
@@ -165,7 +167,13 @@ export class DeclareConflict extends Schema.TaggedError<DeclareConflict>()("Decl
  * @since 0.1.0
  * @category errors
  */
-export type PublishError = BrokerUnavailable | PublishRejected | EncodeError | InvalidName | InvalidOptions | Unsupported
+export type PublishError =
+  | BrokerUnavailable
+  | PublishRejected
+  | EncodeError
+  | InvalidName
+  | InvalidOptions
+  | Unsupported
 
 /**
  * @since 0.1.0
@@ -209,4 +217,3 @@ export class HandlerDefect extends Schema.TaggedError<HandlerDefect>()("HandlerD
     return `handler died: ${this.detail}`
   }
 }
-

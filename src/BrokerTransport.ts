@@ -165,7 +165,9 @@ export interface Transport {
    * Optional: without it `Broker.declare` is a no-op and publishes stay unroutable until the
    * group's first consumer starts.
    */
-  readonly declare?: ((subscription: TransportSubscription) => Effect.Effect<void, BrokerUnavailable | DeclareConflict>) | undefined
+  readonly declare?:
+    | ((subscription: TransportSubscription) => Effect.Effect<void, BrokerUnavailable | DeclareConflict>)
+    | undefined
   /**
    * Moves up to `max` of the group's dead letters back to its queue with their attempt count reset
    * (see `Broker.Service.redrive`). Present when `capabilities.redrive` is true.

@@ -287,8 +287,7 @@ export const add = <A, I>(
   topic: Broker.Topic<A, I>,
   message: A,
   options?: AddOptions
-): Effect.Effect<string, AddError, Outbox> =>
-  Effect.flatMap(Outbox, (outbox) => outbox.add(topic, message, options))
+): Effect.Effect<string, AddError, Outbox> => Effect.flatMap(Outbox, (outbox) => outbox.add(topic, message, options))
 
 /**
  * @since 0.1.0

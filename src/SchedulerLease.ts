@@ -109,20 +109,23 @@ export const makeMemory: Effect.Effect<Service> = Effect.map(
       release: (owner) =>
         Ref.update(ref, (state) => (state.holder?.owner === owner ? { ...state, holder: undefined } : state)),
       claim: (owner, claims) =>
-        Effect.flatMap(Clock.currentTimeMillis, (now) =>
-          Ref.modify(ref, (state): [ReadonlyArray<string>, MemoryState] => {
-            if (!holds(state, owner, now)) return [[], state]
-            const claimed = new Map(state.claimed)
-            const won: Array<string> = []
-            for (const c of claims) {
-              const current = claimed.get(c.schedule)
-              if (current === undefined || c.first > current) {
-                claimed.set(c.schedule, c.last)
-                won.push(c.schedule)
+        Effect.flatMap(
+          Clock.currentTimeMillis,
+          (now) =>
+            Ref.modify(ref, (state): [ReadonlyArray<string>, MemoryState] => {
+              if (!holds(state, owner, now)) return [[], state]
+              const claimed = new Map(state.claimed)
+              const won: Array<string> = []
+              for (const c of claims) {
+                const current = claimed.get(c.schedule)
+                if (current === undefined || c.first > current) {
+                  claimed.set(c.schedule, c.last)
+                  won.push(c.schedule)
+                }
               }
-            }
-            return won.length === 0 ? [won, state] : [won, { ...state, claimed }]
-          })),
+              return won.length === 0 ? [won, state] : [won, { ...state, claimed }]
+            })
+        ),
       markFired: (_owner, slots) =>
         Ref.update(ref, (state) => {
           const fired = new Map(state.fired)
@@ -130,12 +133,15 @@ export const makeMemory: Effect.Effect<Service> = Effect.map(
           return { ...state, fired }
         }),
       state: (schedules) =>
-        Effect.map(Ref.get(ref), (state) =>
-          schedules.filter((schedule) => state.claimed.has(schedule)).map((schedule): SlotState => ({
-            schedule,
-            claimed: state.claimed.get(schedule),
-            fired: state.fired.get(schedule)
-          })))
+        Effect.map(
+          Ref.get(ref),
+          (state) =>
+            schedules.filter((schedule) => state.claimed.has(schedule)).map((schedule): SlotState => ({
+              schedule,
+              claimed: state.claimed.get(schedule),
+              fired: state.fired.get(schedule)
+            }))
+        )
     }
   }
 )

@@ -291,8 +291,13 @@ export const withTimeout: {
  * @category combinators
  */
 export const withNonRetryable: {
-  <F>(predicate: Predicate.Predicate<NoInfer<F>>): <Name extends string, P, S>(self: Task<Name, P, S, F>) => Task<Name, P, S, F>
-  <Name extends string, P, S, F>(self: Task<Name, P, S, F>, predicate: Predicate.Predicate<NoInfer<F>>): Task<Name, P, S, F>
+  <F>(
+    predicate: Predicate.Predicate<NoInfer<F>>
+  ): <Name extends string, P, S>(self: Task<Name, P, S, F>) => Task<Name, P, S, F>
+  <Name extends string, P, S, F>(
+    self: Task<Name, P, S, F>,
+    predicate: Predicate.Predicate<NoInfer<F>>
+  ): Task<Name, P, S, F>
 } = dual(
   2,
   <Name extends string, P, S, F>(self: Task<Name, P, S, F>, predicate: Predicate.Predicate<F>): Task<Name, P, S, F> =>

@@ -39,7 +39,9 @@ export class EnqueueError extends Schema.TaggedError<EnqueueError>()("EnqueueErr
   readonly [TypeId]: TypeId = TypeId
   /** @since 0.1.0 */
   override get message(): string {
-    return `cannot enqueue task "${this.task}" (${this.reason}${this.ambiguous ? ", may have been stored" : ""}): ${this.detail}`
+    return `cannot enqueue task "${this.task}" (${this.reason}${
+      this.ambiguous ? ", may have been stored" : ""
+    }): ${this.detail}`
   }
 }
 

@@ -150,9 +150,14 @@ export interface Service {
    * Waits for the task's outcome: its success value, its typed failure, or a `ResultError`;
    * `InvalidOptions` (module `"TaskQueue"`) for a bad `timeout`.
    */
-  readonly result: <S, F>(handle: TaskHandle<S, F>, options?: ResultOptions) => Effect.Effect<S, F | ResultError | InvalidOptions>
+  readonly result: <S, F>(
+    handle: TaskHandle<S, F>,
+    options?: ResultOptions
+  ) => Effect.Effect<S, F | ResultError | InvalidOptions>
   /** The outcome if the task has finished, without waiting. */
-  readonly poll: <S, F>(handle: TaskHandle<S, F>) => Effect.Effect<Option.Option<Effect.Effect<S, F | ResultError>>, ResultError>
+  readonly poll: <S, F>(
+    handle: TaskHandle<S, F>
+  ) => Effect.Effect<Option.Option<Effect.Effect<S, F | ResultError>>, ResultError>
   /**
    * Puts a task's dead-lettered runs back in its queue, to run again from attempt 1 — BullMQ's
    * `retryJobs({ state: "failed" })`, for after the cause is fixed. Returns how many were moved
@@ -350,8 +355,11 @@ export const enqueueAll = <Name extends string, P, S, F>(
 export const redrive = (
   task: Task.Any,
   options?: Broker.RedriveOptions
-): Effect.Effect<number, Broker.BrokerUnavailable | Broker.InvalidName | InvalidOptions | Broker.Unsupported, TaskQueue> =>
-  Effect.flatMap(TaskQueue, (queue) => queue.redrive(task, options))
+): Effect.Effect<
+  number,
+  Broker.BrokerUnavailable | Broker.InvalidName | InvalidOptions | Broker.Unsupported,
+  TaskQueue
+> => Effect.flatMap(TaskQueue, (queue) => queue.redrive(task, options))
 
 /**
  * @since 0.1.0

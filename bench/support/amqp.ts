@@ -27,7 +27,11 @@ export const publishConfirmedWindow = (
       while (!blocked && inFlight < window && sent < count) {
         const n = sent++
         inFlight++
-        const options: Amqp.Options.Publish = { persistent: true, contentType: "application/json", messageId: `raw-${n}` }
+        const options: Amqp.Options.Publish = {
+          persistent: true,
+          contentType: "application/json",
+          messageId: `raw-${n}`
+        }
         if (target.mandatory) options.mandatory = true
         if (target.oursProperties === true) options.messageId = crypto.randomUUID()
         const ok = channel.publish(target.exchange, target.routingKey, body(n), options, (error) => {

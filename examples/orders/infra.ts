@@ -6,8 +6,10 @@
 import { Reactivity } from "@effect/experimental"
 import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
-import { Config, Context, Effect, Layer, Option, Redacted } from "effect"
-import { Broker, type InvalidOptions, MemoryBroker } from "effect-background"
+import type { Redacted } from "effect"
+import { Config, Context, Effect, Layer, Option } from "effect"
+import type { Broker } from "effect-background"
+import { type InvalidOptions, MemoryBroker } from "effect-background"
 import * as PgliteClient from "effect-background/layers/PgliteClient"
 import * as RabbitMQBroker from "effect-background/layers/RabbitMQBroker"
 
@@ -24,11 +26,15 @@ export const environment: Config.Config<Environment> = Config.all({
 })
 
 /** Whether the outbox can LISTEN on a real server connection (PGlite is in-process). */
-export class Embedded extends Context.Tag("orders/Embedded")<Embedded, { readonly database: boolean; readonly broker: boolean }>() {}
+export class Embedded
+  extends Context.Tag("orders/Embedded")<Embedded, { readonly database: boolean; readonly broker: boolean }>()
+{}
 
 const pglite = Layer.scopedContext(
-  Effect.map(PgliteClient.make(), (client) =>
-    Context.make(SqlClient.SqlClient, client).pipe(Context.add(PgliteClient.PgliteClient, client)))
+  Effect.map(
+    PgliteClient.make(),
+    (client) => Context.make(SqlClient.SqlClient, client).pipe(Context.add(PgliteClient.PgliteClient, client))
+  )
 ).pipe(Layer.provide(Reactivity.layer))
 
 export const Infrastructure = Layer.unwrapEffect(Effect.map(environment, (env) => {
@@ -36,10 +42,13 @@ export const Infrastructure = Layer.unwrapEffect(Effect.map(environment, (env) =
     onNone: () => pglite,
     onSome: (url) => PgClient.layer({ url, applicationName: "eb-orders-example" })
   })
-  const broker: Layer.Layer<Broker.Broker, Broker.BrokerUnavailable | InvalidOptions.InvalidOptions> = Option.match(env.rabbitmqUrl, {
-    onNone: () => MemoryBroker.layer(),
-    onSome: (url) => RabbitMQBroker.layer({ url, prefix: "eb_orders" })
-  })
+  const broker: Layer.Layer<Broker.Broker, Broker.BrokerUnavailable | InvalidOptions.InvalidOptions> = Option.match(
+    env.rabbitmqUrl,
+    {
+      onNone: () => MemoryBroker.layer(),
+      onSome: (url) => RabbitMQBroker.layer({ url, prefix: "eb_orders" })
+    }
+  )
   const embedded = Layer.succeed(Embedded, {
     database: Option.isNone(env.databaseUrl),
     broker: Option.isNone(env.rabbitmqUrl)

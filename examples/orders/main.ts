@@ -13,16 +13,16 @@
  */
 import { FetchHttpClient, HttpClient, HttpClientRequest, type HttpRouter, HttpServer } from "@effect/platform"
 import { NodeHttpServer, NodeRuntime } from "@effect/platform-node"
-import { Console, Duration, Effect, Layer, Schema } from "effect"
 import type { SqlClient } from "@effect/sql"
+import { Console, Duration, Effect, Layer, Schema } from "effect"
 import { type Broker, TaskQueue } from "effect-background"
+import { Scheduler } from "effect-background"
 import * as Health from "effect-background/Health"
 import * as HealthHttp from "effect-background/HealthHttp"
 import * as HealthSql from "effect-background/HealthSql"
 import * as PgLease from "effect-background/layers/PgLease"
 import * as PgOutbox from "effect-background/layers/PgOutbox"
 import * as PgResultStore from "effect-background/layers/PgResultStore"
-import { Scheduler } from "effect-background"
 import { createServer } from "node:http"
 import { router } from "./http.js"
 import { Embedded, environment, Infrastructure } from "./infra.js"
@@ -53,7 +53,9 @@ const Outbox = Layer.unwrapEffect(Effect.map(Embedded, (embedded) =>
   })))
 
 /** The outbox's store alone, for the worker role's retention task. */
-const OutboxStore = Layer.unwrapEffect(Effect.map(Embedded, (embedded) => PgOutbox.layerStore({ notify: !embedded.database })))
+const OutboxStore = Layer.unwrapEffect(
+  Effect.map(Embedded, (embedded) => PgOutbox.layerStore({ notify: !embedded.database }))
+)
 
 const Tasks = TaskQueue.layer().pipe(Layer.provide(PgResultStore.layer()))
 
@@ -85,7 +87,13 @@ const appFor = (role: Role): Layer.Layer<HttpServer.HttpServer, unknown, Provide
       )
     case "web":
       return serve(router, 3000).pipe(
-        Layer.provideMerge(Health.layer({ broker: Health.broker, database: HealthSql.ping, outbox: Health.outbox({ maxLag: "30 seconds" }) })),
+        Layer.provideMerge(
+          Health.layer({
+            broker: Health.broker,
+            database: HealthSql.ping,
+            outbox: Health.outbox({ maxLag: "30 seconds" })
+          })
+        ),
         Layer.provideMerge(Outbox),
         Layer.provideMerge(Migrations)
       )
@@ -161,7 +169,9 @@ const program = Effect.gen(function*() {
   const port = server.address._tag === "TcpAddress" ? server.address.port : 0
   const baseUrl = `http://localhost:${port}`
   yield* Console.log([
-    `orders example (${roleArg}) listening on ${baseUrl} (database: ${embedded.database ? "embedded PGlite" : "DATABASE_URL"},`,
+    `orders example (${roleArg}) listening on ${baseUrl} (database: ${
+      embedded.database ? "embedded PGlite" : "DATABASE_URL"
+    },`,
     ` broker: ${embedded.broker ? "in-memory" : "RABBITMQ_URL"})`
   ].join(""))
   if (roleArg !== "worker") {

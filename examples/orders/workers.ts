@@ -5,7 +5,14 @@
  */
 import { Effect, Layer, Metric, Option } from "effect"
 import { Broker, Outbox, TaskQueue } from "effect-background"
-import { dailyDigest, heartbeat, MailboxUnavailable, ordersPlaced, outboxRetention, sendConfirmation } from "./contracts.js"
+import {
+  dailyDigest,
+  heartbeat,
+  MailboxUnavailable,
+  ordersPlaced,
+  outboxRetention,
+  sendConfirmation
+} from "./contracts.js"
 import * as Orders from "./orders.js"
 
 /**
@@ -15,7 +22,8 @@ import * as Orders from "./orders.js"
 const confirmations = Layer.scopedDiscard(
   Broker.subscribe(
     ordersPlaced,
-    (event) => TaskQueue.enqueue(sendConfirmation, { orderId: event.orderId, email: event.email }, { key: event.orderId }),
+    (event) =>
+      TaskQueue.enqueue(sendConfirmation, { orderId: event.orderId, email: event.email }, { key: event.orderId }),
     { group: "orders.confirmations", concurrency: 20 }
   )
 )
@@ -46,16 +54,29 @@ const digestWorker = TaskQueue.worker(dailyDigest, (payload) =>
 
 const heartbeats = Metric.counter("orders_heartbeats", { description: "heartbeat tasks run" })
 
-const heartbeatWorker = TaskQueue.worker(heartbeat, (payload) =>
-  Metric.increment(heartbeats).pipe(Effect.zipRight(Effect.logDebug(`heartbeat from ${payload.from}`))))
+const heartbeatWorker = TaskQueue.worker(
+  heartbeat,
+  (payload) => Metric.increment(heartbeats).pipe(Effect.zipRight(Effect.logDebug(`heartbeat from ${payload.from}`)))
+)
 
-const retentionWorker = TaskQueue.worker(outboxRetention, (payload) =>
-  Outbox.prune({ maxAge: `${payload.maxAgeMinutes} minutes` }).pipe(
-    Effect.orDie,
-    Effect.flatMap((deleted) => Effect.logInfo(`outbox retention: ${deleted} dispatched events older than ${payload.maxAgeMinutes} min deleted`))
-  ))
+const retentionWorker = TaskQueue.worker(
+  outboxRetention,
+  (payload) =>
+    Outbox.prune({ maxAge: `${payload.maxAgeMinutes} minutes` }).pipe(
+      Effect.orDie,
+      Effect.flatMap((deleted) =>
+        Effect.logInfo(`outbox retention: ${deleted} dispatched events older than ${payload.maxAgeMinutes} min deleted`)
+      )
+    )
+)
 
-export const Workers = Layer.mergeAll(confirmations, sendConfirmationWorker, digestWorker, heartbeatWorker, retentionWorker)
+export const Workers = Layer.mergeAll(
+  confirmations,
+  sendConfirmationWorker,
+  digestWorker,
+  heartbeatWorker,
+  retentionWorker
+)
 
 /** Subscriptions this process runs, for its health check. */
 export const consumerCount = 5

@@ -2,7 +2,9 @@ import * as JSONSchema from "effect/JSONSchema"
 import type * as AST from "effect/SchemaAST"
 
 /** @internal */
-export type JsonValue = null | boolean | number | string | ReadonlyArray<JsonValue> | { readonly [key: string]: JsonValue }
+export type JsonValue = null | boolean | number | string | ReadonlyArray<JsonValue> | {
+  readonly [key: string]: JsonValue
+}
 
 /** @internal */
 export type JsonObject = { readonly [key: string]: JsonValue }

@@ -12,8 +12,9 @@ import * as Schedule from "effect/Schedule"
 import type * as Schema from "effect/Schema"
 import * as Tracer from "effect/Tracer"
 import type * as Broker from "../Broker.js"
+import type { InvalidName } from "../BrokerError.js"
+import { DecodeError, EncodeError, HandlerDefect, PublishRejected, Unsupported } from "../BrokerError.js"
 import type * as BrokerTransport from "../BrokerTransport.js"
-import { DecodeError, EncodeError, HandlerDefect, InvalidName, PublishRejected, Unsupported } from "../BrokerError.js"
 import type { InvalidOptions } from "../InvalidOptions.js"
 import * as fiberLocal from "./fiberLocal.js"
 import * as messageId from "./messageId.js"
@@ -27,7 +28,6 @@ const headers = wire.headers
 
 /** @internal */
 export const TypeId: Broker.TypeId = Symbol.for("effect-background/Broker") as Broker.TypeId
-
 
 /** @internal */
 export interface Codec<A> {
@@ -71,13 +71,22 @@ export const makeCodec = <A, I>(name: string, schema: Schema.Schema<A, I>): Code
         onLeft: (error) => Either.left(new EncodeError({ topic: name, issue: formatIssue(error) })),
         onRight: (encoded) => {
           const text = JSON.stringify(encoded)
-          if (text === undefined) return Either.left(new EncodeError({ topic: name, issue: "the encoded value is not JSON (undefined)" }))
+          if (text === undefined) {
+            return Either.left(new EncodeError({ topic: name, issue: "the encoded value is not JSON (undefined)" }))
+          }
           // JSON writes NaN and ±Infinity as null: the consumer would get null and dead-letter it.
           // Only a text containing `null` can hide one, so the walk is skipped on the usual path.
           if (text.includes("null")) {
             const path = nonFinitePath(encoded, "")
             if (path !== undefined) {
-              return Either.left(new EncodeError({ topic: name, issue: `${path === "" ? "the value" : path} is not a finite number (JSON cannot carry NaN or Infinity)` }))
+              return Either.left(
+                new EncodeError({
+                  topic: name,
+                  issue: `${
+                    path === "" ? "the value" : path
+                  } is not a finite number (JSON cannot carry NaN or Infinity)`
+                })
+              )
             }
           }
           return Either.right(Buffer.from(text, "utf8"))
@@ -89,10 +98,17 @@ export const makeCodec = <A, I>(name: string, schema: Schema.Schema<A, I>): Code
         json = JSON.parse(toBuffer(body).toString("utf8"))
       } catch (error) {
         return Either.left(
-          new DecodeError({ topic: routingKey, messageId, issue: `not JSON: ${error instanceof Error ? error.message : String(error)}` })
+          new DecodeError({
+            topic: routingKey,
+            messageId,
+            issue: `not JSON: ${error instanceof Error ? error.message : String(error)}`
+          })
         )
       }
-      return Either.mapLeft(decode(json), (error) => new DecodeError({ topic: routingKey, messageId, issue: formatIssue(error) }))
+      return Either.mapLeft(
+        decode(json),
+        (error) => new DecodeError({ topic: routingKey, messageId, issue: formatIssue(error) })
+      )
     }
   }
 }
@@ -107,24 +123,36 @@ const parentSpanOf = (traceparent: string | undefined): Tracer.ExternalSpan | un
   if (traceparent === undefined) return undefined
   const parts = traceparent.split("-")
   const [version, traceId, spanId, flags] = parts
-  if (parts.length < 4 || version === undefined || traceId?.length !== 32 || spanId?.length !== 16 || flags === undefined) {
+  if (
+    parts.length < 4 || version === undefined || traceId?.length !== 32 || spanId?.length !== 16 || flags === undefined
+  ) {
     return undefined
   }
   return Tracer.externalSpan({ traceId, spanId, sampled: (parseInt(flags, 16) & 1) === 1 })
 }
 
 /** @internal */
-export type Prepare = (traceparent: string | undefined, now: number) => Either.Either<BrokerTransport.TransportMessage, EncodeError | InvalidName | InvalidOptions>
+export type Prepare = (
+  traceparent: string | undefined,
+  now: number
+) => Either.Either<BrokerTransport.TransportMessage, EncodeError | InvalidName | InvalidOptions>
 
-const invalidOption = (field: string, value: unknown, reason: string) => Either.left(checks.invalid("Broker", field, value, reason))
+const invalidOption = (field: string, value: unknown, reason: string) =>
+  Either.left(checks.invalid("Broker", field, value, reason))
 
-const optionalMillis = (input: Duration.DurationInput | undefined, name: string): Either.Either<number | undefined, InvalidOptions> => {
+const optionalMillis = (
+  input: Duration.DurationInput | undefined,
+  name: string
+): Either.Either<number | undefined, InvalidOptions> => {
   if (input === undefined) return Either.right(undefined)
   const checked = checks.duration("Broker", name, input, { fallback: Duration.zero })
   return Either.isLeft(checked) ? Either.left(checked.left) : Either.right(Math.round(Duration.toMillis(checked.right)))
 }
 
-const noProperties: Either.Either<{ delay: number | undefined; expiration: number | undefined }, InvalidName | InvalidOptions> = Either.right({
+const noProperties: Either.Either<
+  { delay: number | undefined; expiration: number | undefined },
+  InvalidName | InvalidOptions
+> = Either.right({
   delay: undefined,
   expiration: undefined
 })
@@ -164,30 +192,33 @@ const withTraceparent = (
   traceparent: string | undefined
 ): Readonly<Record<string, string>> => {
   if (traceparent === undefined) return metadata ?? wire.noHeaders
-  return metadata === undefined ? { [wire.headers.traceparent]: traceparent } : { ...metadata, [wire.headers.traceparent]: traceparent }
+  return metadata === undefined
+    ? { [wire.headers.traceparent]: traceparent }
+    : { ...metadata, [wire.headers.traceparent]: traceparent }
 }
 
 /** @internal */
-export const prepare = <A, I>(topic: Broker.Topic<A, I>, message: A, options: Broker.PublishOptions | undefined): Prepare =>
-(traceparent, now) => {
-  const properties = validateProperties(options)
-  if (Either.isLeft(properties)) return Either.left(properties.left)
-  const body = topic.codec.encode(message)
-  if (Either.isLeft(body)) return Either.left(body.left)
-  return Either.right({
-    routingKey: topic.name,
-    body: body.right,
-    headers: options?.headers ?? wire.noHeaders,
-    metadata: withTraceparent(options?.metadata, traceparent),
-    messageId: options?.messageId ?? messageId.make(now),
-    correlationId: options?.correlationId,
-    publishedAt: now,
-    priority: options?.priority,
-    expiration: properties.right.expiration,
-    delay: properties.right.delay,
-    persistent: options?.persistent ?? true
-  })
-}
+export const prepare =
+  <A, I>(topic: Broker.Topic<A, I>, message: A, options: Broker.PublishOptions | undefined): Prepare =>
+  (traceparent, now) => {
+    const properties = validateProperties(options)
+    if (Either.isLeft(properties)) return Either.left(properties.left)
+    const body = topic.codec.encode(message)
+    if (Either.isLeft(body)) return Either.left(body.left)
+    return Either.right({
+      routingKey: topic.name,
+      body: body.right,
+      headers: options?.headers ?? wire.noHeaders,
+      metadata: withTraceparent(options?.metadata, traceparent),
+      messageId: options?.messageId ?? messageId.make(now),
+      correlationId: options?.correlationId,
+      publishedAt: now,
+      priority: options?.priority,
+      expiration: properties.right.expiration,
+      delay: properties.right.delay,
+      persistent: options?.persistent ?? true
+    })
+  }
 
 const prepareEncoded = (
   entry: Broker.EncodedEntry,
@@ -318,7 +349,11 @@ const refusal = (
     return new Unsupported({ transport: capabilities.name, feature: "priority", detail: "publish without `priority`" })
   }
   if (message.expiration !== undefined && !capabilities.expiration) {
-    return new Unsupported({ transport: capabilities.name, feature: "expiration", detail: "publish without `expiration`" })
+    return new Unsupported({
+      transport: capabilities.name,
+      feature: "expiration",
+      detail: "publish without `expiration`"
+    })
   }
   return oversize(message, capabilities.maxMessageBytes)
 }
@@ -416,14 +451,27 @@ export const make = (transport: BrokerTransport.Transport): Broker.Service => {
     }).pipe(withBatchSpan)
 
   /** Refuses a subscription the transport cannot honour: a wildcard pattern, a priority queue. */
-  const supports = <A, I>(topic: Broker.Subscribable<A, I>, maxPriority: number | undefined): Effect.Effect<void, Unsupported> => {
+  const supports = <A, I>(
+    topic: Broker.Subscribable<A, I>,
+    maxPriority: number | undefined
+  ): Effect.Effect<void, Unsupported> => {
     if (!capabilities.wildcards && names.hasWildcard(topic.name)) {
       return Effect.fail(
-        new Unsupported({ transport: capabilities.name, feature: "wildcards", detail: `subscribe to concrete topics, not "${topic.name}"` })
+        new Unsupported({
+          transport: capabilities.name,
+          feature: "wildcards",
+          detail: `subscribe to concrete topics, not "${topic.name}"`
+        })
       )
     }
     if (maxPriority !== undefined && !capabilities.priority) {
-      return Effect.fail(new Unsupported({ transport: capabilities.name, feature: "priority", detail: "subscribe without `maxPriority`" }))
+      return Effect.fail(
+        new Unsupported({
+          transport: capabilities.name,
+          feature: "priority",
+          detail: "subscribe without `maxPriority`"
+        })
+      )
     }
     return Effect.void
   }
@@ -435,9 +483,20 @@ export const make = (transport: BrokerTransport.Transport): Broker.Service => {
   ) =>
     Effect.gen(function*() {
       yield* names.validateGroup(options.group)
-      const concurrency = yield* checks.integer("Broker", "concurrency", options.concurrency, { min: 1, max: 65535, fallback: 10 })
-      const prefetch = yield* checks.integer("Broker", "prefetch", options.prefetch, { min: concurrency, max: 65535, fallback: concurrency })
-      const maxPriority = yield* checks.optionalInteger("Broker", "maxPriority", options.maxPriority, { min: 1, max: 255 })
+      const concurrency = yield* checks.integer("Broker", "concurrency", options.concurrency, {
+        min: 1,
+        max: 65535,
+        fallback: 10
+      })
+      const prefetch = yield* checks.integer("Broker", "prefetch", options.prefetch, {
+        min: concurrency,
+        max: 65535,
+        fallback: concurrency
+      })
+      const maxPriority = yield* checks.optionalInteger("Broker", "maxPriority", options.maxPriority, {
+        min: 1,
+        max: 255
+      })
       yield* supports(topic, maxPriority)
       const retry: Schedule.Schedule<unknown, E | HandlerDefect> = options.retry ?? defaultRetry
       const context = yield* Effect.context<R>()
@@ -446,17 +505,22 @@ export const make = (transport: BrokerTransport.Transport): Broker.Service => {
 
       const onFailure = options.onFailure
       const retryOrDeadLetter = (error: E | HandlerDefect, envelope: Broker.Envelope) =>
-        Effect.flatMap(nextRetryDelay(retry, envelope.attempt, error), (delay): Effect.Effect<BrokerTransport.Disposition> => {
-          const reason = describeFailure(error)
-          const disposition: BrokerTransport.Disposition = Option.isSome(delay)
-            ? { _tag: "Retry", delay: Duration.toMillis(delay.value), reason }
-            : { _tag: "DeadLetter", reason: `attempt ${envelope.attempt} failed, retries exhausted: ${reason}` }
-          if (onFailure === undefined) return Effect.succeed(disposition)
-          return onFailure({ error, envelope, retryIn: delay }).pipe(
-            Effect.catchAllCause((cause) => Effect.logWarning("onFailure of a subscription failed; the decision stands", cause)),
-            Effect.as(disposition)
-          )
-        })
+        Effect.flatMap(
+          nextRetryDelay(retry, envelope.attempt, error),
+          (delay): Effect.Effect<BrokerTransport.Disposition> => {
+            const reason = describeFailure(error)
+            const disposition: BrokerTransport.Disposition = Option.isSome(delay)
+              ? { _tag: "Retry", delay: Duration.toMillis(delay.value), reason }
+              : { _tag: "DeadLetter", reason: `attempt ${envelope.attempt} failed, retries exhausted: ${reason}` }
+            if (onFailure === undefined) return Effect.succeed(disposition)
+            return onFailure({ error, envelope, retryIn: delay }).pipe(
+              Effect.catchAllCause((cause) =>
+                Effect.logWarning("onFailure of a subscription failed; the decision stands", cause)
+              ),
+              Effect.as(disposition)
+            )
+          }
+        )
 
       const handle = (delivery: BrokerTransport.TransportDelivery): Effect.Effect<BrokerTransport.Disposition> => {
         const received = delivery.message
@@ -513,7 +577,10 @@ export const make = (transport: BrokerTransport.Transport): Broker.Service => {
   const declare = <A, I>(topic: Broker.Subscribable<A, I>, options: Broker.DeclareOptions) =>
     Effect.gen(function*() {
       yield* names.validateGroup(options.group)
-      const maxPriority = yield* checks.optionalInteger("Broker", "maxPriority", options.maxPriority, { min: 1, max: 255 })
+      const maxPriority = yield* checks.optionalInteger("Broker", "maxPriority", options.maxPriority, {
+        min: 1,
+        max: 255
+      })
       yield* supports(topic, maxPriority)
       if (transport.declare === undefined) return
       yield* transport.declare({ pattern: topic.name, group: options.group, concurrency: 1, prefetch: 1, maxPriority })
@@ -524,7 +591,11 @@ export const make = (transport: BrokerTransport.Transport): Broker.Service => {
       yield* names.validateGroup(group)
       const max = yield* checks.integer("Broker", "max", options?.max, { min: 1, fallback: Number.MAX_SAFE_INTEGER })
       if (!capabilities.redrive || transport.redrive === undefined) {
-        return yield* new Unsupported({ transport: capabilities.name, feature: "redrive", detail: "dead letters cannot be moved back" })
+        return yield* new Unsupported({
+          transport: capabilities.name,
+          feature: "redrive",
+          detail: "dead letters cannot be moved back"
+        })
       }
       return yield* transport.redrive(group, max)
     })

@@ -85,7 +85,9 @@ const maxOffsetMillis = 14 * 3_600_000
  */
 export const parseOffset = (input: string | Duration.DurationInput): Either.Either<number, Problem> => {
   // Duration.decode throws on an input that is not a Duration: decodeUnknown keeps it a Problem.
-  const decodedInput = typeof input === "string" || typeof input === "number" ? undefined : Duration.decodeUnknown(input)
+  const decodedInput = typeof input === "string" || typeof input === "number"
+    ? undefined
+    : Duration.decodeUnknown(input)
   if (decodedInput !== undefined && decodedInput._tag === "None") {
     return problem("offset", String(input), "expected \"+HH:MM\", \"-HH:MM\" or a Duration such as \"3 hours\"")
   }
@@ -177,7 +179,7 @@ const secondsOf = (cron: CronExpression): ReadonlyArray<number> =>
  * already known to match come from a sorted array, so a per-second cron costs an array lookup per
  * firing instead of a time-zone computation.
  */
-const makeNext = (cron: CronExpression, shift: number): ((after: number) => number | undefined) => {
+const makeNext = (cron: CronExpression, shift: number): (after: number) => number | undefined => {
   const seconds = secondsOf(cron)
   const reusable = seconds.length > 1
   let minute = Number.NaN

@@ -26,7 +26,10 @@ export const provideService = <A, E, R, I, S>(
   ) as Effect.Effect<A, E, Exclude<R, I>>
 
 /** Runs `effect` with `context` (see {@link provideService}). @internal */
-export const provideContext = <A, E, R>(effect: Effect.Effect<A, E, R>, context: Context.Context<R>): Effect.Effect<A, E> =>
+export const provideContext = <A, E, R>(
+  effect: Effect.Effect<A, E, R>,
+  context: Context.Context<R>
+): Effect.Effect<A, E> =>
   // Sound: the context `effect` runs with is `context`.
   Effect.zipRight(FiberRef.set(FiberRef.currentContext, context), effect) as Effect.Effect<A, E>
 

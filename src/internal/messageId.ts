@@ -58,7 +58,8 @@ export const make = (now: number = Date.now()): string => {
   return text.toString("latin1")
 }
 
-const isHex = (code: number): boolean => (code >= 48 && code <= 57) || (code >= 97 && code <= 102) || (code >= 65 && code <= 70)
+const isHex = (code: number): boolean =>
+  (code >= 48 && code <= 57) || (code >= 97 && code <= 102) || (code >= 65 && code <= 70)
 
 /** `xxxxxxxx-xxxx-7xxx-[89ab]xxx-xxxxxxxxxxxx`, checked by char code: a regex cost ~0.5 µs per publish. */
 const isUuidV7 = (id: string): boolean => {

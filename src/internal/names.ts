@@ -74,7 +74,9 @@ const checkTable = (
     const refused = nameRule(key)
     if (refused !== undefined) return invalid("header", key, refused)
     // PostgreSQL's jsonb cannot store U+0000: one rule for every path (publish, outbox, tasks).
-    if (value.includes("\u0000") || key.includes("\u0000")) return invalid("header", key, "names and values must not contain U+0000")
+    if (value.includes("\u0000") || key.includes("\u0000")) {
+      return invalid("header", key, "names and values must not contain U+0000")
+    }
     bytes += byteLength(key) + byteLength(value) + 8
   }
   if (bytes > maxHeaderBytes) return invalid("header", "(all)", `headers take ${bytes} bytes, over ${maxHeaderBytes}`)

@@ -14,7 +14,10 @@ export type Checked<A> = Either.Either<A, InvalidOptions>
 
 const show = (value: unknown): string => {
   if (typeof value === "string") return JSON.stringify(value)
-  if (typeof value === "number" || typeof value === "boolean" || typeof value === "bigint" || value === null || value === undefined) {
+  if (
+    typeof value === "number" || typeof value === "boolean" || typeof value === "bigint" || value === null ||
+    value === undefined
+  ) {
     return String(value)
   }
   try {
@@ -74,16 +77,24 @@ export const duration = (
   module: string,
   field: string,
   value: Duration.DurationInput | undefined,
-  rule: { readonly fallback: Duration.Duration; readonly positive?: boolean | undefined; readonly finite?: boolean | undefined }
+  rule: {
+    readonly fallback: Duration.Duration
+    readonly positive?: boolean | undefined
+    readonly finite?: boolean | undefined
+  }
 ): Checked<Duration.Duration> => {
   if (value === undefined) return Either.right(rule.fallback)
   const decoded = Duration.decodeUnknown(value)
-  if (Option.isNone(decoded) || isNaNInput(value)) return Either.left(invalid(module, field, value, "is not a duration"))
+  if (Option.isNone(decoded) || isNaNInput(value)) {
+    return Either.left(invalid(module, field, value, "is not a duration"))
+  }
   if (isNegativeInput(value)) return Either.left(invalid(module, field, value, "must not be negative"))
   const millis = Duration.toMillis(decoded.value)
   if (Number.isNaN(millis) || millis < 0) return Either.left(invalid(module, field, value, "must not be negative"))
   if (rule.positive === true && millis === 0) return Either.left(invalid(module, field, value, "must be positive"))
-  if (rule.finite !== false && !Number.isFinite(millis)) return Either.left(invalid(module, field, value, "must be finite"))
+  if (rule.finite !== false && !Number.isFinite(millis)) {
+    return Either.left(invalid(module, field, value, "must be finite"))
+  }
   return Either.right(decoded.value)
 }
 
@@ -102,7 +113,12 @@ export const oneOf = <const A extends string>(
 }
 
 /** A plain SQL identifier (letters, digits, `_`; not starting with a digit), at most 40 bytes. @internal */
-export const sqlIdentifier = (module: string, field: string, value: string | undefined, fallback: string): Checked<string> => {
+export const sqlIdentifier = (
+  module: string,
+  field: string,
+  value: string | undefined,
+  fallback: string
+): Checked<string> => {
   if (value === undefined) return Either.right(fallback)
   return typeof value === "string" && /^[A-Za-z_][A-Za-z0-9_]{0,39}$/.test(value)
     ? Either.right(value)

@@ -91,8 +91,12 @@ const schema = <A>(field: string, value: A, required: boolean): options.Checked<
     : Either.left(options.invalid(module, field, value, "must be a Schema"))
 
 /** @internal */
-export const checkTimeout = (value: Duration.DurationInput | undefined): options.Checked<Duration.Duration | undefined> =>
-  value === undefined ? Either.right(undefined) : options.duration(module, "timeout", value, { fallback: Duration.zero, positive: true })
+export const checkTimeout = (
+  value: Duration.DurationInput | undefined
+): options.Checked<Duration.Duration | undefined> =>
+  value === undefined
+    ? Either.right(undefined)
+    : options.duration(module, "timeout", value, { fallback: Duration.zero, positive: true })
 
 /**
  * Every option of `Task.make`; the typed ones (Schemas, Schedule, predicate) are checked too, for

@@ -19,13 +19,15 @@ import { EnqueueError, ResultError, type ResultStoreError, TaskTimeout } from ".
 import type * as TaskQueue from "../TaskQueue.js"
 import * as fiberLocal from "./fiberLocal.js"
 import * as messageId from "./messageId.js"
-import * as wire from "./wire.js"
 import * as checks from "./options.js"
 import type { Outcome, ResultCodec } from "./task.js"
 import { builtInTracer, withSpanWhenTraced } from "./tracing.js"
+import * as wire from "./wire.js"
 
 /** @internal */
-export const HandleTypeId: TaskQueue.HandleTypeId = Symbol.for("effect-background/TaskQueue/TaskHandle") as TaskQueue.HandleTypeId
+export const HandleTypeId: TaskQueue.HandleTypeId = Symbol.for(
+  "effect-background/TaskQueue/TaskHandle"
+) as TaskQueue.HandleTypeId
 
 const module = "TaskQueue"
 
@@ -42,7 +44,14 @@ export const makeHandle = <Name extends string, P, S, F>(
   id: string,
   key: string | undefined,
   deduplicated: boolean
-): TaskQueue.TaskHandle<S, F> => ({ [HandleTypeId]: HandleTypeId, id, task: task.name, key, deduplicated, codec: task.resultCodec })
+): TaskQueue.TaskHandle<S, F> => ({
+  [HandleTypeId]: HandleTypeId,
+  id,
+  task: task.name,
+  key,
+  deduplicated,
+  codec: task.resultCodec
+})
 
 // ---------------------------------------------------------------------------
 // the dedup key on the wire: written by `withKey`, read by `keyOf`, nowhere else
@@ -69,9 +78,18 @@ const keyOf = (envelope: Broker.Envelope): string | undefined => envelope.metada
 
 /** @internal */
 export const metrics = {
-  succeeded: Metric.counter("effect_background_tasks_succeeded", { description: "task runs that succeeded", incremental: true }),
-  failed: Metric.counter("effect_background_tasks_failed", { description: "task attempts that failed", incremental: true }),
-  retried: Metric.counter("effect_background_tasks_retried", { description: "failed attempts scheduled for retry", incremental: true }),
+  succeeded: Metric.counter("effect_background_tasks_succeeded", {
+    description: "task runs that succeeded",
+    incremental: true
+  }),
+  failed: Metric.counter("effect_background_tasks_failed", {
+    description: "task attempts that failed",
+    incremental: true
+  }),
+  retried: Metric.counter("effect_background_tasks_retried", {
+    description: "failed attempts scheduled for retry",
+    incremental: true
+  }),
   deadLettered: Metric.counter("effect_background_tasks_dead_lettered", {
     description: "tasks dead-lettered (retries exhausted or non-retryable)",
     incremental: true
@@ -91,12 +109,21 @@ interface Settings {
 
 const checkOptions = (options: TaskQueue.Options | undefined): checks.Checked<Settings> =>
   Either.all({
-    keyWindow: Either.map(checks.duration(module, "keyWindow", options?.keyWindow, { fallback: Duration.zero }), Duration.toMillis),
-    keyPendingLimit: Either.map(
-      checks.duration(module, "keyPendingLimit", options?.keyPendingLimit, { fallback: Duration.days(1), positive: true }),
+    keyWindow: Either.map(
+      checks.duration(module, "keyWindow", options?.keyWindow, { fallback: Duration.zero }),
       Duration.toMillis
     ),
-    pollInterval: checks.duration(module, "pollInterval", options?.pollInterval, { fallback: Duration.millis(50), positive: true })
+    keyPendingLimit: Either.map(
+      checks.duration(module, "keyPendingLimit", options?.keyPendingLimit, {
+        fallback: Duration.days(1),
+        positive: true
+      }),
+      Duration.toMillis
+    ),
+    pollInterval: checks.duration(module, "pollInterval", options?.pollInterval, {
+      fallback: Duration.millis(50),
+      positive: true
+    })
   })
 
 const defaultResultTimeout = Duration.seconds(30)
@@ -137,7 +164,8 @@ const enqueueErrorOf = (task: string, error: Broker.PublishError | Broker.Subscr
           task,
           reason: "no-queue",
           ambiguous: false,
-          detail: `no queue is bound to "${error.topic}": this broker cannot declare queues ahead of workers, start a worker first`
+          detail:
+            `no queue is bound to "${error.topic}": this broker cannot declare queues ahead of workers, start a worker first`
         })
         : new EnqueueError({
           task,
@@ -148,13 +176,17 @@ const enqueueErrorOf = (task: string, error: Broker.PublishError | Broker.Subscr
   }
 }
 
-const isUnroutable = (error: Broker.PublishError): boolean => error._tag === "PublishRejected" && error.reason === "unroutable"
+const isUnroutable = (error: Broker.PublishError): boolean =>
+  error._tag === "PublishRejected" && error.reason === "unroutable"
 
 const storeUnavailable = (task: string, id: string, error: ResultStoreError) =>
   new ResultError({ task, id, reason: "store-unavailable", detail: error.message, cause: error })
 
 /** Turns a stored outcome into the caller's typed result. */
-const fromOutcome = <S, F>(handle: TaskQueue.TaskHandle<S, F>, stored: ResultStore.StoredResult): Effect.Effect<S, F | ResultError> => {
+const fromOutcome = <S, F>(
+  handle: TaskQueue.TaskHandle<S, F>,
+  stored: ResultStore.StoredResult
+): Effect.Effect<S, F | ResultError> => {
   const decoded = handle.codec.decode(stored.outcome)
   if (Either.isLeft(decoded)) {
     return Effect.fail(new ResultError({ task: handle.task, id: handle.id, reason: "malformed", detail: decoded.left }))
@@ -163,10 +195,14 @@ const fromOutcome = <S, F>(handle: TaskQueue.TaskHandle<S, F>, stored: ResultSto
   if (outcome._tag === "Success") return Effect.succeed(outcome.value)
   const error = outcome.error
   if (error instanceof TaskTimeout) {
-    return Effect.fail(new ResultError({ task: handle.task, id: handle.id, reason: "task-timeout", detail: error.message }))
+    return Effect.fail(
+      new ResultError({ task: handle.task, id: handle.id, reason: "task-timeout", detail: error.message })
+    )
   }
   if (error instanceof HandlerDefect) {
-    return Effect.fail(new ResultError({ task: handle.task, id: handle.id, reason: "task-defect", detail: error.detail }))
+    return Effect.fail(
+      new ResultError({ task: handle.task, id: handle.id, reason: "task-defect", detail: error.detail })
+    )
   }
   return Effect.fail(error)
 }
@@ -232,7 +268,11 @@ const makeService = (
         headers: enqueueOptions?.headers,
         persistent: task.delivery === "persistent"
       }
-      const publish = broker.publish(task.topic, payload, key === undefined ? publishOptions : withKey(publishOptions, key)).pipe(
+      const publish = broker.publish(
+        task.topic,
+        payload,
+        key === undefined ? publishOptions : withKey(publishOptions, key)
+      ).pipe(
         Effect.tapError((error) => isUnroutable(error) ? forget(task.group) : Effect.void),
         Effect.mapError((error) => enqueueErrorOf(task.name, error))
       )
@@ -241,12 +281,31 @@ const makeService = (
         return makeHandle(task, id, undefined, false)
       }
       if (Option.isNone(store)) {
-        return yield* new EnqueueError({ task: task.name, reason: "key-store", ambiguous: false, detail: "keys need a result store; none was provided" })
+        return yield* new EnqueueError({
+          task: task.name,
+          reason: "key-store",
+          ambiguous: false,
+          detail: "keys need a result store; none was provided"
+        })
       }
       const now = yield* Clock.currentTimeMillis
       const holder = yield* Effect.mapError(
-        store.value.claim({ task: task.name, key, id, claimedAt: now, expiresAt: now + keyWindow, staleAt: now + keyPendingLimit }),
-        (error) => new EnqueueError({ task: task.name, reason: "key-store", ambiguous: false, detail: error.message, cause: error })
+        store.value.claim({
+          task: task.name,
+          key,
+          id,
+          claimedAt: now,
+          expiresAt: now + keyWindow,
+          staleAt: now + keyPendingLimit
+        }),
+        (error) =>
+          new EnqueueError({
+            task: task.name,
+            reason: "key-store",
+            ambiguous: false,
+            detail: error.message,
+            cause: error
+          })
       )
       if (holder !== id) return makeHandle(task, holder, key, true)
       return yield* publish.pipe(
@@ -314,8 +373,10 @@ const makeService = (
     Effect.gen(function*() {
       if (Option.isNone(store)) return yield* noStore(handle.task, handle.id)
       const now = yield* Clock.currentTimeMillis
-      const stored = yield* Effect.mapError(store.value.get(handle.id, now), (e) => storeUnavailable(handle.task, handle.id, e))
-      return Option.map(stored, (s) => fromOutcome(handle, s))
+      const stored = yield* Effect.mapError(store.value.get(handle.id, now), (e) =>
+        storeUnavailable(handle.task, handle.id, e))
+      return Option.map(stored, (s) =>
+        fromOutcome(handle, s))
     })
 
   const result = <S, F>(
@@ -338,7 +399,12 @@ const makeService = (
         Effect.timeoutFail({
           duration: timeout,
           onTimeout: () =>
-            new ResultError({ task: handle.task, id: handle.id, reason: "wait-timeout", detail: `not finished within ${Duration.format(timeout)}` })
+            new ResultError({
+              task: handle.task,
+              id: handle.id,
+              reason: "wait-timeout",
+              detail: `not finished within ${Duration.format(timeout)}`
+            })
         })
       )
       return yield* fromOutcome(handle, stored)
@@ -371,7 +437,9 @@ export const makeWithoutStore = (options: TaskQueue.Options | undefined) =>
 // ---------------------------------------------------------------------------
 
 /** The task's retry Schedule, stopped at once for non-retryable failures. */
-const effectiveRetry = <Name extends string, P, S, F>(task: Task.Task<Name, P, S, F>): Schedule.Schedule<unknown, Task.RunError<F>> => {
+const effectiveRetry = <Name extends string, P, S, F>(
+  task: Task.Task<Name, P, S, F>
+): Schedule.Schedule<unknown, Task.RunError<F>> => {
   const nonRetryable = task.nonRetryable
   if (nonRetryable === undefined) return task.retry
   return Schedule.whileInput(
@@ -381,15 +449,30 @@ const effectiveRetry = <Name extends string, P, S, F>(task: Task.Task<Name, P, S
 }
 
 const describe = (error: unknown): string => {
-  const text = error instanceof Error ? error.message : typeof error === "string" ? error : JSON.stringify(error) ?? String(error)
+  const text = error instanceof Error
+    ? error.message
+    : typeof error === "string"
+    ? error
+    : JSON.stringify(error) ?? String(error)
   return text.length > maxDetail ? `${text.slice(0, maxDetail)}…` : text
 }
 
 const checkWorkerOptions = (options: TaskQueue.WorkerOptions | undefined) =>
   Effect.gen(function*() {
-    const concurrency = yield* checks.integer(module, "concurrency", options?.concurrency, { min: 1, max: 65535, fallback: 10 })
-    const prefetch = yield* checks.integer(module, "prefetch", options?.prefetch, { min: concurrency, max: 65535, fallback: concurrency })
-    const resultTtl = yield* checks.duration(module, "resultTtl", options?.resultTtl, { fallback: Duration.days(1), positive: true })
+    const concurrency = yield* checks.integer(module, "concurrency", options?.concurrency, {
+      min: 1,
+      max: 65535,
+      fallback: 10
+    })
+    const prefetch = yield* checks.integer(module, "prefetch", options?.prefetch, {
+      min: concurrency,
+      max: 65535,
+      fallback: concurrency
+    })
+    const resultTtl = yield* checks.duration(module, "resultTtl", options?.resultTtl, {
+      fallback: Duration.days(1),
+      positive: true
+    })
     return { concurrency, prefetch, resultTtl: Duration.toMillis(resultTtl) }
   })
 
@@ -426,13 +509,23 @@ export const worker = <Name extends string, P, S, F, R>(
             Effect.annotateLogs({ ...tags, id, issue: encoded.left })
           )
         } else {
-          yield* store.value.put({ id, task: task.name, outcome: encoded.right, finishedAt: now, expiresAt: now + resultTtl }).pipe(
-            Effect.catchAll((error) => Effect.logWarning("could not store a task result", error).pipe(Effect.annotateLogs({ ...tags, id })))
+          yield* store.value.put({
+            id,
+            task: task.name,
+            outcome: encoded.right,
+            finishedAt: now,
+            expiresAt: now + resultTtl
+          }).pipe(
+            Effect.catchAll((error) =>
+              Effect.logWarning("could not store a task result", error).pipe(Effect.annotateLogs({ ...tags, id }))
+            )
           )
         }
         if (key !== undefined) {
           yield* store.value.complete(task.name, key, id).pipe(
-            Effect.catchAll((error) => Effect.logWarning("could not release a task key", error).pipe(Effect.annotateLogs({ ...tags, id })))
+            Effect.catchAll((error) =>
+              Effect.logWarning("could not release a task key", error).pipe(Effect.annotateLogs({ ...tags, id }))
+            )
           )
         }
       }
@@ -449,7 +542,10 @@ export const worker = <Name extends string, P, S, F, R>(
       )
       if (Option.isSome(failure.retryIn) || recordOutcome === undefined) return counted
       const id = failure.envelope.id
-      return Effect.zipRight(recordOutcome(id, keyOf(failure.envelope), { _tag: "Failure", error: failure.error }), counted)
+      return Effect.zipRight(
+        recordOutcome(id, keyOf(failure.envelope), { _tag: "Failure", error: failure.error }),
+        counted
+      )
     }
 
     // Scopes of runs that have not ended; closed here if the worker stops first. Registered before
@@ -485,7 +581,10 @@ export const worker = <Name extends string, P, S, F, R>(
           succeeded.unsafeUpdate(1, labels)
           return Effect.void
         }
-        return Effect.zipRight(recordOutcome(envelope.id, key, { _tag: "Success", value: exit.value }), Metric.increment(succeeded))
+        return Effect.zipRight(
+          recordOutcome(envelope.id, key, { _tag: "Success", value: exit.value }),
+          Metric.increment(succeeded)
+        )
       }
       const failure = Cause.failureOption(exit.cause)
       if (Option.isSome(failure)) return Effect.fail(failure.value)
@@ -495,7 +594,10 @@ export const worker = <Name extends string, P, S, F, R>(
       return Effect.fail(new HandlerDefect({ detail: describe(defect.value) }))
     }
 
-    const run = (payload: P, envelope: Broker.Envelope): Effect.Effect<void, Task.RunError<F>, Exclude<R, Scope.Scope>> => {
+    const run = (
+      payload: P,
+      envelope: Broker.Envelope
+    ): Effect.Effect<void, Task.RunError<F>, Exclude<R, Scope.Scope>> => {
       const key = keyOf(envelope)
       const taskContext: TaskQueue.TaskContext = {
         id: envelope.id,
@@ -514,7 +616,12 @@ export const worker = <Name extends string, P, S, F, R>(
         const timed = timeout === undefined ? handled : Effect.timeoutFail(handled, {
           duration: timeout,
           onTimeout: () =>
-            new TaskTimeout({ task: task.name, id: envelope.id, attempt: envelope.attempt, timeoutMillis: Duration.toMillis(timeout) })
+            new TaskTimeout({
+              task: task.name,
+              id: envelope.id,
+              attempt: envelope.attempt,
+              timeoutMillis: Duration.toMillis(timeout)
+            })
         })
         // Not one uninterruptible region around the run (that costs more than a no-op handler):
         // interrupted (shutdown), this continuation does not run, the worker's finalizer closes
@@ -526,7 +633,9 @@ export const worker = <Name extends string, P, S, F, R>(
         })
       })
       // The broker's `broker.process` span is this run's span: name the task on it (a real tracer only).
-      const named = traced ? Effect.zipRight(Effect.annotateCurrentSpan("effect_background.task", task.name), attempt) : attempt
+      const named = traced
+        ? Effect.zipRight(Effect.annotateCurrentSpan("effect_background.task", task.name), attempt)
+        : attempt
       return fiberLocal.annotateLogs(named, { taskId: envelope.id })
     }
 

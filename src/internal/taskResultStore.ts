@@ -66,7 +66,9 @@ export const make: Effect.Effect<ResultStore.Service> = Effect.sync(() => {
       const k = claimKey(request.task, request.key)
       const existing = claims.get(k)
       const now = request.claimedAt
-      if (existing !== undefined && (existing.expiresAt > now || (!existing.done && existing.staleAt > now))) return existing.id
+      if (
+        existing !== undefined && (existing.expiresAt > now || (!existing.done && existing.staleAt > now))
+      ) return existing.id
       claims.set(k, { id: request.id, expiresAt: request.expiresAt, staleAt: request.staleAt, done: false })
       return request.id
     })

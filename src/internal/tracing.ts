@@ -14,7 +14,8 @@ import * as Tracer from "effect/Tracer"
 export const builtInTracer: Tracer.Tracer = Effect.runSync(Effect.tracer)
 
 /** W3C traceparent of a span. */
-const traceparentOf = (span: Tracer.AnySpan): string => `00-${span.traceId}-${span.spanId}-${span.sampled ? "01" : "00"}`
+const traceparentOf = (span: Tracer.AnySpan): string =>
+  `00-${span.traceId}-${span.spanId}-${span.sampled ? "01" : "00"}`
 
 /**
  * Under the built-in tracer only a context from outside (an incoming request's traceparent, a
@@ -52,9 +53,9 @@ const traceparentUnder = (tracer: Tracer.Tracer): Effect.Effect<string | undefin
 export const currentTraceparent: Effect.Effect<string | undefined> = Effect.tracerWith(traceparentUnder)
 
 /** `Effect.withSpan`, under a real tracer only. @internal */
-export const withSpanWhenTraced = (name: string, options: Tracer.SpanOptions) =>
-<A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-  Effect.tracerWith((tracer) => tracer === builtInTracer ? effect : Effect.withSpan(effect, name, options))
+export const withSpanWhenTraced =
+  (name: string, options: Tracer.SpanOptions) => <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Effect.tracerWith((tracer) => tracer === builtInTracer ? effect : Effect.withSpan(effect, name, options))
 
 /**
  * Runs `f` with the traceparent to send along: its own span's under a real tracer, the one from

@@ -65,7 +65,9 @@ export const splitHeaders = (
 export const mergeHeaders = (
   user: Readonly<Record<string, string>>,
   metadata: Readonly<Record<string, string>>
-): Readonly<Record<string, string>> => (hasHeaders(metadata) ? (hasHeaders(user) ? { ...user, ...metadata } : metadata) : user)
+): Readonly<
+  Record<string, string>
+> => (hasHeaders(metadata) ? (hasHeaders(user) ? { ...user, ...metadata } : metadata) : user)
 
 /**
  * Content type of a packed message: several messages for one routing key in one wire message

@@ -22,8 +22,8 @@ import { toBuffer } from "../internal/broker.js"
 import * as internal from "../internal/memory/transport.js"
 import * as names from "../internal/names.js"
 import * as checks from "../internal/options.js"
-import type { InvalidOptions } from "../InvalidOptions.js"
 import * as wire from "../internal/wire.js"
+import type { InvalidOptions } from "../InvalidOptions.js"
 
 /**
  * @since 0.1.0

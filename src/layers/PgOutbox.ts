@@ -20,11 +20,11 @@ import * as Redacted from "effect/Redacted"
 import type * as Scope from "effect/Scope"
 import type * as Pg from "pg"
 import type * as Broker from "../Broker.js"
-import * as Dispatcher from "../internal/outbox/dispatcher.js"
+import * as checks from "../internal/options.js"
 import * as outboxChecks from "../internal/outbox/checks.js"
+import * as Dispatcher from "../internal/outbox/dispatcher.js"
 import * as PgStore from "../internal/outbox/pgStore.js"
 import * as Sql from "../internal/outbox/sql.js"
-import * as checks from "../internal/options.js"
 import type { InvalidOptions } from "../InvalidOptions.js"
 import * as Outbox from "../Outbox.js"
 import * as OutboxStore from "../OutboxStore.js"
@@ -158,7 +158,8 @@ export const make = (
  */
 export const layerStore = (
   options?: Options
-): Layer.Layer<Outbox.Outbox, SqlError | InvalidOptions, SqlClient.SqlClient> => Layer.scoped(Outbox.Outbox, make(options))
+): Layer.Layer<Outbox.Outbox, SqlError | InvalidOptions, SqlClient.SqlClient> =>
+  Layer.scoped(Outbox.Outbox, make(options))
 
 /** Every option checked before anything touches the database. */
 const validated = <A, E, R>(options: DispatcherOptions | undefined, layer: Layer.Layer<A, E, R>) =>

@@ -60,10 +60,24 @@ const checkOptions = (options: Options | undefined) =>
       (prefix) =>
         prefix.length <= maxPrefix
           ? Either.right(prefix)
-          : Either.left(checks.invalid(module, "prefix", prefix, `at most ${maxPrefix} characters: PostgreSQL truncates longer index names`))
+          : Either.left(
+            checks.invalid(
+              module,
+              "prefix",
+              prefix,
+              `at most ${maxPrefix} characters: PostgreSQL truncates longer index names`
+            )
+          )
     ),
-    sweepInterval: checks.duration(module, "sweepInterval", options?.sweepInterval, { fallback: defaults.sweepInterval, positive: true }),
-    sweepBatch: checks.integer(module, "sweepBatch", options?.sweepBatch, { min: 1, max: 1_000_000, fallback: defaults.sweepBatch })
+    sweepInterval: checks.duration(module, "sweepInterval", options?.sweepInterval, {
+      fallback: defaults.sweepInterval,
+      positive: true
+    }),
+    sweepBatch: checks.integer(module, "sweepBatch", options?.sweepBatch, {
+      min: 1,
+      max: 1_000_000,
+      fallback: defaults.sweepBatch
+    })
   })
 
 const storeError = (operation: string) => (error: SqlError.SqlError) =>
@@ -163,7 +177,10 @@ export const make = (
         // None: the holder was released between the two statements; try again.
         Effect.repeat({ until: Option.isSome, times: 3 }),
         Effect.flatMap(Option.match({
-          onNone: () => Effect.fail(new ResultStore.ResultStoreError({ operation: "claim", detail: "key claim kept changing hands" })),
+          onNone: () =>
+            Effect.fail(
+              new ResultStore.ResultStoreError({ operation: "claim", detail: "key claim kept changing hands" })
+            ),
           onSome: Effect.succeed
         })),
         Effect.catchTag("SqlError", (e) => Effect.fail(storeError("claim")(e)))
@@ -205,7 +222,9 @@ export const make = (
  * @since 0.1.0
  * @category layers
  */
-export const layer = (options?: Options): Layer.Layer<ResultStore.ResultStore, SqlError.SqlError | InvalidOptions, SqlClient.SqlClient> =>
+export const layer = (
+  options?: Options
+): Layer.Layer<ResultStore.ResultStore, SqlError.SqlError | InvalidOptions, SqlClient.SqlClient> =>
   Layer.scoped(ResultStore.ResultStore, make(options))
 
 /**
@@ -214,5 +233,8 @@ export const layer = (options?: Options): Layer.Layer<ResultStore.ResultStore, S
  */
 export const layerConfig = (
   config: Config.Config.Wrap<Options>
-): Layer.Layer<ResultStore.ResultStore, SqlError.SqlError | ConfigError.ConfigError | InvalidOptions, SqlClient.SqlClient> =>
-  Layer.scoped(ResultStore.ResultStore, Effect.flatMap(Config.unwrap(config), make))
+): Layer.Layer<
+  ResultStore.ResultStore,
+  SqlError.SqlError | ConfigError.ConfigError | InvalidOptions,
+  SqlClient.SqlClient
+> => Layer.scoped(ResultStore.ResultStore, Effect.flatMap(Config.unwrap(config), make))

@@ -109,29 +109,49 @@ const resolve = (options: Options): Effect.Effect<transport.Resolved, InvalidOpt
     if (
       typeof prefix !== "string" || !/^[A-Za-z0-9_-][A-Za-z0-9._-]{0,31}$/.test(prefix) || prefix.startsWith("amq.")
     ) {
-      return yield* checks.invalid(module, "prefix", prefix, "must be 1-32 of letters, digits, . _ - and not start with amq.")
+      return yield* checks.invalid(
+        module,
+        "prefix",
+        prefix,
+        "must be 1-32 of letters, digits, . _ - and not start with amq."
+      )
     }
     const positive = { fallback: Duration.zero, positive: true }
     const resolved = yield* Either.all({
       queueType: checks.oneOf(module, "queueType", options.queueType, ["classic", "quorum"], defaults.queueType),
-      heartbeat: checks.integer(module, "heartbeat", options.heartbeat, { min: 0, max: 600, fallback: defaults.heartbeat }),
+      heartbeat: checks.integer(module, "heartbeat", options.heartbeat, {
+        min: 0,
+        max: 600,
+        fallback: defaults.heartbeat
+      }),
       maxMessageBytes: checks.integer(module, "maxMessageBytes", options.maxMessageBytes, {
         min: 1,
         max: 512 * 1024 * 1024,
         fallback: defaults.maxMessageBytes
       }),
-      connectTimeout: checks.duration(module, "connectTimeout", options.connectTimeout, { ...positive, fallback: defaults.connectTimeout }),
+      connectTimeout: checks.duration(module, "connectTimeout", options.connectTimeout, {
+        ...positive,
+        fallback: defaults.connectTimeout
+      }),
       shutdownTimeout: checks.duration(module, "shutdownTimeout", options.shutdownTimeout, {
         ...positive,
         fallback: defaults.shutdownTimeout
       }),
-      publishTimeout: checks.duration(module, "publishTimeout", options.publishTimeout, { ...positive, fallback: defaults.publishTimeout })
+      publishTimeout: checks.duration(module, "publishTimeout", options.publishTimeout, {
+        ...positive,
+        fallback: defaults.publishTimeout
+      })
     })
     if (options.reconnect !== undefined && !Schedule.isSchedule(options.reconnect)) {
       return yield* checks.invalid(module, "reconnect", "(not a Schedule)", "must be a Schedule")
     }
     if (!Redacted.isRedacted(options.url)) {
-      return yield* checks.invalid(module, "url", "<not redacted>", "must be a Redacted string (Redacted.make or Config.redacted)")
+      return yield* checks.invalid(
+        module,
+        "url",
+        "<not redacted>",
+        "must be a Redacted string (Redacted.make or Config.redacted)"
+      )
     }
     const endpoint = yield* url.parse(Redacted.value(options.url))
     return {
@@ -156,7 +176,9 @@ const resolve = (options: Options): Effect.Effect<transport.Resolved, InvalidOpt
  * @since 0.1.0
  * @category constructors
  */
-export const make = (options: Options): Effect.Effect<Broker.Service, BrokerUnavailable | InvalidOptions, Scope.Scope> =>
+export const make = (
+  options: Options
+): Effect.Effect<Broker.Service, BrokerUnavailable | InvalidOptions, Scope.Scope> =>
   Effect.flatMap(resolve(options), transport.make).pipe(
     Effect.map(Broker.make),
     Effect.annotateLogs({ package: "effect-background", module: "RabbitMQBroker" })

@@ -82,7 +82,12 @@ describe("AsyncApi", () => {
       assert.isFalse(validate({ ...document, operations: { op: { action: "publish" } } }).valid)
 
       const addresses = Object.values(document.channels).map((channel) => (channel as { address: string }).address)
-      assert.deepStrictEqual(addresses.sort(), ["orders.placed", "orders.shipped", "tasks.heartbeat", "tasks.send_confirmation"])
+      assert.deepStrictEqual(addresses.sort(), [
+        "orders.placed",
+        "orders.shipped",
+        "tasks.heartbeat",
+        "tasks.send_confirmation"
+      ])
       for (const ref of refsIn(json)) resolve(json, ref)
 
       // Every channel lists its message, and the message carries the payload's JSON Schema.
@@ -92,9 +97,12 @@ describe("AsyncApi", () => {
         const message = resolve(json, messageRefs[0] ?? "") as { payload: { type?: string; required?: Array<string> } }
         assert.strictEqual(message.payload.type, "object", id)
         assert.isAbove(message.payload.required?.length ?? 0, 0, id)
-        assert.strictEqual(Object.values(document.operations).filter((op) =>
-          (op as { channel: { $ref: string } }).channel.$ref === `#/channels/${id}`
-        ).length, 2)
+        assert.strictEqual(
+          Object.values(document.operations).filter((op) =>
+            (op as { channel: { $ref: string } }).channel.$ref === `#/channels/${id}`
+          ).length,
+          2
+        )
       }
     }))
 
@@ -117,7 +125,12 @@ describe("AsyncApi", () => {
       const document = yield* AsyncApi.make({ info: { title: "Tasks", version: "1" }, tasks: [sendConfirmation] })
       const json: unknown = JSON.parse(JSON.stringify(document))
       const channel = document.channels["tasks.send_confirmation"] as {
-        "x-eb-task": { group: string; packedContentType: string; success: { required: Array<string> }; failure: { $ref: string } }
+        "x-eb-task": {
+          group: string
+          packedContentType: string
+          success: { required: Array<string> }
+          failure: { $ref: string }
+        }
       }
       assert.strictEqual(channel["x-eb-task"].group, "tasks.send_confirmation")
       assert.strictEqual(channel["x-eb-task"].packedContentType, "application/vnd.effect-background.packed")
@@ -128,9 +141,14 @@ describe("AsyncApi", () => {
 
   it.effect("send operations state the AMQP delivery mode: persistent, or transient for a transient task", () =>
     Effect.gen(function*() {
-      const document = yield* AsyncApi.make({ info: { title: "Modes", version: "1" }, topics: [ordersPlaced], tasks: [sendConfirmation, heartbeat] })
+      const document = yield* AsyncApi.make({
+        info: { title: "Modes", version: "1" },
+        topics: [ordersPlaced],
+        tasks: [sendConfirmation, heartbeat]
+      })
       const modeOf = (id: string) =>
-        (document.operations[`${id}.send`] as { bindings: { amqp: { deliveryMode: number; mandatory: boolean } } }).bindings.amqp
+        (document.operations[`${id}.send`] as { bindings: { amqp: { deliveryMode: number; mandatory: boolean } } })
+          .bindings.amqp
       assert.deepInclude(modeOf("orders.placed"), { deliveryMode: 2, mandatory: true })
       assert.deepInclude(modeOf("tasks.send_confirmation"), { deliveryMode: 2 })
       assert.deepInclude(modeOf("tasks.heartbeat"), { deliveryMode: 1 })

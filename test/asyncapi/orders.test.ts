@@ -19,7 +19,10 @@ interface Document {
   readonly info: { readonly title: string }
   readonly channels: Record<string, { readonly address: string }>
   readonly components: {
-    readonly messages: Record<string, { readonly payload: { readonly $ref?: string; readonly required?: Array<string> } }>
+    readonly messages: Record<
+      string,
+      { readonly payload: { readonly $ref?: string; readonly required?: Array<string> } }
+    >
     readonly schemas: Record<string, { readonly required?: Array<string> }>
   }
 }
@@ -33,7 +36,13 @@ describe("AsyncApi of the orders example", () => {
       const out = path.join(dir, "asyncapi.json")
       const { stdout } = await promisify(execFile)(
         process.execPath,
-        [path.join(root, "node_modules/tsx/dist/cli.mjs"), "scripts/asyncapi.ts", "examples/orders/contracts.ts", "--out", out],
+        [
+          path.join(root, "node_modules/tsx/dist/cli.mjs"),
+          "scripts/asyncapi.ts",
+          "examples/orders/contracts.ts",
+          "--out",
+          out
+        ],
         { cwd: root, encoding: "utf8", timeout: 110_000 }
       )
       assert.include(stdout, "5 channels")

@@ -1,5 +1,20 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Config, ConfigProvider, Deferred, Effect, Either, Exit, Fiber, Option, Queue, Ref, Schedule, Schema, Scope, TestClock } from "effect"
+import {
+  Config,
+  ConfigProvider,
+  Deferred,
+  Effect,
+  Either,
+  Exit,
+  Fiber,
+  Option,
+  Queue,
+  Ref,
+  Schedule,
+  Schema,
+  Scope,
+  TestClock
+} from "effect"
 import * as Broker from "../../src/Broker.js"
 import * as MemoryBroker from "../../src/layers/MemoryBroker.js"
 import { memoryBrokerWithProbe, settled } from "../fixtures/memory.js"
@@ -9,7 +24,6 @@ brokerContract("memory", memoryBrokerWithProbe, { real: false })
 
 const Job = Schema.Struct({ n: Schema.Number })
 const jobs = Broker.topic("jobs.run", Job)
-
 
 const stats = (broker: MemoryBroker.Service, group: string) =>
   Effect.map(broker.queue(group), Option.getOrThrowWith(() => new Error(`no queue ${group}`)))
@@ -218,7 +232,7 @@ describe("MemoryBroker inspection API", () => {
       }
       yield* broker.publishAll(Array.from({ length: 9 }, (_, n) => Broker.entry(jobs, { n })))
       yield* broker.awaitIdle
-      const by = (yield* Queue.takeAll(seen))
+      const by = yield* Queue.takeAll(seen)
       const counts = new Map<string, number>()
       for (const name of by) counts.set(name, (counts.get(name) ?? 0) + 1)
       assert.deepStrictEqual(Object.fromEntries(counts), { a: 3, b: 3, c: 3 })
@@ -271,13 +285,14 @@ describe("MemoryBroker inspection API", () => {
       const redelivered = yield* Ref.make(0)
       const halfway = yield* Deferred.make<void>()
       // A is slow, so closing it with a 1 ms shutdownTimeout interrupts handlers mid-flight.
-      const handler = (counter: Ref.Ref<number> | undefined) => (job: { readonly n: number }, envelope: Broker.Envelope) =>
-        Effect.sleep(counter === undefined ? "2 millis" : "50 millis").pipe(
-          Effect.zipRight(Ref.update(handled, (all) => [...all, job.n])),
-          Effect.zipRight(envelope.redelivered ? Ref.update(redelivered, (n) => n + 1) : Effect.void),
-          Effect.zipRight(counter === undefined ? Effect.succeed(0) : Ref.updateAndGet(counter, (n) => n + 1)),
-          Effect.tap((n) => (n === 5 ? Deferred.succeed(halfway, undefined) : Effect.void))
-        )
+      const handler =
+        (counter: Ref.Ref<number> | undefined) => (job: { readonly n: number }, envelope: Broker.Envelope) =>
+          Effect.sleep(counter === undefined ? "2 millis" : "50 millis").pipe(
+            Effect.zipRight(Ref.update(handled, (all) => [...all, job.n])),
+            Effect.zipRight(envelope.redelivered ? Ref.update(redelivered, (n) => n + 1) : Effect.void),
+            Effect.zipRight(counter === undefined ? Effect.succeed(0) : Ref.updateAndGet(counter, (n) => n + 1)),
+            Effect.tap((n) => (n === 5 ? Deferred.succeed(halfway, undefined) : Effect.void))
+          )
       const scopeA = yield* Scope.make()
       yield* broker.subscribe(jobs, handler(byA), { group: "g", concurrency: 5 }).pipe(Scope.extend(scopeA))
       yield* Effect.scoped(
@@ -309,7 +324,9 @@ describe("MemoryBroker inspection API", () => {
           )
         )
       )
-      assert.isTrue(Either.isLeft(rejected) && rejected.left._tag === "PublishRejected" && rejected.left.reason === "too-large")
+      assert.isTrue(
+        Either.isLeft(rejected) && rejected.left._tag === "PublishRejected" && rejected.left.reason === "too-large"
+      )
     }).pipe(
       Effect.provide(MemoryBroker.layerConfig({ maxMessageBytes: Config.integer("BROKER_MAX_BYTES") })),
       Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["BROKER_MAX_BYTES", "100"]])))
@@ -321,6 +338,9 @@ describe("MemoryBroker inspection API", () => {
       const second = yield* MemoryBroker.make()
       yield* first.subscribe(jobs, () => Effect.void, { group: "g" })
       const result = yield* Effect.either(second.publish(jobs, { n: 1 }))
-      assert.isTrue(Either.isLeft(result) && result.left._tag === "PublishRejected", "the second broker has no group bound")
+      assert.isTrue(
+        Either.isLeft(result) && result.left._tag === "PublishRejected",
+        "the second broker has no group bound"
+      )
     }))
 })

@@ -1,13 +1,27 @@
 import { assert, describe, it, layer } from "@effect/vitest"
-import * as Amqp from "amqplib"
-import { Context, Deferred, Duration, Effect, Either, Exit, Layer, Logger, Queue, Redacted, Schedule, Schema, Scope } from "effect"
+import type * as Amqp from "amqplib"
+import {
+  Context,
+  Deferred,
+  Duration,
+  Effect,
+  Either,
+  Exit,
+  Layer,
+  Logger,
+  Queue,
+  Redacted,
+  Schedule,
+  Schema,
+  Scope
+} from "effect"
+import { Socket } from "node:net"
 import * as Broker from "../../src/Broker.js"
+import { coalesceWrites } from "../../src/internal/rabbitmq/coalesce.js"
 import * as RabbitMQBroker from "../../src/layers/RabbitMQBroker.js"
 import { rabbitmqUrl, runId, uniqueName } from "../fixtures/env.js"
 import { probeLayer, rabbitmqctl, rawConnection, scopedVhost, urlFor, withChannel } from "../support/rabbitmq.js"
 import { tcpProxy } from "../support/tcpProxy.js"
-import { coalesceWrites } from "../../src/internal/rabbitmq/coalesce.js"
-import { Socket } from "node:net"
 import { brokerContract, ContractProbe } from "./contract.js"
 
 const vhost = `eb-test-${runId}`
@@ -36,7 +50,9 @@ const within = <A, E, R>(label: string, effect: Effect.Effect<A, E, R>, seconds 
 
 /** Whether a queue or exchange exists (a 404 closes the channel, so each check gets its own). */
 const exists = (model: Amqp.ChannelModel, kind: "queue" | "exchange", name: string) =>
-  Effect.either(withChannel(model, (channel) => kind === "queue" ? channel.checkQueue(name) : channel.checkExchange(name)))
+  Effect.either(
+    withChannel(model, (channel) => kind === "queue" ? channel.checkQueue(name) : channel.checkExchange(name))
+  )
     .pipe(Effect.map(Either.isRight))
 
 /** A handler that takes 20 ms and records how many ran at once (`peak`) and how many ended. */
@@ -49,10 +65,11 @@ const slowHandler = () => {
         state.peak = Math.max(state.peak, state.running)
       }),
       () => Effect.sleep("20 millis"),
-      () => Effect.sync(() => {
-        state.running--
-        state.done++
-      })
+      () =>
+        Effect.sync(() => {
+          state.running--
+          state.done++
+        })
     )
   return { state, handle }
 }
@@ -60,8 +77,18 @@ const slowHandler = () => {
 /** RabbitMQ's own count of a group queue's ready and unacknowledged messages. */
 const queueCounts = (group: string) =>
   Effect.gen(function*() {
-    const listed = yield* rabbitmqctl("list_queues", "-q", "-p", vhost, "name", "messages_ready", "messages_unacknowledged")
-    const row = listed.split("\n").map((line) => line.trim().split(/\s+/)).find(([name]) => name === `${prefix}.group.${group}`)
+    const listed = yield* rabbitmqctl(
+      "list_queues",
+      "-q",
+      "-p",
+      vhost,
+      "name",
+      "messages_ready",
+      "messages_unacknowledged"
+    )
+    const row = listed.split("\n").map((line) => line.trim().split(/\s+/)).find(([name]) =>
+      name === `${prefix}.group.${group}`
+    )
     assert.isDefined(row, listed)
     const [, ready, unacked] = (row ?? []).map(Number)
     return { ready: ready ?? Number.NaN, unacked: unacked ?? Number.NaN }
@@ -69,9 +96,12 @@ const queueCounts = (group: string) =>
 
 /** Polls `done` every 10 ms until it holds, within the deadline. */
 const until = (label: string, done: () => boolean) =>
-  within(label, Effect.gen(function*() {
-    while (!done()) yield* Effect.sleep("10 millis")
-  }))
+  within(
+    label,
+    Effect.gen(function*() {
+      while (!done()) yield* Effect.sleep("10 millis")
+    })
+  )
 
 type Numbered = Broker.Topic<{ readonly n: number }, { readonly n: number }>
 
@@ -89,11 +119,13 @@ const consumeThenStop = <A, E, R>(
   Effect.scoped(Effect.gen(function*() {
     const broker = yield* Broker.Broker
     const slow = slowHandler()
-    yield* broker.subscribe(topic, (message) => Effect.zipRight(slow.handle(message), Effect.sync(() => void handled.push(message.n))), {
+    yield* broker.subscribe(topic, (message) =>
+      Effect.zipRight(slow.handle(message), Effect.sync(() => void handled.push(message.n))), {
       group,
       ...options
     })
-    yield* until("consumption under way", () => handled.length >= 10)
+    yield* until("consumption under way", () =>
+      handled.length >= 10)
     return { result: yield* whileRunning, peak: slow.state.peak }
   }))
 
@@ -106,7 +138,8 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQBroke
       const handled = yield* Queue.unbounded<number>()
       yield* broker.subscribe(
         topic,
-        (message, envelope) => envelope.attempt === 1 ? Effect.fail("first attempt fails") : Queue.offer(handled, message.n),
+        (message, envelope) =>
+          envelope.attempt === 1 ? Effect.fail("first attempt fails") : Queue.offer(handled, message.n),
         { group, retry: Schedule.spaced("300 millis") }
       )
       yield* broker.publish(topic, { n: 1 })
@@ -133,10 +166,15 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQBroke
 
       const clash = uniqueName("clash")
       const model = yield* rawConnection(liveUrl())
-      yield* withChannel(model, (channel) =>
-        channel.assertQueue(`${prefix}.group.${clash}`, { durable: true, arguments: { "x-max-priority": 3 } }))
+      yield* withChannel(
+        model,
+        (channel) =>
+          channel.assertQueue(`${prefix}.group.${clash}`, { durable: true, arguments: { "x-max-priority": 3 } })
+      )
 
-      const failed = yield* Effect.either(Effect.scoped(broker.subscribe(freshTopic("b3-bad"), () => Effect.void, { group: clash })))
+      const failed = yield* Effect.either(
+        Effect.scoped(broker.subscribe(freshTopic("b3-bad"), () => Effect.void, { group: clash }))
+      )
       assert.isTrue(Either.isLeft(failed))
       if (Either.isRight(failed)) return
       assert.strictEqual(failed.left._tag, "DeclareConflict")
@@ -176,7 +214,9 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQBroke
         await channel.assertQueue(queue, { arguments: { "x-max-length": 5, "x-overflow": "reject-publish" } })
         await channel.bindQueue(queue, `${prefix}.topic`, topic.name)
       })
-      const outcomes = yield* broker.publishAll(Array.from({ length: 8 }, (_, n) => Broker.entry(topic, { n })), { window: 1 })
+      const outcomes = yield* broker.publishAll(Array.from({ length: 8 }, (_, n) => Broker.entry(topic, { n })), {
+        window: 1
+      })
       const reasons = outcomes.map(Either.match({
         onLeft: (error) => (error._tag === "PublishRejected" ? `${error.reason}:${error.ambiguous}` : error._tag),
         onRight: () => "ok"
@@ -194,7 +234,10 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQBroke
       const outcomes = yield* broker.publishAll(entries, { window: 64 })
       outcomes.forEach((outcome, n) => {
         if (n % 3 === 0) {
-          assert.isTrue(Either.isLeft(outcome) && outcome.left._tag === "PublishRejected" && outcome.left.reason === "unroutable", `#${n}`)
+          assert.isTrue(
+            Either.isLeft(outcome) && outcome.left._tag === "PublishRejected" && outcome.left.reason === "unroutable",
+            `#${n}`
+          )
         } else {
           assert.isTrue(Either.isRight(outcome), `#${n}: ${String(Either.getLeft(outcome))}`)
         }
@@ -208,18 +251,24 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQBroke
       const topic = freshTopic("transient")
       /** The first message of `queue`, taken off it, polled within the test's deadline. */
       const firstOf = (queue: string) =>
-        within(`a message in ${queue}`, Effect.gen(function*() {
-          while (true) {
-            const got = yield* withChannel(model, (channel) => channel.get(queue, { noAck: true }))
-            if (got !== false) return got
-            yield* Effect.sleep("50 millis")
-          }
-        }))
+        within(
+          `a message in ${queue}`,
+          Effect.gen(function*() {
+            while (true) {
+              const got = yield* withChannel(model, (channel) => channel.get(queue, { noAck: true }))
+              if (got !== false) return got
+              yield* Effect.sleep("50 millis")
+            }
+          })
+        )
       const plain = uniqueName("g")
       yield* broker.declare(topic, { group: plain })
       // A long retry delay keeps the retry's copy in its retry queue, where it can be looked at.
       const retrying = uniqueName("g")
-      yield* broker.subscribe(topic, () => Effect.fail("always"), { group: retrying, retry: Schedule.spaced("1 minute") })
+      yield* broker.subscribe(topic, () => Effect.fail("always"), {
+        group: retrying,
+        retry: Schedule.spaced("1 minute")
+      })
       const dying = uniqueName("g")
       yield* broker.subscribe(topic, () => Effect.fail("always"), { group: dying, retry: Schedule.recurs(0) })
 
@@ -227,12 +276,25 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQBroke
       yield* broker.publish(topic, { n: 2 })
       /** [n, delivery mode] of the next two messages of `queue`, by n. */
       const modesIn = (queue: string) =>
-        Effect.map(Effect.all([firstOf(queue), firstOf(queue)]), (messages) =>
-          messages.map((message) => [Number(JSON.parse(message.content.toString()).n), message.properties.deliveryMode])
-            .sort(([a], [b]) => Number(a) - Number(b)))
+        Effect.map(
+          Effect.all([firstOf(queue), firstOf(queue)]),
+          (messages) =>
+            messages.map((
+              message
+            ) => [Number(JSON.parse(message.content.toString()).n), message.properties.deliveryMode])
+              .sort(([a], [b]) => Number(a) - Number(b))
+        )
       assert.deepStrictEqual(yield* modesIn(`${prefix}.group.${plain}`), [[1, 1], [2, 2]])
-      assert.deepStrictEqual(yield* modesIn(`${prefix}.retry.60000.${retrying}`), [[1, 1], [2, 2]], "a retry keeps the mode")
-      assert.deepStrictEqual(yield* modesIn(`${prefix}.dlq.${dying}`), [[1, 2], [2, 2]], "a dead letter is kept on disk")
+      assert.deepStrictEqual(
+        yield* modesIn(`${prefix}.retry.60000.${retrying}`),
+        [[1, 1], [2, 2]],
+        "a retry keeps the mode"
+      )
+      assert.deepStrictEqual(
+        yield* modesIn(`${prefix}.dlq.${dying}`),
+        [[1, 2], [2, 2]],
+        "a dead letter is kept on disk"
+      )
     }))
 
   it.scoped("B10: a slow consumer on a large backlog holds at most its prefetch; the rest stays in RabbitMQ", () =>
@@ -244,7 +306,9 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQBroke
       yield* broker.declare(topic, { group })
       const total = 4000
       const data = "x".repeat(4096)
-      const outcomes = yield* broker.publishAll(Array.from({ length: total }, (_, n) => Broker.entry(topic, { n, data })))
+      const outcomes = yield* broker.publishAll(
+        Array.from({ length: total }, (_, n) => Broker.entry(topic, { n, data }))
+      )
       assert.isTrue(outcomes.every(Either.isRight))
       const concurrency = 10
       const slow = slowHandler()
@@ -264,7 +328,11 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQBroke
       const group = uniqueName("g")
       yield* broker.declare(topic, { group })
       const total = 300
-      assert.isTrue((yield* broker.publishAll(Array.from({ length: total }, (_, n) => Broker.entry(topic, { n })))).every(Either.isRight))
+      assert.isTrue(
+        (yield* broker.publishAll(Array.from({ length: total }, (_, n) => Broker.entry(topic, { n })))).every(
+          Either.isRight
+        )
+      )
       const handled: Array<number> = []
       const { peak, result: unacked } = yield* consumeThenStop(
         topic,
@@ -277,7 +345,10 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQBroke
       assert.isAbove(unacked, 2, "RabbitMQ handed out more than the running handlers")
       assert.isAtMost(unacked, 20, "and no more than the prefetch")
       // The deliveries waiting for a slot went back to the queue: a new consumer gets the rest.
-      yield* broker.subscribe(topic, (message) => Effect.sync(() => void handled.push(message.n)), { group, concurrency: 50 })
+      yield* broker.subscribe(topic, (message) => Effect.sync(() => void handled.push(message.n)), {
+        group,
+        concurrency: 50
+      })
       yield* until("every message", () => new Set(handled).size >= total)
       assert.strictEqual(new Set(handled).size, total, "lost none")
       assert.strictEqual(handled.length - total, 0, "handled none twice")
@@ -290,7 +361,9 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQBroke
       const group = uniqueName("g")
       yield* broker.declare(topic, { group })
       const total = 300
-      const outcomes = yield* broker.publishAll(Array.from({ length: total }, (_, n) => Broker.entry(topic, { n })), { pack: 100 })
+      const outcomes = yield* broker.publishAll(Array.from({ length: total }, (_, n) => Broker.entry(topic, { n })), {
+        pack: 100
+      })
       assert.isTrue(outcomes.every(Either.isRight))
       assert.deepStrictEqual(yield* queueCounts(group), { ready: 3, unacked: 0 }, "RabbitMQ holds 3 messages")
       const handled: Array<number> = []
@@ -298,7 +371,10 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQBroke
       const first = handled.length
       assert.isBelow(first, 100, "stopped mid-pack")
       assert.strictEqual((yield* queueCounts(group)).ready, 3, "the unfinished pack went back whole")
-      yield* broker.subscribe(topic, (message) => Effect.sync(() => void handled.push(message.n)), { group, concurrency: 50 })
+      yield* broker.subscribe(topic, (message) => Effect.sync(() => void handled.push(message.n)), {
+        group,
+        concurrency: 50
+      })
       yield* until("every message", () => handled.length >= total + first)
       assert.strictEqual(new Set(handled).size, total, "lost none")
       assert.strictEqual(handled.length - total, first, "only the stopped pack's finished members ran twice")
@@ -321,7 +397,10 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQBroke
       yield* broker.publish(topic, { n: 7 })
       assert.strictEqual(yield* within("the next message", Queue.take(handled)), 7)
       const probe = yield* ContractProbe
-      const dead = yield* within("the dead letter", Effect.repeat(probe.deadLetters(group), { until: (all) => all.length > 0 }))
+      const dead = yield* within(
+        "the dead letter",
+        Effect.repeat(probe.deadLetters(group), { until: (all) => all.length > 0 })
+      )
       assert.strictEqual(dead[0]?.messageId, "bad-pack")
       assert.include(dead[0]?.reason ?? "", "cannot decode message bad-pack")
     }))
@@ -354,7 +433,11 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQBroke
       yield* until("every message received", () => received.length === total)
       assert.deepStrictEqual(received.sort((a, b) => a - b), Array.from({ length: total }, (_, n) => n))
       // Encoding the whole batch first would deliver the first only after the last was encoded.
-      assert.isBelow(encodedAtFirstDelivery ?? total, total / 2, `encoded before the first delivery: ${encodedAtFirstDelivery}`)
+      assert.isBelow(
+        encodedAtFirstDelivery ?? total,
+        total / 2,
+        `encoded before the first delivery: ${encodedAtFirstDelivery}`
+      )
     }))
 
   it.scoped("a burst of publishes leaves in a few socket writes, and every one arrives in order", () =>
@@ -382,7 +465,11 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQBroke
         await channel.waitForConfirms()
         const burstWrites = writes
         const seen: Array<number> = []
-        for (let message = await channel.get(queue, { noAck: true }); message !== false; message = await channel.get(queue, { noAck: true })) {
+        for (
+          let message = await channel.get(queue, { noAck: true });
+          message !== false;
+          message = await channel.get(queue, { noAck: true })
+        ) {
           seen.push(Number(message.content.toString()))
         }
         await channel.close()
@@ -420,7 +507,14 @@ describe("RabbitMQBroker connection failures (B8, B11)", () => {
       assert.isBelow(Date.now() - started, 5000)
       assert.strictEqual(proxy.accepted(), 1, "no retry on an auth failure")
       if (error._tag !== "BrokerUnavailable") return assert.fail(`expected BrokerUnavailable, got ${error._tag}`)
-      for (const text of [error.message, String(error), JSON.stringify(error), JSON.stringify(Schema.encodeSync(Broker.BrokerUnavailable)(error))]) {
+      for (
+        const text of [
+          error.message,
+          String(error),
+          JSON.stringify(error),
+          JSON.stringify(Schema.encodeSync(Broker.BrokerUnavailable)(error))
+        ]
+      ) {
         assert.isFalse(leaks(text), text)
       }
     }).pipe(Effect.scoped))
@@ -437,7 +531,14 @@ describe("RabbitMQBroker connection failures (B8, B11)", () => {
 
   it.live("malformed URLs fail InvalidOptions (field url) without echoing the password", () =>
     Effect.gen(function*() {
-      for (const url of [`not a url ${secret}`, `http://guest:${encoded}@127.0.0.1/`, `amqp://guest:${encoded}@:5672`, `amqp://u:${encoded}@host:99999/`]) {
+      for (
+        const url of [
+          `not a url ${secret}`,
+          `http://guest:${encoded}@127.0.0.1/`,
+          `amqp://guest:${encoded}@:5672`,
+          `amqp://u:${encoded}@host:99999/`
+        ]
+      ) {
         const error = yield* buildError({ url: Redacted.make(url) })
         assert.strictEqual(error._tag, "InvalidOptions", url)
         assert.strictEqual(error._tag === "InvalidOptions" ? error.field : undefined, "url")
@@ -482,15 +583,18 @@ describe("RabbitMQBroker connection failures (B8, B11)", () => {
       const lines: Array<string> = []
       const capture = Logger.replace(
         Logger.defaultLogger,
-        Logger.make(({ annotations, message }) => lines.push(JSON.stringify({ message, annotations: [...annotations] })))
+        Logger.make(({ annotations, message }) =>
+          lines.push(JSON.stringify({ message, annotations: [...annotations] }))
+        )
       )
       // Through a proxy, so the test can cut the connection and make the layer log the reconnect.
       const proxy = yield* tcpProxy("127.0.0.1", 5672)
       const url = `amqp://${user}:${encoded}@127.0.0.1:${proxy.port}/`
       const scope = yield* Scope.make()
-      const context = yield* Layer.buildWithScope(RabbitMQBroker.layer({ url: Redacted.make(url), prefix: b11 }), scope).pipe(
-        Effect.provide(capture)
-      )
+      const context = yield* Layer.buildWithScope(RabbitMQBroker.layer({ url: Redacted.make(url), prefix: b11 }), scope)
+        .pipe(
+          Effect.provide(capture)
+        )
       const broker = Context.get(context, Broker.Broker)
       const topic = freshTopic("b11")
       const seen = yield* Deferred.make<void>()
@@ -513,10 +617,20 @@ describe("RabbitMQBroker connection failures (B8, B11)", () => {
       )
       const afterReconnect = yield* broker.health
       yield* Scope.close(scope, Exit.void).pipe(Effect.provide(capture))
-      const wrongVhost = yield* buildError({ url: Redacted.make(`amqp://${user}:${encoded}@127.0.0.1:5672/nope-${runId}`) })
+      const wrongVhost = yield* buildError({
+        url: Redacted.make(`amqp://${user}:${encoded}@127.0.0.1:5672/nope-${runId}`)
+      })
 
       assert.isTrue(lines.some((line) => line.includes("reconnected")), "the reconnect was logged")
-      for (const text of [...lines, JSON.stringify(health), JSON.stringify(afterReconnect), wrongVhost.message, JSON.stringify(wrongVhost)]) {
+      for (
+        const text of [
+          ...lines,
+          JSON.stringify(health),
+          JSON.stringify(afterReconnect),
+          wrongVhost.message,
+          JSON.stringify(wrongVhost)
+        ]
+      ) {
         assert.isFalse(leaks(text), text)
       }
     }).pipe(Effect.scoped))

@@ -7,7 +7,24 @@
  */
 import { assert, it as sharedIt, layer } from "@effect/vitest"
 import type { Layer } from "effect"
-import { Clock, Context, Data, Deferred, Duration, Effect, Either, Exit, Fiber, Option, Queue, Ref, Schedule, Schema, Scope, Tracer } from "effect"
+import {
+  Clock,
+  Context,
+  Data,
+  Deferred,
+  Duration,
+  Effect,
+  Either,
+  Exit,
+  Fiber,
+  Option,
+  Queue,
+  Ref,
+  Schedule,
+  Schema,
+  Scope,
+  Tracer
+} from "effect"
 import * as Broker from "../../src/Broker.js"
 import { uniqueName } from "../fixtures/env.js"
 
@@ -95,15 +112,23 @@ export const brokerContract = <E>(
     )
 
   const deadLettersOf = (group: string, count: number) =>
-    Effect.flatMap(ContractProbe, (probe) =>
-      eventually(`${count} dead letter(s) in ${group}`, probe.deadLetters(group), (all) => all.length >= count))
+    Effect.flatMap(
+      ContractProbe,
+      (probe) =>
+        eventually(`${count} dead letter(s) in ${group}`, probe.deadLetters(group), (all) => all.length >= count)
+    )
 
   const encoded = (value: Order) => Schema.encodeSync(Order)(value)
 
   // @effect/vitest's `layer()` rebinds the testers of the one shared `it` object to its runtime
   // (live clock here); put them back once our tests are registered, so tests declared after this
   // suite in the same file keep their TestServices.
-  const testers = { effect: sharedIt.effect, scoped: sharedIt.scoped, layer: sharedIt.layer, flakyTest: sharedIt.flakyTest }
+  const testers = {
+    effect: sharedIt.effect,
+    scoped: sharedIt.scoped,
+    layer: sharedIt.layer,
+    flakyTest: sharedIt.flakyTest
+  }
 
   layer(brokerLayer, { excludeTestServices: true, timeout: "60 seconds" })(`Broker contract (${name})`, (it) => {
     it.scoped("a published message arrives typed, with id, topic, attempt, publishedAt, headers and correlationId", () =>
@@ -141,7 +166,11 @@ export const brokerContract = <E>(
         const [second, secondEnvelope] = yield* take(received, "the second message")
         assert.strictEqual(second.id, "a-2")
         assert.isTrue(secondEnvelope.id !== messageId, "a fresh message id")
-        assert.match(secondEnvelope.id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/, "a UUIDv7")
+        assert.match(
+          secondEnvelope.id,
+          /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/,
+          "a UUIDv7"
+        )
         // Without a caller's id, the publish time is known to the millisecond.
         const secondAt = secondEnvelope.publishedAt.getTime()
         assert.isTrue(secondAt >= secondBefore && secondAt <= secondAfter, `publishedAt ${secondAt}`)
@@ -190,10 +219,20 @@ export const brokerContract = <E>(
         const oneWord = yield* Queue.unbounded<string>()
         const anything = yield* Queue.unbounded<string>()
         const endsPaid = yield* Queue.unbounded<string>()
-        const record = (queue: Queue.Queue<string>) => (_: Order, envelope: Broker.Envelope) => Queue.offer(queue, envelope.topic)
-        yield* broker.subscribe(Broker.pattern(`${base}.*.paid`, Order), record(oneWord), { group: uniqueName("star"), concurrency: 1 })
-        yield* broker.subscribe(Broker.pattern(`${base}.#`, Order), record(anything), { group: uniqueName("hash"), concurrency: 1 })
-        yield* broker.subscribe(Broker.pattern(`${base}.#.paid`, Order), record(endsPaid), { group: uniqueName("mid"), concurrency: 1 })
+        const record = (queue: Queue.Queue<string>) => (_: Order, envelope: Broker.Envelope) =>
+          Queue.offer(queue, envelope.topic)
+        yield* broker.subscribe(Broker.pattern(`${base}.*.paid`, Order), record(oneWord), {
+          group: uniqueName("star"),
+          concurrency: 1
+        })
+        yield* broker.subscribe(Broker.pattern(`${base}.#`, Order), record(anything), {
+          group: uniqueName("hash"),
+          concurrency: 1
+        })
+        yield* broker.subscribe(Broker.pattern(`${base}.#.paid`, Order), record(endsPaid), {
+          group: uniqueName("mid"),
+          concurrency: 1
+        })
 
         const keys = ["eu.paid", "eu.de.paid", "", "us.refunded", "end.paid"]
         for (const key of keys) yield* broker.publish(at(key), order(key))
@@ -201,7 +240,10 @@ export const brokerContract = <E>(
         // `end.paid` matches every binding, so it arrives last everywhere: what came before is all there is.
         assert.deepStrictEqual(yield* takeN(oneWord, 2, "`*` match"), ["eu.paid", "end.paid"].map(full))
         assert.deepStrictEqual(yield* takeN(anything, 5, "`#` match"), keys.map(full))
-        assert.deepStrictEqual(yield* takeN(endsPaid, 3, "`#.paid` match"), ["eu.paid", "eu.de.paid", "end.paid"].map(full))
+        assert.deepStrictEqual(
+          yield* takeN(endsPaid, 3, "`#.paid` match"),
+          ["eu.paid", "eu.de.paid", "end.paid"].map(full)
+        )
       }))
 
     it.scoped("a failing handler is retried with exact attempt counts, then dead-lettered with the error", () =>
@@ -212,7 +254,8 @@ export const brokerContract = <E>(
         const attempts = yield* Queue.unbounded<Broker.Envelope>()
         yield* broker.subscribe(
           topic,
-          (_, envelope) => Queue.offer(attempts, envelope).pipe(Effect.zipRight(new Boom({ message: "card declined" }))),
+          (_, envelope) =>
+            Queue.offer(attempts, envelope).pipe(Effect.zipRight(new Boom({ message: "card declined" }))),
           { group, retry: Schedule.spaced("30 millis").pipe(Schedule.intersect(Schedule.recurs(2))) }
         )
         const messageId = uniqueName("msg")
@@ -245,7 +288,11 @@ export const brokerContract = <E>(
         const runs = yield* Queue.unbounded<Broker.Envelope>()
         yield* broker.subscribe(
           topic,
-          (_, envelope) => Effect.zipRight(Queue.offer(runs, envelope), failing ? new Boom({ message: "downstream down" }) : Effect.void),
+          (_, envelope) =>
+            Effect.zipRight(
+              Queue.offer(runs, envelope),
+              failing ? new Boom({ message: "downstream down" }) : Effect.void
+            ),
           { group, retry: Schedule.recurs(0) }
         )
         const ids = [uniqueName("m"), uniqueName("m"), uniqueName("m")]
@@ -261,7 +308,11 @@ export const brokerContract = <E>(
         assert.strictEqual(again.attempt, 1, "attempts start over")
         assert.deepStrictEqual(again.headers, { tenant: "acme" })
         let moved = 0
-        yield* eventually("two more redriven", Effect.map(broker.redrive(group), (now) => (moved += now)), (total) => total === 2)
+        yield* eventually(
+          "two more redriven",
+          Effect.map(broker.redrive(group), (now) => (moved += now)),
+          (total) => total === 2
+        )
         const rest = yield* takeN(runs, 2, "redriven run")
         assert.sameMembers([again, ...rest].map((e) => e.id), ids)
         assert.deepStrictEqual(rest.map((e) => e.attempt), [1, 1])
@@ -358,7 +409,9 @@ export const brokerContract = <E>(
             Effect.zipRight(Queue.offer(done, m.id))
           )
         yield* broker.subscribe(topic, handler, { group: uniqueName("g"), concurrency: 4 })
-        const outcomes = yield* broker.publishAll(Array.from({ length: 40 }, (_, i) => Broker.entry(topic, order(`l-${i}`))))
+        const outcomes = yield* broker.publishAll(
+          Array.from({ length: 40 }, (_, i) => Broker.entry(topic, order(`l-${i}`)))
+        )
         assert.isTrue(outcomes.every(Either.isRight))
         yield* takeN(done, 40, "handled message")
         assert.strictEqual(yield* Ref.get(peak), 4)
@@ -381,7 +434,9 @@ export const brokerContract = <E>(
         const topic = freshTopic("order")
         const handled = yield* idsInOrder(topic)
         const ids = Array.from({ length: 2000 }, (_, i) => `o-${i}`)
-        const entries = ids.map((id, i) => Broker.entry(topic, order(id), i === 700 ? { delay: "200 millis" } : undefined))
+        const entries = ids.map((id, i) =>
+          Broker.entry(topic, order(id), i === 700 ? { delay: "200 millis" } : undefined)
+        )
         const outcomes = yield* broker.publishAll(entries, { window: 10 })
         assert.isTrue(outcomes.every(Either.isRight))
         const received = yield* takeN(handled, ids.length, "handled message")
@@ -568,8 +623,7 @@ export const brokerContract = <E>(
               ? error.kind
               : error._tag === "InvalidOptions" && "field" in error
               ? `option ${String(error.field)}`
-              : error._tag
-          )
+              : error._tag)
         const subscribeTo = (group: string) => Effect.scoped(broker.subscribe(topic, () => Effect.void, { group }))
         assert.strictEqual(yield* kindOf(subscribeTo("amq.reserved")), "group")
         assert.strictEqual(yield* kindOf(subscribeTo("has space")), "group")
@@ -577,21 +631,34 @@ export const brokerContract = <E>(
         const withOptions = (options: { readonly concurrency?: number; readonly prefetch?: number }) =>
           Effect.scoped(broker.subscribe(topic, () => Effect.void, { group: uniqueName("g"), ...options }))
         assert.strictEqual(yield* kindOf(withOptions({ concurrency: 0 })), "option concurrency")
-        assert.strictEqual(yield* kindOf(withOptions({ concurrency: 5, prefetch: 4 })), "option prefetch", "a prefetch below the concurrency")
+        assert.strictEqual(
+          yield* kindOf(withOptions({ concurrency: 5, prefetch: 4 })),
+          "option prefetch",
+          "a prefetch below the concurrency"
+        )
         assert.strictEqual(yield* kindOf(withOptions({ prefetch: 70000 })), "option prefetch")
         // A valid group so that failures below are about the option, not routing.
         yield* subscribeTo(uniqueName("g"))
-        assert.strictEqual(yield* kindOf(broker.publish(topic, order("i"), { headers: { "x-eb-attempt": "9" } })), "header")
+        assert.strictEqual(
+          yield* kindOf(broker.publish(topic, order("i"), { headers: { "x-eb-attempt": "9" } })),
+          "header"
+        )
         assert.strictEqual(yield* kindOf(broker.publish(topic, order("i"), { headers: { "": "empty" } })), "header")
         assert.strictEqual(yield* kindOf(broker.publish(topic, order("i"), { priority: 256 })), "option priority")
         assert.strictEqual(yield* kindOf(broker.publish(topic, order("i"), { priority: 1.5 })), "option priority")
-        assert.strictEqual(yield* kindOf(broker.publish(topic, order("i"), { headers: { tenant: "a\u0000b" } })), "header")
+        assert.strictEqual(
+          yield* kindOf(broker.publish(topic, order("i"), { headers: { tenant: "a\u0000b" } })),
+          "header"
+        )
       }))
 
     it.scoped("NaN or ±Infinity in a number field fails EncodeError naming the field and sends nothing", () =>
       Effect.gen(function*() {
         const broker = yield* Broker.Broker
-        const topic = Broker.topic(`${word("finite")}.measured`, Schema.Struct({ id: Schema.String, readings: Schema.Array(Schema.Number) }))
+        const topic = Broker.topic(
+          `${word("finite")}.measured`,
+          Schema.Struct({ id: Schema.String, readings: Schema.Array(Schema.Number) })
+        )
         const handled = yield* Queue.unbounded<string>()
         yield* broker.subscribe(topic, (m) => Queue.offer(handled, m.id), { group: uniqueName("g"), concurrency: 1 })
         for (const bad of [NaN, Infinity, -Infinity]) {
@@ -642,7 +709,10 @@ export const brokerContract = <E>(
         const broker = yield* Broker.Broker
         const topic = freshTopic("pack")
         const received = yield* Queue.unbounded<readonly [Order, Broker.Envelope]>()
-        yield* broker.subscribe(topic, (m, envelope) => Queue.offer(received, [m, envelope]), { group: uniqueName("g"), concurrency: 1 })
+        yield* broker.subscribe(topic, (m, envelope) => Queue.offer(received, [m, envelope]), {
+          group: uniqueName("g"),
+          concurrency: 1
+        })
         const ids = Array.from({ length: 250 }, (_, n) => uniqueName(`p${n}`))
         const outcomes = yield* broker.publishAll(
           ids.map((messageId, n) =>
@@ -704,7 +774,9 @@ export const brokerContract = <E>(
         const topic = freshTopic("pack-invalid")
         for (const pack of [0, 1.5, 10_001]) {
           const outcomes = yield* broker.publishAll([Broker.entry(topic, order("x"))], { pack })
-          assert.deepStrictEqual(outcomes.map(Either.match({ onLeft: (e) => e._tag, onRight: () => "ok" })), ["InvalidOptions"])
+          assert.deepStrictEqual(outcomes.map(Either.match({ onLeft: (e) => e._tag, onRight: () => "ok" })), [
+            "InvalidOptions"
+          ])
         }
       }))
 
@@ -715,7 +787,9 @@ export const brokerContract = <E>(
       Effect.gen(function*() {
         const broker = yield* Broker.Broker
         const topic = freshTopic("trace")
-        const seen = yield* Queue.unbounded<{ readonly traceparent: string | undefined; readonly parent: Option.Option<Tracer.AnySpan> }>()
+        const seen = yield* Queue.unbounded<
+          { readonly traceparent: string | undefined; readonly parent: Option.Option<Tracer.AnySpan> }
+        >()
         yield* broker.subscribe(
           topic,
           (_, envelope) =>
@@ -724,8 +798,15 @@ export const brokerContract = <E>(
             ),
           { group: uniqueName("g"), concurrency: 1 }
         )
-        const incoming = Tracer.externalSpan({ traceId: "0af7651916cd43dd8448eb211c80319c", spanId: "b7ad6b7169203331", sampled: true })
-        yield* broker.publish(topic, order("t-1")).pipe(Effect.withSpan("test.producer"), Effect.withParentSpan(incoming))
+        const incoming = Tracer.externalSpan({
+          traceId: "0af7651916cd43dd8448eb211c80319c",
+          spanId: "b7ad6b7169203331",
+          sampled: true
+        })
+        yield* broker.publish(topic, order("t-1")).pipe(
+          Effect.withSpan("test.producer"),
+          Effect.withParentSpan(incoming)
+        )
         const traced = yield* take(seen, "the traced message")
         assert.strictEqual(traced.traceparent, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
         assert.isTrue(Option.isSome(traced.parent))
@@ -754,7 +835,11 @@ export const brokerContract = <E>(
             ),
           { group: uniqueName("g"), concurrency: 1 }
         )
-        const incoming = Tracer.externalSpan({ traceId: "0af7651916cd43dd8448eb211c80319c", spanId: "b7ad6b7169203331", sampled: true })
+        const incoming = Tracer.externalSpan({
+          traceId: "0af7651916cd43dd8448eb211c80319c",
+          spanId: "b7ad6b7169203331",
+          sampled: true
+        })
         yield* broker.publish(topic, order("traced")).pipe(Effect.withParentSpan(incoming))
         yield* broker.publish(topic, order("plain"))
         const first = yield* take(seen, "the traced message")

@@ -14,7 +14,7 @@ describe("Fifo (a consumer's held deliveries)", () => {
       if (item !== undefined) out.push(item)
     }
     assert.strictEqual(fifo.size, 3000)
-    out.push(...fifo.drain())
+    for (const item of fifo.drain()) out.push(item)
     assert.strictEqual(fifo.size, 0)
     assert.isUndefined(fifo.shift())
     assert.strictEqual(out.length, next)

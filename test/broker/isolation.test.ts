@@ -80,7 +80,11 @@ interface Seen {
 describe("per-delivery isolation by the typed front", () => {
   it.scoped("a handler's context, annotations and parent span do not leak into the next delivery or the transport", () =>
     Effect.gen(function*() {
-      const naive = naiveTransport([message("first", producerSpan), message("second", undefined), message("third", undefined)])
+      const naive = naiveTransport([
+        message("first", producerSpan),
+        message("second", undefined),
+        message("third", undefined)
+      ])
       const broker = Broker.make(naive.transport)
       const seen: Array<Seen> = []
       yield* broker.subscribe(checked, (payload) =>
@@ -131,7 +135,11 @@ describe("per-delivery isolation by the typed front", () => {
       assert.deepStrictEqual(naive.dispositions, ["Ack", "Ack", "Ack"])
       assert.deepStrictEqual(yield* Queue.takeAll(closed).pipe(Effect.map((chunk) => Array.from(chunk))), ids)
       assert.strictEqual(new Set(scopes).size, 3, "a distinct Scope per run")
-      assert.deepStrictEqual(annotations, ids.map((id) => Option.some(id)), "each run is annotated with its own task id only")
+      assert.deepStrictEqual(
+        annotations,
+        ids.map((id) => Option.some(id)),
+        "each run is annotated with its own task id only"
+      )
       for (const { after, before } of naive.around) {
         assert.strictEqual(after.context, before.context)
         assert.strictEqual(after.annotations, before.annotations)

@@ -83,7 +83,11 @@ describe("Broker call options", () => {
       assertInvalid(yield* subscribeWith({ concurrency: 70_000 }), "Broker", "concurrency")
       assertInvalid(yield* subscribeWith({ concurrency: 4, prefetch: 2 }), "Broker", "prefetch")
       assertInvalid(yield* subscribeWith({ maxPriority: 0 }), "Broker", "maxPriority")
-      assertInvalid(yield* Effect.flip(broker.declare(topic, { group: "options", maxPriority: 256 })), "Broker", "maxPriority")
+      assertInvalid(
+        yield* Effect.flip(broker.declare(topic, { group: "options", maxPriority: 256 })),
+        "Broker",
+        "maxPriority"
+      )
 
       const publishWith = (options: Broker.PublishOptions) => Effect.flip(broker.publish(topic, { id: "x" }, options))
       assertInvalid(yield* publishWith({ priority: -1 }), "Broker", "priority")
@@ -95,7 +99,11 @@ describe("Broker call options", () => {
       const metadata = yield* publishWith({ metadata: { "task-key": "k" } })
       assert.strictEqual(metadata._tag, "InvalidName", "library metadata names start with x-eb-")
 
-      for (const [field, options] of [["pack", { pack: 0 }], ["window", { window: 0 }], ["window", { window: 2.5 }]] as const) {
+      for (
+        const [field, options] of [["pack", { pack: 0 }], ["window", { window: 0 }], ["window", {
+          window: 2.5
+        }]] as const
+      ) {
         const outcomes = yield* broker.publishAll([Broker.entry(topic, { id: "x" })], options)
         assert.strictEqual(outcomes.length, 1)
         const outcome = outcomes[0]
@@ -135,17 +143,32 @@ describe("transport capabilities", () => {
       const { reached, transport } = plainTransport()
       const broker = Broker.make(transport)
       const unsupported = <A, E extends { readonly _tag: string }>(effect: Effect.Effect<A, E>) =>
-        Effect.map(Effect.flip(effect), (error) =>
-          error._tag === "Unsupported" && "feature" in error ? `Unsupported ${String(error.feature)}` : error._tag)
+        Effect.map(
+          Effect.flip(effect),
+          (error) =>
+            error._tag === "Unsupported" && "feature" in error ? `Unsupported ${String(error.feature)}` : error._tag
+        )
 
-      assert.strictEqual(yield* unsupported(broker.publish(topic, { id: "d" }, { delay: "1 second" })), "Unsupported delay")
-      assert.strictEqual(yield* unsupported(broker.publish(topic, { id: "p" }, { priority: 3 })), "Unsupported priority")
-      assert.strictEqual(yield* unsupported(broker.publish(topic, { id: "e" }, { expiration: "1 minute" })), "Unsupported expiration")
+      assert.strictEqual(
+        yield* unsupported(broker.publish(topic, { id: "d" }, { delay: "1 second" })),
+        "Unsupported delay"
+      )
+      assert.strictEqual(
+        yield* unsupported(broker.publish(topic, { id: "p" }, { priority: 3 })),
+        "Unsupported priority"
+      )
+      assert.strictEqual(
+        yield* unsupported(broker.publish(topic, { id: "e" }, { expiration: "1 minute" })),
+        "Unsupported expiration"
+      )
       const batch = yield* broker.publishAll([
         Broker.entry(topic, { id: "ok" }, { messageId: "ok" }),
         Broker.entry(topic, { id: "late" }, { delay: "1 second" })
       ])
-      assert.deepStrictEqual(batch.map(Either.match({ onLeft: (e) => e._tag, onRight: () => "ok" })), ["ok", "Unsupported"])
+      assert.deepStrictEqual(batch.map(Either.match({ onLeft: (e) => e._tag, onRight: () => "ok" })), [
+        "ok",
+        "Unsupported"
+      ])
       const wildcard = Broker.pattern("options.*", Payload)
       assert.strictEqual(
         yield* unsupported(Effect.scoped(broker.subscribe(wildcard, () => Effect.void, { group: "g" }))),

@@ -3,14 +3,22 @@ import { Duration, Effect, Option, Schedule } from "effect"
 import { nextRetryDelay } from "../../src/internal/retry.js"
 
 const delays = (schedule: Schedule.Schedule<unknown, unknown>, attempts: number) =>
-  Effect.forEach(Array.from({ length: attempts }, (_, i) => i + 1), (attempt) =>
-    Effect.map(nextRetryDelay(schedule, attempt, "boom"), Option.map(Duration.toMillis)))
+  Effect.forEach(
+    Array.from({ length: attempts }, (_, i) => i + 1),
+    (attempt) => Effect.map(nextRetryDelay(schedule, attempt, "boom"), Option.map(Duration.toMillis))
+  )
 
 describe("nextRetryDelay", () => {
   it.effect("recurs(3) allows exactly three retries, so four attempts", () =>
     Effect.gen(function*() {
       const result = yield* delays(Schedule.spaced("1 second").pipe(Schedule.intersect(Schedule.recurs(3))), 5)
-      assert.deepStrictEqual(result, [Option.some(1000), Option.some(1000), Option.some(1000), Option.none(), Option.none()])
+      assert.deepStrictEqual(result, [
+        Option.some(1000),
+        Option.some(1000),
+        Option.some(1000),
+        Option.none(),
+        Option.none()
+      ])
     }))
 
   it.effect("exponential delays grow per attempt", () =>

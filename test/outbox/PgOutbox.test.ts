@@ -1,16 +1,38 @@
 import { SqlClient } from "@effect/sql"
 import type { PgClient } from "@effect/sql-pg"
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Either, Exit, Layer, Metric, Queue, Redacted, Schedule, Schema, type Scope, Tracer } from "effect"
+import {
+  Context,
+  Effect,
+  Either,
+  Exit,
+  Layer,
+  Metric,
+  Queue,
+  Redacted,
+  Schedule,
+  Schema,
+  type Scope,
+  Tracer
+} from "effect"
 import { Broker } from "../../src/index.js"
+import * as Sql from "../../src/internal/outbox/sql.js"
 import * as MemoryBroker from "../../src/layers/MemoryBroker.js"
 import * as PgOutbox from "../../src/layers/PgOutbox.js"
 import * as RabbitMQBroker from "../../src/layers/RabbitMQBroker.js"
-import * as Sql from "../../src/internal/outbox/sql.js"
 import * as Outbox from "../../src/Outbox.js"
 import { runId, uniqueName } from "../fixtures/env.js"
 import { rabbitmqctl, scopedVhost, urlFor } from "../support/rabbitmq.js"
-import { failingBroker, type Inject, orderPlaced, pg, recordingBroker, tally, uniquePrefix, waitUntil } from "./fixtures.js"
+import {
+  failingBroker,
+  type Inject,
+  orderPlaced,
+  pg,
+  recordingBroker,
+  tally,
+  uniquePrefix,
+  waitUntil
+} from "./fixtures.js"
 
 const run = <A, E>(body: Effect.Effect<A, E, SqlClient.SqlClient | PgClient.PgClient | Scope.Scope>) =>
   Effect.scoped(body).pipe(Effect.provide(pg()))
@@ -27,7 +49,11 @@ const brokers: ReadonlyArray<readonly [string, Layer.Layer<Broker.Broker, unknow
 ]
 
 /** The trace context of an incoming request (under the built-in tracer, the only one carried). */
-const incoming = Tracer.externalSpan({ traceId: "4bf92f3577b34da6a3ce929d0e0e4736", spanId: "00f067aa0ba902b7", sampled: true })
+const incoming = Tracer.externalSpan({
+  traceId: "4bf92f3577b34da6a3ce929d0e0e4736",
+  spanId: "00f067aa0ba902b7",
+  sampled: true
+})
 
 const decode = Schema.decodeUnknownSync(Schema.parseJson(orderPlaced.schema))
 
@@ -52,12 +78,16 @@ describe("PgOutbox", () => {
           group: uniqueName("outbox").replaceAll("_", "-")
         })
         const ctx = yield* Layer.build(
-          PgOutbox.layer({ prefix, pollInterval: "200 millis" }).pipe(Layer.provide(Layer.succeedContext(brokerContext)))
+          PgOutbox.layer({ prefix, pollInterval: "200 millis" }).pipe(
+            Layer.provide(Layer.succeedContext(brokerContext))
+          )
         )
         const sql = yield* SqlClient.SqlClient
         const sent = yield* sql.withTransaction(Effect.gen(function*() {
-          const ids = yield* Effect.forEach([1, 2, 3], (n) =>
-            Outbox.add(orderPlaced, { orderId: `o${n}`, n }, { key: "customer-1", headers: { tenant: "acme" } }))
+          const ids = yield* Effect.forEach(
+            [1, 2, 3],
+            (n) => Outbox.add(orderPlaced, { orderId: `o${n}`, n }, { key: "customer-1", headers: { tenant: "acme" } })
+          )
           return { ids, span: incoming }
         })).pipe(Effect.withSpan("checkout"), Effect.withParentSpan(incoming), Effect.provide(ctx))
         const messages = [yield* Queue.take(received), yield* Queue.take(received), yield* Queue.take(received)]
@@ -76,7 +106,9 @@ describe("PgOutbox", () => {
     run(Effect.gen(function*() {
       const prefix = yield* uniquePrefix
       const broker = recordingBroker()
-      const ctx = yield* Layer.build(PgOutbox.layer({ prefix, pollInterval: "200 millis" }).pipe(Layer.provide(broker.layer)))
+      const ctx = yield* Layer.build(
+        PgOutbox.layer({ prefix, pollInterval: "200 millis" }).pipe(Layer.provide(broker.layer))
+      )
       const sql = yield* SqlClient.SqlClient
       const rolledBack = yield* sql.withTransaction(Effect.gen(function*() {
         yield* Outbox.add(orderPlaced, { orderId: "rolled-back", n: 1 })
@@ -85,7 +117,10 @@ describe("PgOutbox", () => {
       assert.isTrue(Exit.isFailure(rolledBack))
 
       const committed = yield* sql.withTransaction(Effect.gen(function*() {
-        const id = yield* Outbox.add(orderPlaced, { orderId: "committed", n: 2 }, { key: "k", headers: { tenant: "a" } })
+        const id = yield* Outbox.add(orderPlaced, { orderId: "committed", n: 2 }, {
+          key: "k",
+          headers: { tenant: "a" }
+        })
         return { id, span: incoming }
       })).pipe(Effect.withSpan("checkout"), Effect.withParentSpan(incoming), Effect.provide(ctx))
 
@@ -137,11 +172,16 @@ describe("PgOutbox", () => {
       yield* Effect.addFinalizer(() => Effect.orDie(sql`drop table if exists ${invoices}`))
       const ctx = yield* Layer.build(PgOutbox.layerStore({ prefix, notify: false }))
       const Line = Schema.Struct({ sku: Schema.String, price: Schema.Number })
-      const issued = Broker.topic("outbox.invoice.issued", Schema.Struct({ invoiceId: Schema.String, lines: Schema.Array(Line) }))
+      const issued = Broker.topic(
+        "outbox.invoice.issued",
+        Schema.Struct({ invoiceId: Schema.String, lines: Schema.Array(Line) })
+      )
       const issue = (id: string, price: number, headers?: Record<string, string>) =>
         sql.withTransaction(Effect.gen(function*() {
           yield* sql`insert into ${invoices} (id) values (${id})`
-          return yield* Outbox.add(issued, { invoiceId: id, lines: [{ sku: "a", price: 1 }, { sku: "b", price }] }, { headers })
+          return yield* Outbox.add(issued, { invoiceId: id, lines: [{ sku: "a", price: 1 }, { sku: "b", price }] }, {
+            headers
+          })
         })).pipe(Effect.provide(ctx))
 
       for (const price of [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]) {
@@ -165,36 +205,48 @@ describe("PgOutbox", () => {
       assert.isTrue(Object.is(body.lines[1]?.price, 0))
     })))
 
-  it.live("pack: 250 events go out as 3 RabbitMQ messages and reach a subscriber once each with their ids and headers", () =>
-    run(Effect.gen(function*() {
-      const prefix = yield* uniquePrefix
-      const vhost = yield* scopedVhost(`eb-test-outbox-pack-${runId}`)
-      const brokerPrefix = `t${runId}`
-      const brokerContext = yield* Layer.build(RabbitMQBroker.layer({ url: Redacted.make(urlFor(vhost)), prefix: brokerPrefix }))
-      const broker = Context.get(brokerContext, Broker.Broker)
-      const group = uniqueName("g")
-      yield* broker.declare(orderPlaced, { group })
-      const store = yield* Layer.build(PgOutbox.layerStore({ prefix, notify: false }))
-      const sql = yield* SqlClient.SqlClient
-      const ids = yield* sql.withTransaction(Effect.forEach(
-        Array.from({ length: 250 }, (_, n) => n),
-        (n) => Outbox.add(orderPlaced, { orderId: `o${n}`, n }, { headers: { tenant: `t${n % 3}` } })
-      )).pipe(Effect.provide(store))
-      yield* Layer.build(
-        PgOutbox.dispatcher({ prefix, pack: 100, pollInterval: "100 millis" }).pipe(Layer.provide(Layer.succeedContext(brokerContext)))
-      )
-      yield* waitUntil("every event is dispatched", Effect.map(countRows(prefix, "pending"), (n) => n === 0))
-      const listed = yield* rabbitmqctl("list_queues", "-q", "-p", vhost, "name", "messages_ready")
-      const ready = listed.split("\n").map((line) => line.trim().split(/\s+/)).find(([name]) => name === `${brokerPrefix}.group.${group}`)
-      assert.strictEqual(ready?.[1], "3", listed)
-      const received = yield* Queue.unbounded<readonly [number, Broker.Envelope]>()
-      yield* broker.subscribe(orderPlaced, (message, envelope) => Queue.offer(received, [message.n, envelope]), { group })
-      const all = yield* Effect.replicateEffect(Queue.take(received), 250).pipe(Effect.timeout("20 seconds"))
-      assert.deepStrictEqual(all.map(([, e]) => e.id).sort(), [...ids].sort())
-      for (const [n, envelope] of all) assert.strictEqual(envelope.headers["tenant"], `t${n % 3}`)
-      yield* Effect.sleep("100 millis")
-      assert.strictEqual(yield* Queue.size(received), 0, "none twice")
-    })), 60_000)
+  it.live(
+    "pack: 250 events go out as 3 RabbitMQ messages and reach a subscriber once each with their ids and headers",
+    () =>
+      run(Effect.gen(function*() {
+        const prefix = yield* uniquePrefix
+        const vhost = yield* scopedVhost(`eb-test-outbox-pack-${runId}`)
+        const brokerPrefix = `t${runId}`
+        const brokerContext = yield* Layer.build(
+          RabbitMQBroker.layer({ url: Redacted.make(urlFor(vhost)), prefix: brokerPrefix })
+        )
+        const broker = Context.get(brokerContext, Broker.Broker)
+        const group = uniqueName("g")
+        yield* broker.declare(orderPlaced, { group })
+        const store = yield* Layer.build(PgOutbox.layerStore({ prefix, notify: false }))
+        const sql = yield* SqlClient.SqlClient
+        const ids = yield* sql.withTransaction(Effect.forEach(
+          Array.from({ length: 250 }, (_, n) => n),
+          (n) => Outbox.add(orderPlaced, { orderId: `o${n}`, n }, { headers: { tenant: `t${n % 3}` } })
+        )).pipe(Effect.provide(store))
+        yield* Layer.build(
+          PgOutbox.dispatcher({ prefix, pack: 100, pollInterval: "100 millis" }).pipe(
+            Layer.provide(Layer.succeedContext(brokerContext))
+          )
+        )
+        yield* waitUntil("every event is dispatched", Effect.map(countRows(prefix, "pending"), (n) => n === 0))
+        const listed = yield* rabbitmqctl("list_queues", "-q", "-p", vhost, "name", "messages_ready")
+        const ready = listed.split("\n").map((line) => line.trim().split(/\s+/)).find(([name]) =>
+          name === `${brokerPrefix}.group.${group}`
+        )
+        assert.strictEqual(ready?.[1], "3", listed)
+        const received = yield* Queue.unbounded<readonly [number, Broker.Envelope]>()
+        yield* broker.subscribe(orderPlaced, (message, envelope) => Queue.offer(received, [message.n, envelope]), {
+          group
+        })
+        const all = yield* Effect.replicateEffect(Queue.take(received), 250).pipe(Effect.timeout("20 seconds"))
+        assert.deepStrictEqual(all.map(([, e]) => e.id).sort(), [...ids].sort())
+        for (const [n, envelope] of all) assert.strictEqual(envelope.headers["tenant"], `t${n % 3}`)
+        yield* Effect.sleep("100 millis")
+        assert.strictEqual(yield* Queue.size(received), 0, "none twice")
+      })),
+    60_000
+  )
 
   it.live("3 dispatchers drain 20,000 events: none lost, none duplicated", () =>
     run(Effect.gen(function*() {
@@ -208,7 +260,7 @@ describe("PgOutbox", () => {
           Array.from({ length: 1000 }, (_, i) => chunk * 1000 + i),
           (n) => Outbox.add(orderPlaced, { orderId: `o${n}`, n })
         )).pipe(Effect.provide(store))
-        ids.push(...batch)
+        for (const id of batch) ids.push(id)
       }
       for (let i = 0; i < 3; i++) {
         yield* Layer.build(
@@ -276,8 +328,11 @@ describe("PgOutbox", () => {
         Effect.forEach(
           Array.from({ length: to - from }, (_, i) => from + i),
           (n) =>
-            Effect.forEach(Array.from({ length: keys }, (_, k) => k), (k) =>
-              Outbox.add(orderPlaced, { orderId: `key-${k}`, n }, { key: `key-${k}` }), { discard: true }),
+            Effect.forEach(
+              Array.from({ length: keys }, (_, k) => k),
+              (k) => Outbox.add(orderPlaced, { orderId: `key-${k}`, n }, { key: `key-${k}` }),
+              { discard: true }
+            ),
           { discard: true }
         ).pipe(Effect.provide(store))
       yield* addRange(0, perKey / 2)
@@ -341,7 +396,10 @@ describe("PgOutbox", () => {
       for (let n = 0; n < 10; n++) yield* Outbox.add(orderPlaced, { orderId: `o${n}`, n }).pipe(Effect.provide(ctx))
       yield* Outbox.add(orderPlaced, { orderId: "d1", n: 1 }, { messageId: "dead-1" }).pipe(Effect.provide(ctx))
       yield* Outbox.add(orderPlaced, { orderId: "d2", n: 2 }, { messageId: "dead-2" }).pipe(Effect.provide(ctx))
-      yield* waitUntil("10 dispatched and 2 dead", Effect.zipWith(countRows(prefix, "dispatched"), countRows(prefix, "dead"), (d, x) => d === 10 && x === 2))
+      yield* waitUntil(
+        "10 dispatched and 2 dead",
+        Effect.zipWith(countRows(prefix, "dispatched"), countRows(prefix, "dead"), (d, x) => d === 10 && x === 2)
+      )
 
       const dead = yield* Outbox.dead().pipe(Effect.provide(ctx))
       assert.deepStrictEqual(dead.map((d) => d.messageId).sort(), ["dead-1", "dead-2"])
@@ -359,7 +417,10 @@ describe("PgOutbox", () => {
 
       poisoned.clear()
       assert.strictEqual(yield* Outbox.replay(["dead-1", "dead-2"]).pipe(Effect.provide(ctx)), 2)
-      yield* waitUntil("replayed events are published", Effect.sync(() => broker.sent.filter((s) => s.messageId.startsWith("dead-")).length === 2))
+      yield* waitUntil(
+        "replayed events are published",
+        Effect.sync(() => broker.sent.filter((s) => s.messageId.startsWith("dead-")).length === 2)
+      )
       yield* waitUntil("replayed rows are dispatched", Effect.map(countRows(prefix, "dead"), (n) => n === 0))
     })))
 
@@ -390,17 +451,32 @@ describe("PgOutbox", () => {
       const broker = recordingBroker({
         current: (message) =>
           message.messageId === "dead-1"
-            ? new Broker.PublishRejected({ topic: message.routingKey, messageId: message.messageId, reason: "invalid", ambiguous: false, detail: "injected" })
+            ? new Broker.PublishRejected({
+              topic: message.routingKey,
+              messageId: message.messageId,
+              reason: "invalid",
+              ambiguous: false,
+              detail: "injected"
+            })
             : undefined
       })
       const sql = yield* SqlClient.SqlClient
       const ctx = yield* Layer.build(
-        PgOutbox.layer({ prefix, pollInterval: "100 millis", ordering: "per-key", retention: { maxAge: 0 } }).pipe(Layer.provide(broker.layer))
+        PgOutbox.layer({ prefix, pollInterval: "100 millis", ordering: "per-key", retention: { maxAge: 0 } }).pipe(
+          Layer.provide(broker.layer)
+        )
       )
-      for (let n = 0; n < 20; n++) yield* Outbox.add(orderPlaced, { orderId: `k${n % 2}`, n }, { key: `k${n % 2}` }).pipe(Effect.provide(ctx))
+      for (let n = 0; n < 20; n++) {
+        yield* Outbox.add(orderPlaced, { orderId: `k${n % 2}`, n }, { key: `k${n % 2}` }).pipe(Effect.provide(ctx))
+      }
       yield* Outbox.add(orderPlaced, { orderId: "d", n: 0 }, { messageId: "dead-1" }).pipe(Effect.provide(ctx))
-      const rows = sql<{ readonly message_id: string; readonly state: string }>`select message_id, state from ${sql(`${prefix}_outbox`)}`
-      yield* waitUntil("only the dead event is left", Effect.map(rows, (left) => left.length === 1 && left[0]?.state === "dead"))
+      const rows = sql<{ readonly message_id: string; readonly state: string }>`select message_id, state from ${
+        sql(`${prefix}_outbox`)
+      }`
+      yield* waitUntil(
+        "only the dead event is left",
+        Effect.map(rows, (left) => left.length === 1 && left[0]?.state === "dead")
+      )
       assert.strictEqual((yield* rows)[0]?.message_id, "dead-1")
       const published = broker.sent.filter((s) => s.messageId !== "dead-1").map((s) => decode(s.body))
       assert.strictEqual(published.length, 20)
@@ -427,7 +503,10 @@ describe("PgOutbox", () => {
         )
       )
       const id = yield* Outbox.add(orderPlaced, { orderId: "after-defect", n: 1 }).pipe(Effect.provide(ctx))
-      yield* waitUntil("the event is published after the defect", Effect.sync(() => recording.sent.some((s) => s.messageId === id)))
+      yield* waitUntil(
+        "the event is published after the defect",
+        Effect.sync(() => recording.sent.some((s) => s.messageId === id))
+      )
       yield* waitUntil("the row is dispatched", Effect.map(countRows(prefix, "dispatched"), (n) => n === 1))
       assert.isAtLeast(calls, 2)
     })))
@@ -440,11 +519,16 @@ describe("PgOutbox", () => {
       }
       const broker = recordingBroker(inject)
       const ctx = yield* Layer.build(
-        PgOutbox.layer({ prefix, pollInterval: "100 millis", metricsInterval: "50 millis" }).pipe(Layer.provide(broker.layer))
+        PgOutbox.layer({ prefix, pollInterval: "100 millis", metricsInterval: "50 millis" }).pipe(
+          Layer.provide(broker.layer)
+        )
       )
       const dispatchedBefore = (yield* Metric.value(Outbox.metrics.dispatched)).count
       for (let n = 0; n < 3; n++) yield* Outbox.add(orderPlaced, { orderId: `o${n}`, n }).pipe(Effect.provide(ctx))
-      yield* waitUntil("the pending gauge shows the backlog", Effect.map(Metric.value(Outbox.metrics.pending), (g) => g.value === 3))
+      yield* waitUntil(
+        "the pending gauge shows the backlog",
+        Effect.map(Metric.value(Outbox.metrics.pending), (g) => g.value === 3)
+      )
       const during = yield* Outbox.stats.pipe(Effect.provide(ctx))
       assert.strictEqual(during.pending, 3)
       assert.isAbove(during.oldestPendingAgeMs, 0)
@@ -456,14 +540,19 @@ describe("PgOutbox", () => {
       assert.strictEqual(after.oldestPendingAgeMs, 0)
       assert.closeTo(after.dispatchRatePerSecond, 3 / 60, 1e-9)
       assert.strictEqual((yield* Metric.value(Outbox.metrics.dispatched)).count - dispatchedBefore, 3)
-      yield* waitUntil("the pending gauge returns to 0", Effect.map(Metric.value(Outbox.metrics.pending), (g) => g.value === 0))
+      yield* waitUntil(
+        "the pending gauge returns to 0",
+        Effect.map(Metric.value(Outbox.metrics.pending), (g) => g.value === 0)
+      )
     })))
 
   it.live("odd topics, keys and headers (quotes, semicolons, SQL) are stored and published verbatim", () =>
     run(Effect.gen(function*() {
       const prefix = yield* uniquePrefix
       const broker = recordingBroker()
-      const ctx = yield* Layer.build(PgOutbox.layer({ prefix, pollInterval: "100 millis" }).pipe(Layer.provide(broker.layer)))
+      const ctx = yield* Layer.build(
+        PgOutbox.layer({ prefix, pollInterval: "100 millis" }).pipe(Layer.provide(broker.layer))
+      )
       const topic = Broker.topic(`o7.it's;"x";drop table ${prefix}_outbox;--.ünï`, orderPlaced.schema)
       const key = `'); delete from ${prefix}_outbox; -- "$1" \\ ::jsonb`
       const headers = { "x-sql": "'; drop table users; --", "quote\"name": "$1 $2 ::text", empty: "" }
@@ -500,7 +589,11 @@ describe("PgOutbox", () => {
       assert.strictEqual(stats.pending, 0)
       for (let round = 0; round < 3; round++) {
         yield* Outbox.add(orderPlaced, { orderId: `r${round}`, n: round }).pipe(Effect.provide(store))
-        yield* waitUntil(`event ${round} is published`, Effect.sync(() => broker.sent.length === round + 1), "5 seconds")
+        yield* waitUntil(
+          `event ${round} is published`,
+          Effect.sync(() => broker.sent.length === round + 1),
+          "5 seconds"
+        )
       }
     })))
 })

@@ -4,10 +4,11 @@
  * to the IPC channel, so the parent's ledger is exactly what was confirmed.
  */
 import { Effect, Either, Layer } from "effect"
-import { Broker, BrokerTransport } from "../../src/index.js"
+import type { BrokerTransport } from "../../src/index.js"
+import { Broker } from "../../src/index.js"
 import * as PgOutbox from "../../src/layers/PgOutbox.js"
-import { pg } from "./fixtures.js"
 import { plainCapabilities } from "../fixtures/transport.js"
+import { pg } from "./fixtures.js"
 
 const prefix = process.argv[2]
 const send = process.send?.bind(process)

@@ -1,7 +1,8 @@
 /** Shared pieces of the outbox suites: PostgreSQL layers, a recording broker, fault injection, ledgers. */
-import { PgClient } from "@effect/sql-pg"
 import { SqlClient } from "@effect/sql"
-import { Duration, Effect, Either, Layer, Redacted, Schema } from "effect"
+import { PgClient } from "@effect/sql-pg"
+import type { Duration } from "effect"
+import { Effect, Either, Layer, Redacted, Schema } from "effect"
 import { Broker, BrokerTransport } from "../../src/index.js"
 import { databaseUrl, runId } from "../fixtures/env.js"
 import { plainCapabilities } from "../fixtures/transport.js"
@@ -35,7 +36,9 @@ export interface Sent {
 }
 
 /** Decides the outcome of one publish; `undefined` lets it through. */
-export type Inject = (message: BrokerTransport.TransportMessage) => Broker.BrokerUnavailable | Broker.PublishRejected | undefined
+export type Inject = (
+  message: BrokerTransport.TransportMessage
+) => Broker.BrokerUnavailable | Broker.PublishRejected | undefined
 
 /**
  * A byte-level transport that records confirmed messages in order (and nothing else): the
@@ -43,7 +46,9 @@ export type Inject = (message: BrokerTransport.TransportMessage) => Broker.Broke
  */
 export const recordingBroker = (inject: { current: Inject | undefined } = { current: undefined }) => {
   const sent: Array<Sent> = []
-  const record = (message: BrokerTransport.TransportMessage): Either.Either<void, Broker.BrokerUnavailable | Broker.PublishRejected> => {
+  const record = (
+    message: BrokerTransport.TransportMessage
+  ): Either.Either<void, Broker.BrokerUnavailable | Broker.PublishRejected> => {
     const failure = inject.current?.(message)
     if (failure !== undefined) return Either.left(failure)
     sent.push({
@@ -61,7 +66,7 @@ export const recordingBroker = (inject: { current: Inject | undefined } = { curr
     publishAll: (batch) => Effect.sync(() => BrokerTransport.mapBatch(batch, record)),
     consume: () => Effect.die("the recording broker does not consume"),
     health: Effect.succeed({ status: "up", connection: "open", consumers: 0, detail: "recording" }),
-  capabilities: plainCapabilities("recording")
+    capabilities: plainCapabilities("recording")
   }
   return { sent, inject, layer: Layer.succeed(Broker.Broker, Broker.make(transport)) }
 }
@@ -81,9 +86,7 @@ export const failingBroker = (
       const passing = entries.filter((_, i) => decisions[i] === undefined)
       const results = passing.length === 0 ? [] : yield* inner.publishAllEncoded(passing, options)
       let next = 0
-      return decisions.map((failure) =>
-        failure === undefined ? (results[next++] ?? Either.void) : Either.left(failure)
-      )
+      return decisions.map((failure) => failure === undefined ? (results[next++] ?? Either.void) : Either.left(failure))
     })
 })
 

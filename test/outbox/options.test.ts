@@ -93,7 +93,8 @@ const pgRows: ReadonlyArray<Row<PgOutbox.Options>> = [
   { field: "listenApplicationName", options: { listenApplicationName: bad(7) } }
 ]
 
-const describeOptions = (options: unknown) => JSON.stringify(options, (_, v) => (typeof v === "number" && !Number.isFinite(v) ? String(v) : v))
+const describeOptions = (options: unknown) =>
+  JSON.stringify(options, (_, v) => (typeof v === "number" && !Number.isFinite(v) ? String(v) : v))
 
 const assertInvalid = <A, E>(exit: Exit.Exit<A, E>, module: string, field: string) => {
   assert.isTrue(Exit.isFailure(exit), "expected a failure")
@@ -133,7 +134,9 @@ describe("Outbox options", () => {
     it.effect("listen: true on a store without cross-process wake-ups is refused, not ignored", () =>
       Effect.gen(function*() {
         const exit = yield* Layer.build(
-          Outbox.dispatcher({ listen: true }).pipe(Layer.provide(Layer.merge(storeLayer(false), recordingBroker().layer)))
+          Outbox.dispatcher({ listen: true }).pipe(
+            Layer.provide(Layer.merge(storeLayer(false), recordingBroker().layer))
+          )
         ).pipe(Effect.scoped, Effect.exit)
         assertInvalid(exit, "Outbox", "listen")
       }))

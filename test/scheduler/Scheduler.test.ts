@@ -123,16 +123,23 @@ describe("Scheduler (TestClock, memory lease, stand-in TaskQueue)", () => {
       const lease = yield* SchedulerLease.SchedulerLease
       // A crashed leader: it took the lease and never renews or releases it.
       assert.isTrue(yield* lease.acquire("crashed", 3000))
-      const b = yield* start([
-        Scheduler.schedule("s", tick, { trigger: Trigger.interval("1 second"), payload: { n: 0 } })
-      ], "b", { leaseTtl: "3 seconds", renewEvery: "1 second" })
+      const b = yield* start(
+        [
+          Scheduler.schedule("s", tick, { trigger: Trigger.interval("1 second"), payload: { n: 0 } })
+        ],
+        "b",
+        { leaseTtl: "3 seconds", renewEvery: "1 second" }
+      )
       yield* TestClock.adjust("2 seconds")
       assert.strictEqual((yield* b.service.status).role, "standby")
       assert.deepStrictEqual(yield* keysOf("s"), [])
       yield* TestClock.adjust("3 seconds")
       assert.strictEqual((yield* b.service.status).role, "leader")
       // Took over at the first renewal after the ttl (3.5 s); no history, so it starts from there.
-      assert.deepStrictEqual(yield* keysOf("s"), instants("2026-01-01T00:00:04Z", "2026-01-01T00:00:05Z", 1000).map((i) => `s@${i}`))
+      assert.deepStrictEqual(
+        yield* keysOf("s"),
+        instants("2026-01-01T00:00:04Z", "2026-01-01T00:00:05Z", 1000).map((i) => `s@${i}`)
+      )
     }).pipe(Effect.provide(env)))
 
   it.scoped("stress: 300 schedules of mixed intervals, anchors, crons and combinations on one timer fire every slot once, at its instant, in order", () =>
@@ -168,7 +175,10 @@ describe("Scheduler (TestClock, memory lease, stand-in TaskQueue)", () => {
             slots = cronSlots
             break
           default:
-            trigger = Trigger.combine(Trigger.interval(every, { anchor: new Date(anchorMs) }), Trigger.cron(`*/${step} * * * * *`))
+            trigger = Trigger.combine(
+              Trigger.interval(every, { anchor: new Date(anchorMs) }),
+              Trigger.cron(`*/${step} * * * * *`)
+            )
             slots = [...new Set([...between(every, anchorMs), ...cronSlots])].sort((a, b) => a - b)
         }
         definitions.push(Scheduler.schedule(name, tick, { trigger, payload: { n: i } }))
@@ -182,15 +192,21 @@ describe("Scheduler (TestClock, memory lease, stand-in TaskQueue)", () => {
         assert.deepStrictEqual(all.filter((e) => e.key?.startsWith(`${name}@`)).map((e) => e.key), keys, name)
       }
       assert.strictEqual(all.length, [...expected.values()].reduce((n, keys) => n + keys.length, 0))
-      for (const e of all) assert.strictEqual(e.at, ms((e.key ?? "").split("@")[1] ?? ""), `${e.key} enqueued at its slot`)
-      for (let i = 1; i < all.length; i++) assert.isAtLeast(all[i]?.at ?? 0, all[i - 1]?.at ?? 0, "enqueued in slot order")
+      for (const e of all) {
+        assert.strictEqual(e.at, ms((e.key ?? "").split("@")[1] ?? ""), `${e.key} enqueued at its slot`)
+      }
+      for (let i = 1; i < all.length; i++) {
+        assert.isAtLeast(all[i]?.at ?? 0, all[i - 1]?.at ?? 0, "enqueued in slot order")
+      }
     }).pipe(Effect.provide(env)))
 
   describe("missed slots after downtime", () => {
     const downtime = (missed: Scheduler.MissedPolicy) =>
       Effect.gen(function*() {
         yield* TestClock.setTime(ms("2026-01-01T00:00:00.500Z"))
-        const definitions = [Scheduler.schedule("s", tick, { trigger: Trigger.interval("1 second"), payload: { n: 0 }, missed })]
+        const definitions = [
+          Scheduler.schedule("s", tick, { trigger: Trigger.interval("1 second"), payload: { n: 0 }, missed })
+        ]
         const a = yield* start(definitions, "a")
         yield* TestClock.adjust("5 seconds")
         yield* a.stop
@@ -203,20 +219,26 @@ describe("Scheduler (TestClock, memory lease, stand-in TaskQueue)", () => {
     it.scoped("skip (default): overdue slots are not fired, the due one is", () =>
       Effect.gen(function*() {
         const keys = yield* downtime(Scheduler.skip)
-        assert.deepStrictEqual(keys, [
-          ...instants("2026-01-01T00:00:01Z", "2026-01-01T00:00:05Z", 1000),
-          // 15 s is within the 1 s grace at restart (15.5 s); 6-14 s are skipped.
-          ...instants("2026-01-01T00:00:15Z", "2026-01-01T00:00:17Z", 1000)
-        ].map((i) => `s@${i}`))
+        assert.deepStrictEqual(
+          keys,
+          [
+            ...instants("2026-01-01T00:00:01Z", "2026-01-01T00:00:05Z", 1000),
+            // 15 s is within the 1 s grace at restart (15.5 s); 6-14 s are skipped.
+            ...instants("2026-01-01T00:00:15Z", "2026-01-01T00:00:17Z", 1000)
+          ].map((i) => `s@${i}`)
+        )
       }).pipe(Effect.provide(env)))
 
     it.scoped("catchUp({ max: 3 }): the latest 3 overdue slots are fired at restart, then on time", () =>
       Effect.gen(function*() {
         const keys = yield* downtime(Scheduler.catchUp({ max: 3 }))
-        assert.deepStrictEqual(keys, [
-          ...instants("2026-01-01T00:00:01Z", "2026-01-01T00:00:05Z", 1000),
-          ...instants("2026-01-01T00:00:12Z", "2026-01-01T00:00:17Z", 1000)
-        ].map((i) => `s@${i}`))
+        assert.deepStrictEqual(
+          keys,
+          [
+            ...instants("2026-01-01T00:00:01Z", "2026-01-01T00:00:05Z", 1000),
+            ...instants("2026-01-01T00:00:12Z", "2026-01-01T00:00:17Z", 1000)
+          ].map((i) => `s@${i}`)
+        )
         const recorder = yield* Recorder
         const caughtUp = recorder.all().filter((e) => e.instance === "b").slice(0, 4)
         assert.deepStrictEqual(caughtUp.map((e) => e.at), Array(4).fill(ms("2026-01-01T00:00:15.500Z")))
@@ -229,7 +251,9 @@ describe("Scheduler (TestClock, memory lease, stand-in TaskQueue)", () => {
         yield* TestClock.setTime(ms("2026-01-01T00:00:00.500Z"))
         const recorder = yield* Recorder
         recorder.slow.set(key("s", "2026-01-01T00:00:02Z"), "3500 millis")
-        yield* start([Scheduler.schedule("s", tick, { trigger: Trigger.interval("1 second"), payload: { n: 0 }, missed })], "a")
+        yield* start([
+          Scheduler.schedule("s", tick, { trigger: Trigger.interval("1 second"), payload: { n: 0 }, missed })
+        ], "a")
         yield* TestClock.adjust("7 seconds")
         return recorder.all().map((e) => [e.key, new Date(e.at).toISOString()])
       })
@@ -300,13 +324,19 @@ describe("Scheduler (TestClock, memory lease, stand-in TaskQueue)", () => {
 
     it.scoped("empty name, catchUp max 0, a bad trigger", () =>
       Effect.gen(function*() {
-        assert.strictEqual((yield* build([Scheduler.schedule("", tick, { trigger: every, payload: { n: 0 } })])).field, "name")
+        assert.strictEqual(
+          (yield* build([Scheduler.schedule("", tick, { trigger: every, payload: { n: 0 } })])).field,
+          "name"
+        )
         const max = yield* build([
           Scheduler.schedule("m", tick, { trigger: every, payload: { n: 0 }, missed: Scheduler.catchUp({ max: 0 }) })
         ])
         assert.strictEqual(max.field, "missed.max")
         const tz = yield* build([
-          Scheduler.schedule("z", tick, { trigger: Trigger.cron("0 0 * * *", { tz: "Europe/Berln" }), payload: { n: 0 } })
+          Scheduler.schedule("z", tick, {
+            trigger: Trigger.cron("0 0 * * *", { tz: "Europe/Berln" }),
+            payload: { n: 0 }
+          })
         ])
         assert.strictEqual(tz.field, "tz")
         assert.match(tz.message, /^invalid schedule "z": tz "Europe\/Berln" is not a known IANA time zone/)

@@ -1,4 +1,5 @@
-import { Clock, Context, Duration, Effect, Layer, Option, Queue, Schema } from "effect"
+import type { Duration } from "effect"
+import { Clock, Context, Effect, Layer, Option, Queue, Schema } from "effect"
 import * as Task from "../../src/Task.js"
 import * as TaskQueue from "../../src/TaskQueue.js"
 

@@ -1,5 +1,6 @@
 import { assert, layer } from "@effect/vitest"
-import { Effect, Layer } from "effect"
+import type { Layer } from "effect"
+import { Effect } from "effect"
 import * as SchedulerLease from "../../src/SchedulerLease.js"
 
 /**
@@ -42,11 +43,19 @@ export const leaseContract = <E>(name: string, lease: Layer.Layer<SchedulerLease
         assert.deepStrictEqual(yield* l.claim("a", [{ schedule: s, first: 1000, last: 1000 }]), [], "claimed already")
         assert.deepStrictEqual(yield* l.claim("a", [{ schedule: s, first: 500, last: 2000 }]), [], "overlaps a claim")
         assert.deepStrictEqual(yield* l.claim("a", [{ schedule: s, first: 2000, last: 4000 }]), [s], "a range")
-        assert.deepStrictEqual(yield* l.claim("b", [{ schedule: s, first: 5000, last: 5000 }]), [], "b does not hold it")
+        assert.deepStrictEqual(
+          yield* l.claim("b", [{ schedule: s, first: 5000, last: 5000 }]),
+          [],
+          "b does not hold it"
+        )
         yield* l.markFired("a", [{ schedule: s, slot: 3000 }])
         assert.deepStrictEqual(yield* l.state([s, `${s}-none`]), [{ schedule: s, claimed: 4000, fired: 3000 }])
         yield* l.markFired("a", [{ schedule: s, slot: 2000 }])
-        assert.deepStrictEqual(yield* l.state([s]), [{ schedule: s, claimed: 4000, fired: 3000 }], "fired only moves forward")
+        assert.deepStrictEqual(
+          yield* l.state([s]),
+          [{ schedule: s, claimed: 4000, fired: 3000 }],
+          "fired only moves forward"
+        )
         yield* l.release("a")
       }))
 

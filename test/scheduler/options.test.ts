@@ -107,7 +107,11 @@ describe("schedule definitions: a bad part fails the build with InvalidSchedule 
     ],
     ["priority 256", Scheduler.schedule("p", tick, { trigger: every, payload: { n: 0 }, priority: 256 }), "priority"],
     ["priority -1", Scheduler.schedule("p", tick, { trigger: every, payload: { n: 0 }, priority: -1 }), "priority"],
-    ["priority fractional", Scheduler.schedule("p", tick, { trigger: every, payload: { n: 0 }, priority: 1.5 }), "priority"],
+    [
+      "priority fractional",
+      Scheduler.schedule("p", tick, { trigger: every, payload: { n: 0 }, priority: 1.5 }),
+      "priority"
+    ],
     [
       "a trigger that is not one",
       Scheduler.schedule("t", tick, { trigger: { _tag: "Often" } as unknown as Trigger.Trigger, payload: { n: 0 } }),

@@ -148,9 +148,12 @@ describe("Scheduler triggers (TestClock)", () => {
           "2026-01-01T15:00:00.000Z"
         ])
         // A fixed offset has no DST: 12:00 at -03:00 stays 15:00Z in summer.
-        assert.deepStrictEqual(yield* slots(Trigger.cron("0 12 * * *", { offset: "-03:00" }), "2026-07-01T00:00:00Z", 1), [
-          "2026-07-01T15:00:00.000Z"
-        ])
+        assert.deepStrictEqual(
+          yield* slots(Trigger.cron("0 12 * * *", { offset: "-03:00" }), "2026-07-01T00:00:00Z", 1),
+          [
+            "2026-07-01T15:00:00.000Z"
+          ]
+        )
       }))
   })
 
@@ -281,7 +284,10 @@ describe("Scheduler triggers (TestClock)", () => {
 
   describe("Trigger.validate: the synchronous check, returning the failure instead of throwing", () => {
     it("a good trigger comes back as it is", () => {
-      const trigger = Trigger.combine(Trigger.cron("0 12 * * *", { tz: "Europe/Berlin" }), Trigger.interval("5 minutes"))
+      const trigger = Trigger.combine(
+        Trigger.cron("0 12 * * *", { tz: "Europe/Berlin" }),
+        Trigger.interval("5 minutes")
+      )
       assert.deepStrictEqual(Trigger.validate(trigger), Either.right(trigger))
     })
 
@@ -307,11 +313,17 @@ describe("Scheduler triggers (TestClock)", () => {
 
     it("InvalidSchedule and LeaseError are SchedulerErrors; InvalidOptions is not", () => {
       assert.isTrue(
-        SchedulerError.isSchedulerError(new SchedulerError.InvalidSchedule({ schedule: "s", field: "f", value: "v", reason: "r" }))
+        SchedulerError.isSchedulerError(
+          new SchedulerError.InvalidSchedule({ schedule: "s", field: "f", value: "v", reason: "r" })
+        )
       )
-      assert.isTrue(SchedulerError.isSchedulerError(new SchedulerError.LeaseError({ operation: "claim", detail: "down" })))
+      assert.isTrue(
+        SchedulerError.isSchedulerError(new SchedulerError.LeaseError({ operation: "claim", detail: "down" }))
+      )
       assert.isFalse(
-        SchedulerError.isSchedulerError(new InvalidOptions({ module: "Scheduler", field: "f", value: "v", reason: "r" }))
+        SchedulerError.isSchedulerError(
+          new InvalidOptions({ module: "Scheduler", field: "f", value: "v", reason: "r" })
+        )
       )
       assert.isFalse(SchedulerError.isSchedulerError(new Error("x")))
     })

@@ -4,8 +4,8 @@
  * reads a group's dead-letter queue.
  */
 import * as Amqp from "amqplib"
-import { Context, Effect, Layer } from "effect"
-import type { Scope } from "effect"
+import { Effect, Layer } from "effect"
+import type { Context, Scope } from "effect"
 import { execFile } from "node:child_process"
 import type { ContractDeadLetter } from "../broker/contract.js"
 import { ContractProbe } from "../broker/contract.js"

@@ -86,7 +86,7 @@ export const tcpProxy = (targetHost: string, targetPort: number): Effect.Effect<
       setMode: (next) =>
         Effect.sync(() => {
           mode = next
-          if (next === "reset") for (const pair of [...pairs]) reset(pair)
+          if (next === "reset") { for (const pair of [...pairs]) reset(pair) }
         }),
       accepted: () => accepted
     }

@@ -15,13 +15,16 @@ it.live("a run interrupted by shutdown still has its scoped resources released",
     const started = yield* Deferred.make<void>()
     const released = yield* Deferred.make<Exit.Exit<unknown, unknown>>()
     const worker = TaskQueue.worker(task, () =>
-      Effect.acquireRelease(Effect.void, (_, exit) => Deferred.succeed(released, exit)).pipe(
-        Effect.zipRight(Deferred.succeed(started, undefined)),
-        Effect.zipRight(Effect.never)
-      ))
+      Effect.acquireRelease(Effect.void, (_, exit) =>
+        Deferred.succeed(released, exit)).pipe(
+          Effect.zipRight(Deferred.succeed(started, undefined)),
+          Effect.zipRight(Effect.never)
+        ))
     yield* Effect.scoped(Effect.gen(function*() {
       const context = yield* Layer.build(
-        Layer.merge(worker, TaskQueue.layerWithoutResults()).pipe(Layer.provideMerge(MemoryBroker.layer({ shutdownTimeout: "50 millis" })))
+        Layer.merge(worker, TaskQueue.layerWithoutResults()).pipe(
+          Layer.provideMerge(MemoryBroker.layer({ shutdownTimeout: "50 millis" }))
+        )
       )
       yield* TaskQueue.enqueueAll(task, ["x"]).pipe(Effect.provide(context))
       yield* Deferred.await(started)
@@ -48,7 +51,9 @@ it.live("a worker counts its task's runs in the metrics, tagged with the task na
         ? Effect.dieMessage("the first attempt fails")
         : Effect.void)
     yield* Effect.scoped(Effect.gen(function*() {
-      const context = yield* Layer.build(Layer.merge(worker, TaskQueue.layerWithoutResults()).pipe(Layer.provideMerge(MemoryBroker.layer())))
+      const context = yield* Layer.build(
+        Layer.merge(worker, TaskQueue.layerWithoutResults()).pipe(Layer.provideMerge(MemoryBroker.layer()))
+      )
       yield* TaskQueue.enqueueAll(task, ["ok", "ok", "refused"]).pipe(Effect.provide(context))
       while ((yield* value(TaskQueue.metrics.succeeded)) < 2 || (yield* value(TaskQueue.metrics.deadLettered)) < 1) {
         yield* Effect.sleep("10 millis")

@@ -1,5 +1,5 @@
-import { PgClient } from "@effect/sql-pg"
 import { SqlClient } from "@effect/sql"
+import { PgClient } from "@effect/sql-pg"
 import { Effect, Layer, Redacted } from "effect"
 import * as PgResultStore from "../../src/layers/PgResultStore.js"
 import { databaseUrl, uniqueName } from "../fixtures/env.js"

@@ -32,7 +32,10 @@ describe("Task definitions", () => {
 
   it("the Either twins return what make and withTimeout throw", () => {
     const bad = Task.makeEither("t", { payload, maxPriority: 0 })
-    assert.isTrue(Either.isLeft(bad) && bad.left._tag === "InvalidOptions" && bad.left.module === "Task" && bad.left.field === "maxPriority")
+    assert.isTrue(
+      Either.isLeft(bad) && bad.left._tag === "InvalidOptions" && bad.left.module === "Task" &&
+        bad.left.field === "maxPriority"
+    )
     const badName = Task.makeEither("bad..name", { payload })
     assert.isTrue(Either.isLeft(badName) && badName.left._tag === "InvalidName")
     const good = Task.makeEither("t", { payload, timeout: "1 second" })

@@ -32,7 +32,8 @@ const spawnWorker = (worker: string, env: Record<string, string>, inbox: Queue.Q
       child.on("message", (message) => Queue.unsafeOffer(inbox, message as WorkerMessage))
       return child
     }),
-    (child: ChildProcess) => Effect.sync(() => child.exitCode === null && child.signalCode === null && child.kill("SIGKILL"))
+    (child: ChildProcess) =>
+      Effect.sync(() => child.exitCode === null && child.signalCode === null && child.kill("SIGKILL"))
   )
 
 const killMidTask = (mode: "single" | "packed") =>
@@ -87,7 +88,9 @@ const killMidTask = (mode: "single" | "packed") =>
     const ids = yield* Effect.gen(function*() {
       // Enqueued before any worker runs: the queue is declared by enqueue.
       if (mode === "packed") {
-        const outcomes = yield* TaskQueue.enqueueAll(task, Array.from({ length: total }, (_, n) => ({ n })), { pack: 20 })
+        const outcomes = yield* TaskQueue.enqueueAll(task, Array.from({ length: total }, (_, n) => ({ n })), {
+          pack: 20
+        })
         return outcomes.flatMap((outcome) => (outcome._tag === "Right" ? [outcome.right.id] : []))
       }
       const handles = yield* Effect.forEach(
@@ -111,7 +114,9 @@ const killMidTask = (mode: "single" | "packed") =>
     const runs = [...done.values()].reduce((sum, n) => sum + n, 0)
     const lost = ids.filter((id) => !done.has(id)).length
     const duplicated = runs - done.size
-    const finishedByB = [...started.entries()].filter(([, workers]) => workers.includes("A") && workers.includes("B")).length
+    const finishedByB = [...started.entries()].filter(([, workers]) =>
+      workers.includes("A") && workers.includes("B")
+    ).length
     console.log(
       `T1 (${mode}): accepted ${total}, completed ${done.size}, lost ${lost}, duplicated ${duplicated}, in flight at kill ${inFlightAtKill}, ` +
         `redelivered runs ${redeliveredRuns.length}, started by A and rerun by B ${finishedByB}, recovered in ${recoverMs} ms`
@@ -130,6 +135,9 @@ const killMidTask = (mode: "single" | "packed") =>
   })
 
 for (const mode of ["single", "packed"] as const) {
-  it.scopedLive(`a worker killed with SIGKILL mid-task (${mode}): its tasks are redelivered and completed by another`, () =>
-    killMidTask(mode), 120_000)
+  it.scopedLive(
+    `a worker killed with SIGKILL mid-task (${mode}): its tasks are redelivered and completed by another`,
+    () => killMidTask(mode),
+    120_000
+  )
 }

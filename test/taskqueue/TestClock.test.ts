@@ -21,19 +21,24 @@ const buildMemoryTaskQueue = <E, R>(worker: Layer.Layer<never, E, R>) =>
     )
   )
 
-
-
 describe("TaskQueue on the memory broker and TestClock", () => {
   it.scoped("enqueue then await the result in-process; a delay elapses only when the clock moves", () =>
     Effect.gen(function*() {
       const task = welcomeTask()
       const ran = yield* Ref.make(0)
-      const worker = TaskQueue.worker(task, (_, ctx) => Ref.update(ran, (n) => n + 1).pipe(Effect.as({ messageId: ctx.id, at: new Date(0) })))
+      const worker = TaskQueue.worker(
+        task,
+        (_, ctx) => Ref.update(ran, (n) => n + 1).pipe(Effect.as({ messageId: ctx.id, at: new Date(0) }))
+      )
       const env = yield* buildMemoryTaskQueue(worker)
       yield* Effect.gen(function*() {
         const memory = yield* MemoryBroker.MemoryBroker
         const handle = yield* TaskQueue.enqueue(task, { userId: "u1", email: "a@b.c" }, { delay: "1 hour" })
-        yield* settled("the task is delayed", memory.queue(task.group), (q) => Option.isSome(q) && q.value.delayed === 1)
+        yield* settled(
+          "the task is delayed",
+          memory.queue(task.group),
+          (q) => Option.isSome(q) && q.value.delayed === 1
+        )
         yield* TestClock.adjust("59 minutes")
         yield* settled("still delayed", memory.queue(task.group), (q) => Option.isSome(q) && q.value.delayed === 1)
         assert.isTrue(Option.isNone(yield* TaskQueue.poll(handle)))
@@ -47,22 +52,28 @@ describe("TaskQueue on the memory broker and TestClock", () => {
 
   it.scoped("retries follow the task's Schedule on TestClock", () =>
     Effect.gen(function*() {
-      const task = welcomeTask().pipe(Task.withRetry(Schedule.spaced("10 minutes").pipe(Schedule.intersect(Schedule.recurs(2)))))
+      const task = welcomeTask().pipe(
+        Task.withRetry(Schedule.spaced("10 minutes").pipe(Schedule.intersect(Schedule.recurs(2))))
+      )
       const attempts = yield* Ref.make(0)
       const third = yield* Deferred.make<void>()
       const worker = TaskQueue.worker(task, (_, ctx) =>
         Ref.update(attempts, (n) => n + 1).pipe(
-          Effect.zipRight(ctx.attempt < 3 ? Effect.fail(new Flaky({ attempt: ctx.attempt })) : Deferred.succeed(third, undefined)),
+          Effect.zipRight(
+            ctx.attempt < 3 ? Effect.fail(new Flaky({ attempt: ctx.attempt })) : Deferred.succeed(third, undefined)
+          ),
           Effect.as({ messageId: ctx.id, at: new Date(0) })
         ))
       const env = yield* buildMemoryTaskQueue(worker)
       yield* Effect.gen(function*() {
         const memory = yield* MemoryBroker.MemoryBroker
         const handle = yield* TaskQueue.enqueue(task, { userId: "u1", email: "a@b.c" })
-        yield* settled("first retry scheduled", memory.queue(task.group), (q) => Option.isSome(q) && q.value.retried === 1 && q.value.delayed === 1)
+        yield* settled("first retry scheduled", memory.queue(task.group), (q) =>
+          Option.isSome(q) && q.value.retried === 1 && q.value.delayed === 1)
         assert.strictEqual(yield* Ref.get(attempts), 1)
         yield* TestClock.adjust("10 minutes")
-        yield* settled("second retry scheduled", memory.queue(task.group), (q) => Option.isSome(q) && q.value.retried === 2 && q.value.delayed === 1)
+        yield* settled("second retry scheduled", memory.queue(task.group), (q) =>
+          Option.isSome(q) && q.value.retried === 2 && q.value.delayed === 1)
         assert.strictEqual(yield* Ref.get(attempts), 2)
         yield* TestClock.adjust("10 minutes")
         yield* Deferred.await(third)

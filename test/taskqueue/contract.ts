@@ -5,7 +5,22 @@
  */
 import { assert, layer } from "@effect/vitest"
 import type { Layer as L } from "effect"
-import { Cause, Data, Deferred, Duration, Effect, Either, Exit, FiberRef, HashMap, Layer, Option, Ref, Schedule, Schema } from "effect"
+import {
+  Cause,
+  Data,
+  Deferred,
+  Duration,
+  Effect,
+  Either,
+  Exit,
+  FiberRef,
+  HashMap,
+  Layer,
+  Option,
+  Ref,
+  Schedule,
+  Schema
+} from "effect"
 import * as Broker from "../../src/Broker.js"
 import * as ResultStore from "../../src/ResultStore.js"
 import * as Task from "../../src/Task.js"
@@ -66,8 +81,11 @@ export const taskQueueContract = <E>(
   layer(brokerLayer, { excludeTestServices: true, timeout: "90 seconds" })(`TaskQueue (${name})`, (it) => {
     it.scoped("a task's typed success value is returned to the producer", () => {
       const task = welcomeTask()
-      const worker = TaskQueue.worker(task, (payload, ctx) =>
-        Effect.succeed({ messageId: `${payload.userId}:${ctx.id}`, at: new Date("2026-01-01T00:00:00Z") }))
+      const worker = TaskQueue.worker(
+        task,
+        (payload, ctx) =>
+          Effect.succeed({ messageId: `${payload.userId}:${ctx.id}`, at: new Date("2026-01-01T00:00:00Z") })
+      )
       return withQueue(
         worker,
         Effect.gen(function*() {
@@ -81,24 +99,40 @@ export const taskQueueContract = <E>(
     })
 
     // Needs `Transport.declare` (both RabbitMQ and memory have it).
-    if (options.declaresAhead !== false) it.scoped("a task enqueued before any worker exists waits for one", () => {
-      const task = welcomeTask()
-      const worker = TaskQueue.worker(task, (payload, ctx) => Effect.succeed({ messageId: `${payload.userId}:${ctx.id}`, at: new Date(0) }))
-      return Effect.gen(function*() {
-        const store = yield* Layer.build(ResultStore.layerMemory)
-        const storeLayer = Layer.succeedContext(store)
-        const early = yield* withQueue(Layer.empty, TaskQueue.enqueue(task, { userId: "early", email: "a@b.c" }), storeLayer)
-        const sent = yield* withQueue(worker, within("the result", TaskQueue.result(early)), storeLayer)
-        assert.strictEqual(sent.messageId, `early:${early.id}`)
+    if (options.declaresAhead !== false) {
+      it.scoped("a task enqueued before any worker exists waits for one", () => {
+        const task = welcomeTask()
+        const worker = TaskQueue.worker(
+          task,
+          (payload, ctx) => Effect.succeed({ messageId: `${payload.userId}:${ctx.id}`, at: new Date(0) })
+        )
+        return Effect.gen(function*() {
+          const store = yield* Layer.build(ResultStore.layerMemory)
+          const storeLayer = Layer.succeedContext(store)
+          const early = yield* withQueue(
+            Layer.empty,
+            TaskQueue.enqueue(task, { userId: "early", email: "a@b.c" }),
+            storeLayer
+          )
+          const sent = yield* withQueue(worker, within("the result", TaskQueue.result(early)), storeLayer)
+          assert.strictEqual(sent.messageId, `early:${early.id}`)
+        })
       })
-    })
+    }
 
     it.scoped("each run has its own Scope, released when it ends, and logs annotated with its own task id", () => {
       const task = welcomeTask()
       return Effect.gen(function*() {
         const released = yield* Ref.make<ReadonlyArray<string>>([])
         const seen = yield* Ref.make<
-          ReadonlyArray<{ readonly id: string; readonly annotated: unknown; readonly taskAnnotated: unknown; readonly hasScope: boolean }>
+          ReadonlyArray<
+            {
+              readonly id: string
+              readonly annotated: unknown
+              readonly taskAnnotated: unknown
+              readonly hasScope: boolean
+            }
+          >
         >([])
         // One at a time, so the memory broker's single worker fiber runs every task in turn.
         const worker = TaskQueue.worker(task, (payload, ctx) =>
@@ -117,7 +151,10 @@ export const taskQueueContract = <E>(
         yield* withQueue(
           worker,
           Effect.gen(function*() {
-            const handles = yield* Effect.forEach(["a", "b", "c"], (userId) => TaskQueue.enqueue(task, { userId, email: "a@b.c" }))
+            const handles = yield* Effect.forEach(
+              ["a", "b", "c"],
+              (userId) => TaskQueue.enqueue(task, { userId, email: "a@b.c" })
+            )
             for (const handle of handles) {
               yield* within("the result", TaskQueue.result(handle))
               // The run's Scope closed when the handler ended, before its result was stored.
@@ -147,10 +184,18 @@ export const taskQueueContract = <E>(
         const background = yield* Ref.make<ReadonlyArray<string>>([])
         const worker = TaskQueue.worker(task, (payload, ctx) =>
           Effect.gen(function*() {
-            yield* Effect.acquireRelease(Effect.void, (_, exit) => Ref.update(released, (all) => [...all, [payload.userId, exit._tag === "Success" ? "success" : "failure"] as const]))
+            yield* Effect.acquireRelease(Effect.void, (_, exit) =>
+              Ref.update(
+                released,
+                (all) => [...all, [payload.userId, exit._tag === "Success" ? "success" : "failure"] as const]
+              ))
             // A scoped fiber lives until its run ends, then is interrupted.
-            yield* Effect.forkScoped(Effect.onInterrupt(Effect.never, () => Ref.update(background, (all) => [...all, payload.userId])))
-            if (payload.userId === "slow") yield* Effect.never
+            yield* Effect.forkScoped(
+              Effect.onInterrupt(Effect.never, () => Ref.update(background, (all) => [...all, payload.userId]))
+            )
+            if (payload.userId === "slow") {
+              yield* Effect.never
+            }
             return { messageId: ctx.id, at: new Date(0) }
           }))
         yield* withQueue(
@@ -160,7 +205,10 @@ export const taskQueueContract = <E>(
             const slow = yield* TaskQueue.enqueue(task, { userId: "slow", email: "a@b.c" })
             assert.isTrue(Either.isRight(yield* resultOf(fast)))
             const timedOut = yield* resultOf(slow)
-            assert.isTrue(Either.isLeft(timedOut) && timedOut.left instanceof TaskQueue.ResultError && timedOut.left.reason === "task-timeout")
+            assert.isTrue(
+              Either.isLeft(timedOut) && timedOut.left instanceof TaskQueue.ResultError &&
+                timedOut.left.reason === "task-timeout"
+            )
             assert.sameDeepMembers([...(yield* Ref.get(released))], [["fast", "success"], ["slow", "failure"]])
             assert.sameMembers([...(yield* Ref.get(background))], ["fast", "slow"])
           })
@@ -193,7 +241,9 @@ export const taskQueueContract = <E>(
       const worker = TaskQueue.worker(task, (payload, ctx) =>
         Effect.suspend(() => {
           attempts.push(ctx.attempt)
-          return down ? Effect.fail(new InvalidEmail({ address: payload.email })) : Effect.succeed({ messageId: `sent:${ctx.id}`, at: new Date(0) })
+          return down
+            ? Effect.fail(new InvalidEmail({ address: payload.email }))
+            : Effect.succeed({ messageId: `sent:${ctx.id}`, at: new Date(0) })
         }))
       return withQueue(
         worker,
@@ -203,26 +253,35 @@ export const taskQueueContract = <E>(
           assert.isTrue(Either.isLeft(failed), "dead-lettered while its cause lasts")
           down = false
           // Polled: the dead letter lands just after the failure was stored.
-          const moved = yield* within("a dead letter to redrive", Effect.gen(function*() {
-            while (true) {
-              const count = yield* TaskQueue.redrive(task)
-              if (count > 0) return count
-              yield* Effect.sleep("20 millis")
-            }
-          }))
+          const moved = yield* within(
+            "a dead letter to redrive",
+            Effect.gen(function*() {
+              while (true) {
+                const count = yield* TaskQueue.redrive(task)
+                if (count > 0) return count
+                yield* Effect.sleep("20 millis")
+              }
+            })
+          )
           assert.strictEqual(moved, 1)
-          yield* within("the redriven run", Effect.gen(function*() {
-            while (attempts.length < 2) yield* Effect.sleep("20 millis")
-          }))
+          yield* within(
+            "the redriven run",
+            Effect.gen(function*() {
+              while (attempts.length < 2) yield* Effect.sleep("20 millis")
+            })
+          )
           assert.deepStrictEqual(attempts, [1, 1])
           // The stored result becomes the rerun's.
-          const sent = yield* within("the rerun's result", Effect.gen(function*() {
-            while (true) {
-              const result = yield* resultOf(handle)
-              if (Either.isRight(result)) return result.right
-              yield* Effect.sleep("20 millis")
-            }
-          }))
+          const sent = yield* within(
+            "the rerun's result",
+            Effect.gen(function*() {
+              while (true) {
+                const result = yield* resultOf(handle)
+                if (Either.isRight(result)) return result.right
+                yield* Effect.sleep("20 millis")
+              }
+            })
+          )
           assert.strictEqual(sent.messageId, `sent:${handle.id}`)
         })
       )
@@ -232,8 +291,13 @@ export const taskQueueContract = <E>(
       const task = welcomeTask().pipe(Task.withRetry(Schedule.recurs(3)))
       return Effect.gen(function*() {
         const attempts = yield* Ref.make<ReadonlyArray<number>>([])
-        const worker = TaskQueue.worker(task, (_, ctx) =>
-          Ref.update(attempts, (all) => [...all, ctx.attempt]).pipe(Effect.zipRight(Effect.fail(new Flaky({ attempt: ctx.attempt })))))
+        const worker = TaskQueue.worker(
+          task,
+          (_, ctx) =>
+            Ref.update(attempts, (all) => [...all, ctx.attempt]).pipe(
+              Effect.zipRight(Effect.fail(new Flaky({ attempt: ctx.attempt })))
+            )
+        )
         yield* withQueue(
           worker,
           Effect.gen(function*() {
@@ -254,8 +318,13 @@ export const taskQueueContract = <E>(
       )
       return Effect.gen(function*() {
         const attempts = yield* Ref.make(0)
-        const worker = TaskQueue.worker(task, (payload) =>
-          Ref.update(attempts, (n) => n + 1).pipe(Effect.zipRight(Effect.fail(new InvalidEmail({ address: payload.email })))))
+        const worker = TaskQueue.worker(
+          task,
+          (payload) =>
+            Ref.update(attempts, (n) => n + 1).pipe(
+              Effect.zipRight(Effect.fail(new InvalidEmail({ address: payload.email })))
+            )
+        )
         yield* withQueue(
           worker,
           Effect.gen(function*() {
@@ -294,7 +363,10 @@ export const taskQueueContract = <E>(
         Effect.gen(function*() {
           const handle = yield* TaskQueue.enqueue(task, { userId: "u1", email: "a@b.c" })
           const result = yield* resultOf(handle)
-          assert.isTrue(Either.isLeft(result) && result.left._tag === "ResultError" && result.left.reason === "task-timeout", String(result))
+          assert.isTrue(
+            Either.isLeft(result) && result.left._tag === "ResultError" && result.left.reason === "task-timeout",
+            String(result)
+          )
           const letters = yield* deadLetters(task.group, 1)
           assert.include(letters[0]?.reason ?? "", "TaskTimeout")
         })
@@ -358,7 +430,11 @@ export const taskQueueContract = <E>(
         const gate = yield* Deferred.make<void>()
         const worker = TaskQueue.worker(task, ({ label }) =>
           Ref.update(order, (all) => [...all, label]).pipe(
-            Effect.zipRight(label === "blocker" ? Deferred.succeed(started, undefined).pipe(Effect.zipRight(Deferred.await(gate))) : Effect.void)
+            Effect.zipRight(
+              label === "blocker"
+                ? Deferred.succeed(started, undefined).pipe(Effect.zipRight(Deferred.await(gate)))
+                : Effect.void
+            )
           ), { concurrency: 1 })
         yield* withQueue(
           worker,
@@ -393,8 +469,13 @@ export const taskQueueContract = <E>(
           Effect.gen(function*() {
             const bad = yield* TaskQueue.enqueue(task, { userId: "throws", email: "a@b.c" })
             const result = yield* resultOf(bad)
-            assert.isTrue(Either.isLeft(result) && result.left._tag === "ResultError" && result.left.reason === "task-defect", String(result))
-            if (Either.isLeft(result) && result.left._tag === "ResultError") assert.include(result.left.detail, "kaboom")
+            assert.isTrue(
+              Either.isLeft(result) && result.left._tag === "ResultError" && result.left.reason === "task-defect",
+              String(result)
+            )
+            if (Either.isLeft(result) && result.left._tag === "ResultError") {
+              assert.include(result.left.detail, "kaboom")
+            }
             assert.strictEqual(yield* Ref.get(attempts), 2)
             const good = yield* TaskQueue.enqueue(task, { userId: "fine", email: "a@b.c" })
             assert.strictEqual((yield* within("the next result", TaskQueue.result(good))).messageId, good.id)
@@ -407,8 +488,10 @@ export const taskQueueContract = <E>(
       const task = welcomeTask()
       return Effect.gen(function*() {
         const runs = yield* Ref.make(0)
-        const worker = TaskQueue.worker(task, (_, ctx) =>
-          Ref.update(runs, (n) => n + 1).pipe(Effect.as({ messageId: ctx.id, at: new Date(0) })))
+        const worker = TaskQueue.worker(
+          task,
+          (_, ctx) => Ref.update(runs, (n) => n + 1).pipe(Effect.as({ messageId: ctx.id, at: new Date(0) }))
+        )
         yield* withQueue(
           worker,
           Effect.gen(function*() {
@@ -440,15 +523,19 @@ export const taskQueueContract = <E>(
       })
       return Effect.gen(function*() {
         const ran = yield* Deferred.make<string>()
-        const worker = TaskQueue.worker(task, (_, ctx) =>
-          Deferred.succeed(ran, ctx.id).pipe(Effect.as({ messageId: ctx.id, at: new Date(0) })))
+        const worker = TaskQueue.worker(
+          task,
+          (_, ctx) => Deferred.succeed(ran, ctx.id).pipe(Effect.as({ messageId: ctx.id, at: new Date(0) }))
+        )
         yield* withQueue(
           worker,
           Effect.gen(function*() {
             const handle = yield* TaskQueue.enqueue(task, { userId: "u1", email: "a@b.c" })
             assert.strictEqual(yield* within("the task to run", Deferred.await(ran)), handle.id)
             const result = yield* resultOf(handle)
-            assert.isTrue(Either.isLeft(result) && result.left._tag === "ResultError" && result.left.reason === "store-unavailable")
+            assert.isTrue(
+              Either.isLeft(result) && result.left._tag === "ResultError" && result.left.reason === "store-unavailable"
+            )
             const keyed = yield* Effect.either(TaskQueue.enqueue(task, { userId: "u1", email: "a@b.c" }, { key: "k" }))
             assert.isTrue(Either.isLeft(keyed) && keyed.left.reason === "key-store", String(keyed))
           }),
@@ -470,11 +557,17 @@ export const taskQueueContract = <E>(
         const store = yield* Layer.build(ResultStore.layerMemory)
         const handle = yield* Effect.scoped(
           Effect.gen(function*() {
-            const context = yield* Layer.build(Layer.mergeAll(TaskQueue.layer(), worker).pipe(Layer.provide(Layer.succeedContext(store))))
-            const handle = yield* TaskQueue.enqueue(task, { userId: "u1", email: "a@b.c" }).pipe(Effect.provide(context))
+            const context = yield* Layer.build(
+              Layer.mergeAll(TaskQueue.layer(), worker).pipe(Layer.provide(Layer.succeedContext(store)))
+            )
+            const handle = yield* TaskQueue.enqueue(task, { userId: "u1", email: "a@b.c" }).pipe(
+              Effect.provide(context)
+            )
             yield* within("the task to start", Deferred.await(started))
             // Open the gate only once shutdown has begun.
-            yield* Effect.forkDaemon(Effect.sleep("100 millis").pipe(Effect.zipRight(Deferred.succeed(gate, undefined))))
+            yield* Effect.forkDaemon(
+              Effect.sleep("100 millis").pipe(Effect.zipRight(Deferred.succeed(gate, undefined)))
+            )
             return handle
           })
         )

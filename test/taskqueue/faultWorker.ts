@@ -13,7 +13,13 @@ export const faultTask = (name: string) => Task.make(name, { payload: FaultPaylo
 
 export type WorkerMessage =
   | { readonly type: "ready"; readonly worker: string }
-  | { readonly type: "started" | "done"; readonly worker: string; readonly id: string; readonly n: number; readonly redelivered: boolean }
+  | {
+    readonly type: "started" | "done"
+    readonly worker: string
+    readonly id: string
+    readonly n: number
+    readonly redelivered: boolean
+  }
   | { readonly type: "crash"; readonly worker: string; readonly detail: string }
 
 const env = (name: string): string => {
@@ -31,8 +37,14 @@ const send = (message: WorkerMessage) =>
 if (process.env["TASK_NAME"] !== undefined && process.send !== undefined) {
   const worker = env("WORKER_NAME")
   const hold = Number(env("HOLD_MS"))
-  process.on("uncaughtException", (error) => void send({ type: "crash", worker, detail: String(error) }).pipe(Effect.runFork))
-  process.on("unhandledRejection", (error) => void send({ type: "crash", worker, detail: String(error) }).pipe(Effect.runFork))
+  process.on(
+    "uncaughtException",
+    (error) => void send({ type: "crash", worker, detail: String(error) }).pipe(Effect.runFork)
+  )
+  process.on(
+    "unhandledRejection",
+    (error) => void send({ type: "crash", worker, detail: String(error) }).pipe(Effect.runFork)
+  )
   const task = faultTask(env("TASK_NAME"))
   const workerLayer = TaskQueue.worker(task, (payload, ctx) =>
     Effect.gen(function*() {
@@ -43,7 +55,9 @@ if (process.env["TASK_NAME"] !== undefined && process.send !== undefined) {
     }), { concurrency: 10 })
   const program = Layer.launch(
     Layer.merge(workerLayer, Layer.effectDiscard(send({ type: "ready", worker }))).pipe(
-      Layer.provide(RabbitMQBroker.layer({ url: Redacted.make(env("RABBITMQ_TEST_URL")), prefix: env("RABBITMQ_TEST_PREFIX") }))
+      Layer.provide(
+        RabbitMQBroker.layer({ url: Redacted.make(env("RABBITMQ_TEST_URL")), prefix: env("RABBITMQ_TEST_PREFIX") })
+      )
     )
   )
   Effect.runFork(program.pipe(Effect.tapErrorCause((cause) => send({ type: "crash", worker, detail: String(cause) }))))

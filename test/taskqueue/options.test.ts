@@ -71,7 +71,13 @@ describe("Task.make options", () => {
   })
 
   it("good options are accepted", () => {
-    const result = Task.makeEither("t", { payload, timeout: "1 second", maxPriority: 255, delivery: "transient", retry: Schedule.recurs(1) })
+    const result = Task.makeEither("t", {
+      payload,
+      timeout: "1 second",
+      maxPriority: 255,
+      delivery: "transient",
+      retry: Schedule.recurs(1)
+    })
     assert.isTrue(Either.isRight(result))
   })
 })
@@ -88,25 +94,57 @@ const buildError = <A, E, R>(layer: Layer.Layer<A, E, R>, provided: Layer.Layer<
 
 const worker = (options: TaskQueue.WorkerOptions) => TaskQueue.worker(task, () => Effect.void, options)
 
-const layerCases: ReadonlyArray<readonly [name: string, module: string, field: string, error: Effect.Effect<unknown, unknown>]> = [
+const layerCases: ReadonlyArray<
+  readonly [name: string, module: string, field: string, error: Effect.Effect<unknown, unknown>]
+> = [
   ["TaskQueue.layer", "TaskQueue", "keyWindow", buildError(TaskQueue.layer({ keyWindow: -1 }), deps)],
   ["TaskQueue.layer", "TaskQueue", "keyWindow", buildError(TaskQueue.layer({ keyWindow: Duration.infinity }), deps)],
   ["TaskQueue.layer", "TaskQueue", "keyPendingLimit", buildError(TaskQueue.layer({ keyPendingLimit: 0 }), deps)],
   ["TaskQueue.layer", "TaskQueue", "pollInterval", buildError(TaskQueue.layer({ pollInterval: 0 }), deps)],
-  ["TaskQueue.layerWithoutResults", "TaskQueue", "pollInterval", buildError(TaskQueue.layerWithoutResults({ pollInterval: "soon" as Duration.DurationInput }), deps)],
-  ["TaskQueue.layerConfig", "TaskQueue", "keyPendingLimit", buildError(TaskQueue.layerConfig({ keyPendingLimit: Config.succeed("-1 hours" as Duration.DurationInput) }), deps)],
-  ["TaskQueue.make", "TaskQueue", "keyWindow", Effect.flip(Effect.provide(TaskQueue.make({ keyWindow: Number.NaN }), deps))],
+  [
+    "TaskQueue.layerWithoutResults",
+    "TaskQueue",
+    "pollInterval",
+    buildError(TaskQueue.layerWithoutResults({ pollInterval: "soon" as Duration.DurationInput }), deps)
+  ],
+  [
+    "TaskQueue.layerConfig",
+    "TaskQueue",
+    "keyPendingLimit",
+    buildError(TaskQueue.layerConfig({ keyPendingLimit: Config.succeed("-1 hours" as Duration.DurationInput) }), deps)
+  ],
+  [
+    "TaskQueue.make",
+    "TaskQueue",
+    "keyWindow",
+    Effect.flip(Effect.provide(TaskQueue.make({ keyWindow: Number.NaN }), deps))
+  ],
   ["TaskQueue.worker", "TaskQueue", "concurrency", buildError(worker({ concurrency: 0 }), deps)],
   ["TaskQueue.worker", "TaskQueue", "concurrency", buildError(worker({ concurrency: 2.5 }), deps)],
   ["TaskQueue.worker", "TaskQueue", "prefetch", buildError(worker({ concurrency: 5, prefetch: 2 }), deps)],
   ["TaskQueue.worker", "TaskQueue", "resultTtl", buildError(worker({ resultTtl: 0 }), deps)],
   ["PgResultStore.layer", "PgResultStore", "prefix", buildError(PgResultStore.layer({ prefix: "1bad" }), pg)],
-  ["PgResultStore.layer", "PgResultStore", "prefix", buildError(PgResultStore.layer({ prefix: "x; drop table y" }), pg)],
+  [
+    "PgResultStore.layer",
+    "PgResultStore",
+    "prefix",
+    buildError(PgResultStore.layer({ prefix: "x; drop table y" }), pg)
+  ],
   ["PgResultStore.layer", "PgResultStore", "prefix", buildError(PgResultStore.layer({ prefix: "a".repeat(40) }), pg)],
   ["PgResultStore.layer", "PgResultStore", "sweepInterval", buildError(PgResultStore.layer({ sweepInterval: 0 }), pg)],
   ["PgResultStore.layer", "PgResultStore", "sweepBatch", buildError(PgResultStore.layer({ sweepBatch: 0 }), pg)],
-  ["PgResultStore.layerConfig", "PgResultStore", "sweepBatch", buildError(PgResultStore.layerConfig({ sweepBatch: Config.succeed(1.5) }), pg)],
-  ["PgResultStore.make", "PgResultStore", "sweepInterval", Effect.flip(Effect.scoped(Effect.provide(PgResultStore.make({ sweepInterval: Duration.infinity }), pg)))]
+  [
+    "PgResultStore.layerConfig",
+    "PgResultStore",
+    "sweepBatch",
+    buildError(PgResultStore.layerConfig({ sweepBatch: Config.succeed(1.5) }), pg)
+  ],
+  [
+    "PgResultStore.make",
+    "PgResultStore",
+    "sweepInterval",
+    Effect.flip(Effect.scoped(Effect.provide(PgResultStore.make({ sweepInterval: Duration.infinity }), pg)))
+  ]
 ]
 
 describe("layer options", () => {
@@ -138,14 +176,30 @@ describe("per-call options", () => {
 
   it.effect("enqueueAll refuses a bad window or pack as a whole", () =>
     Effect.gen(function*() {
-      assertInvalidEnqueue(yield* Effect.flip(TaskQueue.enqueueAll(task, [{ n: 1 }], { window: 0 })), "TaskQueue", "window")
-      assertInvalidEnqueue(yield* Effect.flip(TaskQueue.enqueueAll(task, [{ n: 1 }], { pack: 10_001 })), "TaskQueue", "pack")
+      assertInvalidEnqueue(
+        yield* Effect.flip(TaskQueue.enqueueAll(task, [{ n: 1 }], { window: 0 })),
+        "TaskQueue",
+        "window"
+      )
+      assertInvalidEnqueue(
+        yield* Effect.flip(TaskQueue.enqueueAll(task, [{ n: 1 }], { pack: 10_001 })),
+        "TaskQueue",
+        "pack"
+      )
     }).pipe(Effect.provide(queue)))
 
   it.effect("enqueue refuses a bad delay or priority (checked by the Broker)", () =>
     Effect.gen(function*() {
-      assertInvalidEnqueue(yield* Effect.flip(TaskQueue.enqueue(task, { n: 1 }, { delay: "soon" as Duration.DurationInput })), "Broker", "delay")
-      assertInvalidEnqueue(yield* Effect.flip(TaskQueue.enqueue(task, { n: 1 }, { priority: 256 })), "Broker", "priority")
+      assertInvalidEnqueue(
+        yield* Effect.flip(TaskQueue.enqueue(task, { n: 1 }, { delay: "soon" as Duration.DurationInput })),
+        "Broker",
+        "delay"
+      )
+      assertInvalidEnqueue(
+        yield* Effect.flip(TaskQueue.enqueue(task, { n: 1 }, { priority: 256 })),
+        "Broker",
+        "priority"
+      )
       const [outcome] = yield* TaskQueue.enqueueAll(task, [{ n: 1 }], { priority: -1 })
       assert.isTrue(outcome !== undefined && Either.isLeft(outcome))
       if (outcome !== undefined && Either.isLeft(outcome)) assertInvalidEnqueue(outcome.left, "Broker", "priority")

@@ -42,7 +42,14 @@ export const resultStoreContract = <E>(name: string, storeLayer: Layer.Layer<Res
         assert.strictEqual(yield* claim("a", now), "a")
         assert.strictEqual(yield* claim("b", now + 10_000), "a", "pending claims hold until stale")
         assert.strictEqual(
-          yield* store.claim({ task: `${task}-other`, key: "k", id: "x", claimedAt: now, expiresAt: now, staleAt: now + 1 }),
+          yield* store.claim({
+            task: `${task}-other`,
+            key: "k",
+            id: "x",
+            claimedAt: now,
+            expiresAt: now,
+            staleAt: now + 1
+          }),
           "x",
           "keys are per task"
         )

@@ -79,9 +79,13 @@ const prefix = `eb_trace_${runId}`
 
 const Database = PgClient.layer({ url: Redacted.make(databaseUrl), applicationName: "eb-trace-test" })
 
-const dropTable = Layer.scopedDiscard(Effect.addFinalizer(() =>
-  Effect.flatMap(SqlClient.SqlClient, (sql) => sql`DROP TABLE IF EXISTS ${sql(`${prefix}_outbox`)}`).pipe(Effect.orDie)
-))
+const dropTable = Layer.scopedDiscard(
+  Effect.addFinalizer(() =>
+    Effect.flatMap(SqlClient.SqlClient, (sql) => sql`DROP TABLE IF EXISTS ${sql(`${prefix}_outbox`)}`).pipe(
+      Effect.orDie
+    )
+  )
+)
 
 const services = PgOutbox.layer({ prefix, listen: false, notify: false, pollInterval: "100 millis" }).pipe(
   Layer.provideMerge(MemoryBroker.layer()),
@@ -131,30 +135,39 @@ describe("tracing across the wire", () => {
           // The span the task body runs in (whatever the worker names it).
           Effect.flatMap(Effect.currentSpan, (span) => Effect.sync(() => taskSpans.push(span.spanId))).pipe(
             Effect.orDie
-          )).pipe(Layer.provideMerge(TaskQueue.layer()), Layer.provideMerge(ResultStore.layerMemory), Layer.provideMerge(services))
+          )).pipe(
+            Layer.provideMerge(TaskQueue.layer()),
+            Layer.provideMerge(ResultStore.layerMemory),
+            Layer.provideMerge(services)
+          )
       ),
       Effect.withTracer(recording.tracer),
       Effect.scoped
     )
   }, 60_000)
 
-  it.live("an event stored without trace context starts a trace at its consumer, not under the dispatcher's span", () => {
-    const recording = makeRecordingTracer()
-    return Effect.gen(function*() {
-      const consumed = yield* Deferred.make<string>()
-      yield* Broker.subscribe(
-        OrderPlaced,
-        () => Effect.flatMap(Effect.currentSpan, (span) => Deferred.succeed(consumed, span.spanId)).pipe(Effect.orDie),
-        { group: `trace_plain_${runId}` }
-      )
-      // As a writer without tracing (or a database trigger) stores it: no traceparent.
-      const sql = yield* SqlClient.SqlClient
-      yield* sql`insert into ${sql(`${prefix}_outbox`)} (message_id, topic, body)
+  it.live(
+    "an event stored without trace context starts a trace at its consumer, not under the dispatcher's span",
+    () => {
+      const recording = makeRecordingTracer()
+      return Effect.gen(function*() {
+        const consumed = yield* Deferred.make<string>()
+        yield* Broker.subscribe(
+          OrderPlaced,
+          () =>
+            Effect.flatMap(Effect.currentSpan, (span) => Deferred.succeed(consumed, span.spanId)).pipe(Effect.orDie),
+          { group: `trace_plain_${runId}` }
+        )
+        // As a writer without tracing (or a database trigger) stores it: no traceparent.
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`insert into ${sql(`${prefix}_outbox`)} (message_id, topic, body)
         values (${crypto.randomUUID()}, ${OrderPlaced.name}, ${JSON.stringify({ orderId: "o-2" })})`
-      const spanId = yield* Deferred.await(consumed).pipe(Effect.timeout("20 seconds"))
-      const process = recording.spans.find((span) => span.spanId === spanId)
-      assert.strictEqual(process?.name, "broker.process")
-      assert.isUndefined(process?.parentSpanId, process === undefined ? "" : recording.ancestry(process).join(" <- "))
-    }).pipe(Effect.provide(services), Effect.withTracer(recording.tracer), Effect.scoped)
-  }, 60_000)
+        const spanId = yield* Deferred.await(consumed).pipe(Effect.timeout("20 seconds"))
+        const process = recording.spans.find((span) => span.spanId === spanId)
+        assert.strictEqual(process?.name, "broker.process")
+        assert.isUndefined(process?.parentSpanId, process === undefined ? "" : recording.ancestry(process).join(" <- "))
+      }).pipe(Effect.provide(services), Effect.withTracer(recording.tracer), Effect.scoped)
+    },
+    60_000
+  )
 })

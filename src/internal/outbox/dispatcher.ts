@@ -94,7 +94,9 @@ export const resolveRetention = (
 ): checks.Checked<Option.Option<Retention>> => {
   if (retention === false) return Either.right(Option.none())
   if (retention !== undefined && (typeof retention !== "object" || retention === null)) {
-    return Either.left(checks.invalid(module, "retention", retention, "must be false or { maxAge, every?, batchSize? }"))
+    return Either.left(
+      checks.invalid(module, "retention", retention, "must be false or { maxAge, every?, batchSize? }")
+    )
   }
   return Either.map(
     Either.all({
@@ -123,7 +125,11 @@ export const resolveRetention = (
 export const resolve = (options: Outbox.DispatcherOptions | undefined): checks.Checked<Resolved> =>
   Either.map(
     Either.all({
-      batchSize: checks.integer(module, "batchSize", options?.batchSize, { min: 1, max: 100_000, fallback: defaults.batchSize }),
+      batchSize: checks.integer(module, "batchSize", options?.batchSize, {
+        min: 1,
+        max: 100_000,
+        fallback: defaults.batchSize
+      }),
       concurrency: checks.integer(module, "concurrency", options?.concurrency, {
         min: 1,
         max: 64,
@@ -136,7 +142,12 @@ export const resolve = (options: Outbox.DispatcherOptions | undefined): checks.C
         positive: true
       }),
       ordering: checks.oneOf(module, "ordering", options?.ordering, ["unordered", "per-key"], "unordered"),
-      retry: outboxChecks.schedule<Schedule.Schedule<unknown, PublishError>>(module, "retry", options?.retry, defaultRetry),
+      retry: outboxChecks.schedule<Schedule.Schedule<unknown, PublishError>>(
+        module,
+        "retry",
+        options?.retry,
+        defaultRetry
+      ),
       brokerBackoff: outboxChecks.schedule(module, "brokerBackoff", options?.brokerBackoff, defaultBrokerBackoff),
       retention: resolveRetention(options?.retention),
       listen: outboxChecks.boolean(module, "listen", options?.listen, undefined),
@@ -236,7 +247,10 @@ export const make = (
     failures: Array<OutboxStore.Failure>
   ) =>
     Effect.gen(function*() {
-      const results = yield* broker.publishAllEncoded(events.map(toEntry), { window: options.window, pack: options.pack })
+      const results = yield* broker.publishAllEncoded(events.map(toEntry), {
+        window: options.window,
+        pack: options.pack
+      })
       const outcomes: Array<Outcome> = []
       let unavailable: PublishError | undefined
       for (let i = 0; i < events.length; i++) {
@@ -277,7 +291,9 @@ export const make = (
         // Waves: the i-th event of every live chain; a key whose event did not go out stops here,
         // so no event is published before its predecessor was confirmed.
         for (let i = 0; chains.length > 0; i++) {
-          const wave = chains.map((chain) => chain[i]).filter((event): event is OutboxStore.ClaimedEvent => event !== undefined)
+          const wave = chains.map((chain) => chain[i]).filter((event): event is OutboxStore.ClaimedEvent =>
+            event !== undefined
+          )
           if (wave.length === 0) break
           const result = yield* publishWave(wave, done, failures)
           if (result.unavailable !== undefined) unavailable = result.unavailable
@@ -292,7 +308,11 @@ export const make = (
     })
 
   const batch: Effect.Effect<BatchResult, SqlError> = store.dispatch(claimAndPublish).pipe(
-    withSpanWhenTraced("outbox.dispatch", { kind: "producer", captureStackTrace: false, attributes: { "outbox.table": store.label } })
+    withSpanWhenTraced("outbox.dispatch", {
+      kind: "producer",
+      captureStackTrace: false,
+      attributes: { "outbox.table": store.label }
+    })
   )
 
   // After a wake-up that found nothing (the writer's transaction had not committed yet), look
@@ -334,12 +354,15 @@ export const make = (
     }
   })
 
-  const retention = Option.map(Option.filter(options.retention, () => !deleteOnDispatch), (r) =>
-    store.prune(r.maxAge, r.batchSize).pipe(
-      Effect.tapErrorCause((cause) => Effect.logWarning("outbox retention failed", cause)),
-      Effect.ignore,
-      Effect.repeat(Schedule.spaced(r.every))
-    ))
+  const retention = Option.map(
+    Option.filter(options.retention, () => !deleteOnDispatch),
+    (r) =>
+      store.prune(r.maxAge, r.batchSize).pipe(
+        Effect.tapErrorCause((cause) => Effect.logWarning("outbox retention failed", cause)),
+        Effect.ignore,
+        Effect.repeat(Schedule.spaced(r.every))
+      )
+  )
 
   const gauges = Effect.gen(function*() {
     const stats = yield* store.stats
@@ -397,9 +420,10 @@ export const run = (
         )
       }
       if (options.listen === undefined) {
-        yield* Effect.logInfo("outbox dispatcher: no cross-process wake-ups; woken in-process and by the poll interval").pipe(
-          Effect.annotateLogs({ package: "effect-background", module: "Outbox", table: store.label })
-        )
+        yield* Effect.logInfo("outbox dispatcher: no cross-process wake-ups; woken in-process and by the poll interval")
+          .pipe(
+            Effect.annotateLogs({ package: "effect-background", module: "Outbox", table: store.label })
+          )
       }
     }
     const wake = yield* Queue.sliding<void>(1)

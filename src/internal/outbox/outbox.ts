@@ -29,7 +29,11 @@ export const checkPrune = (options: Outbox.PruneOptions | undefined) =>
     options?.maxAge === undefined
       ? Either.left(checks.invalid(module, "maxAge", undefined, "is required"))
       : checks.duration(module, "maxAge", options.maxAge, { fallback: Duration.zero }),
-    checks.integer(module, "batchSize", options?.batchSize, { min: 1, max: 1_000_000, fallback: defaults.retentionBatchSize })
+    checks.integer(module, "batchSize", options?.batchSize, {
+      min: 1,
+      max: 1_000_000,
+      fallback: defaults.retentionBatchSize
+    })
   ])
 
 /**

@@ -12,7 +12,7 @@ import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import { BrokerUnavailable } from "../../BrokerError.js"
 import { coalesceWrites } from "./coalesce.js"
-import { type Endpoint, describe, scrub } from "./url.js"
+import { describe, type Endpoint, scrub } from "./url.js"
 
 /** One live AMQP connection; a new one (next generation) replaces it after a drop. @internal */
 export interface Connection {
@@ -65,7 +65,15 @@ const errorText = (error: unknown): string => (error instanceof Error ? error.me
 
 const errorCode = (error: unknown): unknown => (Predicate.hasProperty(error, "code") ? error.code : undefined)
 
-const connectCodes = new Set(["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH", "EAI_AGAIN", "ECONNRESET", "EPIPE"])
+const connectCodes = new Set([
+  "ECONNREFUSED",
+  "ENOTFOUND",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EAI_AGAIN",
+  "ECONNRESET",
+  "EPIPE"
+])
 
 /** Maps a connect failure to a typed reason; the message never carries the password. @internal */
 export const classify = (endpoint: Endpoint, error: unknown): BrokerUnavailable => {
@@ -73,7 +81,10 @@ export const classify = (endpoint: Endpoint, error: unknown): BrokerUnavailable 
   const where = describe(endpoint)
   const code = errorCode(error)
   if (/ACCESS_REFUSED/.test(text) || code === 403) {
-    return new BrokerUnavailable({ reason: "auth", detail: `${where}: access refused (check user and password): ${text}` })
+    return new BrokerUnavailable({
+      reason: "auth",
+      detail: `${where}: access refused (check user and password): ${text}`
+    })
   }
   if (/Expected ConnectionOpenOk|NOT_ALLOWED/.test(text) || code === 530) {
     return new BrokerUnavailable({
@@ -143,8 +154,10 @@ export const make = (options: ManagerOptions): Effect.Effect<Manager, BrokerUnav
             if (!cancelled) return resume(Effect.succeed(model))
             // Timed out or interrupted meanwhile: nobody will use this connection.
             model.on("error", (error) => log({ level: "debug", message: `late connection: ${describeError(error)}` }))
-            model.close().then(undefined, (error) =>
-              log({ level: "debug", message: `closing a late connection failed: ${describeError(error)}` }))
+            model.close().then(
+              undefined,
+              (error) => log({ level: "debug", message: `closing a late connection failed: ${describeError(error)}` })
+            )
           },
           (error) => resume(Effect.fail(classify(endpoint, error)))
         )
@@ -177,14 +190,23 @@ export const make = (options: ManagerOptions): Effect.Effect<Manager, BrokerUnav
           Deferred.unsafeDone(closed, Effect.succeed(error === undefined ? "closed by client" : describeError(error)))
         })
         model.on("blocked", (reason: string) =>
-          log({ level: "warning", message: `connection blocked by the broker: ${reason}`, annotations: { generation } }))
-        model.on("unblocked", () => log({ level: "info", message: "connection unblocked", annotations: { generation } }))
+          log({
+            level: "warning",
+            message: `connection blocked by the broker: ${reason}`,
+            annotations: { generation }
+          }))
+        model.on("unblocked", () =>
+          log({ level: "info", message: "connection unblocked", annotations: { generation } }))
         const connection: Connection = { model, generation, closed }
         yield* Effect.tryPromise({
           try: async () => {
             const channel = await model.createChannel()
             channel.on("error", (error: unknown) =>
-              log({ level: "warning", message: `declaring exchanges: ${describeError(error)}`, annotations: { generation } }))
+              log({
+                level: "warning",
+                message: `declaring exchanges: ${describeError(error)}`,
+                annotations: { generation }
+              }))
             await options.setup(channel)
             await channel.close()
           },
@@ -202,7 +224,10 @@ export const make = (options: ManagerOptions): Effect.Effect<Manager, BrokerUnav
         if (yield* Deferred.isDone(connection.closed)) return
         const result = yield* Effect.either(
           // Finalizers are uninterruptible: without `interruptible` the timeout could not cut the wait.
-          Effect.tryPromise(() => connection.model.close()).pipe(Effect.interruptible, Effect.timeout(options.shutdownTimeout))
+          Effect.tryPromise(() => connection.model.close()).pipe(
+            Effect.interruptible,
+            Effect.timeout(options.shutdownTimeout)
+          )
         )
         if (Either.isLeft(result)) {
           yield* Effect.logDebug(`closing the connection: ${describeError(result.left)}`)

@@ -63,14 +63,20 @@ export const make = (manager: Manager, timeout: Duration.Duration): Effect.Effec
       if (
         known !== undefined && open !== undefined && !open.closed && known.generation === open.generation &&
         isFresh(ttl, known.at, Date.now())
-      ) return Effect.void
+      ) {
+        return Effect.void
+      }
       return lock.withPermits(1)(
         Effect.gen(function*() {
           const target = yield* channel
           yield* Effect.tryPromise({
-            try: () => declare(target.channel),
+            try: () =>
+              declare(target.channel),
             catch: (error) =>
-              new BrokerUnavailable({ reason: "closed", detail: `declaring ${name} failed: ${manager.describeError(error)}` })
+              new BrokerUnavailable({
+                reason: "closed",
+                detail: `declaring ${name} failed: ${manager.describeError(error)}`
+              })
           })
           declared.set(name, { generation: target.generation, at: Date.now() })
         })
@@ -80,8 +86,12 @@ export const make = (manager: Manager, timeout: Duration.Duration): Effect.Effec
     const close = Effect.suspend(() => {
       const open = current
       current = undefined
-      if (open === undefined || open.closed) return Effect.void
-      return Effect.tryPromise(() => open.channel.close()).pipe(
+      if (open === undefined || open.closed) {
+        return Effect.void
+      }
+      return Effect.tryPromise(() =>
+        open.channel.close()
+      ).pipe(
         Effect.interruptible,
         Effect.timeout(timeout),
         Effect.catchAll((error) => Effect.logDebug(`closing the topology channel: ${manager.describeError(error)}`))

@@ -11,7 +11,12 @@ import type * as topology from "./topology.js"
 const batchSize = 100
 
 /** What a dead letter carries that a fresh delivery must not: why it died, how often it ran. */
-const deathHeaders = new Set<string>([libraryHeaders.deadReason, libraryHeaders.group, libraryHeaders.lastError, libraryHeaders.attempt])
+const deathHeaders = new Set<string>([
+  libraryHeaders.deadReason,
+  libraryHeaders.group,
+  libraryHeaders.lastError,
+  libraryHeaders.attempt
+])
 
 /** The dead letter's copy in the group queue: fresh attempts, the original routing key kept. */
 const revived = (message: Amqp.GetMessage): Amqp.Options.Publish => {
@@ -89,14 +94,15 @@ const isNotFound = (error: unknown): boolean =>
   typeof error === "object" && error !== null && Reflect.get(error, "code") === 404
 
 /** @internal */
-export const make = (manager: Manager, names: topology.Names, timeout: Duration.Duration) =>
-(group: string, max: number): Effect.Effect<number, BrokerUnavailable> =>
-  Effect.flatMap(manager.awaitOpen(timeout), (connection) =>
-    Effect.tryPromise({
-      try: () => move(connection.model, names.deadLetter(group), names.group(group), max),
-      catch: (error) =>
-        new BrokerUnavailable({
-          reason: "closed",
-          detail: `redriving the dead letters of group "${group}" failed: ${manager.describeError(error)}`
-        })
-    }))
+export const make =
+  (manager: Manager, names: topology.Names, timeout: Duration.Duration) =>
+  (group: string, max: number): Effect.Effect<number, BrokerUnavailable> =>
+    Effect.flatMap(manager.awaitOpen(timeout), (connection) =>
+      Effect.tryPromise({
+        try: () => move(connection.model, names.deadLetter(group), names.group(group), max),
+        catch: (error) =>
+          new BrokerUnavailable({
+            reason: "closed",
+            detail: `redriving the dead letters of group "${group}" failed: ${manager.describeError(error)}`
+          })
+      }))

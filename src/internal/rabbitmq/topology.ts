@@ -88,7 +88,10 @@ export const declareGroup = async (
   if (options.maxPriority !== undefined) args["x-max-priority"] = options.maxPriority
   await channel.assertQueue(n.group(options.group), { durable: true, arguments: args })
   await channel.bindQueue(n.group(options.group), n.exchange, options.pattern)
-  await channel.assertQueue(n.deadLetter(options.group), { durable: true, arguments: { "x-queue-type": options.queueType } })
+  await channel.assertQueue(n.deadLetter(options.group), {
+    durable: true,
+    arguments: { "x-queue-type": options.queueType }
+  })
 }
 
 /** @internal */

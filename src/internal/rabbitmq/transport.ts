@@ -1,13 +1,13 @@
 import type * as Amqp from "amqplib"
-import * as Duration from "effect/Duration"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import type * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import type * as Broker from "../../Broker.js"
-import type * as BrokerTransport from "../../BrokerTransport.js"
 import { BrokerUnavailable, DeclareConflict, PublishRejected } from "../../BrokerError.js"
+import type * as BrokerTransport from "../../BrokerTransport.js"
 import { oversize } from "../broker.js"
 import * as MessageId from "../messageId.js"
 import * as wire from "../wire.js"
@@ -111,14 +111,22 @@ export const make = (options: Resolved): Effect.Effect<BrokerTransport.Transport
         exchange: names.exchange,
         routingKey,
         content: packed.pack(members),
-        options: { persistent: first?.persistent ?? true, mandatory: true, messageId, contentType: wire.packedContentType },
+        options: {
+          persistent: first?.persistent ?? true,
+          mandatory: true,
+          messageId,
+          contentType: wire.packedContentType
+        },
         topic: routingKey,
         messageId
       }
     }
 
     /** The outcome of a carrier, as each of its messages' own. */
-    const forMember = (outcome: publisher.Outcome, member: BrokerTransport.TransportMessage | undefined): publisher.Outcome =>
+    const forMember = (
+      outcome: publisher.Outcome,
+      member: BrokerTransport.TransportMessage | undefined
+    ): publisher.Outcome =>
       outcome instanceof PublishRejected && member !== undefined
         ? new PublishRejected({ ...outcome, messageId: member.messageId })
         : outcome
@@ -216,14 +224,20 @@ export const make = (options: Resolved): Effect.Effect<BrokerTransport.Transport
         const results = new Array<Result>(batch.size).fill(Either.void)
         const feed = new publisher.Feed()
         // A batch of one slice is prepared whole first: no second fiber for the common small batch.
-        const [positions, outcomes] = yield* Effect.all([produce(batch, pack, feed, results), publish.publish(feed, window)], {
+        const [positions, outcomes] = yield* Effect.all([
+          produce(batch, pack, feed, results),
+          publish.publish(feed, window)
+        ], {
           concurrency: batch.size <= sliceSize ? 1 : 2
         })
         for (let j = 0; j < positions.length; j++) {
           const position = positions[j]
           const outcome = outcomes[j]
-          if (typeof position === "number") results[position] = outcome === undefined ? Either.void : Either.left(outcome)
-          else if (position !== undefined) {
+          if (typeof position === "number") {
+            results[position] = outcome === undefined
+              ? Either.void
+              : Either.left(outcome)
+          } else if (position !== undefined) {
             for (let k = 0; k < position.at.length; k++) {
               const own = forMember(outcome, position.members[k])
               const at = position.at[k]
@@ -252,7 +266,9 @@ export const make = (options: Resolved): Effect.Effect<BrokerTransport.Transport
             status: "down",
             connection: "reconnecting",
             consumers: active.size,
-            detail: `reconnecting to ${where} for ${Date.now() - state.since} ms (${state.attempts} attempts): ${state.lastError}`
+            detail: `reconnecting to ${where} for ${
+              Date.now() - state.since
+            } ms (${state.attempts} attempts): ${state.lastError}`
           }
         case "Closed":
           return { status: "down", connection: "closed", consumers: active.size, detail: `${where}: ${state.reason}` }
@@ -266,7 +282,10 @@ export const make = (options: Resolved): Effect.Effect<BrokerTransport.Transport
           try: async () => {
             const channel = await connection.model.createChannel()
             channel.on("error", (error: unknown) =>
-              manager.log({ level: "warning", message: `declaring group ${subscription.group}: ${manager.describeError(error)}` }))
+              manager.log({
+                level: "warning",
+                message: `declaring group ${subscription.group}: ${manager.describeError(error)}`
+              }))
             await topology.declareGroup(channel, names, {
               group: subscription.group,
               pattern: subscription.pattern,
@@ -290,11 +309,19 @@ export const make = (options: Resolved): Effect.Effect<BrokerTransport.Transport
       publish: (message) =>
         // Without a delay (no delay queue to declare) and within the size limit: the short path.
         (message.delay === undefined || message.delay <= 0) && oversize(message, options.maxMessageBytes) === undefined
-          ? Effect.flatMap(publish.publishOne(toOut(message, undefined)), (outcome) => outcome === undefined ? Effect.void : Effect.fail(outcome))
-          : Effect.flatMap(publishAll({ size: 1, prepare: () => message }, 1), (results) => {
-            const result = results[0]
-            return result === undefined || Either.isRight(result) ? Effect.void : Effect.fail(result.left)
-          }),
+          ? Effect.flatMap(publish.publishOne(toOut(message, undefined)), (outcome) =>
+            outcome === undefined ? Effect.void : Effect.fail(outcome))
+          : Effect.flatMap(
+            publishAll({
+              size: 1,
+              prepare: () =>
+                message
+            }, 1),
+            (results) => {
+              const result = results[0]
+              return result === undefined || Either.isRight(result) ? Effect.void : Effect.fail(result.left)
+            }
+          ),
       publishAll,
       consume: consumer.consume({
         manager,

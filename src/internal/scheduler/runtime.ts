@@ -210,8 +210,10 @@ const claimSlots = Effect.fnUntraced(function*<R>(
  * early, a slot must not fire early.
  */
 const sleepUntil = (at: number): Effect.Effect<number> =>
-  Effect.flatMap(Clock.currentTimeMillis, (now) =>
-    now >= at ? Effect.succeed(now) : Effect.zipRight(Effect.sleep(Duration.millis(at - now)), sleepUntil(at)))
+  Effect.flatMap(
+    Clock.currentTimeMillis,
+    (now) => now >= at ? Effect.succeed(now) : Effect.zipRight(Effect.sleep(Duration.millis(at - now)), sleepUntil(at))
+  )
 
 /** Enqueues claimed firings (all due by `now`) and records the fired slots. */
 const fireClaimed = Effect.fnUntraced(function*<R>(
@@ -414,18 +416,21 @@ export const leadership = Effect.fnUntraced(function*<R>(
   // Registered before the loop is forked, so it runs after the loop and driver are interrupted.
   yield* Effect.addFinalizer(() => Effect.flatMap(Ref.get(leading), (held) => (held ? release : Effect.void)))
 
-  const becomeLeader = Effect.flatMap(Ref.getAndSet(leading, true), (wasLeading) =>
-    wasLeading ? Effect.void : onRole("leader").pipe(
-      Effect.zipRight(Metric.set(metrics.leader, 1)),
-      Effect.zipRight(Effect.logInfo("scheduler: lease acquired, firing")),
-      Effect.zipRight(FiberHandle.run(
-        handle,
-        driver(entries, lease, config, validUntil).pipe(
-          Effect.tapErrorCause((cause) => Effect.logWarning("scheduler: driver failed, restarting", cause)),
-          Effect.retry(Schedule.spaced(Duration.millis(config.renewEvery)))
-        )
-      ))
-    ))
+  const becomeLeader = Effect.flatMap(
+    Ref.getAndSet(leading, true),
+    (wasLeading) =>
+      wasLeading ? Effect.void : onRole("leader").pipe(
+        Effect.zipRight(Metric.set(metrics.leader, 1)),
+        Effect.zipRight(Effect.logInfo("scheduler: lease acquired, firing")),
+        Effect.zipRight(FiberHandle.run(
+          handle,
+          driver(entries, lease, config, validUntil).pipe(
+            Effect.tapErrorCause((cause) => Effect.logWarning("scheduler: driver failed, restarting", cause)),
+            Effect.retry(Schedule.spaced(Duration.millis(config.renewEvery)))
+          )
+        ))
+      )
+  )
 
   const round = Effect.gen(function*() {
     const sentAt = yield* Clock.currentTimeMillis

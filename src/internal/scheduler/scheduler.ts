@@ -98,7 +98,8 @@ const duration = (
 }
 
 const owner = (value: string | undefined): checks.Checked<string | undefined> =>
-  value === undefined || (typeof value === "string" && value.length > 0 && value.length <= 200 && !value.includes("\u0000"))
+  value === undefined ||
+    (typeof value === "string" && value.length > 0 && value.length <= 200 && !value.includes("\u0000"))
     ? Either.right(value)
     : Either.left(checks.invalid("Scheduler", "owner", value, "must be 1-200 characters without U+0000"))
 
@@ -141,7 +142,7 @@ export const config = (options: Scheduler.Options | undefined) =>
  * `${name}@${slotIso}` with the ISO text of the last slot kept: aligned schedules share slot
  * instants, so each instant is formatted once, not once per schedule. One per scheduler.
  */
-const slotKeys = (): ((name: string, slot: number) => string) => {
+const slotKeys = (): (name: string, slot: number) => string => {
   let lastSlot = Number.NaN
   let lastIso = ""
   return (name, slot) => {

@@ -34,7 +34,11 @@ const compileInterval = (trigger: Trigger.Interval): Either.Either<Next, Problem
   if (!Duration.isFinite(decoded.value)) return problem("interval", shown, "must be finite")
   if (every <= 0) return problem("interval", shown, "must be positive")
   if (!Number.isInteger(every)) return problem("interval", shown, "must be a whole number of milliseconds")
-  const anchor = trigger.anchor === undefined ? 0 : trigger.anchor instanceof Date ? trigger.anchor.getTime() : Number.NaN
+  const anchor = trigger.anchor === undefined
+    ? 0
+    : trigger.anchor instanceof Date
+    ? trigger.anchor.getTime()
+    : Number.NaN
   if (Number.isNaN(anchor)) return problem("interval.anchor", String(trigger.anchor), "is an invalid Date")
   // Slots are anchor + k·every for every k, so replicas agree on slot instants (and dedup keys).
   return Either.right((after) => anchor + (Math.floor((after - anchor) / every) + 1) * every)
@@ -51,7 +55,11 @@ const compileAt = (trigger: Trigger.At, now: number | undefined): Either.Either<
 
 const prefixed = (prefix: string, p: Problem): Problem => ({ ...p, field: `${prefix}.${p.field}` })
 
-const compileCombined = (trigger: Trigger.Combined, now: number | undefined, memo?: Memo): Either.Either<Next, Problem> => {
+const compileCombined = (
+  trigger: Trigger.Combined,
+  now: number | undefined,
+  memo?: Memo
+): Either.Either<Next, Problem> => {
   if (!Array.isArray(trigger.triggers)) return problem("triggers", String(trigger.triggers), "must be an array")
   if (trigger.triggers.length === 0) return problem("triggers", "[]", "combine needs at least one trigger")
   const nexts: Array<Next> = []
@@ -79,7 +87,11 @@ const compileCombined = (trigger: Trigger.Combined, now: number | undefined, mem
  *
  * @internal
  */
-export const compile = (trigger: Trigger.Trigger, now: number | undefined, memo?: Memo): Either.Either<Next, Problem> => {
+export const compile = (
+  trigger: Trigger.Trigger,
+  now: number | undefined,
+  memo?: Memo
+): Either.Either<Next, Problem> => {
   // Triggers are data a JavaScript caller may build by hand: an unknown shape is a Problem, not a crash.
   if (typeof trigger !== "object" || trigger === null) return problem("trigger", String(trigger), "is not a trigger")
   switch (trigger._tag) {
