@@ -412,7 +412,7 @@ const insertRate = (prefix: string, variant: Variant, store: Context.Context<Out
       const domain = sql`insert into ${orders} (customer, total) values (${m.customer}, ${m.total})`
       if (variant === "ours") return sql.withTransaction(Effect.zipRight(domain, Outbox.add(topic, m)))
       const event = sql`insert into ${outbox} (message_id, topic, key, headers, body, traceparent)
-        values (${MessageId.make()}, ${topic.name}, ${null}, ${null}::jsonb, ${JSON.stringify(m)}, ${null})`
+        values (${MessageId.make(Date.now())}, ${topic.name}, ${null}, ${null}::jsonb, ${JSON.stringify(m)}, ${null})`
       const wake = variant === "notify-in-tx" ? sql`select pg_notify(${channel}, '')` : Effect.void
       return sql.withTransaction(Effect.zipRight(domain, Effect.zipRight(event, wake)))
     }

@@ -9,7 +9,7 @@
 import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import type * as Either from "effect/Either"
+import * as Either from "effect/Either"
 import type * as Option from "effect/Option"
 import type * as Schedule from "effect/Schedule"
 import type * as Schema from "effect/Schema"
@@ -106,27 +106,53 @@ export interface Pattern<A, I = A> extends Subscribable<A, I> {
 }
 
 /**
- * Defines a topic. Throws `InvalidName` for a name RabbitMQ would reject or misroute (empty,
- * over 255 bytes, empty words, wildcards): topics are static definitions.
+ * Defines a topic, or returns the `InvalidName` for a name RabbitMQ would reject or misroute
+ * (empty, over 255 bytes, empty words, wildcards). The non-throwing twin of {@link topic}.
  *
  * @since 0.1.0
  * @category constructors
  */
-export const topic = <A, I>(name: string, schema: Schema.Schema<A, I>): Topic<A, I> => {
-  names.assertValid(names.validateTopic(name))
-  return { [TopicTypeId]: "topic", name, schema, codec: internal.makeCodec(name, schema) }
-}
+export const topicEither = <A, I>(name: string, schema: Schema.Schema<A, I>): Either.Either<Topic<A, I>, InvalidName> =>
+  Either.map(
+    names.validateTopic(name),
+    (): Topic<A, I> => ({ [TopicTypeId]: "topic", name, schema, codec: internal.makeCodec(name, schema) })
+  )
 
 /**
- * Defines a wildcard binding for subscriptions. Throws `InvalidName` for a malformed pattern.
+ * Defines a topic. Throws `InvalidName` (see {@link topicEither}) for a bad name: topics are
+ * static definitions, so a bad one is a programming error reported when the module loads.
  *
  * @since 0.1.0
  * @category constructors
  */
-export const pattern = <A, I>(name: string, schema: Schema.Schema<A, I>): Pattern<A, I> => {
-  names.assertValid(names.validatePattern(name))
-  return { [TopicTypeId]: "pattern", name, schema, codec: internal.makeCodec(name, schema) }
-}
+export const topic = <A, I>(name: string, schema: Schema.Schema<A, I>): Topic<A, I> =>
+  Either.getOrThrowWith(topicEither(name, schema), (error) => error)
+
+/**
+ * Defines a wildcard binding for subscriptions, or returns the `InvalidName` for a malformed
+ * pattern. The non-throwing twin of {@link pattern}.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const patternEither = <A, I>(
+  name: string,
+  schema: Schema.Schema<A, I>
+): Either.Either<Pattern<A, I>, InvalidName> =>
+  Either.map(
+    names.validatePattern(name),
+    (): Pattern<A, I> => ({ [TopicTypeId]: "pattern", name, schema, codec: internal.makeCodec(name, schema) })
+  )
+
+/**
+ * Defines a wildcard binding for subscriptions. Throws `InvalidName` (see {@link patternEither})
+ * for a malformed pattern.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const pattern = <A, I>(name: string, schema: Schema.Schema<A, I>): Pattern<A, I> =>
+  Either.getOrThrowWith(patternEither(name, schema), (error) => error)
 
 // ---------------------------------------------------------------------------
 // envelope, options

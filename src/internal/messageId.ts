@@ -32,7 +32,7 @@ const random = (i: number): number => pool[offset + i] ?? 0
 let lastMillis = Number.NaN
 
 /** A new UUIDv7 for `now` (epoch ms). @internal */
-export const make = (now: number = Date.now()): string => {
+export const make = (now: number): string => {
   if (offset >= pool.length) {
     randomFillSync(pool)
     offset = 0

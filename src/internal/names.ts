@@ -103,11 +103,6 @@ export const validateHeaders = (headers: Readonly<Record<string, string>>): Eith
 export const validateMetadata = (metadata: Readonly<Record<string, string>>): Either.Either<void, InvalidName> =>
   checkTable(metadata, metadataRule)
 
-/** Topic definitions are static: a bad one is a programming error reported at load time. */
-export const assertValid = (result: Either.Either<void, InvalidName>): void => {
-  if (Either.isLeft(result)) throw result.left
-}
-
 /**
  * AMQP topic-exchange matching: `*` is exactly one word, `#` zero or more words. Dynamic
  * programming over (pattern word, key word), so many `#` cost O(p·k), not exponential time.

@@ -258,7 +258,7 @@ const makeService = (
     enqueueOptions?: TaskQueue.EnqueueOptions
   ): Effect.Effect<TaskQueue.TaskHandle<S, F>, EnqueueError> =>
     Effect.gen(function*() {
-      const id = messageId.make()
+      const id = messageId.make(yield* Clock.currentTimeMillis)
       const key = enqueueOptions?.key
       yield* Effect.mapError(declare(task), (e) => enqueueErrorOf(task.name, e))
       const publishOptions: Broker.PublishOptions = {
@@ -335,8 +335,9 @@ const makeService = (
       yield* Effect.mapError(declare(task), (e) => enqueueErrorOf(task.name, e))
       const ids: Array<string> = []
       const entries: Array<Broker.PublishEntry> = []
+      const now = yield* Clock.currentTimeMillis
       for (const payload of payloads) {
-        const id = messageId.make()
+        const id = messageId.make(now)
         ids.push(id)
         entries.push(Broker.entry(task.topic, payload, {
           messageId: id,

@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Either } from "effect"
+import { Either, Schema } from "effect"
+import * as Broker from "../../src/Broker.js"
 import * as names from "../../src/internal/names.js"
 
 const kindOf = (result: Either.Either<void, { readonly kind: string }>) =>
@@ -86,9 +87,15 @@ describe("names validation", () => {
     assert.strictEqual(kindOf(names.validateHeaders({ big: "v".repeat(names.maxHeaderBytes) })), "header")
   })
 
-  it("assertValid throws the InvalidName", () => {
-    assert.throws(() => names.assertValid(names.validateTopic("")), /invalid topic/)
-    assert.doesNotThrow(() => names.assertValid(names.validateTopic("ok")))
+  it("reserved names are refused as user headers and accepted as library metadata", () => {
+    for (const reserved of ["traceparent", "tracestate", "x-death", "x-eb-task-key"]) {
+      assert.strictEqual(kindOf(names.validateHeaders({ [reserved]: "v" })), "header", reserved)
+    }
+    assert.strictEqual(kindOf(names.validateHeaders({ "eb-task-key": "any legal name is the caller's" })), "ok")
+    assert.strictEqual(kindOf(names.validateMetadata({ "x-eb-task-key": "k" })), "ok")
+    assert.strictEqual(kindOf(names.validateMetadata({ "task-key": "k" })), "header", "metadata names start with x-eb-")
+    assert.strictEqual(kindOf(names.validateMetadata({ "x-eb-attempt": "2" })), "header", "written by the transport")
+    assert.strictEqual(kindOf(names.validateHeaders({ tenant: "a\u0000b" })), "header")
   })
 })
 
@@ -98,5 +105,20 @@ describe("matchesPattern with many wildcards", () => {
     const pattern = Array.from({ length: 8 }, () => "#").join(".") + ".nomatch"
     assert.isFalse(names.matchesPattern(pattern, key))
     assert.isTrue(names.matchesPattern(Array.from({ length: 8 }, () => "#").join(".") + ".w29", key))
+  })
+})
+
+describe("topic and pattern definitions", () => {
+  it("topicEither and patternEither return the InvalidName that topic and pattern throw", () => {
+    const schema = Schema.String
+    for (const bad of ["", "a..b", "orders.*"]) {
+      const result = Broker.topicEither(bad, schema)
+      assert.isTrue(Either.isLeft(result), bad)
+      assert.throws(() => Broker.topic(bad, schema), Broker.InvalidName)
+    }
+    assert.isTrue(Either.isRight(Broker.topicEither("orders.placed", schema)))
+    assert.isTrue(Either.isLeft(Broker.patternEither("orders.*x", schema)))
+    assert.throws(() => Broker.pattern("orders.*x", schema), Broker.InvalidName)
+    assert.isTrue(Either.isRight(Broker.patternEither("orders.#", schema)))
   })
 })

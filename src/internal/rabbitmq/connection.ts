@@ -1,4 +1,5 @@
 import * as Amqp from "amqplib"
+import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -236,7 +237,7 @@ export const make = (options: ManagerOptions): Effect.Effect<Manager, BrokerUnav
 
     const state = yield* SubscriptionRef.make<State>({
       _tag: "Reconnecting",
-      since: Date.now(),
+      since: yield* Clock.currentTimeMillis,
       attempts: 0,
       lastError: "connecting"
     })
@@ -258,7 +259,7 @@ export const make = (options: ManagerOptions): Effect.Effect<Manager, BrokerUnav
         if (current._tag !== "Open") return
         const reason = yield* Deferred.await(current.connection.closed)
         if (shuttingDown) return
-        const since = Date.now()
+        const since = yield* Clock.currentTimeMillis
         yield* Effect.logWarning(`connection lost (${reason}); reconnecting`)
         let attempts = 0
         yield* SubscriptionRef.set(state, { _tag: "Reconnecting", since, attempts, lastError: reason })
@@ -279,7 +280,7 @@ export const make = (options: ManagerOptions): Effect.Effect<Manager, BrokerUnav
           return
         }
         yield* SubscriptionRef.set(state, { _tag: "Open", connection: next.right })
-        yield* Effect.logInfo(`reconnected after ${Date.now() - since} ms`)
+        yield* Effect.logInfo(`reconnected after ${(yield* Clock.currentTimeMillis) - since} ms`)
       }
     }).pipe(Effect.annotateLogs({ package: "effect-background", module: "RabbitMQBroker" }))
 

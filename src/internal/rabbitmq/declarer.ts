@@ -57,31 +57,32 @@ export const make = (manager: Manager, timeout: Duration.Duration): Effect.Effec
       return entry
     })
 
-    const ensure: Declarer["ensure"] = (name, ttl, declare) => {
-      const known = declared.get(name)
-      const open = current
-      if (
-        known !== undefined && open !== undefined && !open.closed && known.generation === open.generation &&
-        isFresh(ttl, known.at, Date.now())
-      ) {
-        return Effect.void
-      }
-      return lock.withPermits(1)(
-        Effect.gen(function*() {
-          const target = yield* channel
-          yield* Effect.tryPromise({
-            try: () =>
-              declare(target.channel),
-            catch: (error) =>
-              new BrokerUnavailable({
-                reason: "closed",
-                detail: `declaring ${name} failed: ${manager.describeError(error)}`
-              })
+    const ensure: Declarer["ensure"] = (name, ttl, declare) =>
+      Effect.clockWith((clock) => {
+        const known = declared.get(name)
+        const open = current
+        if (
+          known !== undefined && open !== undefined && !open.closed && known.generation === open.generation &&
+          isFresh(ttl, known.at, clock.unsafeCurrentTimeMillis())
+        ) {
+          return Effect.void
+        }
+        return lock.withPermits(1)(
+          Effect.gen(function*() {
+            const target = yield* channel
+            yield* Effect.tryPromise({
+              try: () =>
+                declare(target.channel),
+              catch: (error) =>
+                new BrokerUnavailable({
+                  reason: "closed",
+                  detail: `declaring ${name} failed: ${manager.describeError(error)}`
+                })
+            })
+            declared.set(name, { generation: target.generation, at: clock.unsafeCurrentTimeMillis() })
           })
-          declared.set(name, { generation: target.generation, at: Date.now() })
-        })
-      )
-    }
+        )
+      })
 
     const close = Effect.suspend(() => {
       const open = current

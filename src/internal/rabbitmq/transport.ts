@@ -1,4 +1,5 @@
 import type * as Amqp from "amqplib"
+import * as Clock from "effect/Clock"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -106,7 +107,7 @@ export const make = (options: Resolved): Effect.Effect<BrokerTransport.Transport
     const toCarrier = (members: ReadonlyArray<BrokerTransport.TransportMessage>): publisher.OutMessage => {
       const first = members[0]
       const routingKey = first?.routingKey ?? ""
-      const messageId = MessageId.make()
+      const messageId = MessageId.make(first?.publishedAt ?? 0)
       return {
         exchange: names.exchange,
         routingKey,
@@ -248,32 +249,35 @@ export const make = (options: Resolved): Effect.Effect<BrokerTransport.Transport
         return results
       })
 
-    const health: Effect.Effect<Broker.Health> = Effect.map(SubscriptionRef.get(manager.state), (state) => {
-      const where = describe(options.endpoint)
-      const lastError = manager.lastError()
-      switch (state._tag) {
-        case "Open":
-          return {
-            status: "up",
-            connection: "open",
-            consumers: active.size,
-            detail: `connected to ${where} (connection #${state.connection.generation})${
-              lastError === undefined ? "" : `; last error: ${lastError}`
-            }`
-          }
-        case "Reconnecting":
-          return {
-            status: "down",
-            connection: "reconnecting",
-            consumers: active.size,
-            detail: `reconnecting to ${where} for ${
-              Date.now() - state.since
-            } ms (${state.attempts} attempts): ${state.lastError}`
-          }
-        case "Closed":
-          return { status: "down", connection: "closed", consumers: active.size, detail: `${where}: ${state.reason}` }
+    const health: Effect.Effect<Broker.Health> = Effect.map(
+      Effect.zip(SubscriptionRef.get(manager.state), Clock.currentTimeMillis),
+      ([state, now]) => {
+        const where = describe(options.endpoint)
+        const lastError = manager.lastError()
+        switch (state._tag) {
+          case "Open":
+            return {
+              status: "up",
+              connection: "open",
+              consumers: active.size,
+              detail: `connected to ${where} (connection #${state.connection.generation})${
+                lastError === undefined ? "" : `; last error: ${lastError}`
+              }`
+            }
+          case "Reconnecting":
+            return {
+              status: "down",
+              connection: "reconnecting",
+              consumers: active.size,
+              detail: `reconnecting to ${where} for ${
+                now - state.since
+              } ms (${state.attempts} attempts): ${state.lastError}`
+            }
+          case "Closed":
+            return { status: "down", connection: "closed", consumers: active.size, detail: `${where}: ${state.reason}` }
+        }
       }
-    })
+    )
 
     /** Declares a group's queue and binding on a short-lived channel (a 406 closes only it). */
     const declareGroup = (subscription: BrokerTransport.TransportSubscription) =>
