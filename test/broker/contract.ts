@@ -246,6 +246,39 @@ export const brokerContract = <E>(
         )
       }))
 
+    it.scoped("library metadata travels apart from the caller's headers, through retries and packs", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker.Broker
+        const topic = freshTopic("metadata")
+        const seen = yield* Queue.unbounded<Broker.Envelope>()
+        yield* broker.subscribe(
+          topic,
+          (_, envelope) =>
+            Queue.offer(seen, envelope).pipe(
+              Effect.zipRight(envelope.attempt === 1 ? new Boom({ message: "once" }) : Effect.void)
+            ),
+          { group: uniqueName("g"), retry: Schedule.spaced("20 millis") }
+        )
+        // Any legal header name is the caller's, even one that looks like the library's.
+        const headers = { tenant: "acme", "eb-task-key": "the caller's own" }
+        const metadata = { "x-eb-contract": "library" }
+        yield* broker.publish(topic, order("single"), { headers, metadata })
+        const packed = yield* broker.publishAll(
+          [1, 2, 3].map((n) => Broker.entry(topic, order(`packed-${n}`), { headers, metadata })),
+          { pack: 3 }
+        )
+        assert.isTrue(packed.every(Either.isRight))
+        const envelopes = yield* takeN(seen, 8, "delivery")
+        assert.deepStrictEqual(envelopes.map((e) => e.attempt).sort(), [1, 1, 1, 1, 2, 2, 2, 2])
+        for (const envelope of envelopes) {
+          assert.deepStrictEqual(envelope.headers, headers)
+          assert.strictEqual(envelope.metadata["x-eb-contract"], "library")
+          for (const key of Object.keys(envelope.metadata)) {
+            assert.isTrue(key.startsWith("x-eb-") || key === "traceparent", `metadata ${key} has a reserved name`)
+          }
+        }
+      }))
+
     it.scoped("a failing handler is retried with exact attempt counts, then dead-lettered with the error", () =>
       Effect.gen(function*() {
         const broker = yield* Broker.Broker
