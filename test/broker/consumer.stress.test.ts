@@ -84,6 +84,8 @@ interface Ledger {
   readonly successes: Array<number>
   readonly attempts: Array<number>
   redelivered: boolean
+  /** Handlers of this message running now. */
+  running: number
 }
 
 interface Subscription {
@@ -136,10 +138,14 @@ const consumerRun = (seed: number, vhost: string) => {
       assert.isTrue(outcomes.every(Either.isRight), `${where}: published`)
     }
 
-    const ledger = new Map<string, Ledger>(ids.map((id) => [id, { successes: [], attempts: [], redelivered: false }]))
+    const ledger = new Map<string, Ledger>(
+      ids.map((id) => [id, { successes: [], attempts: [], redelivered: false, running: 0 }])
+    )
     const dead = new Map<string, Array<Amqp.Message>>()
     const subscriptions: Array<Subscription> = []
     const violations: Array<string> = []
+    /** Messages run by two handlers at once: only possible for a redelivered one (see below). */
+    const overlapping = new Set<string>()
     let handled = 0
 
     const handler = (subscription: Subscription) => (message: typeof Msg.Type, envelope: Broker.Envelope) =>
@@ -148,7 +154,10 @@ const consumerRun = (seed: number, vhost: string) => {
           const entry = ledger.get(message.id)
           if (entry === undefined) violations.push(`${message.id}: never published`)
           entry?.attempts.push(envelope.attempt)
-          if (envelope.redelivered && entry !== undefined) entry.redelivered = true
+          if (entry !== undefined) {
+            if (envelope.redelivered) entry.redelivered = true
+            if (++entry.running > 1) overlapping.add(message.id)
+          }
           subscription.running++
           subscription.peak = Math.max(subscription.peak, subscription.running)
           if (subscription.running > subscription.concurrency) {
@@ -165,6 +174,8 @@ const consumerRun = (seed: number, vhost: string) => {
         () =>
           Effect.sync(() => {
             subscription.running--
+            const entry = ledger.get(message.id)
+            if (entry !== undefined) entry.running--
             handled++
           })
       )
@@ -279,6 +290,11 @@ const consumerRun = (seed: number, vhost: string) => {
     }
     // A settle too many (a second ack or nack of one delivery tag) closes the channel: never
     // seen unless this run cut the connection.
+    // Two handlers of one message at once: a lost channel's handler beside the redelivery, or a
+    // requeued pack's member beside its own retry; never without a redelivery.
+    for (const id of overlapping) {
+      assert.isTrue(ledger.get(id)?.redelivered, `${where}: ${id} ran in two handlers at once`)
+    }
     if (resetPhase === undefined) {
       const channelTrouble = warnings.filter((line) =>
         /consumer lost|channel error|PRECONDITION|could not forward/.test(line)

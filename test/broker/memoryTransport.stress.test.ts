@@ -111,7 +111,8 @@ interface Accepted {
 }
 
 interface Delivered {
-  count: number
+  /** In a handler right now: a message is never handed to two workers at once. */
+  running: boolean
   redelivered: boolean
   readonly successes: Array<number>
 }
@@ -147,7 +148,7 @@ const ledgerRun = (seed: number) => {
       const key = `${group}|${id}`
       const found = delivered.get(key)
       if (found !== undefined) return found
-      const fresh: Delivered = { count: 0, redelivered: false, successes: [] }
+      const fresh: Delivered = { running: false, redelivered: false, successes: [] }
       delivered.set(key, fresh)
       return fresh
     }
@@ -164,7 +165,8 @@ const ledgerRun = (seed: number) => {
               )
             }
             const entry = deliveredOf(consumer.group.name, message.id)
-            entry.count++
+            if (entry.running) violations.push(`${consumer.group.name}: ${message.id} handed to two handlers at once`)
+            entry.running = true
             if (envelope.redelivered) entry.redelivered = true
             consumer.running++
             if (consumer.running > consumer.concurrency) {
@@ -182,6 +184,7 @@ const ledgerRun = (seed: number) => {
         () =>
           Effect.sync(() => {
             consumer.running--
+            deliveredOf(consumer.group.name, message.id).running = false
           })
       )
 
