@@ -1,6 +1,15 @@
 /**
- * Ready queues of the in-memory broker: O(1) push / shift / push-front, so big backlogs cost no
- * scans per message.
+ * Ready queues of the in-memory transport kernel (see `transport.ts`): O(1) push / shift /
+ * push-front, so big backlogs cost no scans per message. What they guarantee:
+ *
+ * - `shift` returns items pushed with `push` in push order, after every item put back with
+ *   `pushFront`, most recently put back first; `size` counts both.
+ * - With priorities: one such queue per level, `shift` takes from the highest non-empty level;
+ *   priorities clamp to `0..maxPriority` (fractions truncated, missing = 0), and no level above
+ *   `top` holds an item, so a shift scans each emptied level once.
+ * - `toArray` lists items in the order `shift` would return them.
+ * - Memory: a consumed prefix is released once it is at least half the array (and 1,024 items),
+ *   or when the queue empties.
  */
 
 /** @internal */

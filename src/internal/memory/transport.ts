@@ -1,9 +1,49 @@
 /**
- * The in-memory `BrokerTransport.Transport`: a topic exchange with durable group queues, in one process.
- * Semantics follow RabbitMQ (bindings and queues outlive consumers, round-robin between the
- * consumers of a group, prefetch, requeue at the head on interruption, priorities with
- * `maxPriority`, per-message TTL counted in the queue); all time goes through the `Clock`
- * captured when the broker is made, so `TestClock` drives delays, retries and expiration.
+ * The in-memory transport kernel: a topic exchange with durable group queues in one process,
+ * with RabbitMQ's semantics (bindings and queues outlive consumers, competing consumers,
+ * requeue at the head on interruption, priorities with `maxPriority`, per-message TTL counted in
+ * the queue). Plain mutable state and worker fibers started on demand (no fiber per message),
+ * because it backs tests and single-process apps that move many messages. What it guarantees:
+ *
+ * - Consistent at every instant: every state change is synchronous JavaScript, so the counters
+ *   and queues never show a half-made move, whatever fiber looks.
+ * - One place per message and group: a message routed to a group is in exactly one of ready (its
+ *   queue), in flight (handed to a worker, including one not yet started or parked and about to
+ *   resume), delayed (a publish delay or a retry delay), acked, dead-lettered or expired; so
+ *   `ready + inFlight + delayed + acked + deadLettered + expired` equals what was routed to the
+ *   group. A Retry moves it from in flight back to ready or delayed; a redrive from dead to ready.
+ * - Routing: exact and wildcard bindings (`*` one word, `#` zero or more); a message no group is
+ *   bound to is refused `unroutable`, nothing stored. A group redeclared with another
+ *   `maxPriority` is refused, as RabbitMQ refuses it.
+ * - Order: FIFO per priority level, the highest level first (without `maxPriority` every message
+ *   is on one level; priorities clamp to `0..maxPriority`). An interrupted delivery goes back to
+ *   the head of its level, flagged redelivered, the most recently requeued first; a retry and a
+ *   redriven dead letter go to the tail.
+ * - Expiration: the TTL counts from the moment the message enters the queue (each retry starts it
+ *   again, a requeue keeps it). It is checked when the head is taken: an expired message is
+ *   dropped and counted, never delivered; one behind a live head waits, counted as ready.
+ * - Concurrency: a consumer runs at most `concurrency` workers, each with at most one message, so
+ *   at most `concurrency` handlers; prefetch is not modelled (there is no round trip to hide).
+ * - Consumers: a ready message is handed to the group's consumers in round-robin order among those
+ *   with a parked worker or a free slot; a worker that finishes takes the next ready message itself
+ *   (after yielding once when the group has other consumers), so under a backlog each consumer
+ *   takes as fast as it handles.
+ * - A taken message is settled: a worker is interruptible only inside `handle` and while parked.
+ *   An interrupted `handle` requeues at the head; a message handed to a worker interrupted before
+ *   it started or while parked goes back to the head too; a defect in `handle` (which must not
+ *   fail) dead-letters it rather than spin.
+ * - Settlement: `Ack` counts it; `Retry` re-enqueues it with `attempt + 1`, at once or on a timer
+ *   owned by the broker (it outlives the consumer that scheduled it); `DeadLetter` records it.
+ * - Shutdown: a closing consumer leaves the group at once (takes nothing more), waits for its
+ *   in-flight messages up to `shutdownTimeout`, then its fibers are interrupted (requeued). Once
+ *   the broker's scope closes, publishes fail `BrokerUnavailable`, nothing more is dispatched,
+ *   and pending timers (delayed messages) end with it.
+ * - Time: every delay, retry and expiry reads the `Clock` captured when the broker is made, so
+ *   `TestClock` (or any `Clock`) drives them.
+ * - `publishAll` publishes one by one: the window and packing change nothing in one process.
+ *
+ * Checked by `test/broker/memoryTransport.stress.test.ts` (the conservation above at every step
+ * of seeded interleavings, per-message outcomes, queue order against a model, round-robin).
  */
 import * as Cause from "effect/Cause"
 import type * as Clock from "effect/Clock"

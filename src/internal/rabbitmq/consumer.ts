@@ -1,3 +1,45 @@
+/**
+ * The consumer kernel: one subscription's deliveries, run as one fiber each and settled from the
+ * fiber's observer (no extra Effect steps per message), because it is the hot path of every
+ * consume. What it guarantees for one `consume` call (a subscription):
+ *
+ * - Channel: one channel per attachment, `basic.qos(prefetch)` per consumer, manual
+ *   acknowledgement, a channel `error` listener always attached.
+ * - Prefetch: RabbitMQ hands at most `prefetch` unacknowledged AMQP messages to the channel. A
+ *   packed carrier is one of them, so up to `prefetch` × its member count messages can be held
+ *   in the process.
+ * - Concurrency: at most `concurrency` handler fibers of the subscription run at once, across
+ *   re-attachments (handlers still running from a lost channel count). Deliveries beyond it wait,
+ *   unacknowledged, in arrival order. The republish of a Retry or DeadLetter runs after the
+ *   handler's slot is freed and is not counted.
+ * - Settled at most once, exactly once while the channel is open: each delivery is acked or
+ *   nacked once (a second settle of a tag would close the channel). `Ack` → ack. `Retry` /
+ *   `DeadLetter` → the copy (retry queue or dead-letter queue, with the library headers) is
+ *   published and confirmed first, then the original is acked; if the copy fails, the original
+ *   is nacked (requeued) after a pause, so a message may be duplicated, never lost. `handle`
+ *   interrupted (shutdown) or failed → nack with requeue. A delivery of a channel that has closed
+ *   is neither settled nor, if still waiting, started: RabbitMQ redelivers it.
+ * - Acks (see `acker.ts`): coalesced per microtask into one `multiple` ack for the contiguous run
+ *   of settled tags from the lowest unsettled one, acks above a gap sent singly at once, nacks sent
+ *   at once; a multiple ack never covers a tag this channel has not settled.
+ * - Packs: each member of a packed carrier is a delivery of its own (own id, headers, attempt,
+ *   retries, dead letter). The carrier is settled once, after its last member: acked when every
+ *   member was acked, nacked whole (requeued) otherwise, so members already handled run again,
+ *   redelivered, and a member already forwarded to a retry or dead-letter queue exists twice.
+ * - Runs again only after a redelivery: a message handled to an end runs again only if one of
+ *   its deliveries was a redelivery (`redelivered: true`) after a nack, a requeued pack or a lost
+ *   channel; retries are new attempts (`attempt + 1`), not repeats.
+ * - Shutdown (scope close): stop starting deliveries (one racing the cancel is nacked at once),
+ *   nack the waiting ones, cancel the consumer, wait for in-flight handlers and republishes up to
+ *   `shutdownTimeout`, interrupt the rest (their messages are nacked, requeued), flush the acks,
+ *   close the channel. Cancel, wait and close are each bounded by `shutdownTimeout`; a handler in
+ *   an uninterruptible region holds the close until that region ends.
+ * - Re-attach: after a channel loss or a broker cancel (queue deleted), a supervisor re-attaches
+ *   with backoff, forever, re-declaring the queue, until the scope closes.
+ *
+ * Checked by `test/broker/consumer.stress.test.ts` (seeded handler fates per message and attempt,
+ * subscriptions closed and replaced, connection resets) and fault tests B2, B9, B10, P1.
+ */
 import type * as Amqp from "amqplib"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"

@@ -1,16 +1,26 @@
+/**
+ * Packed messages, part of the publisher and consumer kernels: several messages for one routing
+ * key in a single AMQP message, unpacked by the consumer into one delivery each. RabbitMQ's cost
+ * is per AMQP message (routing, the queue's log, fsync batching, the ack), so packing many tasks
+ * into one lets a queue move that many times the messages; each message keeps its own id,
+ * headers, metadata, publish time, retries and dead-lettering. Only consumers of this library
+ * understand the format, hence opt-in on `publishAll`. Format: see `wire.packedContentType`.
+ *
+ * - `unpack(pack(ms))` gives back each message's id, body, headers and metadata (in one table,
+ *   as a message of its own carries them), correlation id and publish time, in order.
+ * - `unpack` never throws: a body that is not exactly a count above zero followed by that many
+ *   well-formed entries gives `undefined`, and the consumer treats the carrier as one
+ *   undecodable message.
+ * - Each member is shaped as the AMQP message it would have been alone: the carrier's fields
+ *   (delivery tag, redelivered) and properties (persistence, priority), its own id and headers,
+ *   so a retry or dead letter republishes it alone.
+ * - Only messages without delay, priority or expiration are packable (`packable`): those need
+ *   AMQP properties of their own.
+ */
 import type * as Amqp from "amqplib"
 import type * as BrokerTransport from "../../BrokerTransport.js"
 import * as MessageId from "../messageId.js"
 import * as wire from "../wire.js"
-
-/**
- * Packed messages: several messages for one routing key in a single AMQP message, unpacked by
- * the consumer into one delivery each. RabbitMQ's cost is per AMQP message (routing, the queue's
- * log, fsync batching, the ack), so packing many tasks into one lets a queue move that many times
- * the messages; each message keeps its own id, headers, metadata, publish time, retries and
- * dead-lettering. Only consumers of this library understand the format, hence opt-in on
- * `publishAll`. Format: see `wire.packedContentType`.
- */
 
 /** Per-message metadata inside a packed body. */
 interface Meta {

@@ -1,3 +1,46 @@
+/**
+ * The publisher kernel: publisher confirms on one shared confirm channel, written with plain
+ * callbacks and mutable state (no Effect per message) because it is the hot path of every
+ * publish. What it guarantees, for `publish(feed, window)` and `publishOne(message)`:
+ *
+ * - Channel: one confirm channel per layer, opened lazily under a lock and shared by every
+ *   call (the consumer's retry and dead-letter forwards included); after it closes, the next
+ *   call opens another, on a newer connection when the old one is gone. A channel `error`
+ *   listener is always attached (without one amqplib closes the whole connection).
+ * - Window: one call has at most `window` (at least 1) of its messages handed to the channel
+ *   and not yet confirmed, counting those queued behind amqplib's backpressure (`drain`).
+ *   Nothing bounds the sum over concurrent calls.
+ * - One outcome per message, in input order: `publish` resolves once the feed has ended and
+ *   every item is decided, with exactly `feed.items.length` outcomes, outcome `i` for item `i`.
+ * - Success only on the message's own confirm: `undefined` is reported only from the confirm
+ *   callback of that very publish, without error, and with no `basic.return` counted for its
+ *   message id (RabbitMQ sends the return before the ack of the same publish). Returns are
+ *   matched by message id, so ids are assumed unique among the messages in flight on the
+ *   channel: two in-flight publishes sharing an id may swap their `unroutable` and ok outcomes.
+ * - Definite failures, never stored by RabbitMQ: a nack → `nacked`; a return → `unroutable`;
+ *   a field amqplib cannot encode (it throws before writing anything) → `invalid`, the channel
+ *   stays open. None of them is `ambiguous`.
+ * - Written at most once: the kernel hands a message to amqplib at most once. Only messages no
+ *   channel took (it was already closed, or amqplib refused the write as an illegal operation)
+ *   are sent again, on the next channel, in input order. A message that was written and whose
+ *   channel closed before its confirm fails `channel-closed`, `ambiguous: true`: it may be stored,
+ *   and resending is the caller's decision.
+ * - Watchdog: a call gives up when no confirm arrived (and, for a streamed feed, no new item)
+ *   for `publishTimeout`: every undecided message fails `timeout`, ambiguous when it had been
+ *   handed to the channel (or was waiting on its backpressure), not when it was never sent. A
+ *   confirm arriving later is ignored. No channel within what is left of the timeout →
+ *   `BrokerUnavailable` for every message not yet sent.
+ * - After giving up: a message still queued behind amqplib's backpressure when its call gave up
+ *   (watchdog or interruption) may be written later; its reported outcome is already ambiguous.
+ *
+ * Time here is the wall clock (`Date.now`, `setTimeout`), not Effect's `Clock`: the watchdog
+ * bounds real I/O, and a fiber plus a sleep per publish would cost more than amqplib's own
+ * work. Every state change happens synchronously in an amqplib callback or in the fiber running
+ * a round, so no state is read and written across an `await`.
+ *
+ * Checked by `test/broker/publisher.stress.test.ts` (a ledger of writes and confirms per
+ * message id, against what the queues hold).
+ */
 import type * as Amqp from "amqplib"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
