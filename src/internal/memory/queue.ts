@@ -136,7 +136,7 @@ export const prioritized = <A>(maxPriority: number): ReadyQueue<A> => {
       const result: Array<A> = []
       for (let i = levels.length - 1; i >= 0; i--) {
         const deque = levels[i]
-        if (deque !== undefined) result.push(...deque.toArray())
+        if (deque !== undefined) { for (const item of deque.toArray()) result.push(item) }
       }
       return result
     }

@@ -57,8 +57,8 @@ import * as FiberId from "effect/FiberId"
 import * as FiberSet from "effect/FiberSet"
 import type * as Scope from "effect/Scope"
 import type * as Broker from "../../Broker.js"
-import type * as BrokerTransport from "../../BrokerTransport.js"
 import { BrokerUnavailable, DeclareConflict, PublishRejected } from "../../BrokerError.js"
+import type * as BrokerTransport from "../../BrokerTransport.js"
 import { mapBatch, oversize } from "../broker.js"
 import * as names from "../names.js"
 import * as queue from "./queue.js"
@@ -194,7 +194,10 @@ export const make = (options: Options): Effect.Effect<MemoryTransport, never, Sc
     // topology
     // -----------------------------------------------------------------------------------------
 
-    const declare = (name: string, maxPriority: number | undefined): Effect.Effect<Group, BrokerUnavailable | DeclareConflict> => {
+    const declare = (
+      name: string,
+      maxPriority: number | undefined
+    ): Effect.Effect<Group, BrokerUnavailable | DeclareConflict> => {
       const existing = groups.get(name)
       if (existing !== undefined) {
         if (existing.maxPriority === maxPriority) return Effect.succeed(existing)
@@ -202,7 +205,8 @@ export const make = (options: Options): Effect.Effect<MemoryTransport, never, Sc
         return Effect.fail(
           new DeclareConflict({
             group: name,
-            detail: `PRECONDITION_FAILED - group "${name}" exists with maxPriority ${existing.maxPriority ?? "none"}, ` +
+            detail:
+              `PRECONDITION_FAILED - group "${name}" exists with maxPriority ${existing.maxPriority ?? "none"}, ` +
               `cannot subscribe with maxPriority ${maxPriority ?? "none"}`
           })
         )
@@ -431,7 +435,12 @@ export const make = (options: Options): Effect.Effect<MemoryTransport, never, Sc
           }
           case "Retry": {
             group.retried++
-            const retry: Entry = { message: entry.message, attempt: entry.attempt + 1, redelivered: false, expiresAt: undefined }
+            const retry: Entry = {
+              message: entry.message,
+              attempt: entry.attempt + 1,
+              redelivered: false,
+              expiresAt: undefined
+            }
             if (disposition.delay > 0) enqueueAt(group, retry, now() + disposition.delay)
             else enqueue(group, retry)
             break
@@ -488,8 +497,12 @@ export const make = (options: Options): Effect.Effect<MemoryTransport, never, Sc
     // the port
     // -----------------------------------------------------------------------------------------
 
-    const publishNow = (message: BrokerTransport.TransportMessage): Either.Either<void, BrokerUnavailable | PublishRejected> => {
-      if (closed) return Either.left(new BrokerUnavailable({ reason: "closed", detail: "the in-memory broker was shut down" }))
+    const publishNow = (
+      message: BrokerTransport.TransportMessage
+    ): Either.Either<void, BrokerUnavailable | PublishRejected> => {
+      if (closed) {
+        return Either.left(new BrokerUnavailable({ reason: "closed", detail: "the in-memory broker was shut down" }))
+      }
       const rejected = oversize(message, options.maxMessageBytes)
       if (rejected !== undefined) return Either.left(rejected)
       const targets = route(message.routingKey)
@@ -520,7 +533,8 @@ export const make = (options: Options): Effect.Effect<MemoryTransport, never, Sc
 
     const publish: BrokerTransport.Transport["publish"] = (message) => Effect.suspend(() => publishNow(message))
 
-    const publishAll: BrokerTransport.Transport["publishAll"] = (batch) => Effect.sync(() => mapBatch(batch, publishNow))
+    const publishAll: BrokerTransport.Transport["publishAll"] = (batch) =>
+      Effect.sync(() => mapBatch(batch, publishNow))
 
     const stopConsumer = (group: Group, consumer: Consumer) =>
       Effect.gen(function*() {
@@ -610,7 +624,9 @@ export const make = (options: Options): Effect.Effect<MemoryTransport, never, Sc
         const group = groups.get(name)
         if (group === undefined) return 0
         const moved = group.deadLetters.splice(0, Math.min(max, group.deadLetters.length))
-        for (const dead of moved) enqueue(group, { message: dead.message, attempt: 1, redelivered: false, expiresAt: undefined })
+        for (const dead of moved) {
+          enqueue(group, { message: dead.message, attempt: 1, redelivered: false, expiresAt: undefined })
+        }
         return moved.length
       })
 

@@ -42,7 +42,7 @@
  */
 import type * as Amqp from "amqplib"
 import * as Deferred from "effect/Deferred"
-import * as Duration from "effect/Duration"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
@@ -50,15 +50,15 @@ import * as Fiber from "effect/Fiber"
 import * as Runtime from "effect/Runtime"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
-import type * as BrokerTransport from "../../BrokerTransport.js"
 import { BrokerUnavailable, DeclareConflict } from "../../BrokerError.js"
-import * as wire from "../wire.js"
-import * as MessageId from "../messageId.js"
+import type * as BrokerTransport from "../../BrokerTransport.js"
 import { Fifo } from "../fifo.js"
+import * as MessageId from "../messageId.js"
+import * as wire from "../wire.js"
 import { Acker } from "./acker.js"
-import * as packed from "./packed.js"
 import type { Connection, Manager } from "./connection.js"
 import type { Declarer } from "./declarer.js"
+import * as packed from "./packed.js"
 import type { OutMessage, Publisher } from "./publisher.js"
 import * as topology from "./topology.js"
 
@@ -171,7 +171,12 @@ export const copyOptions = (
     }
   }
   if (copy.extra !== undefined) Object.assign(headers, copy.extra)
-  const options: Amqp.Options.Publish = { persistent: copy.persistent, mandatory: true, headers, contentType: "application/json" }
+  const options: Amqp.Options.Publish = {
+    persistent: copy.persistent,
+    mandatory: true,
+    headers,
+    contentType: "application/json"
+  }
   if (copy.messageId !== undefined) options.messageId = copy.messageId
   const { correlationId, priority, timestamp } = message.properties
   if (typeof correlationId === "string") options.correlationId = correlationId
@@ -295,7 +300,9 @@ export const consume = (deps: ConsumerDeps) =>
     }
     /** A delivery: on its own, or one of a packed message's. */
     const received = (acker: Acker, message: Amqp.Message) => {
-      const members = message.properties.contentType === wire.packedContentType ? packed.unpack(message, publishedAtHeader) : undefined
+      const members = message.properties.contentType === wire.packedContentType
+        ? packed.unpack(message, publishedAtHeader)
+        : undefined
       if (members === undefined) return start({ acker, message, pack: undefined })
       const pack = new Pack(acker, message, members.length)
       for (const member of members) start({ acker, message: member, pack })
@@ -346,7 +353,11 @@ export const consume = (deps: ConsumerDeps) =>
             [wire.headers.lastError]: bounded(disposition.reason)
           }
           if (disposition.delay <= 0) {
-            return forward(source, state, Effect.succeed(republished(message, delivery, queue, extra, delivery.message.persistent)))
+            return forward(
+              source,
+              state,
+              Effect.succeed(republished(message, delivery, queue, extra, delivery.message.persistent))
+            )
           }
           const ms = topology.bucketDelay(disposition.delay)
           const retryQueue = names.retry(subscription.group, ms)
@@ -388,7 +399,11 @@ export const consume = (deps: ConsumerDeps) =>
             annotations
           }))
         channel.on("error", (error: unknown) => {
-          manager.log({ level: "warning", message: `consumer channel error: ${manager.describeError(error)}`, annotations })
+          manager.log({
+            level: "warning",
+            message: `consumer channel error: ${manager.describeError(error)}`,
+            annotations
+          })
         })
         channel.on("close", () => {
           acker.closed = true
@@ -417,10 +432,20 @@ export const consume = (deps: ConsumerDeps) =>
               channel.consume(queue, (message) => {
                 if (message === null) {
                   // The broker cancelled us (queue deleted): drop the channel, the supervisor re-attaches.
-                  manager.log({ level: "warning", message: `the broker cancelled the consumer of ${queue}`, annotations })
+                  manager.log({
+                    level: "warning",
+                    message: `the broker cancelled the consumer of ${queue}`,
+                    annotations
+                  })
                   Deferred.unsafeDone(lost, Effect.succeed("consumer cancelled by the broker"))
-                  channel.close().then(undefined, (error: unknown) =>
-                    manager.log({ level: "debug", message: `closing a cancelled consumer: ${manager.describeError(error)}` }))
+                  channel.close().then(
+                    undefined,
+                    (error: unknown) =>
+                      manager.log({
+                        level: "debug",
+                        message: `closing a cancelled consumer: ${manager.describeError(error)}`
+                      })
+                  )
                   return
                 }
                 // A delivery racing the shutdown's cancel goes straight back to the queue.
@@ -438,12 +463,15 @@ export const consume = (deps: ConsumerDeps) =>
       })
 
     const closeChannel = (channel: Amqp.Channel, lost: Deferred.Deferred<string>) =>
-      Effect.flatMap(Deferred.isDone(lost), (gone) =>
-        gone ? Effect.void : Effect.tryPromise(() => channel.close()).pipe(
-          Effect.interruptible,
-          Effect.timeout(deps.shutdownTimeout),
-          Effect.catchAll((error) => Effect.logDebug(`closing a consumer channel: ${manager.describeError(error)}`))
-        ))
+      Effect.flatMap(
+        Deferred.isDone(lost),
+        (gone) =>
+          gone ? Effect.void : Effect.tryPromise(() => channel.close()).pipe(
+            Effect.interruptible,
+            Effect.timeout(deps.shutdownTimeout),
+            Effect.catchAll((error) => Effect.logDebug(`closing a consumer channel: ${manager.describeError(error)}`))
+          )
+      )
 
     attached = yield* attach(0)
     deps.active.add(token)
@@ -465,7 +493,10 @@ export const consume = (deps: ConsumerDeps) =>
         if (inFlight.size > 0) {
           const signal = yield* Deferred.make<void>()
           drained = signal
-          const result = yield* Deferred.await(signal).pipe(Effect.interruptible, Effect.timeoutOption(deps.shutdownTimeout))
+          const result = yield* Deferred.await(signal).pipe(
+            Effect.interruptible,
+            Effect.timeoutOption(deps.shutdownTimeout)
+          )
           if (result._tag === "None") {
             yield* Effect.logWarning(
               `shutdown timeout: interrupting ${inFlight.size} in-flight handler(s); their messages are requeued`

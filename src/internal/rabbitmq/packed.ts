@@ -36,7 +36,8 @@ interface Meta {
 
 /** A message can share a carrier when nothing about it needs per-message AMQP properties. @internal */
 export const packable = (message: BrokerTransport.TransportMessage): boolean =>
-  (message.delay === undefined || message.delay <= 0) && message.priority === undefined && message.expiration === undefined
+  (message.delay === undefined || message.delay <= 0) && message.priority === undefined &&
+  message.expiration === undefined
 
 /** Encodes messages (same routing key and persistence) into one body. @internal */
 export const pack = (messages: ReadonlyArray<BrokerTransport.TransportMessage>): Buffer => {

@@ -155,18 +155,26 @@ class Sink {
     }
     let writable: boolean
     try {
-      writable = this.channel.publish(message.exchange, message.routingKey, message.content, message.options, (error) => {
-        if (error === null || error === undefined) {
-          const returns = this.returned.get(message.messageId)
-          if (returns === undefined) return done(Ok)
-          if (returns <= 1) this.returned.delete(message.messageId)
-          else this.returned.set(message.messageId, returns - 1)
-          return done(reject(message, "unroutable", false, `no queue is bound for routing key "${message.routingKey}"`))
+      writable = this.channel.publish(
+        message.exchange,
+        message.routingKey,
+        message.content,
+        message.options,
+        (error) => {
+          if (error === null || error === undefined) {
+            const returns = this.returned.get(message.messageId)
+            if (returns === undefined) return done(Ok)
+            if (returns <= 1) this.returned.delete(message.messageId)
+            else this.returned.set(message.messageId, returns - 1)
+            return done(
+              reject(message, "unroutable", false, `no queue is bound for routing key "${message.routingKey}"`)
+            )
+          }
+          const text = this.manager.describeError(error)
+          if (text === "message nacked") return done(reject(message, "nacked", false, "the broker nacked the message"))
+          return done(reject(message, "channel-closed", true, `${this.closed ?? text} before the confirm arrived`))
         }
-        const text = this.manager.describeError(error)
-        if (text === "message nacked") return done(reject(message, "nacked", false, "the broker nacked the message"))
-        return done(reject(message, "channel-closed", true, `${this.closed ?? text} before the confirm arrived`))
-      })
+      )
     } catch (error) {
       // amqplib throws synchronously once the channel is closing, and on fields it cannot encode.
       if (this.closed !== undefined || isIllegalOperation(error)) {
@@ -206,7 +214,10 @@ export const make = (manager: Manager, publishTimeout: Duration.Duration): Effec
       Effect.tryPromise({
         try: () => connection.model.createConfirmChannel(),
         catch: (error) =>
-          new BrokerUnavailable({ reason: "closed", detail: `cannot open a publish channel: ${manager.describeError(error)}` })
+          new BrokerUnavailable({
+            reason: "closed",
+            detail: `cannot open a publish channel: ${manager.describeError(error)}`
+          })
       }).pipe(Effect.map((channel) => new Sink(channel, connection.generation, manager)))
 
     const acquireSink = (timeout: Duration.Duration): Effect.Effect<Sink, BrokerUnavailable> => {
@@ -367,7 +378,11 @@ export const make = (manager: Manager, publishTimeout: Duration.Duration): Effec
         // Only a confirm makes a success; a slot left undecided is reported as a timeout.
         return messages.map((_, i): Outcome => {
           const slot = slots[i]
-          return slot === Ok ? undefined : slot === Pending || slot === InFlight || slot === undefined ? timedOut(messages[i], slot === InFlight) : slot
+          return slot === Ok
+            ? undefined
+            : slot === Pending || slot === InFlight || slot === undefined
+            ? timedOut(messages[i], slot === InFlight)
+            : slot
         })
       })
 
@@ -400,14 +415,17 @@ export const make = (manager: Manager, publishTimeout: Duration.Duration): Effec
         const general = () => Effect.map(publish(Feed.of([message]), 1), (outcomes) => outcomes[0])
         if (current === undefined || current.closed !== undefined) return general()
         const slots: Array<Slot> = [Pending]
-        return Effect.flatMap(round(current, Feed.of([message]), [0], 1, slots, { at: Date.now() }), (finished): Effect.Effect<Outcome> => {
-          const slot = slots[0]
-          if (slot === Ok) return Effect.succeed(undefined)
-          // Not taken by a channel that closed meanwhile: the general path opens another.
-          if (slot === Pending) return general()
-          if (!finished || slot === InFlight || slot === undefined) return Effect.succeed(timedOut(message, true))
-          return Effect.succeed(slot)
-        })
+        return Effect.flatMap(
+          round(current, Feed.of([message]), [0], 1, slots, { at: Date.now() }),
+          (finished): Effect.Effect<Outcome> => {
+            const slot = slots[0]
+            if (slot === Ok) return Effect.succeed(undefined)
+            // Not taken by a channel that closed meanwhile: the general path opens another.
+            if (slot === Pending) return general()
+            if (!finished || slot === InFlight || slot === undefined) return Effect.succeed(timedOut(message, true))
+            return Effect.succeed(slot)
+          }
+        )
       })
 
     return { publish, publishOne, close } satisfies Publisher
