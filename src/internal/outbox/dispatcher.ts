@@ -50,16 +50,18 @@ export const defaultBrokerBackoff: Schedule.Schedule<unknown, unknown> = Schedul
 
 /** @internal */
 export const metrics = {
-  dispatched: Metric.counter("effect_background_outbox_dispatched", {
+  dispatched: Metric.counter("effect_background_outbox_dispatched_total", {
     description: "outbox events confirmed by the broker and marked dispatched",
     incremental: true
   }),
-  failures: Metric.counter("effect_background_outbox_failures", {
+  failures: Metric.counter("effect_background_outbox_failures_total", {
     description: "outbox publish failures charged to a row (retried or dead)",
     incremental: true
   }),
   pending: Metric.gauge("effect_background_outbox_pending", { description: "pending outbox events" }),
-  lagMs: Metric.gauge("effect_background_outbox_lag_ms", { description: "age of the oldest pending outbox event" }),
+  lagSeconds: Metric.gauge("effect_background_outbox_lag_seconds", {
+    description: "age of the oldest pending outbox event, in seconds"
+  }),
   dead: Metric.gauge("effect_background_outbox_dead", { description: "dead outbox events" })
 } as const
 
@@ -367,7 +369,7 @@ export const make = (
   const gauges = Effect.gen(function*() {
     const stats = yield* store.stats
     yield* Metric.set(metrics.pending, stats.pending)
-    yield* Metric.set(metrics.lagMs, stats.oldestPendingAgeMs)
+    yield* Metric.set(metrics.lagSeconds, stats.oldestPendingAgeMs / 1000)
     yield* Metric.set(metrics.dead, stats.dead)
   }).pipe(
     Effect.tapErrorCause((cause) => Effect.logDebug("outbox stats failed", cause)),
