@@ -1,3 +1,4 @@
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Tracer from "effect/Tracer"
@@ -74,6 +75,14 @@ export const withTraceContext = <A, E, R>(
       : Effect.useSpan(name, options, (span) => f(traceparentOf(span)))
   )
 
+/**
+ * Where `@effect/opentelemetry` reads an external parent's W3C trace flags (its `OtelTraceFlags`
+ * tag, keyed by this string): without it, it treats every remote parent as sampled, and a
+ * ParentBased sampler then records consumers of traces their producer dropped. Kept by key so
+ * the library does not load OpenTelemetry; harmless under any other tracer.
+ */
+const OtelTraceFlags = Context.GenericTag<"OtelTraceFlags", number>("@effect/opentelemetry/Tracer/OtelTraceFlags")
+
 /** Parses a W3C traceparent into a span (a parent, a link); undefined when malformed. @internal */
 export const spanOfTraceparent = (traceparent: string | undefined): Tracer.ExternalSpan | undefined => {
   if (traceparent === undefined) return undefined
@@ -84,5 +93,12 @@ export const spanOfTraceparent = (traceparent: string | undefined): Tracer.Exter
   ) {
     return undefined
   }
-  return Tracer.externalSpan({ traceId, spanId, sampled: (parseInt(flags, 16) & 1) === 1 })
+  const traceFlags = parseInt(flags, 16)
+  if (Number.isNaN(traceFlags)) return undefined
+  return Tracer.externalSpan({
+    traceId,
+    spanId,
+    sampled: (traceFlags & 1) === 1,
+    context: Context.make(OtelTraceFlags, traceFlags)
+  })
 }

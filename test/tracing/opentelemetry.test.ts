@@ -1,0 +1,133 @@
+/**
+ * Trace context under the real OpenTelemetry SDK (`@effect/opentelemetry`, an in-memory exporter,
+ * a ParentBased sampler), as a team adopting the library runs it: a producer's sampling decision
+ * reaches its consumers through the broker and through an outbox row.
+ */
+import * as OtelResource from "@effect/opentelemetry/Resource"
+import * as OtelTracer from "@effect/opentelemetry/Tracer"
+import { SqlClient } from "@effect/sql"
+import { assert, describe, it } from "@effect/vitest"
+import { TraceFlags } from "@opentelemetry/api"
+import {
+  AlwaysOnSampler,
+  BasicTracerProvider,
+  InMemorySpanExporter,
+  ParentBasedSampler,
+  SimpleSpanProcessor
+} from "@opentelemetry/sdk-trace-base"
+import { Deferred, Effect, Layer, Schema } from "effect"
+import { Broker, MemoryBroker, Outbox } from "../../src/index.js"
+import * as PgOutbox from "../../src/layers/PgOutbox.js"
+import { runId, uniqueName } from "../fixtures/env.js"
+import { pg } from "../outbox/fixtures.js"
+
+const makeOtel = () => {
+  const exporter = new InMemorySpanExporter()
+  const provider = new BasicTracerProvider({
+    sampler: new ParentBasedSampler({ root: new AlwaysOnSampler() }),
+    spanProcessors: [new SimpleSpanProcessor(exporter)]
+  })
+  const layer = OtelTracer.layer.pipe(
+    Layer.provide(Layer.succeed(OtelTracer.OtelTracerProvider, provider)),
+    Layer.provide(OtelResource.layer({ serviceName: "eb-test" }))
+  )
+  return { exporter, layer }
+}
+
+const Ping = Schema.Struct({ n: Schema.Number })
+
+describe("tracing under the OpenTelemetry SDK", () => {
+  it.live("a consumer follows its producer's sampling decision: recorded when sampled, not when dropped", () => {
+    const otel = makeOtel()
+    return Effect.gen(function*() {
+      const topic = Broker.topic(`${uniqueName("otel").replaceAll("_", "-")}.x`, Ping)
+      const handled = yield* Deferred.make<void>()
+      let seen = 0
+      yield* Broker.subscribe(
+        topic,
+        () => Effect.suspend(() => ++seen === 2 ? Deferred.succeed(handled, undefined) : Effect.void),
+        {
+          group: uniqueName("g")
+        }
+      )
+      const sampledTrace = "0af7651916cd43dd8448eb211c80319c"
+      const droppedTrace = "4bf92f3577b34da6a3ce929d0e0e4736"
+      // Two producers in other processes: one sampled its trace, one dropped it.
+      yield* Broker.publish(topic, { n: 1 }).pipe(
+        OtelTracer.withSpanContext({
+          traceId: sampledTrace,
+          spanId: "b7ad6b7169203331",
+          traceFlags: TraceFlags.SAMPLED
+        })
+      )
+      yield* Broker.publish(topic, { n: 2 }).pipe(
+        OtelTracer.withSpanContext({ traceId: droppedTrace, spanId: "00f067aa0ba902b7", traceFlags: TraceFlags.NONE })
+      )
+      yield* Deferred.await(handled).pipe(Effect.timeout("10 seconds"))
+      yield* Effect.sleep("50 millis")
+      const spans = otel.exporter.getFinishedSpans()
+      const traces = new Set(spans.map((span) => span.spanContext().traceId))
+      assert.isTrue(traces.has(sampledTrace), "the sampled trace is recorded")
+      assert.isFalse(traces.has(droppedTrace), "nothing is recorded for the dropped trace")
+      const process = spans.find((span) =>
+        span.spanContext().traceId === sampledTrace && span.name === "broker.process"
+      )
+      assert.isDefined(process, spans.map((span) => span.name).join(", "))
+    }).pipe(Effect.provide(MemoryBroker.layer()), Effect.provide(otel.layer), Effect.scoped)
+  }, 30_000)
+
+  it.live("through an outbox row too: the dropped trace stays dropped at the consumer", () => {
+    const otel = makeOtel()
+    const prefix = `t_${runId}_otel`
+    return Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const topic = Broker.topic(`${uniqueName("otel-ob").replaceAll("_", "-")}.x`, Ping)
+      const handled = yield* Deferred.make<void>()
+      let seen = 0
+      yield* Broker.subscribe(
+        topic,
+        () => Effect.suspend(() => ++seen === 2 ? Deferred.succeed(handled, undefined) : Effect.void),
+        {
+          group: uniqueName("g")
+        }
+      )
+      const sampledTrace = "1af7651916cd43dd8448eb211c80319c"
+      const droppedTrace = "5bf92f3577b34da6a3ce929d0e0e4736"
+      yield* sql.withTransaction(Outbox.add(topic, { n: 1 })).pipe(
+        OtelTracer.withSpanContext({
+          traceId: sampledTrace,
+          spanId: "b7ad6b7169203331",
+          traceFlags: TraceFlags.SAMPLED
+        })
+      )
+      yield* sql.withTransaction(Outbox.add(topic, { n: 2 })).pipe(
+        OtelTracer.withSpanContext({ traceId: droppedTrace, spanId: "00f067aa0ba902b7", traceFlags: TraceFlags.NONE })
+      )
+      yield* Deferred.await(handled).pipe(Effect.timeout("20 seconds"))
+      yield* Effect.sleep("50 millis")
+      const spans = otel.exporter.getFinishedSpans()
+      const byTrace = (traceId: string) =>
+        spans.filter((span) => span.spanContext().traceId === traceId).map((span) => span.name)
+      assert.include(byTrace(sampledTrace), "broker.process")
+      assert.deepStrictEqual(byTrace(droppedTrace), [])
+    }).pipe(
+      Effect.provide(
+        PgOutbox.layer({ prefix, listen: false, notify: false, pollInterval: "50 millis" }).pipe(
+          Layer.provideMerge(MemoryBroker.layer()),
+          Layer.provideMerge(
+            Layer.scopedDiscard(
+              Effect.addFinalizer(() =>
+                Effect.flatMap(SqlClient.SqlClient, (sql) => sql`drop table if exists ${sql(`${prefix}_outbox`)}`).pipe(
+                  Effect.orDie
+                )
+              )
+            )
+          ),
+          Layer.provideMerge(pg())
+        )
+      ),
+      Effect.provide(otel.layer),
+      Effect.scoped
+    )
+  }, 30_000)
+})
