@@ -1,8 +1,10 @@
 /**
- * A subscription: the group's durable pull consumer, read through the client's `consume()`
- * iterator (it re-issues pulls after a reconnect, so consumers resume on their own). A message is
- * taken from the iterator only when a handler slot is free, so at most `concurrency` run and the
- * client buffers about `prefetch` more. What it guarantees:
+ * A subscription: the group's durable pull consumer, read with `fetch` pulls sized so that what
+ * this subscription holds (running, waiting for a slot, and asked for) never exceeds `prefetch`;
+ * at most `concurrency` handlers run. Every held message is in view, so all of them get
+ * `working()` (the client's `consume()` iterator buffers messages out of reach, whose ack wait
+ * then runs out behind slow handlers). A pull lasts at most 5 s, so after a reconnect the next
+ * one resumes the subscription. What it guarantees:
  *
  * - Settlement after the handler: `Ack` acks; `Retry` naks with the delay (JetStream redelivers
  *   it then, to any consumer of the group, and counts the delivery); `DeadLetter` stores the dead
@@ -11,11 +13,11 @@
  *   counts too, so a message that kills its consumer still exhausts its retries. `redelivered`
  *   is true for a delivery this consumer did not ask for with a Retry.
  * - More than `maxDeliver` deliveries: dead-lettered without running the handler.
- * - A handler running past a third of the ack wait gets `working()` sent for it, so a slow
- *   handler is not redelivered to another consumer while it runs.
+ * - A message held past a third of the ack wait (running or waiting for a slot) gets `working()`
+ *   sent for it, so a slow handler is not redelivered to another consumer while it runs.
  * - Expired messages (past `x-eb-expiration` from entering the stream) are acked unseen.
- * - Shutdown: no new message is taken; in-flight handlers get `shutdownTimeout`, then are
- *   interrupted and their messages nak'd (redelivered at once); buffered ones are nak'd.
+ * - Shutdown: no new pull; messages waiting for a slot are nak'd (redelivered at once); in-flight
+ *   handlers get `shutdownTimeout`, then are interrupted and their messages nak'd.
  */
 import type { ConsumerMessages, JetStreamClient, JsMsg } from "@nats-io/jetstream"
 import * as Duration from "effect/Duration"
@@ -60,19 +62,17 @@ export const consume = (
     const { group } = subscription
     const planned = yield* deps.topology.declareGroup(group, subscription.pattern)
     const durable = subjects.durableOf(group)
-    const messages = yield* Effect.acquireRelease(
-      Effect.tryPromise({
-        try: async () => {
-          const consumer = await deps.js.consumers.get(deps.names.stream, durable)
-          return consumer.consume({ max_messages: subscription.prefetch })
-        },
-        catch: (cause) => unavailable("connect", `cannot consume group ${group}`, cause)
-      }),
-      (messages: ConsumerMessages) => Effect.promise(() => messages.close().then(() => undefined, () => undefined))
-    )
-    const iterator = messages[Symbol.asyncIterator]()
+    const pullConsumer = yield* Effect.tryPromise({
+      try: () => deps.js.consumers.get(deps.names.stream, durable),
+      catch: (cause) => unavailable("connect", `cannot consume group ${group}`, cause)
+    })
     const retried = new Map<number, number>()
-    const inFlight = new Map<JsMsg, number>()
+    /** Every message held (running or waiting for a slot), with when it was received. */
+    const held = new Map<JsMsg, number>()
+    const waiting: Array<JsMsg> = []
+    const batches = new Set<ConsumerMessages>()
+    let requested = 0
+    let running = 0
     let closing = false
     const token = {}
     deps.active.add(token)
@@ -136,36 +136,83 @@ export const consume = (
         attempt: count,
         redelivered: count > 1 && asked !== count
       }
-      return Effect.sync(() => inFlight.set(msg, Date.now())).pipe(
-        Effect.zipRight(handle(delivery)),
+      return handle(delivery).pipe(
         Effect.flatMap((disposition) => settle(msg, disposition)),
         Effect.onExit((exit) =>
-          Effect.sync(() => {
-            inFlight.delete(msg)
-            // Interrupted (shutdown): back to the group at once.
-            if (Exit.isInterrupted(exit)) msg.nak()
-          })
+          // Interrupted (shutdown): back to the group at once.
+          Exit.isInterrupted(exit) ? Effect.sync(() => msg.nak()) : Effect.void
         )
       )
     }
 
     const handlers = yield* FiberSet.make<void, never>()
-    const slots = yield* Effect.makeSemaphore(subscription.concurrency)
+    const fork = yield* FiberSet.runtime(handlers)<never>()
+    const wake = yield* Effect.makeLatch(true)
+    const threshold = Math.max(1, Math.ceil(subscription.prefetch / 4))
+
+    const start = (msg: JsMsg): void => {
+      running++
+      fork(Effect.ensuring(
+        run(msg),
+        Effect.sync(() => {
+          running--
+          held.delete(msg)
+          const next = waiting.shift()
+          if (next !== undefined && !closing) start(next)
+          wake.unsafeOpen()
+        })
+      ))
+    }
+
+    const receive = (msg: JsMsg): void => {
+      requested--
+      if (closing) return msg.nak()
+      held.set(msg, Date.now())
+      if (running < subscription.concurrency) start(msg)
+      else waiting.push(msg)
+    }
+
+    /** One pull for `n`; its messages are dispatched as they arrive, the loop does not wait for it. */
+    const pull = (n: number) =>
+      Effect.tryPromise({
+        try: () => pullConsumer.fetch({ max_messages: n, expires: 5_000 }),
+        catch: (cause) => unavailable("connect", `cannot pull for group ${group}`, cause)
+      }).pipe(
+        Effect.tap((batch) =>
+          Effect.sync(() => {
+            requested += n
+            batches.add(batch)
+            let received = 0
+            void (async () => {
+              try {
+                for await (const msg of batch) {
+                  received++
+                  receive(msg)
+                }
+              } finally {
+                batches.delete(batch)
+                requested -= n - received
+                wake.unsafeOpen()
+              }
+            })().catch(() => undefined)
+          })
+        )
+      )
 
     const loop = Effect.gen(function*() {
-      while (true) {
-        yield* slots.take(1)
-        const next = yield* Effect.promise(() => iterator.next())
-        if (next.done === true) return
-        const msg = next.value
-        if (closing) {
-          msg.nak()
-          yield* slots.release(1)
+      while (!closing) {
+        const free = subscription.prefetch - held.size - requested
+        if (free < threshold) {
+          yield* wake.close
+          if (subscription.prefetch - held.size - requested < threshold) yield* wake.await
           continue
         }
-        yield* FiberSet.run(handlers, Effect.ensuring(run(msg), slots.release(1)))
+        yield* pull(free)
       }
-    })
+    }).pipe(
+      Effect.tapErrorCause((cause) => Effect.logWarning(`pulling for group ${group} failed; retrying`, cause)),
+      Effect.retry(Schedule.spaced("1 second"))
+    )
     const loopFiber = yield* Effect.forkDaemon(loop)
 
     // Keeps slow handlers' messages from being redelivered past the ack wait.
@@ -174,7 +221,7 @@ export const consume = (
       Effect.repeat(
         Effect.sync(() => {
           const now = Date.now()
-          for (const [msg, since] of inFlight) if (now - since >= tick) msg.working()
+          for (const [msg, since] of held) if (now - since >= tick) msg.working()
         }),
         Schedule.spaced(Duration.millis(tick))
       )
@@ -183,13 +230,13 @@ export const consume = (
     yield* Effect.addFinalizer(() =>
       Effect.gen(function*() {
         closing = true
-        // Stop pulling; the iterator ends after what it holds (nak'd by the loop).
-        yield* Effect.promise(() => messages.close().then(() => undefined, () => undefined)).pipe(
-          Effect.timeout(deps.shutdownTimeout),
-          Effect.ignore
-        )
-        yield* FiberSet.awaitEmpty(handlers).pipe(Effect.timeout(deps.shutdownTimeout), Effect.ignore)
         yield* Fiber.interrupt(loopFiber)
+        for (const batch of batches) batch.stop()
+        for (const msg of waiting.splice(0)) {
+          held.delete(msg)
+          msg.nak()
+        }
+        yield* FiberSet.awaitEmpty(handlers).pipe(Effect.timeout(deps.shutdownTimeout), Effect.ignore)
         yield* FiberSet.clear(handlers)
         yield* Fiber.interrupt(heartbeat)
       })
