@@ -47,8 +47,12 @@ const makeLedger = () => {
     summary: (label: string) => {
       const reasons = new Map<string, number>()
       for (const reason of failed.values()) reasons.set(reason, (reasons.get(reason) ?? 0) + 1)
-      return `${label}: confirmed ${confirmed.size}, failed ${failed.size} ${JSON.stringify(Object.fromEntries(reasons))}, ` +
-        `delivered ${deliveries.size} distinct, duplicates ${[...deliveries.values()].reduce((s, n) => s + n - 1, 0)}, ` +
+      return `${label}: confirmed ${confirmed.size}, failed ${failed.size} ${
+        JSON.stringify(Object.fromEntries(reasons))
+      }, ` +
+        `delivered ${deliveries.size} distinct, duplicates ${
+          [...deliveries.values()].reduce((s, n) => s + n - 1, 0)
+        }, ` +
         `redelivered ${redelivered}`
     }
   }
@@ -114,147 +118,163 @@ const healthUntil = (broker: Broker.Service, done: (health: Broker.Health) => bo
 const proxyTo = (port: number) => tcpProxy("127.0.0.1", port)
 
 describe("NatsBroker faults", () => {
-  it.live("N1: kill -9 of the server under publishes and consumption, then restart: nothing confirmed lost", () =>
-    Effect.gen(function*() {
-      const server = yield* natsServer
-      const stream = uniqueName("N1").replaceAll("_", "-")
-      const broker = yield* brokerAt(server.url, { stream, ackWait: "3 seconds" })
-      const topic = freshTopic("n1")
-      const ledger = makeLedger()
-      yield* broker.subscribe(topic, (item, envelope) => ledger.deliver(item.id, envelope), {
-        group: uniqueName("g"),
-        concurrency: 50
-      })
-      const window = 500
-      let killed = false
-      const publisher = yield* Effect.fork(publishThroughFault(broker, topic, ledger, "n1", window, () => killed))
-      yield* waitFor("the first confirms", () => ledger.confirmed.size >= 4 * window, 30)
-      yield* server.kill
-      killed = true
-      const killedAt = Date.now()
-      yield* healthUntil(broker, (h) => h.status === "down", 10)
-      yield* Effect.sleep("500 millis")
-      yield* server.start
-      const deliveredAtRestart = ledger.deliveries.size
-      const health = yield* healthUntil(broker, (h) => h.status === "up", 15)
-      yield* waitFor("a delivery after the restart", () => ledger.deliveries.size > deliveredAtRestart, 20)
-      const recoveredIn = Date.now() - killedAt
-      const batches = yield* Fiber.join(publisher)
-      yield* waitFor("every confirmed message consumed", () => ledger.lost().length === 0, 60).pipe(Effect.either)
-      console.log(ledger.summary("N1"), `, health ${health.detail}, recovered within ${recoveredIn} ms`)
-      assert.strictEqual(ledger.confirmed.size + ledger.failed.size, batches * window, "every publish has an outcome")
-      assert.strictEqual(ledger.lost().length, 0, "confirmed but never consumed")
-      // Acks not yet applied when the server died come again: at most the deliveries then unsettled
-      // or acked within the last moments (50 handlers, default prefetch), plus a window of publishes.
-      assert.isAtMost(ledger.duplicates(), window, "duplicates within a window")
-      for (const reason of ledger.failed.values()) {
-        assert.oneOf(reason, ["timeout?", "channel-closed?", "BrokerUnavailable"])
-      }
-    }).pipe(Effect.scoped), { timeout: 120_000 })
+  it.live(
+    "N1: kill -9 of the server under publishes and consumption, then restart: nothing confirmed lost",
+    () =>
+      Effect.gen(function*() {
+        const server = yield* natsServer
+        const stream = uniqueName("N1").replaceAll("_", "-")
+        const broker = yield* brokerAt(server.url, { stream, ackWait: "3 seconds" })
+        const topic = freshTopic("n1")
+        const ledger = makeLedger()
+        yield* broker.subscribe(topic, (item, envelope) => ledger.deliver(item.id, envelope), {
+          group: uniqueName("g"),
+          concurrency: 50
+        })
+        const window = 500
+        let killed = false
+        const publisher = yield* Effect.fork(publishThroughFault(broker, topic, ledger, "n1", window, () => killed))
+        yield* waitFor("the first confirms", () => ledger.confirmed.size >= 4 * window, 30)
+        yield* server.kill
+        killed = true
+        const killedAt = Date.now()
+        yield* healthUntil(broker, (h) => h.status === "down", 10)
+        yield* Effect.sleep("500 millis")
+        yield* server.start
+        const deliveredAtRestart = ledger.deliveries.size
+        const health = yield* healthUntil(broker, (h) => h.status === "up", 15)
+        yield* waitFor("a delivery after the restart", () => ledger.deliveries.size > deliveredAtRestart, 20)
+        const recoveredIn = Date.now() - killedAt
+        const batches = yield* Fiber.join(publisher)
+        yield* waitFor("every confirmed message consumed", () => ledger.lost().length === 0, 60).pipe(Effect.either)
+        console.log(ledger.summary("N1"), `, health ${health.detail}, recovered within ${recoveredIn} ms`)
+        assert.strictEqual(ledger.confirmed.size + ledger.failed.size, batches * window, "every publish has an outcome")
+        assert.strictEqual(ledger.lost().length, 0, "confirmed but never consumed")
+        // Acks not yet applied when the server died come again: at most the deliveries then unsettled
+        // or acked within the last moments (50 handlers, default prefetch), plus a window of publishes.
+        assert.isAtMost(ledger.duplicates(), window, "duplicates within a window")
+        for (const reason of ledger.failed.values()) {
+          assert.oneOf(reason, ["timeout?", "channel-closed?", "BrokerUnavailable"])
+        }
+      }).pipe(Effect.scoped),
+    { timeout: 120_000 }
+  )
 
-  it.live("N2: the connection cut through the proxy mid-publish: nothing confirmed lost, no duplicate", () =>
-    Effect.gen(function*() {
-      const server = yield* natsServer
-      const proxy = yield* proxyTo(server.port)
-      const stream = uniqueName("N2").replaceAll("_", "-")
-      const publisherBroker = yield* brokerAt(proxy.url(server.url), { stream, publishTimeout: "3 seconds" })
-      const consumerBroker = yield* brokerAt(server.url, { stream })
-      const topic = freshTopic("n2")
-      const ledger = makeLedger()
-      yield* consumerBroker.subscribe(topic, (item, envelope) => ledger.deliver(item.id, envelope), {
-        group: uniqueName("g"),
-        concurrency: 50
-      })
-      const window = 500
-      let cut = false
-      const publisher = yield* Effect.fork(
-        publishThroughFault(publisherBroker, topic, ledger, "n2", window, () => cut)
-      )
-      yield* waitFor("the first confirms", () => ledger.confirmed.size >= 4 * window, 30)
-      yield* proxy.setMode("reset")
-      cut = true
-      yield* Effect.sleep("300 millis")
-      yield* proxy.setMode("pass")
-      const health = yield* healthUntil(publisherBroker, (h) => h.status === "up", 15)
-      const batches = yield* Fiber.join(publisher)
-      yield* waitFor("every confirmed message consumed", () => ledger.lost().length === 0, 60).pipe(Effect.either)
-      console.log(ledger.summary("N2"), `, health ${health.detail}, connections ${proxy.accepted()}`)
-      assert.isAtLeast(proxy.accepted(), 2, "reconnected through the proxy")
-      assert.strictEqual(ledger.confirmed.size + ledger.failed.size, batches * window)
-      assert.strictEqual(ledger.lost().length, 0, "confirmed but never consumed")
-      assert.strictEqual(ledger.duplicates(), 0, "each message published once is delivered once")
-    }).pipe(Effect.scoped), { timeout: 120_000 })
+  it.live(
+    "N2: the connection cut through the proxy mid-publish: nothing confirmed lost, no duplicate",
+    () =>
+      Effect.gen(function*() {
+        const server = yield* natsServer
+        const proxy = yield* proxyTo(server.port)
+        const stream = uniqueName("N2").replaceAll("_", "-")
+        const publisherBroker = yield* brokerAt(proxy.url(server.url), { stream, publishTimeout: "3 seconds" })
+        const consumerBroker = yield* brokerAt(server.url, { stream })
+        const topic = freshTopic("n2")
+        const ledger = makeLedger()
+        yield* consumerBroker.subscribe(topic, (item, envelope) => ledger.deliver(item.id, envelope), {
+          group: uniqueName("g"),
+          concurrency: 50
+        })
+        const window = 500
+        let cut = false
+        const publisher = yield* Effect.fork(
+          publishThroughFault(publisherBroker, topic, ledger, "n2", window, () => cut)
+        )
+        yield* waitFor("the first confirms", () => ledger.confirmed.size >= 4 * window, 30)
+        yield* proxy.setMode("reset")
+        cut = true
+        yield* Effect.sleep("300 millis")
+        yield* proxy.setMode("pass")
+        const health = yield* healthUntil(publisherBroker, (h) => h.status === "up", 15)
+        const batches = yield* Fiber.join(publisher)
+        yield* waitFor("every confirmed message consumed", () => ledger.lost().length === 0, 60).pipe(Effect.either)
+        console.log(ledger.summary("N2"), `, health ${health.detail}, connections ${proxy.accepted()}`)
+        assert.isAtLeast(proxy.accepted(), 2, "reconnected through the proxy")
+        assert.strictEqual(ledger.confirmed.size + ledger.failed.size, batches * window)
+        assert.strictEqual(ledger.lost().length, 0, "confirmed but never consumed")
+        assert.strictEqual(ledger.duplicates(), 0, "each message published once is delivered once")
+      }).pipe(Effect.scoped),
+    { timeout: 120_000 }
+  )
 
-  it.live("N3: the consumer's connection cut mid-consume: it resumes, nothing lost, duplicates within its prefetch", () =>
-    Effect.gen(function*() {
-      const server = yield* natsServer
-      const proxy = yield* proxyTo(server.port)
-      const stream = uniqueName("N3").replaceAll("_", "-")
-      const publisherBroker = yield* brokerAt(server.url, { stream })
-      const consumerBroker = yield* brokerAt(proxy.url(server.url), { stream, ackWait: "2 seconds" })
-      const topic = freshTopic("n3")
-      const group = uniqueName("g")
-      const ledger = makeLedger()
-      yield* publisherBroker.declare(topic, { group })
-      const ids = Array.from({ length: 5000 }, (_, i) => `n3-${i}`)
-      ledger.record(yield* publisherBroker.publishAll(ids.map((id) => Broker.entry(topic, { id }))), ids)
-      assert.strictEqual(ledger.confirmed.size, ids.length)
-      const concurrency = 20
-      yield* consumerBroker.subscribe(
-        topic,
-        (item, envelope) => Effect.zipRight(Effect.sleep("1 millis"), ledger.deliver(item.id, envelope)),
-        { group, concurrency }
-      )
-      yield* waitFor("a fifth consumed", () => ledger.deliveries.size >= 1000, 30)
-      yield* proxy.setMode("reset")
-      const cutAt = ledger.deliveries.size
-      yield* Effect.sleep("300 millis")
-      yield* proxy.setMode("pass")
-      yield* waitFor("every message consumed", () => ledger.lost().length === 0, 60).pipe(Effect.either)
-      console.log(ledger.summary("N3"), `, cut after ${cutAt}, connections ${proxy.accepted()}`)
-      assert.strictEqual(ledger.lost().length, 0, "confirmed but never consumed")
-      // Only deliveries whose ack was lost with the connection come again: in hand or buffered.
-      assert.isAtMost(ledger.duplicates(), 3 * concurrency, "duplicates within what the consumer held")
-    }).pipe(Effect.scoped), { timeout: 120_000 })
+  it.live(
+    "N3: the consumer's connection cut mid-consume: it resumes, nothing lost, duplicates within its prefetch",
+    () =>
+      Effect.gen(function*() {
+        const server = yield* natsServer
+        const proxy = yield* proxyTo(server.port)
+        const stream = uniqueName("N3").replaceAll("_", "-")
+        const publisherBroker = yield* brokerAt(server.url, { stream, ackWait: "2 seconds" })
+        const consumerBroker = yield* brokerAt(proxy.url(server.url), { stream, ackWait: "2 seconds" })
+        const topic = freshTopic("n3")
+        const group = uniqueName("g")
+        const ledger = makeLedger()
+        yield* publisherBroker.declare(topic, { group })
+        const ids = Array.from({ length: 5000 }, (_, i) => `n3-${i}`)
+        ledger.record(yield* publisherBroker.publishAll(ids.map((id) => Broker.entry(topic, { id }))), ids)
+        assert.strictEqual(ledger.confirmed.size, ids.length)
+        const concurrency = 20
+        yield* consumerBroker.subscribe(
+          topic,
+          (item, envelope) => Effect.zipRight(Effect.sleep("1 millis"), ledger.deliver(item.id, envelope)),
+          { group, concurrency }
+        )
+        yield* waitFor("a fifth consumed", () => ledger.deliveries.size >= 1000, 30)
+        yield* proxy.setMode("reset")
+        const cutAt = ledger.deliveries.size
+        yield* Effect.sleep("300 millis")
+        yield* proxy.setMode("pass")
+        yield* waitFor("every message consumed", () => ledger.lost().length === 0, 60).pipe(Effect.either)
+        console.log(ledger.summary("N3"), `, cut after ${cutAt}, connections ${proxy.accepted()}`)
+        assert.strictEqual(ledger.lost().length, 0, "confirmed but never consumed")
+        // Only deliveries whose ack was lost with the connection come again: in hand or buffered.
+        assert.isAtMost(ledger.duplicates(), 3 * concurrency, "duplicates within what the consumer held")
+      }).pipe(Effect.scoped),
+    { timeout: 120_000 }
+  )
 
-  it.live("N4: a consumer gone mid-batch (its connection black-holed): its messages go to the group's other consumer", () =>
-    Effect.gen(function*() {
-      const server = yield* natsServer
-      const proxy = yield* proxyTo(server.port)
-      const stream = uniqueName("N4").replaceAll("_", "-")
-      const survivor = yield* brokerAt(server.url, { stream, ackWait: "2 seconds" })
-      const doomed = yield* brokerAt(proxy.url(server.url), { stream, ackWait: "2 seconds" })
-      const topic = freshTopic("n4")
-      const group = uniqueName("g")
-      const ledger = makeLedger()
-      const held = yield* Deferred.make<void>()
-      let holding = 0
-      // The doomed consumer takes a batch and never finishes it.
-      yield* doomed.subscribe(
-        topic,
-        () =>
-          Effect.suspend(() => {
-            holding++
-            return holding >= 10 ? Effect.zipRight(Deferred.succeed(held, undefined), Effect.never) : Effect.never
-          }),
-        { group, concurrency: 10 }
-      )
-      const ids = Array.from({ length: 200 }, (_, i) => `n4-${i}`)
-      ledger.record(yield* survivor.publishAll(ids.map((id) => Broker.entry(topic, { id }))), ids)
-      yield* Deferred.await(held)
-      yield* proxy.setMode("blackhole")
-      yield* survivor.subscribe(topic, (item, envelope) => ledger.deliver(item.id, envelope), {
-        group,
-        concurrency: 10
-      })
-      yield* waitFor("every message consumed by the survivor", () => ledger.lost().length === 0, 60).pipe(
-        Effect.either
-      )
-      console.log(ledger.summary("N4"))
-      assert.strictEqual(ledger.lost().length, 0, "confirmed but never completed")
-      assert.strictEqual(ledger.duplicates(), 0, "the doomed consumer completed nothing")
-      assert.isAtLeast(ledger.redelivered(), 10, "the doomed consumer's batch came back flagged redelivered")
-    }).pipe(Effect.scoped), { timeout: 120_000 })
+  it.live(
+    "N4: a consumer gone mid-batch (its connection black-holed): its messages go to the group's other consumer",
+    () =>
+      Effect.gen(function*() {
+        const server = yield* natsServer
+        const proxy = yield* proxyTo(server.port)
+        const stream = uniqueName("N4").replaceAll("_", "-")
+        const survivor = yield* brokerAt(server.url, { stream, ackWait: "2 seconds" })
+        const doomed = yield* brokerAt(proxy.url(server.url), { stream, ackWait: "2 seconds" })
+        const topic = freshTopic("n4")
+        const group = uniqueName("g")
+        const ledger = makeLedger()
+        const held = yield* Deferred.make<void>()
+        let holding = 0
+        // The doomed consumer takes a batch and never finishes it.
+        yield* doomed.subscribe(
+          topic,
+          () =>
+            Effect.suspend(() => {
+              holding++
+              return holding >= 10 ? Effect.zipRight(Deferred.succeed(held, undefined), Effect.never) : Effect.never
+            }),
+          { group, concurrency: 10 }
+        )
+        const ids = Array.from({ length: 200 }, (_, i) => `n4-${i}`)
+        ledger.record(yield* survivor.publishAll(ids.map((id) => Broker.entry(topic, { id }))), ids)
+        yield* Deferred.await(held)
+        yield* proxy.setMode("blackhole")
+        yield* survivor.subscribe(topic, (item, envelope) => ledger.deliver(item.id, envelope), {
+          group,
+          concurrency: 10
+        })
+        yield* waitFor("every message consumed by the survivor", () => ledger.lost().length === 0, 60).pipe(
+          Effect.either
+        )
+        console.log(ledger.summary("N4"))
+        assert.strictEqual(ledger.lost().length, 0, "confirmed but never completed")
+        assert.strictEqual(ledger.duplicates(), 0, "the doomed consumer completed nothing")
+        assert.isAtLeast(ledger.redelivered(), 10, "the doomed consumer's batch came back flagged redelivered")
+      }).pipe(Effect.scoped),
+    { timeout: 120_000 }
+  )
 
   it.live("N5: handlers slower than the ack wait are not redelivered while they run", () =>
     Effect.gen(function*() {

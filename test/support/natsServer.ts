@@ -59,7 +59,9 @@ export const natsServer: Effect.Effect<NatsServer, Error, Scope.Scope> = Effect.
     running.once("exit", () => resume(Effect.void))
     running.kill("SIGKILL")
   })
-  yield* Effect.acquireRelease(start, () =>
-    Effect.zipRight(kill, Effect.sync(() => rmSync(dir, { recursive: true, force: true }))))
+  yield* Effect.acquireRelease(
+    start,
+    () => Effect.zipRight(kill, Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
+  )
   return { port, url: `nats://127.0.0.1:${port}`, kill, start }
 })

@@ -102,10 +102,13 @@ export const open = (options: ConnectOptions): Effect.Effect<Connection, BrokerU
         })
       ),
       (nc) =>
-        Effect.promise(() =>
-          // Drain: stop taking messages, let in-flight publishes and acks go out, then close.
-          nc.isClosed() ? Promise.resolve() : nc.drain().catch(() => nc.close())
-        ).pipe(Effect.timeout(options.connectTimeout), Effect.ignore)
+        // Drain: stop taking messages, let in-flight publishes and acks go out, then close; on a
+        // dead connection give up after the connect timeout (interruptible: this is a finalizer).
+        Effect.interruptible(Effect.promise(() => nc.isClosed() ? Promise.resolve() : nc.drain())).pipe(
+          Effect.timeout(options.connectTimeout),
+          Effect.ignore,
+          Effect.zipRight(Effect.promise(() => nc.isClosed() ? Promise.resolve() : nc.close()))
+        )
     )
     let state: "open" | "reconnecting" | "closed" = "open"
     let lastError: string | undefined
@@ -131,13 +134,9 @@ export const open = (options: ConnectOptions): Effect.Effect<Connection, BrokerU
         }
       }
     })()
-    yield* Effect.forkScoped(
-      Effect.promise(() =>
-        watch.catch((cause: unknown) => {
-          lastError = String(cause)
-        })
-      )
-    )
+    watch.catch((cause: unknown) => {
+      lastError = String(cause)
+    })
     nc.closed().then((cause) => {
       state = "closed"
       if (cause !== undefined) lastError = cause.message

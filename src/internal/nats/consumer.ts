@@ -236,7 +236,11 @@ export const consume = (
           held.delete(msg)
           msg.nak()
         }
-        yield* FiberSet.awaitEmpty(handlers).pipe(Effect.timeout(deps.shutdownTimeout), Effect.ignore)
+        // Finalizers run uninterruptibly: the wait must be made interruptible for its timeout to end it.
+        yield* Effect.interruptible(FiberSet.awaitEmpty(handlers)).pipe(
+          Effect.timeout(deps.shutdownTimeout),
+          Effect.ignore
+        )
         yield* FiberSet.clear(handlers)
         yield* Fiber.interrupt(heartbeat)
       })

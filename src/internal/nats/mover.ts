@@ -95,7 +95,11 @@ export const start = (
             while (running >= parallel) await new Promise<void>((resolve) => (wake = resolve))
           }
         }),
-      (messages) => Effect.promise(() => messages.close().then(() => undefined, () => undefined))
+      (messages) =>
+        Effect.interruptible(Effect.promise(() => messages.close().then(() => undefined, () => undefined))).pipe(
+          Effect.timeout("5 seconds"),
+          Effect.ignore
+        )
     )
     yield* Effect.forkScoped(
       run.pipe(
