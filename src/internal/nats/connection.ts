@@ -2,7 +2,7 @@
  * One NATS connection per broker: opened with the Layer (bounded by the connect timeout), kept
  * by the client's own reconnect loop (pull consumers re-issue their pulls after a reconnect), and
  * drained when the Layer's scope closes. Its status events feed `Broker.health`; an error event
- * is logged, never thrown.
+ * is recorded there, never thrown.
  */
 import { jetstream, type JetStreamClient, type JetStreamManager, jetstreamManager } from "@nats-io/jetstream"
 import {
@@ -112,7 +112,8 @@ export const open = (options: ConnectOptions): Effect.Effect<Connection, BrokerU
     )
     let state: "open" | "reconnecting" | "closed" = "open"
     let lastError: string | undefined
-    // Status events: drive health; errors are logged here so none is thrown at the process.
+    // Status events drive health; an error event is recorded for it (this loop is the
+    // listener, so none reaches the process as an unhandled error).
     const watch = (async () => {
       for await (const status of nc.status()) {
         switch (status.type) {
