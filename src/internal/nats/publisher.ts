@@ -82,12 +82,27 @@ export const make = (js: JetStreamClient, names: subjects.Names, timeout: number
     })
 
   // Plain promises inside: an Effect per in-flight message costs more than the PubAck round trip.
+  // Freed slots are refilled once per macrotask rather than per PubAck: the client writes to the
+  // socket once per microtask in which something was sent, so refilling per PubAck costs a write
+  // per message.
   const publishAll = (batch: BrokerTransport.TransportBatch, window: number) =>
     Effect.async<ReadonlyArray<Either.Either<void, Failure>>>((resume) => {
       const results = new Array<Either.Either<void, Failure>>(batch.size)
       let next = 0
       let inFlight = 0
       let finished = false
+      let scheduled = false
+      const refill = (): void => {
+        scheduled = false
+        pump()
+      }
+      const settled = (): void => {
+        inFlight--
+        if (!scheduled) {
+          scheduled = true
+          setImmediate(refill)
+        }
+      }
       const pump = (): void => {
         while (inFlight < window && next < batch.size) {
           const index = next++
@@ -100,14 +115,13 @@ export const make = (js: JetStreamClient, names: subjects.Names, timeout: number
           send(message).then(
             () => {
               results[index] = Either.void
+              settled()
             },
             (cause: unknown) => {
               results[index] = Either.left(failure(message, cause))
+              settled()
             }
-          ).finally(() => {
-            inFlight--
-            pump()
-          })
+          )
         }
         if (!finished && next >= batch.size && inFlight === 0) {
           finished = true
