@@ -92,7 +92,7 @@ export const consume = (
     let storing = 0
     let drained: Deferred.Deferred<void> | undefined
     const wake = yield* Effect.makeLatch(true)
-    const threshold = Math.max(1, Math.ceil(subscription.prefetch / 4))
+    const threshold = Math.max(1, Math.ceil(subscription.prefetch / 2))
 
     // Acks go out together once per macrotask: the client writes to the socket once per microtask
     // in which something was sent, so acking each message on its own turn costs a write each.

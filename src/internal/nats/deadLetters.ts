@@ -31,7 +31,7 @@ export interface DeadLetters {
     reason: string,
     attempt: number
   ) => Promise<unknown>
-  /** The group's dead letters, oldest first, up to `max` and up to sequence `until`. */
+  /** The group's dead letters, oldest first, at most `max`, only those stored when the call started. */
   readonly list: (group: string, max: number) => Effect.Effect<ReadonlyArray<DeadLetter>, BrokerUnavailable>
   readonly redrive: (group: string, max: number) => Effect.Effect<number, BrokerUnavailable>
 }
