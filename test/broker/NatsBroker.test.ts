@@ -63,6 +63,16 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("NatsBroker", 
       assert.include(clash.message, "filter_subject")
     }))
 
+  it.scoped("groups of different topics declared at once all get their subject in the stream", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker.Broker
+      const topics = Array.from({ length: 8 }, (_, i) => freshTopic(`many${i}`))
+      yield* Effect.forEach(topics, (topic) => broker.declare(topic, { group: uniqueName("g") }), {
+        concurrency: "unbounded"
+      })
+      for (const topic of topics) yield* broker.publish(topic, { n: 1 })
+    }))
+
   it.scoped("health reports the open connection and the consumers", () =>
     Effect.gen(function*() {
       const broker = yield* Broker.Broker

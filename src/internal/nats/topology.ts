@@ -241,30 +241,49 @@ export const make = (
     return undefined
   }
 
+  /** A consumer creation refused because another update took the subject out of the stream meanwhile. */
+  const isSubjectRace = (cause: unknown): boolean =>
+    cause instanceof JetStreamApiError && /not a valid subset/i.test(cause.message)
+
+  // Subject updates are read-modify-write: serialized within this process (concurrent declares of
+  // several groups would otherwise overwrite each other's subjects); a race with another process
+  // is caught when the consumer is created and the whole step redone.
+  const updates = Effect.unsafeMakeSemaphore(1)
+
   const declareGroup = (group: string, pattern: string) =>
     Effect.gen(function*() {
       const planned = subjects.plan(pattern)
-      for (const subject of planned.subjects) yield* ensureSubject(group, subject)
       const wanted = wantedConsumer(group, planned.filter)
       const durable = subjects.durableOf(group)
-      const existing = yield* Effect.tryPromise({
-        try: () =>
-          jsm.consumers.info(names.stream, durable).catch((cause: unknown) => {
-            if (isCode(cause, JetStreamApiCodes.ConsumerNotFound)) return undefined
-            throw cause
-          }),
-        catch: (cause) => unavailable("connect", `cannot read consumer ${durable}`, cause)
-      })
-      const info = existing ?? (yield* Effect.tryPromise({
-        try: () => jsm.consumers.add(names.stream, wanted),
-        catch: (cause) =>
-          cause instanceof JetStreamApiError && cause.status === 400
-            ? new DeclareConflict({ group, detail: `consumer "${durable}": ${cause.message}` })
-            : unavailable("connect", `cannot create consumer ${durable}`, cause)
-      }))
-      const conflict = consumerConflict(group, info, wanted)
-      if (conflict !== undefined) return yield* conflict
-      return planned
+      for (let round = 0;; round++) {
+        const info = yield* updates.withPermits(1)(Effect.gen(function*() {
+          for (const subject of planned.subjects) yield* ensureSubject(group, subject)
+          const existing = yield* Effect.tryPromise({
+            try: () =>
+              jsm.consumers.info(names.stream, durable).catch((cause: unknown) => {
+                if (isCode(cause, JetStreamApiCodes.ConsumerNotFound)) return undefined
+                throw cause
+              }),
+            catch: (cause) => unavailable("connect", `cannot read consumer ${durable}`, cause)
+          })
+          if (existing !== undefined) return existing
+          return yield* Effect.tryPromise({
+            try: () =>
+              jsm.consumers.add(names.stream, wanted).catch((cause: unknown) => {
+                if (isSubjectRace(cause) && round < 5) return undefined
+                throw cause
+              }),
+            catch: (cause) =>
+              cause instanceof JetStreamApiError && cause.status === 400
+                ? new DeclareConflict({ group, detail: `consumer "${durable}": ${cause.message}` })
+                : unavailable("connect", `cannot create consumer ${durable}`, cause)
+          })
+        }))
+        if (info === undefined) continue
+        const conflict = consumerConflict(group, info, wanted)
+        if (conflict !== undefined) return yield* conflict
+        return planned
+      }
     })
 
   return { prepare, declareGroup, captured: () => known, refresh }
