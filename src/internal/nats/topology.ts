@@ -133,9 +133,6 @@ export interface Topology {
     group: string,
     pattern: string
   ) => Effect.Effect<subjects.Plan, BrokerUnavailable | DeclareConflict>
-  /** Subjects the broker's stream captures now (cached; refreshed by `refresh`). */
-  readonly captured: () => ReadonlyArray<string>
-  readonly refresh: Effect.Effect<ReadonlyArray<string>, BrokerUnavailable>
 }
 
 /** @internal */
@@ -146,7 +143,6 @@ export const make = (
   consumer: ConsumerSettings
 ): Topology => {
   const main = wantedOf(stream, RetentionPolicy.Interest, stream.maxAge)
-  let known: ReadonlyArray<string> = []
 
   const prepare = Effect.gen(function*() {
     yield* ensureStream(
@@ -171,16 +167,9 @@ export const make = (
       if (conflict !== undefined) {
         return yield* new DeclareConflict({ group: `(stream ${names.stream})`, detail: conflict })
       }
-      known = info.config.subjects ?? []
     } else if (stream.subjects !== undefined) {
       yield* ensureStream(jsm, names.stream, stream.subjects, main, `(stream ${names.stream})`)
-      known = stream.subjects
     }
-  })
-
-  const refresh = Effect.map(streamInfo(jsm, names.stream), (info) => {
-    known = info?.config.subjects ?? []
-    return known
   })
 
   /**
@@ -192,7 +181,6 @@ export const make = (
       for (let round = 0; round < 10; round++) {
         const info = yield* ensureStream(jsm, names.stream, stream.subjects ?? [subject], main, group)
         const current = info.config.subjects ?? []
-        known = current
         if (subjects.captured(current, subject)) return
         if (stream.subjects !== undefined) {
           return yield* new DeclareConflict({
@@ -286,5 +274,5 @@ export const make = (
       }
     })
 
-  return { prepare, declareGroup, captured: () => known, refresh }
+  return { prepare, declareGroup }
 }
