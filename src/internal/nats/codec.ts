@@ -90,20 +90,24 @@ const numberOf = (text: string | undefined): number | undefined => {
 
 /** @internal */
 export const decode = (msg: JsMsg): Decoded => {
-  const raw = table(msg.headers)
+  // One pass over the headers: the transport's own, the caller's, the library's.
+  const raw: Record<string, string> = {}
   const user: Record<string, string> = {}
   const library: Record<string, string> = {}
   let hasUser = false
   let hasLibrary = false
-  for (const key in raw) {
-    const value = raw[key]
-    if (value === undefined || key.startsWith("Nats-") || transportOnly.has(key)) continue
-    if (wire.isReservedHeader(key)) {
-      library[key] = value
-      hasLibrary = true
-    } else {
-      user[key] = value
-      hasUser = true
+  if (msg.headers !== undefined) {
+    for (const [key, values] of msg.headers) {
+      const value = values[values.length - 1]
+      if (value === undefined) continue
+      if (key.startsWith("Nats-") || transportOnly.has(key)) raw[key] = value
+      else if (wire.isReservedHeader(key)) {
+        library[key] = value
+        hasLibrary = true
+      } else {
+        user[key] = value
+        hasUser = true
+      }
     }
   }
   const messageId = raw[header.messageId] ?? raw[header.msgId] ?? `no-id:${msg.info.stream}:${msg.seq}`
