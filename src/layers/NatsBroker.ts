@@ -66,7 +66,11 @@ export interface Options {
   readonly replicas?: number | undefined
   /** Oldest message the broker's stream keeps, even unconsumed. Default 0: no limit. */
   readonly maxAge?: Duration.DurationInput | undefined
-  /** Bytes the broker's stream keeps (then the oldest go). Default -1: no limit. */
+  /**
+   * Bytes each stream keeps. Full, the broker's and the delay stream refuse publishes
+   * (`PublishRejected("nacked")`) rather than drop messages; the dead-letter stream drops its
+   * oldest. Default -1: no limit.
+   */
   readonly maxBytes?: number | undefined
   /** How long a message id is remembered to drop a republished copy. Default 2 minutes. */
   readonly duplicateWindow?: Duration.DurationInput | undefined

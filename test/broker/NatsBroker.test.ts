@@ -1,5 +1,5 @@
 import { assert, describe, it, layer } from "@effect/vitest"
-import { ConfigProvider, Context, Effect, Layer, Queue, Redacted, Schema } from "effect"
+import { ConfigProvider, Context, Effect, Either, Layer, Queue, Redacted, Schema } from "effect"
 import * as Broker from "../../src/Broker.js"
 import { isInvalidOptions } from "../../src/InvalidOptions.js"
 import * as NatsBroker from "../../src/layers/NatsBroker.js"
@@ -117,6 +117,35 @@ describe("NatsBroker streams", () => {
       assert.strictEqual(info.config.duplicate_window, 120_000_000_000)
       const storage = yield* Effect.flip(Layer.build(NatsBroker.layer({ url, stream: own, storage: "memory" })))
       assert.include(storage.message, "storage")
+    }).pipe(Effect.scoped))
+
+  it.live("a full stream (maxBytes) refuses a publish with PublishRejected nacked and keeps what it confirmed", () =>
+    Effect.gen(function*() {
+      const own = `B${runId}`
+      yield* scopedStreams(own)
+      const built = yield* Layer.build(NatsBroker.layer({ url, stream: own, maxBytes: 4096 }))
+      const broker = Context.get(built, Broker.Broker)
+      const Big = Schema.Struct({ n: Schema.Number, pad: Schema.String })
+      const topic = Broker.topic(`${uniqueName("full").replaceAll("_", "-")}.x`, Big)
+      const group = uniqueName("g")
+      yield* broker.declare(topic, { group })
+      const outcomes = yield* broker.publishAll(
+        Array.from({ length: 20 }, (_, n) => Broker.entry(topic, { n, pad: "x".repeat(500) })),
+        { window: 1 }
+      )
+      const refused = outcomes.findIndex(Either.isLeft)
+      assert.isAbove(refused, 0, "some were stored before the stream was full")
+      const failure = outcomes[refused]
+      assert.isTrue(
+        failure !== undefined && Either.isLeft(failure) && failure.left._tag === "PublishRejected" &&
+          failure.left.reason === "nacked",
+        String(failure)
+      )
+      const handled = yield* Queue.unbounded<number>()
+      yield* broker.subscribe(topic, (m) => Queue.offer(handled, m.n), { group, concurrency: 1 })
+      const stored = outcomes.filter(Either.isRight).length
+      const seen = yield* Effect.replicateEffect(Queue.take(handled), stored)
+      assert.deepStrictEqual(seen.slice(0, refused), Array.from({ length: refused }, (_, n) => n))
     }).pipe(Effect.scoped))
 
   it.live("storage memory creates memory streams", () =>

@@ -110,7 +110,8 @@ const ensureStream = (
       jsm.streams.add({
         name,
         subjects: [...initial],
-        discard: DiscardPolicy.Old,
+        // Full (`maxBytes`): refuse new publishes rather than drop confirmed messages unseen.
+        discard: DiscardPolicy.New,
         ...extra,
         ...wanted
       }).catch(async (cause: unknown) => {
@@ -151,8 +152,8 @@ export const make = (
       [names.deadLetterSubjects],
       wantedOf(stream, RetentionPolicy.Limits, stream.deadLetterMaxAge),
       `(stream ${names.deadLetterStream})`,
-      // Dead letters are read one by one by subject (`next_by_subj`).
-      { allow_direct: true }
+      // Dead letters are read one by one by subject (`next_by_subj`); when full, the oldest go.
+      { allow_direct: true, discard: DiscardPolicy.Old }
     )
     yield* ensureStream(
       jsm,
