@@ -1,7 +1,8 @@
 /**
  * An AsyncAPI 3.0 document for the app's message contracts: every Topic is a channel on the
- * topic exchange, every Task a channel (`tasks.<name>`) its workers consume, each message with
- * the JSON Schema derived from its effect Schema — what FastStream users get from `faststream docs`.
+ * topic exchange (or, with `transport: "nats"`, a NATS subject captured by the JetStream stream),
+ * every Task a channel (`tasks.<name>`) its workers consume, each message with the JSON Schema
+ * derived from its effect Schema — what FastStream users get from `faststream docs`.
  *
  * @example
  * ```ts
@@ -20,6 +21,7 @@ import * as Schema from "effect/Schema"
 import * as AST from "effect/SchemaAST"
 import * as Broker from "./Broker.js"
 import * as internal from "./internal/asyncapi.js"
+import { durableOf as natsDurable } from "./internal/nats/subjects.js"
 import * as wire from "./internal/wire.js"
 import * as Task from "./Task.js"
 
@@ -112,6 +114,10 @@ export interface Options {
   readonly servers?: Readonly<Record<string, Server>> | undefined
   /** Prefix of the broker's exchanges (RabbitMQBroker's `prefix`). Default `eb`. */
   readonly prefix?: string | undefined
+  /** Which transport's bindings describe the channels. Default `rabbitmq`. */
+  readonly transport?: "rabbitmq" | "nats" | undefined
+  /** NatsBroker's `stream` (with `transport: "nats"`). Default `EB`. */
+  readonly stream?: string | undefined
 }
 
 /**
@@ -190,6 +196,8 @@ export const make = (options: Options): Effect.Effect<Document, AsyncApiError> =
       autoDelete: false,
       vhost: "/"
     }
+    const nats = options.transport === "nats"
+    const stream = options.stream ?? "EB"
     const channels: Record<string, JsonValue> = {}
     const operations: Record<string, JsonValue> = {}
     const messages: Record<string, JsonValue> = {}
@@ -210,6 +218,8 @@ export const make = (options: Options): Effect.Effect<Document, AsyncApiError> =
         /** AMQP delivery mode of what is sent: 2 persistent, 1 transient. */
         readonly deliveryMode: 1 | 2
         readonly task?: JsonValue
+        /** The queue group that consumes (a task's), when it is known. */
+        readonly group?: string
       }
     ) => {
       const id = internal.componentKey(address)
@@ -224,7 +234,8 @@ export const make = (options: Options): Effect.Effect<Document, AsyncApiError> =
         address,
         description: extra.description,
         messages: { [id]: { $ref: `#/components/messages/${id}` } },
-        bindings: { amqp: { is: "routingKey", exchange, bindingVersion: "0.3.0" } },
+        // NATS has no channel binding fields: the address is the subject.
+        ...(nats ? {} : { bindings: { amqp: { is: "routingKey", exchange, bindingVersion: "0.3.0" } } }),
         ...(extra.task !== undefined ? { "x-eb-task": extra.task } : {})
       }
       const messageRef = { $ref: `#/channels/${id}/messages/${id}` }
@@ -233,14 +244,30 @@ export const make = (options: Options): Effect.Effect<Document, AsyncApiError> =
         channel: { $ref: `#/channels/${id}` },
         summary: extra.send,
         messages: [messageRef],
-        // Every publish asks for a confirm and `mandatory` (an unroutable message fails the publish).
-        bindings: { amqp: { deliveryMode: extra.deliveryMode, mandatory: true, bindingVersion: "0.3.0" } }
+        // Every publish asks for a confirm and `mandatory` (an unroutable message fails the publish);
+        // on NATS for JetStream's PubAck from the stream that captures the subject.
+        bindings: nats
+          ? { nats: { bindingVersion: "0.1.0", "x-jetstream-stream": stream } }
+          : { amqp: { deliveryMode: extra.deliveryMode, mandatory: true, bindingVersion: "0.3.0" } }
       }
       operations[`${id}.receive`] = {
         action: "receive",
         channel: { $ref: `#/channels/${id}` },
         summary: extra.receive,
-        messages: [messageRef]
+        messages: [messageRef],
+        // Each group is a durable JetStream pull consumer (competing within the group), not a core
+        // NATS queue group, hence extensions rather than `queue`.
+        ...(nats
+          ? {
+            bindings: {
+              nats: {
+                bindingVersion: "0.1.0",
+                "x-jetstream-stream": stream,
+                ...(extra.group !== undefined ? { "x-jetstream-consumer": natsDurable(extra.group) } : {})
+              }
+            }
+          }
+          : {})
       }
     }
 
@@ -267,6 +294,7 @@ export const make = (options: Options): Effect.Effect<Document, AsyncApiError> =
           send: `TaskQueue.enqueue(${task.name})`,
           receive: `worker for ${task.name}`,
           deliveryMode: task.delivery === "transient" ? 1 : 2,
+          group: task.group,
           task: {
             name: task.name,
             group: task.group,

@@ -1,7 +1,7 @@
 /**
- * Infrastructure chosen from the environment: with no `DATABASE_URL` / `RABBITMQ_URL` the example
- * needs no servers (embedded PostgreSQL through PGlite, the in-memory broker); with them it uses
- * the real ones.
+ * Infrastructure chosen from the environment: with no `DATABASE_URL` / `RABBITMQ_URL` / `NATS_URL`
+ * the example needs no servers (embedded PostgreSQL through PGlite, the in-memory broker); with
+ * them it uses the real ones (`NATS_URL` before `RABBITMQ_URL` when both are set).
  */
 import { Reactivity } from "@effect/experimental"
 import { SqlClient } from "@effect/sql"
@@ -10,18 +10,21 @@ import type { Redacted } from "effect"
 import { Config, Context, Effect, Layer, Option } from "effect"
 import type { Broker } from "effect-background"
 import { type InvalidOptions, MemoryBroker } from "effect-background"
+import * as NatsBroker from "effect-background/layers/NatsBroker"
 import * as PgliteClient from "effect-background/layers/PgliteClient"
 import * as RabbitMQBroker from "effect-background/layers/RabbitMQBroker"
 
 export interface Environment {
   readonly databaseUrl: Option.Option<Redacted.Redacted>
   readonly rabbitmqUrl: Option.Option<Redacted.Redacted>
+  readonly natsUrl: Option.Option<Redacted.Redacted>
   readonly port: number | undefined
 }
 
 export const environment: Config.Config<Environment> = Config.all({
   databaseUrl: Config.option(Config.redacted("DATABASE_URL")),
   rabbitmqUrl: Config.option(Config.redacted("RABBITMQ_URL")),
+  natsUrl: Config.option(Config.redacted("NATS_URL")),
   port: Config.integer("PORT").pipe(Config.option, Config.map(Option.getOrUndefined))
 })
 
@@ -42,16 +45,23 @@ export const Infrastructure = Layer.unwrapEffect(Effect.map(environment, (env) =
     onNone: () => pglite,
     onSome: (url) => PgClient.layer({ url, applicationName: "eb-orders-example" })
   })
-  const broker: Layer.Layer<Broker.Broker, Broker.BrokerUnavailable | InvalidOptions.InvalidOptions> = Option.match(
+  const rabbitmq: Layer.Layer<Broker.Broker, Broker.BrokerUnavailable | InvalidOptions.InvalidOptions> = Option.match(
     env.rabbitmqUrl,
     {
       onNone: () => MemoryBroker.layer(),
       onSome: (url) => RabbitMQBroker.layer({ url, prefix: "eb_orders" })
     }
   )
+  const broker: Layer.Layer<
+    Broker.Broker,
+    Broker.BrokerUnavailable | Broker.DeclareConflict | InvalidOptions.InvalidOptions
+  > = Option.match(env.natsUrl, {
+    onNone: () => rabbitmq,
+    onSome: (url) => NatsBroker.layer({ url, stream: "EB_ORDERS" })
+  })
   const embedded = Layer.succeed(Embedded, {
     database: Option.isNone(env.databaseUrl),
-    broker: Option.isNone(env.rabbitmqUrl)
+    broker: Option.isNone(env.rabbitmqUrl) && Option.isNone(env.natsUrl)
   })
   return Layer.mergeAll(database, broker, embedded)
 }))
