@@ -126,6 +126,21 @@ export interface Capabilities {
   readonly redrive: boolean
   /** Largest body the transport accepts, in bytes. */
   readonly maxMessageBytes: number
+  /**
+   * Where a message goes, for tracing (OpenTelemetry messaging conventions): the destination
+   * (`messaging.destination.name`, e.g. RabbitMQ's exchange, and the span names `send <name>` /
+   * `process <name>`) and attributes of the transport's own. Default: the routing key.
+   */
+  readonly destination?: ((routingKey: string) => Destination) | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Destination {
+  readonly name: string
+  readonly attributes: Readonly<Record<string, string>>
 }
 
 /**

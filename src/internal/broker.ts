@@ -369,11 +369,25 @@ export const make = (transport: BrokerTransport.Transport): Broker.Service => {
       return transport.publish(prepared.right)
     })
 
+  /** OpenTelemetry messaging attributes of an operation on `routingKey`, and the span name. */
+  const messaging = (operation: "send" | "process", routingKey: string) => {
+    const destination = capabilities.destination?.(routingKey) ?? { name: routingKey, attributes: {} }
+    return {
+      name: `${operation} ${destination.name}`,
+      attributes: {
+        "messaging.system": capabilities.name,
+        "messaging.operation.name": operation,
+        "messaging.operation.type": operation,
+        "messaging.destination.name": destination.name,
+        ...destination.attributes
+      }
+    }
+  }
+
   const publish = <A, I>(topic: Broker.Topic<A, I>, message: A, options?: Broker.PublishOptions) =>
-    withTraceContext("broker.publish", {
-      kind: "producer",
-      captureStackTrace: false,
-      attributes: { "messaging.destination.name": topic.name, "messaging.operation.type": "send" }
+    withTraceContext(() => {
+      const { attributes, name } = messaging("send", topic.name)
+      return [name, { kind: "producer", captureStackTrace: false, attributes }]
     }, (traceparent) => publishWith(topic, message, options, traceparent))
 
   /** Publishes `size` entries, each prepared only when the transport reaches it. */
@@ -423,7 +437,16 @@ export const make = (transport: BrokerTransport.Transport): Broker.Service => {
     return refused === undefined ? item : Either.left(refused)
   }
 
-  const withBatchSpan = withSpanWhenTraced("broker.publishAll", { kind: "producer", captureStackTrace: false })
+  // A batch may go to many destinations: the conventions name it after the operation alone.
+  const withBatchSpan = withSpanWhenTraced("send", {
+    kind: "producer",
+    captureStackTrace: false,
+    attributes: {
+      "messaging.system": capabilities.name,
+      "messaging.operation.name": "send",
+      "messaging.operation.type": "send"
+    }
+  })
 
   const publishAll: Broker.Service["publishAll"] = (entries, options) =>
     Effect.gen(function*() {
@@ -537,17 +560,20 @@ export const make = (transport: BrokerTransport.Transport): Broker.Service => {
           traceparent
         }
         const run = handler(decoded.right, envelope)
-        const traced = builtIn ? run : Effect.withSpan(run, "broker.process", {
-          kind: "consumer",
-          captureStackTrace: false,
-          attributes: {
-            "messaging.destination.name": received.routingKey,
-            "messaging.consumer.group.name": options.group,
-            "messaging.message.id": received.messageId,
-            "messaging.operation.type": "process",
-            "effect_background.attempt": delivery.attempt
-          }
-        })
+        let traced = run
+        if (!builtIn) {
+          const span = messaging("process", received.routingKey)
+          traced = Effect.withSpan(run, span.name, {
+            kind: "consumer",
+            captureStackTrace: false,
+            attributes: {
+              ...span.attributes,
+              "messaging.consumer.group.name": options.group,
+              "messaging.message.id": received.messageId,
+              "effect_background.attempt": delivery.attempt
+            }
+          })
+        }
         const settled = Effect.matchCauseEffect(traced, {
           onSuccess: () => ack,
           onFailure: (cause) => {

@@ -633,7 +633,7 @@ export const worker = <Name extends string, P, S, F, R>(
           return Effect.zipRight(Scope.close(scope, exit), settle(envelope, key, exit))
         })
       })
-      // The broker's `broker.process` span is this run's span: name the task on it (a real tracer only).
+      // The broker's `process <destination>` span is this run's span: name the task on it (a real tracer only).
       const named = traced
         ? Effect.zipRight(Effect.annotateCurrentSpan("effect_background.task", task.name), attempt)
         : attempt

@@ -60,20 +60,20 @@ export const withSpanWhenTraced =
 
 /**
  * Runs `f` with the traceparent to send along: its own span's under a real tracer, the one from
- * outside the process (if any) under the built-in one.
+ * outside the process (if any) under the built-in one. `span` (name and options) is only
+ * evaluated under a real tracer.
  *
  * @internal
  */
 export const withTraceContext = <A, E, R>(
-  name: string,
-  options: Tracer.SpanOptions,
+  span: () => readonly [name: string, options: Tracer.SpanOptions],
   f: (traceparent: string | undefined) => Effect.Effect<A, E, R>
 ): Effect.Effect<A, E, R> =>
-  Effect.tracerWith((tracer) =>
-    tracer === builtInTracer
-      ? Effect.flatMap(traceparentUnder(tracer), f)
-      : Effect.useSpan(name, options, (span) => f(traceparentOf(span)))
-  )
+  Effect.tracerWith((tracer) => {
+    if (tracer === builtInTracer) return Effect.flatMap(traceparentUnder(tracer), f)
+    const [name, options] = span()
+    return Effect.useSpan(name, options, (opened) => f(traceparentOf(opened)))
+  })
 
 /**
  * Where `@effect/opentelemetry` reads an external parent's W3C trace flags (its `OtelTraceFlags`

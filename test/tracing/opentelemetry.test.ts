@@ -15,11 +15,13 @@ import {
   ParentBasedSampler,
   SimpleSpanProcessor
 } from "@opentelemetry/sdk-trace-base"
-import { Deferred, Effect, Layer, Schema } from "effect"
+import { Deferred, Effect, Layer, Redacted, Schema } from "effect"
 import { Broker, MemoryBroker, Outbox } from "../../src/index.js"
 import * as PgOutbox from "../../src/layers/PgOutbox.js"
+import * as RabbitMQBroker from "../../src/layers/RabbitMQBroker.js"
 import { runId, uniqueName } from "../fixtures/env.js"
 import { pg } from "../outbox/fixtures.js"
+import { scopedVhost, urlFor } from "../support/rabbitmq.js"
 
 const makeOtel = () => {
   const exporter = new InMemorySpanExporter()
@@ -70,7 +72,7 @@ describe("tracing under the OpenTelemetry SDK", () => {
       assert.isTrue(traces.has(sampledTrace), "the sampled trace is recorded")
       assert.isFalse(traces.has(droppedTrace), "nothing is recorded for the dropped trace")
       const process = spans.find((span) =>
-        span.spanContext().traceId === sampledTrace && span.name === "broker.process"
+        span.spanContext().traceId === sampledTrace && span.name === `process ${topic.name}`
       )
       assert.isDefined(process, spans.map((span) => span.name).join(", "))
     }).pipe(Effect.provide(MemoryBroker.layer()), Effect.provide(otel.layer), Effect.scoped)
@@ -108,7 +110,7 @@ describe("tracing under the OpenTelemetry SDK", () => {
       const spans = otel.exporter.getFinishedSpans()
       const byTrace = (traceId: string) =>
         spans.filter((span) => span.spanContext().traceId === traceId).map((span) => span.name)
-      assert.include(byTrace(sampledTrace), "broker.process")
+      assert.include(byTrace(sampledTrace), `process ${topic.name}`)
       assert.deepStrictEqual(byTrace(droppedTrace), [])
     }).pipe(
       Effect.provide(
@@ -130,4 +132,42 @@ describe("tracing under the OpenTelemetry SDK", () => {
       Effect.scoped
     )
   }, 30_000)
+
+  it.live(
+    "spans follow the messaging conventions: send / process <destination>, system, operation, RabbitMQ's exchange and routing key",
+    () => {
+      const otel = makeOtel()
+      const prefix = `otel${runId}`
+      return Effect.gen(function*() {
+        const topic = Broker.topic(`${uniqueName("otel-sem").replaceAll("_", "-")}.x`, Ping)
+        const group = uniqueName("g")
+        const handled = yield* Deferred.make<void>()
+        yield* Broker.subscribe(topic, () => Deferred.succeed(handled, undefined), { group })
+        yield* Broker.publish(topic, { n: 1 })
+        yield* Deferred.await(handled).pipe(Effect.timeout("10 seconds"))
+        yield* Effect.sleep("50 millis")
+        const spans = otel.exporter.getFinishedSpans()
+        const send = spans.find((span) => span.name === `send ${prefix}.topic`)
+        const process = spans.find((span) => span.name === `process ${prefix}.topic`)
+        assert.isDefined(send, spans.map((span) => span.name).join(", "))
+        assert.isDefined(process, spans.map((span) => span.name).join(", "))
+        for (const [span, operation] of [[send, "send"], [process, "process"]] as const) {
+          assert.strictEqual(span?.attributes["messaging.system"], "rabbitmq")
+          assert.strictEqual(span?.attributes["messaging.operation.name"], operation)
+          assert.strictEqual(span?.attributes["messaging.destination.name"], `${prefix}.topic`)
+          assert.strictEqual(span?.attributes["messaging.rabbitmq.destination.routing_key"], topic.name)
+        }
+        assert.strictEqual(process?.attributes["messaging.consumer.group.name"], group)
+        assert.strictEqual(process?.parentSpanContext?.spanId, send?.spanContext().spanId, "process is a child of send")
+      }).pipe(
+        Effect.provide(Layer.unwrapScoped(Effect.map(
+          scopedVhost(`eb-otel-${runId}`),
+          (vhost) => RabbitMQBroker.layer({ url: Redacted.make(urlFor(vhost)), prefix })
+        ))),
+        Effect.provide(otel.layer),
+        Effect.scoped
+      )
+    },
+    30_000
+  )
 })

@@ -79,11 +79,11 @@ export const make = (store: OutboxStore.Service): Outbox.Service => {
       // A UUIDv7 whose time part is the Clock's, as `Broker.publish` makes them.
       const messageId = given ?? MessageId.make(clock.unsafeCurrentTimeMillis())
       // The row carries this span's context, so the consumer's span becomes a child of outbox.add.
-      return withTraceContext("outbox.add", {
+      return withTraceContext(() => ["outbox.add", {
         kind: "producer",
         captureStackTrace: false,
         attributes: { "messaging.destination.name": topic.name, "messaging.message.id": messageId }
-      }, (traceparent) =>
+      }], (traceparent) =>
         store.insert({ messageId, topic: topic.name, key, headers, body, traceparent }).pipe(
           Effect.zipRight(signal),
           Effect.as(messageId)

@@ -359,7 +359,12 @@ export const make = (options: Resolved): Effect.Effect<BrokerTransport.Transport
         packedContentType: wire.packedContentType,
         transient: true,
         redrive: true,
-        maxMessageBytes: options.maxMessageBytes
+        maxMessageBytes: options.maxMessageBytes,
+        // Every message goes through the one topic exchange; the routing key tells them apart.
+        destination: (routingKey) => ({
+          name: names.exchange,
+          attributes: { "messaging.rabbitmq.destination.routing_key": routingKey }
+        })
       }
     }
     return transport
