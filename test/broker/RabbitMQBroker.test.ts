@@ -195,6 +195,44 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQBroke
       assert.notMatch(first?.id ?? "", /^no-id:/)
     }))
 
+  it.scoped("retry and dead-letter copies keep a foreign message's properties (content type, encoding, type, app id, reply-to)", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker.Broker
+      const topic = freshTopic("props")
+      const group = uniqueName("g")
+      const attempts = yield* Queue.unbounded<number>()
+      yield* broker.subscribe(
+        topic,
+        (_, envelope) => Effect.zipRight(Queue.offer(attempts, envelope.attempt), Effect.fail("always")),
+        { group, retry: Schedule.spaced("50 millis").pipe(Schedule.intersect(Schedule.recurs(1))) }
+      )
+      const model = yield* rawConnection(liveUrl())
+      const properties = {
+        contentType: "application/vnd.acme.order+json",
+        contentEncoding: "utf-8",
+        type: "order.placed",
+        appId: "acme-shop",
+        replyTo: "acme.replies",
+        messageId: uniqueName("foreign")
+      }
+      yield* withChannel(model, async (channel) => {
+        channel.publish(`${prefix}.topic`, topic.name, Buffer.from(JSON.stringify({ n: 7 })), properties)
+      })
+      assert.strictEqual(yield* within("first attempt", Queue.take(attempts)), 1)
+      assert.strictEqual(yield* within("the retry copy", Queue.take(attempts)), 2)
+      const dead = yield* within(
+        "the dead letter",
+        withChannel(
+          model,
+          async (channel): Promise<Amqp.Message | undefined> =>
+            (await channel.get(`${prefix}.dlq.${group}`, { noAck: true })) || undefined
+        ).pipe(Effect.repeat({ until: (message) => message !== undefined, schedule: Schedule.spaced("20 millis") }))
+      )
+      assert.isDefined(dead)
+      const { appId, contentEncoding, contentType, messageId, replyTo, type } = dead?.properties ?? {}
+      assert.deepStrictEqual({ appId, contentEncoding, contentType, messageId, replyTo, type }, properties)
+    }))
+
   it.scoped("B3: a queue redeclared with other arguments fails that subscribe typed; other work goes on", () =>
     Effect.gen(function*() {
       const broker = yield* Broker.Broker

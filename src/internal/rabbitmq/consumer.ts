@@ -149,7 +149,8 @@ const bounded = (text: string) => (text.length > maxHeaderText ? `${text.slice(0
 /**
  * Publish options for a copy of `message` sent on through the default exchange (a retry, a dead
  * letter, a redriven dead letter): its headers less RabbitMQ's death bookkeeping and `dropped`,
- * plus `extra`; its correlation id, priority and timestamp kept.
+ * plus `extra`; its correlation id, priority, timestamp, content type and encoding, type, app id
+ * and reply-to kept.
  *
  * @internal
  */
@@ -171,17 +172,27 @@ export const copyOptions = (
     }
   }
   if (copy.extra !== undefined) Object.assign(headers, copy.extra)
+  const { appId, contentEncoding, contentType, correlationId, priority, replyTo, timestamp, type } =
+    message.properties
   const options: Amqp.Options.Publish = {
     persistent: copy.persistent,
     mandatory: true,
     headers,
-    contentType: "application/json"
+    // A copy is what its consumer (possibly another client) got: the original's properties are
+    // kept. A member of a pack is JSON on its own; `userId` is never copied (RabbitMQ checks it
+    // against the connection's user).
+    contentType: typeof contentType === "string" && contentType !== wire.packedContentType
+      ? contentType
+      : "application/json"
   }
   if (copy.messageId !== undefined) options.messageId = copy.messageId
-  const { correlationId, priority, timestamp } = message.properties
   if (typeof correlationId === "string") options.correlationId = correlationId
   if (typeof priority === "number") options.priority = priority
   if (typeof timestamp === "number") options.timestamp = timestamp
+  if (typeof contentEncoding === "string") options.contentEncoding = contentEncoding
+  if (typeof type === "string") options.type = type
+  if (typeof appId === "string") options.appId = appId
+  if (typeof replyTo === "string") options.replyTo = replyTo
   return options
 }
 
