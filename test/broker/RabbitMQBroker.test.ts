@@ -226,7 +226,10 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQBroke
           model,
           async (channel): Promise<Amqp.Message | undefined> =>
             (await channel.get(`${prefix}.dlq.${group}`, { noAck: true })) || undefined
-        ).pipe(Effect.repeat({ until: (message) => message !== undefined, schedule: Schedule.spaced("20 millis") }))
+        ).pipe(
+          Effect.flatMap((message) => (message === undefined ? Effect.fail("not there yet") : Effect.succeed(message))),
+          Effect.retry(Schedule.spaced("20 millis"))
+        )
       )
       assert.isDefined(dead)
       const { appId, contentEncoding, contentType, messageId, replyTo, type } = dead?.properties ?? {}
