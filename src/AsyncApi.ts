@@ -16,6 +16,7 @@
  * @since 0.1.0
  */
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
 import * as AST from "effect/SchemaAST"
@@ -172,11 +173,39 @@ const describeError = (error: unknown): string => error instanceof Error ? error
 
 const isNothing = (ast: AST.AST): boolean => AST.isVoidKeyword(ast) || AST.isNeverKeyword(ast)
 
+/** Every header the library puts on the wire beside the caller's (see docs/broker.md, wire format). */
 const headersSchema: JsonValue = {
   type: "object",
+  description:
+    "The caller's headers, plus the library's (all optional; names x-eb-* and the W3C trace context are reserved)",
   properties: {
     traceparent: { type: "string", description: "W3C trace context of the producer's span" },
-    "x-eb-attempt": { type: "string", description: "1 on first delivery, incremented by each retry" }
+    tracestate: { type: "string", description: "W3C trace state, passed on when present" },
+    "x-eb-attempt": {
+      type: "string",
+      description: "1 on first delivery, incremented by each retry (on retried copies)"
+    },
+    "x-eb-routing-key": {
+      type: "string",
+      description:
+        "The original topic of a retried, delayed or dead-lettered copy (sent on through the default exchange)"
+    },
+    "x-eb-last-error": {
+      type: "string",
+      description: "The failure that caused the last retry (at most 2,000 characters)"
+    },
+    "x-eb-dead-reason": { type: "string", description: "Why a message was dead-lettered" },
+    "x-eb-group": { type: "string", description: "The group a dead letter belongs to" },
+    "x-eb-delay": { type: "string", description: "Milliseconds a delayed publish waits (on its way to a delay queue)" },
+    "x-eb-published-at": {
+      type: "string",
+      description: "Publish time (epoch ms) of a member of a packed message retried or dead-lettered on its own"
+    },
+    "x-eb-task-key": { type: "string", description: "A task's deduplication key (TaskQueue)" },
+    "x-eb-expiration": {
+      type: "string",
+      description: "Milliseconds the message may wait (transports without a native TTL)"
+    }
   }
 }
 
@@ -208,6 +237,9 @@ export const make = (options: Options): Effect.Effect<Document, AsyncApiError> =
         catch: (error) => new AsyncApiError({ channel, detail: describeError(error) })
       })
 
+    /** Which address took each component key: two addresses on one key would overwrite each other. */
+    const keyOwners = new Map<string, string>()
+
     const addChannel = (
       address: string,
       payload: JsonValue,
@@ -223,6 +255,18 @@ export const make = (options: Options): Effect.Effect<Document, AsyncApiError> =
       }
     ) => {
       const id = internal.componentKey(address)
+      const owner = keyOwners.get(id)
+      if (owner !== undefined) {
+        return Effect.fail(
+          new AsyncApiError({
+            channel: address,
+            detail: owner === address
+              ? "described twice (a topic and a task on one address?)"
+              : `its component key "${id}" is also the key of "${owner}": rename one`
+          })
+        )
+      }
+      keyOwners.set(id, address)
       messages[id] = {
         name: address,
         title: address,
@@ -269,13 +313,14 @@ export const make = (options: Options): Effect.Effect<Document, AsyncApiError> =
           }
           : {})
       }
+      return Effect.void
     }
 
     return Effect.gen(function*() {
       for (const topic of options.topics ?? []) {
         if (topic[Broker.TopicTypeId] !== "topic") continue
         const payload = yield* schemaOf(topic.name, topic.schema.ast)
-        addChannel(topic.name, payload, {
+        yield* addChannel(topic.name, payload, {
           description:
             `Topic ${topic.name}: published with confirms, delivered at least once to each subscribed group.`,
           send: `Broker.publish(${topic.name})`,
@@ -288,7 +333,7 @@ export const make = (options: Options): Effect.Effect<Document, AsyncApiError> =
         const payload = yield* schemaOf(task.topic.name, task.payload.ast)
         const success = isNothing(task.success.ast) ? undefined : yield* schemaOf(task.topic.name, task.success.ast)
         const failure = isNothing(task.failure.ast) ? undefined : yield* schemaOf(task.topic.name, task.failure.ast)
-        addChannel(task.topic.name, payload, {
+        yield* addChannel(task.topic.name, payload, {
           description:
             `Task ${task.name}: enqueued on ${task.topic.name}, run by workers sharing the queue group ${task.group}.`,
           send: `TaskQueue.enqueue(${task.name})`,
@@ -305,6 +350,18 @@ export const make = (options: Options): Effect.Effect<Document, AsyncApiError> =
           }
         })
       }
+      const schemaComponents = Either.match(collector.components(), {
+        onLeft: ({ ids, key }) =>
+          Effect.fail(
+            new AsyncApiError({
+              channel: ids.join(", "),
+              detail: `schema identifiers ${
+                ids.map((id) => `"${id}"`).join(" and ")
+              } both become the component key "${key}": rename one`
+            })
+          ),
+        onRight: Effect.succeed
+      })
       const document: Document = {
         asyncapi: "3.0.0",
         info: options.info,
@@ -312,7 +369,7 @@ export const make = (options: Options): Effect.Effect<Document, AsyncApiError> =
         ...(options.servers !== undefined ? { servers: options.servers } : {}),
         channels,
         operations,
-        components: { messages, schemas: collector.components() }
+        components: { messages, schemas: yield* schemaComponents }
       }
       return document
     })

@@ -1,3 +1,4 @@
+import * as Either from "effect/Either"
 import * as JSONSchema from "effect/JSONSchema"
 import type * as AST from "effect/SchemaAST"
 
@@ -34,11 +35,14 @@ const toJson = (value: unknown): JsonValue => {
   return null
 }
 
+// `$id` (Schema.Unknown's `/schemas/unknown`, …) would change the base URI that relative `$ref`s
+// below it resolve against: dropped, the component key names the schema.
 const rewriteRefs = (value: JsonValue): JsonValue => {
   if (Array.isArray(value)) return value.map(rewriteRefs)
   if (isObject(value)) {
     const out: Record<string, JsonValue> = {}
     for (const [key, entry] of Object.entries(value)) {
+      if (key === "$id") continue
       out[key] = key === "$ref" && typeof entry === "string" && entry.startsWith(componentSchemasPath)
         ? componentSchemasPath + componentKey(entry.slice(componentSchemasPath.length))
         : rewriteRefs(entry as JsonValue)
@@ -60,12 +64,21 @@ export const makeSchemaCollector = () => {
   return {
     schemaOf: (ast: AST.AST): JsonValue =>
       rewriteRefs(toJson(JSONSchema.fromAST(ast, { definitions, definitionPath: componentSchemasPath }))),
-    components: (): Record<string, JsonValue> => {
+    /** The shared definitions by component key; Left when two identifiers share a key. */
+    components: (): Either.Either<
+      Record<string, JsonValue>,
+      { readonly ids: readonly [string, string]; readonly key: string }
+    > => {
       const out: Record<string, JsonValue> = {}
+      const owners = new Map<string, string>()
       for (const [id, schema] of Object.entries(definitions)) {
-        out[componentKey(id)] = rewriteRefs(toJson(schema))
+        const key = componentKey(id)
+        const owner = owners.get(key)
+        if (owner !== undefined) return Either.left({ ids: [owner, id], key })
+        owners.set(key, id)
+        out[key] = rewriteRefs(toJson(schema))
       }
-      return out
+      return Either.right(out)
     }
   }
 }

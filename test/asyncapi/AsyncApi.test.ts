@@ -168,4 +168,46 @@ describe("AsyncApi", () => {
       assert.strictEqual(error._tag, "AsyncApiError")
       assert.strictEqual(error.channel, "blobs.stored")
     }))
+
+  it.effect("two addresses on one component key fail typed naming both, never overwrite", () =>
+    Effect.gen(function*() {
+      const a = Broker.topic("billing:invoice.created", Schema.Struct({ id: Schema.String }))
+      const b = Broker.topic("billing_invoice.created", Schema.Struct({ id: Schema.String }))
+      const error = yield* Effect.flip(AsyncApi.make({ info: { title: "t", version: "1" }, topics: [a, b] }))
+      assert.strictEqual(error._tag, "AsyncApiError")
+      assert.include(error.message, "billing:invoice.created")
+      assert.include(error.message, "billing_invoice.created")
+    }))
+
+  it.effect("two schema identifiers on one component key fail typed naming both", () =>
+    Effect.gen(function*() {
+      const first = Schema.Struct({ n: Schema.Number }).annotations({ identifier: "Order Line" })
+      const second = Schema.Struct({ s: Schema.String }).annotations({ identifier: "Order_Line" })
+      const topic = Broker.topic("orders.lines", Schema.Struct({ a: first, b: second }))
+      const error = yield* Effect.flip(AsyncApi.make({ info: { title: "t", version: "1" }, topics: [topic] }))
+      assert.include(error.message, "Order Line")
+      assert.include(error.message, "Order_Line")
+    }))
+
+  it.effect("payload schemas carry no $id (it would move the base of relative $refs); every wire header is documented", () =>
+    Effect.gen(function*() {
+      const anything = Broker.topic("audit.anything", Schema.Unknown)
+      const document = yield* AsyncApi.make({ info: { title: "t", version: "1" }, topics: [anything] })
+      assert.notInclude(JSON.stringify(document), "\"$id\"")
+      const message = Object.values(document.components.messages)[0] as { headers: { properties: object } }
+      for (
+        const header of [
+          "traceparent",
+          "x-eb-attempt",
+          "x-eb-routing-key",
+          "x-eb-last-error",
+          "x-eb-dead-reason",
+          "x-eb-group",
+          "x-eb-delay"
+        ]
+      ) {
+        assert.property(message.headers.properties, header)
+      }
+      assert.isTrue(validate(document).valid)
+    }))
 })

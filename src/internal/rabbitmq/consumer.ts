@@ -172,8 +172,7 @@ export const copyOptions = (
     }
   }
   if (copy.extra !== undefined) Object.assign(headers, copy.extra)
-  const { appId, contentEncoding, contentType, correlationId, priority, replyTo, timestamp, type } =
-    message.properties
+  const { appId, contentEncoding, contentType, correlationId, priority, replyTo, timestamp, type } = message.properties
   const options: Amqp.Options.Publish = {
     persistent: copy.persistent,
     mandatory: true,
