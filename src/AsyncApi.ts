@@ -110,8 +110,14 @@ export interface Options {
   readonly topics?: Iterable<TopicLike> | undefined
   readonly tasks?: Iterable<TaskLike> | undefined
   readonly servers?: Readonly<Record<string, Server>> | undefined
-  /** Prefix of the broker's exchanges (RabbitMQBroker's `prefix`). Default `eb`. */
+  /** Prefix of the broker's exchanges (RabbitMQBroker's `prefix`) or keys (RedisBroker's). Default `eb`. */
   readonly prefix?: string | undefined
+  /**
+   * The transport the channels are described on: `rabbitmq` (AMQP bindings, the default) or
+   * `redis` (each channel is the stream `<prefix>:s:<topic>`; every subscription group is a
+   * consumer group on it).
+   */
+  readonly transport?: "rabbitmq" | "redis" | undefined
 }
 
 /**
@@ -193,6 +199,15 @@ export const make = (options: Options): Effect.Effect<Document, AsyncApiError> =
     const channels: Record<string, JsonValue> = {}
     const operations: Record<string, JsonValue> = {}
     const messages: Record<string, JsonValue> = {}
+    const redis = options.transport === "redis"
+    const prefix = options.prefix ?? "eb"
+    // Redis Streams: the stream key and the entry layout (RedisBroker's) instead of AMQP bindings.
+    const redisChannel = (address: string): JsonValue => ({
+      stream: `${prefix}:s:${address}`,
+      groups: `${prefix}:groups:${address}`,
+      fields: "b body, i message id, t publish time (epoch ms), c correlation id, e expiration (ms), " +
+        "h:<name> header, m:<name> library metadata, a attempt"
+    })
 
     const schemaOf = (channel: string, ast: AST.AST): Effect.Effect<JsonValue, AsyncApiError> =>
       Effect.try({
@@ -224,7 +239,10 @@ export const make = (options: Options): Effect.Effect<Document, AsyncApiError> =
         address,
         description: extra.description,
         messages: { [id]: { $ref: `#/components/messages/${id}` } },
-        bindings: { amqp: { is: "routingKey", exchange, bindingVersion: "0.3.0" } },
+        bindings: redis
+          ? { redis: { bindingVersion: "0.1.0" } }
+          : { amqp: { is: "routingKey", exchange, bindingVersion: "0.3.0" } },
+        ...(redis ? { "x-eb-redis": redisChannel(address) } : {}),
         ...(extra.task !== undefined ? { "x-eb-task": extra.task } : {})
       }
       const messageRef = { $ref: `#/channels/${id}/messages/${id}` }
@@ -234,7 +252,9 @@ export const make = (options: Options): Effect.Effect<Document, AsyncApiError> =
         summary: extra.send,
         messages: [messageRef],
         // Every publish asks for a confirm and `mandatory` (an unroutable message fails the publish).
-        bindings: { amqp: { deliveryMode: extra.deliveryMode, mandatory: true, bindingVersion: "0.3.0" } }
+        ...(redis
+          ? {}
+          : { bindings: { amqp: { deliveryMode: extra.deliveryMode, mandatory: true, bindingVersion: "0.3.0" } } })
       }
       operations[`${id}.receive`] = {
         action: "receive",

@@ -1,7 +1,7 @@
 /**
- * Infrastructure chosen from the environment: with no `DATABASE_URL` / `RABBITMQ_URL` the example
- * needs no servers (embedded PostgreSQL through PGlite, the in-memory broker); with them it uses
- * the real ones.
+ * Infrastructure chosen from the environment: with no `DATABASE_URL` / `RABBITMQ_URL` / `REDIS_URL`
+ * the example needs no servers (embedded PostgreSQL through PGlite, the in-memory broker); with
+ * them it uses the real ones (RabbitMQ first when both broker URLs are set).
  */
 import { Reactivity } from "@effect/experimental"
 import { SqlClient } from "@effect/sql"
@@ -12,16 +12,19 @@ import type { Broker } from "effect-background"
 import { type InvalidOptions, MemoryBroker } from "effect-background"
 import * as PgliteClient from "effect-background/layers/PgliteClient"
 import * as RabbitMQBroker from "effect-background/layers/RabbitMQBroker"
+import * as RedisBroker from "effect-background/layers/RedisBroker"
 
 export interface Environment {
   readonly databaseUrl: Option.Option<Redacted.Redacted>
   readonly rabbitmqUrl: Option.Option<Redacted.Redacted>
+  readonly redisUrl: Option.Option<Redacted.Redacted>
   readonly port: number | undefined
 }
 
 export const environment: Config.Config<Environment> = Config.all({
   databaseUrl: Config.option(Config.redacted("DATABASE_URL")),
   rabbitmqUrl: Config.option(Config.redacted("RABBITMQ_URL")),
+  redisUrl: Config.option(Config.redacted("REDIS_URL")),
   port: Config.integer("PORT").pipe(Config.option, Config.map(Option.getOrUndefined))
 })
 
@@ -45,13 +48,17 @@ export const Infrastructure = Layer.unwrapEffect(Effect.map(environment, (env) =
   const broker: Layer.Layer<Broker.Broker, Broker.BrokerUnavailable | InvalidOptions.InvalidOptions> = Option.match(
     env.rabbitmqUrl,
     {
-      onNone: () => MemoryBroker.layer(),
+      onNone: () =>
+        Option.match(env.redisUrl, {
+          onNone: () => MemoryBroker.layer(),
+          onSome: (url) => RedisBroker.layer({ url, prefix: "eb_orders" })
+        }),
       onSome: (url) => RabbitMQBroker.layer({ url, prefix: "eb_orders" })
     }
   )
   const embedded = Layer.succeed(Embedded, {
     database: Option.isNone(env.databaseUrl),
-    broker: Option.isNone(env.rabbitmqUrl)
+    broker: Option.isNone(env.rabbitmqUrl) && Option.isNone(env.redisUrl)
   })
   return Layer.mergeAll(database, broker, embedded)
 }))

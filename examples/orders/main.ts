@@ -120,7 +120,9 @@ const App = Layer.unwrapEffect(Effect.gen(function*() {
   }
   const embedded = yield* Embedded
   if (role !== "all" && (embedded.database || embedded.broker)) {
-    return yield* Effect.fail(new Error("--role=web|worker needs DATABASE_URL and RABBITMQ_URL (processes share them)"))
+    return yield* Effect.fail(
+      new Error("--role=web|worker needs DATABASE_URL and RABBITMQ_URL or REDIS_URL (processes share them)")
+    )
   }
   return appFor(role)
 })).pipe(Layer.provideMerge(Infrastructure))
@@ -172,7 +174,7 @@ const program = Effect.gen(function*() {
     `orders example (${roleArg}) listening on ${baseUrl} (database: ${
       embedded.database ? "embedded PGlite" : "DATABASE_URL"
     },`,
-    ` broker: ${embedded.broker ? "in-memory" : "RABBITMQ_URL"})`
+    ` broker: ${embedded.broker ? "in-memory" : "RABBITMQ_URL / REDIS_URL"})`
   ].join(""))
   if (roleArg !== "worker") {
     yield* Console.log(

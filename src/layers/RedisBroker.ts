@@ -34,7 +34,7 @@
  * - **Dead consumers**: entries a consumer read and did not settle are claimed (`XAUTOCLAIM`) by
  *   a live consumer of the group once idle for `claimIdle`, delivered flagged `redelivered` and
  *   counted in `Broker.health`'s detail. A live consumer renews what it holds every
- *   `claimIdle / 3`, so a slow handler is not claimed while its process is alive.
+ *   `claimIdle / 4`, so a slow handler is not claimed while its process is alive.
  * - **Trimming**: each stream is trimmed (`XTRIM MINID`) to what every group has acknowledged,
  *   every `trimInterval`: an unread or unacknowledged entry is never trimmed. A group that
  *   stops consuming therefore keeps its topic's stream growing: delete unused groups

@@ -14,7 +14,7 @@
  *   lost) leaves the entry pending: it is claimed again later (at least once).
  * - Claiming: every `min(claimIdle / 2, 5 s)` it runs `XAUTOCLAIM` on both streams for entries
  *   idle longer than `claimIdle` (a dead consumer's), flagged redelivered and counted.
- * - Heartbeat: what it holds for longer than `claimIdle / 3` has its idle time reset (owner
+ * - Heartbeat: what it holds for longer than `claimIdle / 4` has its idle time reset (owner
  *   checked), so a slow handler alive in this process is not claimed by another consumer; only a
  *   process stalled past `claimIdle` (event loop blocked, network cut) sees its deliveries claimed
  *   and run twice.
@@ -341,7 +341,8 @@ export const consume = (ctx: Context) =>
       Effect.forever
     )
 
-    const heartbeatEvery = Math.max(20, ctx.claimIdleMs / 3)
+    // Every claimIdle / 4, what was last touched over claimIdle / 4 ago: idle never reaches about claimIdle / 2.
+    const heartbeatEvery = Math.max(20, ctx.claimIdleMs / 4)
     const heartbeatOnce = Effect.gen(function*() {
       const at = now()
       const byStream = new Map<string, Array<Held>>()
