@@ -1,15 +1,15 @@
 /**
  * Faults of the Redis transport, counted as lost / duplicated / recovered:
  *
- * - R1 a consumer process SIGKILLed mid-batch: its pending deliveries are claimed and run by a
+ * - RS1 a consumer process SIGKILLed mid-batch: its pending deliveries are claimed and run by a
  *   live consumer of the group; 0 lost, duplicates ≤ what it had finished but not yet acked.
- * - R2 the server killed (SIGKILL) and restarted, own instance with `appendfsync always`: 0
- *   confirmed messages lost; consumers resume. R2b the same without persistence: everything not
+ * - RS2 the server killed (SIGKILL) and restarted, own instance with `appendfsync always`: 0
+ *   confirmed messages lost; consumers resume. RS3 the same without persistence: everything not
  *   yet consumed is lost (counted and printed, not hidden), and consumers resume on the empty
  *   server (the group is declared again).
- * - R3 the connection cut through the TCP proxy while publishing and consuming: every publish has
+ * - RS4 the connection cut through the TCP proxy while publishing and consuming: every publish has
  *   a typed outcome, 0 confirmed lost, consumers resume.
- * - R4 a handler slower than `claimIdle`: the heartbeat keeps its delivery from being claimed by
+ * - RS5 a handler slower than `claimIdle`: the heartbeat keeps its delivery from being claimed by
  *   the group's other consumer: 0 duplicates.
  */
 import { assert, describe, it } from "@effect/vitest"
@@ -167,7 +167,7 @@ const summary = (label: string, accepted: number, counts: Map<number, number>, e
 
 describe("RedisBroker faults", () => {
   it.live(
-    "R1: a consumer process SIGKILLed mid-batch: its pending deliveries are claimed and run; 0 lost",
+    "RS1: a consumer process SIGKILLed mid-batch: its pending deliveries are claimed and run; 0 lost",
     () =>
       Effect.scoped(Effect.gen(function*() {
         const prefix = `tf1${runId}`
@@ -245,7 +245,7 @@ describe("RedisBroker faults", () => {
         const lost = [...confirmed].filter((n) => !childDone.has(n) && !counts.has(n)).length
         const health = yield* broker.health
         console.log(
-          `R1: accepted ${total}, done by the killed child ${childDone.size}, in flight at kill ${inFlightAtKill}, ` +
+          `RS1: accepted ${total}, done by the killed child ${childDone.size}, in flight at kill ${inFlightAtKill}, ` +
             `handled by the live consumer ${counts.size} (${redelivered.size} claimed/redelivered), lost ${lost}, ` +
             `duplicated ${duplicated}, recovered in ${recoveredMs} ms; ${health.detail}`
         )
@@ -258,7 +258,7 @@ describe("RedisBroker faults", () => {
   )
 
   it.live(
-    "R2: the server SIGKILLed and restarted (AOF, appendfsync always): 0 confirmed messages lost",
+    "RS2: the server SIGKILLed and restarted (AOF, appendfsync always): 0 confirmed messages lost",
     () =>
       Effect.scoped(Effect.gen(function*() {
         const server = yield* ownServer(true)
@@ -283,7 +283,7 @@ describe("RedisBroker faults", () => {
         const lost = [...confirmed].filter((n) => !counts.has(n)).length
         console.log(
           summary(
-            "R2 (AOF always)",
+            "RS2 (AOF always)",
             total,
             counts,
             `, confirmed ${confirmed.size}, failed typed ${
@@ -300,7 +300,7 @@ describe("RedisBroker faults", () => {
   )
 
   it.live(
-    "R2b: the same without persistence loses what was not yet consumed; consumers resume",
+    "RS3: the same without persistence loses what was not yet consumed; consumers resume",
     () =>
       Effect.scoped(Effect.gen(function*() {
         const server = yield* ownServer(false)
@@ -339,7 +339,7 @@ describe("RedisBroker faults", () => {
         )
         const lost = [...confirmed].filter((m) => !counts.has(m)).length
         console.log(
-          `R2b (no persistence): confirmed ${confirmed.size} before the restart, consumed ${
+          `RS3 (no persistence): confirmed ${confirmed.size} before the restart, consumed ${
             [...confirmed].filter((m) => counts.has(m)).length
           }, lost ${lost} (the backlog on the server when it died); consumption resumed after the restart`
         )
@@ -349,7 +349,7 @@ describe("RedisBroker faults", () => {
   )
 
   it.live(
-    "R3: the connection cut through the TCP proxy: typed outcomes, 0 confirmed lost, consumers resume",
+    "RS4: the connection cut through the TCP proxy: typed outcomes, 0 confirmed lost, consumers resume",
     () =>
       Effect.scoped(Effect.gen(function*() {
         const prefix = `tf3${runId}`
@@ -377,7 +377,7 @@ describe("RedisBroker faults", () => {
         for (const count of counts.values()) duplicated += count - 1
         console.log(
           summary(
-            "R3 (connection reset)",
+            "RS4 (connection reset)",
             total,
             counts,
             `, confirmed ${confirmed.size}, failed typed ${
@@ -395,7 +395,7 @@ describe("RedisBroker faults", () => {
   )
 
   it.live(
-    "R4: a handler slower than claimIdle is not claimed by the group's other consumer (heartbeat): 0 duplicates",
+    "RS5: a handler slower than claimIdle is not claimed by the group's other consumer (heartbeat): 0 duplicates",
     () =>
       Effect.scoped(Effect.gen(function*() {
         const prefix = `tf4${runId}`
@@ -425,7 +425,7 @@ describe("RedisBroker faults", () => {
         // Past several claim periods: a duplicate would have arrived by now.
         yield* Effect.sleep("1500 millis")
         const health = yield* first.health
-        console.log(summary(`R4 (handler 4 × claimIdle ${claimIdle} ms)`, total, counts, `; ${health.detail}`))
+        console.log(summary(`RS5 (handler 4 × claimIdle ${claimIdle} ms)`, total, counts, `; ${health.detail}`))
         let duplicated = 0
         for (const count of counts.values()) duplicated += count - 1
         assert.strictEqual(duplicated, 0)
