@@ -2,9 +2,9 @@
  * One subscription: a consumer (named `<host>-<pid>-<random>`) of the group on the topic stream
  * and on the group's private stream. What it guarantees:
  *
- * - Reading: its own blocking connection runs `XREADGROUP … BLOCK` on both streams, asking for at
- *   most `prefetch` minus what it holds (read, not settled), so it never holds more than about
- *   `prefetch` per stream. `concurrency` workers take from what it holds.
+ * - Reading: its own blocking connection runs `XREADGROUP … BLOCK` on both streams once it holds
+ *   (read, not settled) at most half of `prefetch`, asking for `prefetch` minus what it holds, so
+ *   it never holds more than `prefetch` per stream. `concurrency` workers take from what it holds.
  * - Settling: `Ack` → `XACK` (coalesced per stream); `Retry` → the settle script acks and writes
  *   the copy (attempt + 1) to the group stream, or to the group's delayed set when it has a
  *   delay; `DeadLetter` → acked and copied to the dead-letter stream with the reason; an
@@ -99,6 +99,9 @@ export const consume = (ctx: Context) =>
     const deadKey = ctx.keys.dead(group)
     const name = `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`
     const prefetch = Math.max(subscription.prefetch, subscription.concurrency)
+    // Read again once half of what was read is settled: one round trip brings a half window,
+    // rather than one entry per settled delivery.
+    const lowWater = Math.floor(prefetch / 2)
 
     yield* ctx.declareGroup(topic, group, "$")
     const reader = yield* connection.make(ctx.endpoint, `eb-reader-${group}`)
@@ -115,6 +118,7 @@ export const consume = (ctx: Context) =>
 
     const release = (item: Held) => {
       held.delete(`${item.stream} ${item.entry.id}`)
+      if (held.size > lowWater) return
       const wake = wakeReader
       wakeReader = undefined
       wake?.()
@@ -256,7 +260,7 @@ export const consume = (ctx: Context) =>
     }
 
     const waitCapacity: Effect.Effect<void> = Effect.suspend(() =>
-      held.size < prefetch ? Effect.void : Effect.async<void>((resume) => {
+      held.size <= lowWater ? Effect.void : Effect.async<void>((resume) => {
         wakeReader = () => resume(Effect.void)
         return Effect.sync(() => {
           wakeReader = undefined
