@@ -45,12 +45,27 @@ describe("RedisBroker options", () => {
       }))
   }
 
-  it.effect("an unreachable server fails BrokerUnavailable within connectTimeout", () =>
-    Effect.gen(function*() {
-      const error = yield* Effect.flip(Effect.scoped(Layer.build(RedisBroker.layer({
-        url: Redacted.make("redis://127.0.0.1:1"),
-        connectTimeout: "500 millis"
-      }))))
-      assert.strictEqual(error._tag, "BrokerUnavailable")
-    }), { timeout: 10_000 })
+  it.live(
+    "a closed port fails BrokerUnavailable connect at once, a wrong password auth, never showing it",
+    () =>
+      Effect.gen(function*() {
+        const started = Date.now()
+        const closed = yield* Effect.flip(Effect.scoped(Layer.build(RedisBroker.layer({
+          url: Redacted.make("redis://127.0.0.1:1"),
+          connectTimeout: "5 seconds"
+        }))))
+        assert.strictEqual(closed._tag, "BrokerUnavailable")
+        if (closed._tag === "BrokerUnavailable") assert.strictEqual(closed.reason, "connect")
+        assert.isBelow(Date.now() - started, 3000, "no retry loop before the first connection")
+        const secret = "s3cr3t-pa55"
+        const wrong = yield* Effect.flip(Effect.scoped(Layer.build(RedisBroker.layer({
+          url: Redacted.make(redisUrl),
+          password: Redacted.make(secret)
+        }))))
+        assert.strictEqual(wrong._tag, "BrokerUnavailable")
+        if (wrong._tag === "BrokerUnavailable") assert.strictEqual(wrong.reason, "auth", wrong.detail)
+        assert.notInclude(String(wrong), secret)
+      }),
+    { timeout: 20_000 }
+  )
 })

@@ -77,6 +77,9 @@ export const make = (
     const log = (message: string) => Runtime.runFork(runtime)(Effect.logWarning(message))
     let lastError: string | undefined
     let logged = false
+    // Before the first success a failed attempt fails the build at once (closed port, wrong
+    // password); after it, drops are reconnected forever.
+    let connectedOnce = false
     const client = createClient({
       url: Redacted.value(endpoint.url),
       ...(endpoint.password === undefined ? {} : { password: Redacted.value(endpoint.password) }),
@@ -84,7 +87,7 @@ export const make = (
       disableOfflineQueue: true,
       socket: {
         connectTimeout: endpoint.connectTimeoutMs,
-        reconnectStrategy: reconnectDelay,
+        reconnectStrategy: (retries: number) => connectedOnce ? reconnectDelay(retries) : false,
         ...(endpoint.tls ? { tls: true as const } : {})
       }
     })
@@ -97,6 +100,7 @@ export const make = (
       }
     })
     client.on("ready", () => {
+      connectedOnce = true
       logged = false
     })
     const view: Client = client
@@ -117,7 +121,7 @@ export const make = (
       try: () => client.connect(),
       catch: (error) =>
         new BrokerUnavailable({
-          reason: /WRONGPASS|NOAUTH|NOPERM/.test(describeError(error)) ? "auth" : "connect",
+          reason: /WRONGPASS|NOAUTH|NOPERM|\bAUTH\b/.test(describeError(error)) ? "auth" : "connect",
           detail: `connecting to ${describe(endpoint.url)}: ${describeError(error)}`
         })
     }).pipe(
