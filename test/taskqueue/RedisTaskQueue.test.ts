@@ -19,4 +19,4 @@ const live = Layer.merge(
   probeLayer(prefix, maxMessageBytes)
 ).pipe(Layer.provideMerge(cleanupLayer(prefix)), Layer.orDie)
 
-taskQueueContract("Redis", live, { real: true })
+taskQueueContract("Redis", live, { real: true, priority: false })
