@@ -10,7 +10,7 @@ import * as Effect from "effect/Effect"
 import * as Redacted from "effect/Redacted"
 import * as Runtime from "effect/Runtime"
 import type * as Scope from "effect/Scope"
-import { createClient, RESP_TYPES } from "redis"
+import { ClientClosedError, ClientOfflineError, createClient, ErrorReply, RESP_TYPES } from "redis"
 import { BrokerUnavailable } from "../../BrokerError.js"
 
 /** What the transport needs of a client (a structural view of node-redis's client). @internal */
@@ -52,6 +52,13 @@ export const reconnectDelay = (retries: number): number => {
   const base = Math.min(5000, 100 * 2 ** Math.min(retries, 10))
   return Math.round(base / 2 + Math.random() * base / 2)
 }
+
+/** The command was never sent: the client is reconnecting or closed. @internal */
+export const isUnsent = (error: unknown): boolean =>
+  error instanceof ClientOfflineError || error instanceof ClientClosedError
+
+/** The server answered with an error (the command was refused, not lost). @internal */
+export const isReply = (error: unknown): boolean => error instanceof ErrorReply
 
 /** @internal */
 export const describeError = (error: unknown): string =>

@@ -38,6 +38,9 @@ const routableTtlMs = 1000
 
 type Outcome = BrokerUnavailable | PublishRejected | undefined
 
+const isUnsentResult = (result: Either.Either<void, BrokerUnavailable | PublishRejected> | undefined): boolean =>
+  result !== undefined && Either.isLeft(result) && result.left._tag === "BrokerUnavailable"
+
 /** @internal */
 export const make = (options: Resolved): Effect.Effect<RedisTransport, BrokerUnavailable, Scope.Scope> =>
   Effect.gen(function*() {
@@ -59,11 +62,8 @@ export const make = (options: Resolved): Effect.Effect<RedisTransport, BrokerUna
       message: BrokerTransport.TransportMessage,
       error: unknown
     ): BrokerUnavailable | PublishRejected => {
-      const name = error instanceof Error ? error.name : ""
-      if (name === "ClientOfflineError" || name === "ClientClosedError") {
-        return unavailable(error, `publishing to ${message.routingKey}`)
-      }
-      const isReply = name === "ErrorReply" || name === "SimpleError" || name === "BlobError"
+      if (connection.isUnsent(error)) return unavailable(error, `publishing to ${message.routingKey}`)
+      const isReply = connection.isReply(error)
       return new PublishRejected({
         topic: message.routingKey,
         messageId: message.messageId,
@@ -139,19 +139,30 @@ export const make = (options: Resolved): Effect.Effect<RedisTransport, BrokerUna
     }
 
     const ready = command.awaitReady(publishTimeoutMs)
+    /** Waits for the connection until `deadline` (epoch ms). */
+    const readyBy = (deadline: number) => command.awaitReady(Math.max(1, deadline - now()))
 
     const publish = (
       message: BrokerTransport.TransportMessage
     ): Effect.Effect<void, BrokerUnavailable | PublishRejected> => {
       const rejected = oversize(message, options.maxMessageBytes)
       if (rejected !== undefined) return Effect.fail(rejected)
-      return Effect.zipRight(
-        ready,
+      const deadline = now() + publishTimeoutMs
+      // A command refused while reconnecting was never sent: wait for the connection and send it
+      // again, until publishTimeout. One lost in flight is ambiguous and not repeated.
+      const attempt: Effect.Effect<void, BrokerUnavailable | PublishRejected> = Effect.zipRight(
+        readyBy(deadline),
         Effect.flatMap(
           Effect.promise(async () => (await send(message)) ?? (await replicated([message]))),
-          (outcome) => outcome === undefined ? Effect.void : Effect.fail(outcome)
+          (outcome) =>
+            outcome === undefined
+              ? Effect.void
+              : outcome._tag === "BrokerUnavailable" && now() < deadline
+              ? attempt
+              : Effect.fail(outcome)
         )
       )
+      return attempt
     }
 
     type Result = Either.Either<void, BrokerUnavailable | PublishRejected>
@@ -188,7 +199,24 @@ export const make = (options: Resolved): Effect.Effect<RedisTransport, BrokerUna
             )
           }
           if (sent.length === 0) continue
-          const wait = yield* Effect.promise(() => Promise.all(sent).then(() => replicated(messages)))
+          yield* Effect.promise(() => Promise.all(sent))
+          // Refused while reconnecting (never sent): sent again once connected, until publishTimeout.
+          const deadline = now() + publishTimeoutMs
+          let unsent = positions.filter((at) => isUnsentResult(results[at]))
+          while (unsent.length > 0 && now() < deadline) {
+            if (Either.isLeft(yield* Effect.either(readyBy(deadline)))) break
+            const again = unsent
+            yield* Effect.promise(() =>
+              Promise.all(again.map((at) => {
+                const message = messages[positions.indexOf(at)]
+                return message === undefined ? undefined : send(message).then((outcome) => {
+                  results[at] = outcome === undefined ? Either.void : Either.left(outcome)
+                })
+              }))
+            )
+            unsent = again.filter((at) => isUnsentResult(results[at]))
+          }
+          const wait = yield* Effect.promise(() => replicated(messages))
           if (wait !== undefined) {
             for (const at of positions) {
               const current = results[at]
