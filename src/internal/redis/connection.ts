@@ -25,6 +25,7 @@ export interface Client {
 
 /** Bulk strings as Buffers: bodies are bytes and field names are decoded once, where needed. */
 const bufferReplies = { [RESP_TYPES.BLOB_STRING]: Buffer } as const
+const bufferOptions = { typeMapping: bufferReplies } as const
 
 /** @internal */
 export interface Endpoint {
@@ -39,6 +40,8 @@ export interface Connection {
   readonly client: Client
   /** Sends a command; replies keep bulk strings as Buffers. */
   readonly send: <T>(args: ReadonlyArray<string | Buffer>, signal?: AbortSignal) => Promise<T>
+  /** Sends a command whose reply is not read (no Buffer copies): `XADD` on the publish path. */
+  readonly sendPlain: (args: ReadonlyArray<string | Buffer>) => Promise<unknown>
   /** The last connection error seen, for health. */
   readonly lastError: () => string | undefined
   /** Waits until the client is ready (connected and authenticated), at most `timeoutMs`. */
@@ -170,11 +173,12 @@ export const make = (
       send: <T>(args: ReadonlyArray<string | Buffer>, signal?: AbortSignal) =>
         view.sendCommand<T>(
           args,
-          signal === undefined ? { typeMapping: bufferReplies } : {
+          signal === undefined ? bufferOptions : {
             typeMapping: bufferReplies,
             abortSignal: signal
           }
         ),
+      sendPlain: (args) => view.sendCommand<unknown>(args),
       lastError: () => lastError,
       awaitReady,
       destroy

@@ -33,6 +33,9 @@ export interface RedisTransport {
   readonly command: connection.Connection
 }
 
+/** Messages of one topic per `publishMany` call. */
+const chunkSize = 128
+
 /** How long a topic known to have a group is published to without checking again. */
 const routableTtlMs = 1000
 
@@ -84,6 +87,15 @@ export const make = (options: Resolved): Effect.Effect<RedisTransport, BrokerUna
 
     /** Sends one message; resolves to its outcome (never rejects). */
     const send = (message: BrokerTransport.TransportMessage): Promise<Outcome> => {
+      const trusted = message.delay === undefined || message.delay <= 0
+        ? routable.get(message.routingKey)
+        : undefined
+      if (trusted !== undefined && trusted > now()) {
+        return command.sendPlain(codec.toFields(message, ["XADD", keys.topic(message.routingKey), "*"])).then(
+          () => undefined,
+          (error) => publishError(message, error)
+        )
+      }
       const fields = codec.toFields(message)
       if (message.delay !== undefined && message.delay > 0) {
         const due = now() + message.delay
@@ -96,13 +108,6 @@ export const make = (options: Resolved): Effect.Effect<RedisTransport, BrokerUna
           message.routingKey
         ]).then(
           (groups) => Number(groups) > 0 ? undefined : unroutable(message),
-          (error) => publishError(message, error)
-        )
-      }
-      const trusted = routable.get(message.routingKey)
-      if (trusted !== undefined && trusted > now()) {
-        return command.send(["XADD", keys.topic(message.routingKey), "*", ...fields]).then(
-          () => undefined,
           (error) => publishError(message, error)
         )
       }
@@ -166,6 +171,28 @@ export const make = (options: Resolved): Effect.Effect<RedisTransport, BrokerUna
     }
 
     type Result = Either.Either<void, BrokerUnavailable | PublishRejected>
+    interface Chunk {
+      readonly args: Array<string | Buffer>
+      readonly messages: Array<BrokerTransport.TransportMessage>
+      readonly at: Array<number>
+    }
+    /** One script call for a chunk of one topic; its outcome is each member's. */
+    const sendChunk = (topic: string, chunk: Chunk, results: Array<Result>): Promise<void> =>
+      scripts.run<unknown>(command, scripts.publishMany, [keys.groupsOf(topic), keys.topic(topic)], chunk.args).then(
+        (count) => {
+          if (count !== null) return
+          chunk.messages.forEach((message, i) => {
+            const at = chunk.at[i]
+            if (at !== undefined) results[at] = Either.left(unroutable(message))
+          })
+        },
+        (error: unknown) => {
+          chunk.messages.forEach((message, i) => {
+            const at = chunk.at[i]
+            if (at !== undefined) results[at] = Either.left(publishError(message, error))
+          })
+        }
+      )
     const publishAll = (batch: BrokerTransport.TransportBatch, window: number) =>
       Effect.gen(function*() {
         const results = new Array<Result>(batch.size).fill(Either.void)
@@ -174,6 +201,7 @@ export const make = (options: Resolved): Effect.Effect<RedisTransport, BrokerUna
         while (index < batch.size) {
           const end = Math.min(batch.size, index + Math.max(1, window))
           const sent: Array<Promise<void>> = []
+          const chunks = new Map<string, Chunk>()
           const messages: Array<BrokerTransport.TransportMessage> = []
           const positions: Array<number> = []
           for (; index < end; index++) {
@@ -191,6 +219,25 @@ export const make = (options: Resolved): Effect.Effect<RedisTransport, BrokerUna
             const at = index
             messages.push(message)
             positions.push(at)
+            if (message.delay === undefined || message.delay <= 0) {
+              // Chunked per topic: one script call carries up to `chunkSize` messages.
+              let chunk = chunks.get(message.routingKey)
+              if (chunk === undefined) {
+                chunk = { args: [], messages: [], at: [] }
+                chunks.set(message.routingKey, chunk)
+              }
+              const before = chunk.args.length
+              chunk.args.push("")
+              codec.toFields(message, chunk.args)
+              chunk.args[before] = String(chunk.args.length - before - 1)
+              chunk.messages.push(message)
+              chunk.at.push(at)
+              if (chunk.messages.length >= chunkSize) {
+                chunks.delete(message.routingKey)
+                sent.push(sendChunk(message.routingKey, chunk, results))
+              }
+              continue
+            }
             // Commands issued in one tick share one write (node-redis pipelines them).
             sent.push(
               send(message).then((outcome) => {
@@ -198,6 +245,8 @@ export const make = (options: Resolved): Effect.Effect<RedisTransport, BrokerUna
               })
             )
           }
+          for (const [topic, chunk] of chunks) sent.push(sendChunk(topic, chunk, results))
+          chunks.clear()
           if (sent.length === 0) continue
           yield* Effect.promise(() => Promise.all(sent))
           // Refused while reconnecting (never sent): sent again once connected, until publishTimeout.
