@@ -4,7 +4,8 @@
  *
  * - Reading: its own blocking connection runs `XREADGROUP … BLOCK` on both streams once it holds
  *   (read, not settled) at most half of `prefetch`, asking for `prefetch` minus what it holds, so
- *   it never holds more than `prefetch` per stream. `concurrency` workers take from what it holds.
+ *   it never holds more than `prefetch` per stream. Up to `concurrency` workers (started on
+ *   demand) take from what it holds, in arrival order.
  * - Settling: `Ack` → `XACK` (coalesced per stream); `Retry` → the settle script acks and writes
  *   the copy (attempt + 1) to the group stream, or to the group's delayed set when it has a
  *   delay; `DeadLetter` → acked and copied to the dead-letter stream with the reason; an
@@ -36,7 +37,7 @@ import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
-import * as Queue from "effect/Queue"
+import * as Runtime from "effect/Runtime"
 import type * as Scope from "effect/Scope"
 import { hostname } from "node:os"
 import type { BrokerUnavailable, DeclareConflict } from "../../BrokerError.js"
@@ -110,7 +111,13 @@ export const consume = (ctx: Context) =>
     const now = () => clock.unsafeCurrentTimeMillis()
 
     const held = new Map<string, Held>()
-    const buffer = yield* Queue.unbounded<Held>()
+    // Read, not started, in arrival order; workers (fibers, started on demand up to
+    // `concurrency`) take from it and keep going while it is not empty, so a backlog costs no
+    // fiber hand-off per message.
+    let pending: Array<Held> = []
+    let head = 0
+    const workerFibers = new Set<Fiber.RuntimeFiber<void>>()
+    const runWorker = Runtime.runFork(yield* Effect.runtime<never>())
     let closing = false
     let running = 0
     let wakeReader: (() => void) | undefined
@@ -241,6 +248,10 @@ export const consume = (ctx: Context) =>
         })
       )
 
+    function annotate<A, E, R>(effect: Effect.Effect<A, E, R>) {
+      return Effect.annotateLogs(effect, { topic, group, consumer: name })
+    }
+
     const take = (stream: string, raw: unknown, redelivered: boolean): number => {
       const list = codec.entries(raw, topic)
       const at = now()
@@ -254,9 +265,45 @@ export const consume = (ctx: Context) =>
           started: false
         }
         held.set(key, item)
-        Queue.unsafeOffer(buffer, item)
+        pending.push(item)
       }
+      dispatch()
       return list.length
+    }
+
+    const nextPending = (): Held | undefined => {
+      if (closing || head >= pending.length) return undefined
+      const item = pending[head++]
+      if (head === pending.length) {
+        pending = []
+        head = 0
+      } else if (head > 1024) {
+        pending = pending.slice(head)
+        head = 0
+      }
+      return item
+    }
+
+    const workerLoop = (first: Held): Effect.Effect<void> =>
+      Effect.gen(function*() {
+        let item: Held | undefined = first
+        while (item !== undefined) {
+          yield* processItem(item)
+          item = nextPending()
+        }
+      })
+
+    function dispatch(): void {
+      while (workerFibers.size < subscription.concurrency) {
+        const item = nextPending()
+        if (item === undefined) return
+        const fiber = runWorker(annotate(workerLoop(item)))
+        workerFibers.add(fiber)
+        fiber.addObserver(() => {
+          workerFibers.delete(fiber)
+          dispatch()
+        })
+      }
     }
 
     const waitCapacity: Effect.Effect<void> = Effect.suspend(() =>
@@ -397,12 +444,6 @@ export const consume = (ctx: Context) =>
       Effect.forever
     )
 
-    const worker = Effect.forever(Effect.flatMap(Queue.take(buffer), processItem))
-
-    const annotate = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-      Effect.annotateLogs(effect, { topic, group, consumer: name })
-    const workers: Array<Fiber.RuntimeFiber<never>> = []
-    for (let i = 0; i < subscription.concurrency; i++) workers.push(yield* Effect.forkDaemon(annotate(worker)))
     const loops = [
       yield* Effect.forkDaemon(annotate(readLoop)),
       yield* Effect.forkDaemon(annotate(claimLoop)),
@@ -444,7 +485,9 @@ export const consume = (ctx: Context) =>
         yield* Fiber.interruptAll(loops)
         reader.destroy()
         // What was read but not started goes back at once; handlers in flight get shutdownTimeout.
-        const notStarted = yield* Queue.takeAll(buffer)
+        const notStarted = pending.slice(head)
+        pending = []
+        head = 0
         for (const item of notStarted) {
           ctx.stats.requeued++
           yield* settleScript(item, "requeue", item.entry.attempt, "", 0)
@@ -458,7 +501,7 @@ export const consume = (ctx: Context) =>
             })
           }).pipe(Effect.timeout(ctx.shutdownTimeout), Effect.ignore)
         }
-        yield* Fiber.interruptAll(workers)
+        yield* Fiber.interruptAll([...workerFibers])
         flushAcks()
         yield* Effect.promise(() => Promise.all([...flushing]))
         yield* requeuePending.pipe(
