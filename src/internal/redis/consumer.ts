@@ -2,8 +2,8 @@
  * One subscription: a consumer (named `<host>-<pid>-<random>`) of the group on the topic stream
  * and on the group's private stream. What it guarantees:
  *
- * - Reading: its own blocking connection runs `XREADGROUP … BLOCK` on both streams once it holds
- *   (read, not settled) at most half of `prefetch`, asking for `prefetch` minus what it holds, so
+ * - Reading: its own blocking connection runs `XREADGROUP … BLOCK` on both streams once at least
+ *   a quarter of `prefetch` is free (read, not settled, counts as held), asking for `prefetch` minus what it holds, so
  *   it never holds more than `prefetch` per stream. Up to `concurrency` workers (started on
  *   demand) take from what it holds, in arrival order.
  * - Settling: `Ack` → `XACK` (coalesced per stream); `Retry` → the settle script acks and writes
@@ -100,9 +100,9 @@ export const consume = (ctx: Context) =>
     const deadKey = ctx.keys.dead(group)
     const name = `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`
     const prefetch = Math.max(subscription.prefetch, subscription.concurrency)
-    // Read again once half of what was read is settled: one round trip brings a half window,
-    // rather than one entry per settled delivery.
-    const lowWater = Math.floor(prefetch / 2)
+    // Read again once a quarter of the window is free: one round trip brings at least a quarter
+    // window (not one entry per settled delivery), while what is held keeps the workers busy.
+    const lowWater = prefetch - Math.max(1, Math.floor(prefetch / 4))
 
     yield* ctx.declareGroup(topic, group, "$")
     const reader = yield* connection.make(ctx.endpoint, `eb-reader-${group}`)
