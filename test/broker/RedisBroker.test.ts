@@ -1,8 +1,9 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Redacted } from "effect"
+import { ConfigProvider, Context, Duration, Effect, Layer, Redacted, Schema } from "effect"
+import * as Broker from "../../src/Broker.js"
 import * as RedisBroker from "../../src/layers/RedisBroker.js"
-import { runId } from "../fixtures/env.js"
-import { cleanupLayer, probeLayer, redisUrl } from "../support/redis.js"
+import { runId, uniqueName } from "../fixtures/env.js"
+import { cleanupLayer, probeLayer, rawClient, redisUrl } from "../support/redis.js"
 import { brokerContract } from "./contract.js"
 
 const prefix = `t${runId}`
@@ -68,4 +69,102 @@ describe("RedisBroker options", () => {
       }),
     { timeout: 20_000 }
   )
+})
+
+const Ping = Schema.Struct({ n: Schema.Number })
+const freshTopic = () => Broker.topic(uniqueName("r").replaceAll("_", "-"), Ping)
+
+const brokerWith = (options: Partial<RedisBroker.Options>) =>
+  Effect.map(
+    Layer.build(RedisBroker.layer({ url: Redacted.make(redisUrl), prefix: `${prefix}x`, ...options })),
+    (context) => Context.get(context, Broker.Broker)
+  )
+
+const within = <A, E, R>(label: string, effect: Effect.Effect<A, E, R>) =>
+  Effect.timeoutFail(effect, { duration: Duration.seconds(20), onTimeout: () => new Error(`timed out: ${label}`) })
+
+describe("RedisBroker streams", () => {
+  it.live(
+    "a stream is trimmed to what every group acknowledged, never past a lagging group's unread entries",
+    () =>
+      Effect.scoped(Effect.gen(function*() {
+        yield* Layer.build(cleanupLayer(`${prefix}x`))
+        const broker = yield* brokerWith({ trimInterval: "100 millis" })
+        const client = yield* rawClient()
+        const topic = freshTopic()
+        const stream = `${prefix}x:s:${topic.name}`
+        const fast = uniqueName("fast")
+        const lagging = uniqueName("lagging")
+        let handled = 0
+        yield* broker.subscribe(topic, () => Effect.sync(() => handled++), { group: fast })
+        const results = yield* broker.publishAll(Array.from({ length: 200 }, (_, n) => Broker.entry(topic, { n })))
+        assert.strictEqual(results.length, 200)
+        yield* within(
+          "every message handled",
+          Effect.gen(function*() {
+            while (handled < 200) yield* Effect.sleep("20 millis")
+          })
+        )
+        // One group, all acknowledged: trimmed to nothing.
+        yield* within(
+          "the stream trimmed",
+          Effect.gen(function*() {
+            while ((yield* Effect.promise(() => client.xLen(stream))) > 0) yield* Effect.sleep("50 millis")
+          })
+        )
+        // A group that reads nothing keeps every entry published after it joined.
+        yield* broker.declare(topic, { group: lagging })
+        yield* broker.publishAll(Array.from({ length: 50 }, (_, n) => Broker.entry(topic, { n: 1000 + n })))
+        yield* within(
+          "the fast group to handle them",
+          Effect.gen(function*() {
+            while (handled < 250) yield* Effect.sleep("20 millis")
+          })
+        )
+        yield* Effect.sleep("400 millis")
+        assert.strictEqual(
+          yield* Effect.promise(() => client.xLen(stream)),
+          50,
+          "unread entries of the lagging group stay"
+        )
+      })),
+    { timeout: 30_000 }
+  )
+
+  it.live(
+    "waitForReplicas: with no replica the publish fails PublishRejected timeout, ambiguous (stored on the primary)",
+    () =>
+      Effect.scoped(Effect.gen(function*() {
+        yield* Layer.build(cleanupLayer(`${prefix}x`))
+        const broker = yield* brokerWith({ waitForReplicas: { replicas: 1, timeout: "50 millis" } })
+        const topic = freshTopic()
+        yield* broker.declare(topic, { group: uniqueName("g") })
+        const error = yield* Effect.flip(broker.publish(topic, { n: 1 }))
+        assert.strictEqual(error._tag, "PublishRejected")
+        if (error._tag !== "PublishRejected") return
+        assert.strictEqual(error.reason, "timeout")
+        assert.isTrue(error.ambiguous)
+        const batch = yield* broker.publishAll([Broker.entry(topic, { n: 2 }), Broker.entry(topic, { n: 3 })])
+        assert.isTrue(batch.every((result) => result._tag === "Left" && result.left._tag === "PublishRejected"))
+        const client = yield* rawClient()
+        assert.strictEqual(yield* Effect.promise(() => client.xLen(`${prefix}x:s:${topic.name}`)), 3)
+      })),
+    { timeout: 20_000 }
+  )
+
+  it.live("layerConfig reads REDIS_URL (redacted) and REDIS_PREFIX", () =>
+    Effect.scoped(Effect.gen(function*() {
+      yield* Layer.build(cleanupLayer(`${prefix}c`))
+      const provider = ConfigProvider.fromMap(new Map([["REDIS_URL", redisUrl], ["REDIS_PREFIX", `${prefix}c`]]))
+      const context = yield* Layer.build(RedisBroker.layerConfig(RedisBroker.config)).pipe(
+        Effect.withConfigProvider(provider)
+      )
+      const broker = Context.get(context, Broker.Broker)
+      assert.strictEqual((yield* broker.health).status, "up")
+      const topic = freshTopic()
+      yield* broker.declare(topic, { group: uniqueName("g") })
+      yield* broker.publish(topic, { n: 1 })
+      const client = yield* rawClient()
+      assert.strictEqual(yield* Effect.promise(() => client.xLen(`${prefix}c:s:${topic.name}`)), 1)
+    })), { timeout: 20_000 })
 })
