@@ -334,8 +334,10 @@ export type Handler<A, E, R> = (message: A, envelope: Envelope) => Effect.Effect
  * @category models
  */
 export interface Health {
+  /** `down` while the connection is not usable, including while the broker blocks it. */
   readonly status: "up" | "down"
-  readonly connection: "open" | "reconnecting" | "closed"
+  /** `blocked`: connected, but the broker refuses publishes for now (RabbitMQ's memory or disk alarm). */
+  readonly connection: "open" | "blocked" | "reconnecting" | "closed"
   readonly consumers: number
   readonly detail: string
 }

@@ -255,7 +255,7 @@ export const metrics: {
   readonly dispatched: Metric.Metric.Counter<number>
   readonly failures: Metric.Metric.Counter<number>
   readonly pending: Metric.Metric.Gauge<number>
-  readonly lagMs: Metric.Metric.Gauge<number>
+  readonly lagSeconds: Metric.Metric.Gauge<number>
   readonly dead: Metric.Metric.Gauge<number>
 } = dispatcherInternal.metrics
 

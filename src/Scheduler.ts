@@ -324,7 +324,7 @@ export const run = <E, R>(
 
 /**
  * Effect metrics: `effect_background_scheduler_firings_total`, `…_firing_failures_total`,
- * `…_skipped_total`, the `…_lateness_ms` histogram and the `…_leader` gauge.
+ * `…_skipped_total`, the `…_lateness_seconds` histogram and the `…_leader` gauge.
  *
  * @since 0.1.0
  * @category models

@@ -26,6 +26,11 @@ export * as Health from "./Health.js"
 /**
  * @since 0.1.0
  */
+export * as Inbox from "./Inbox.js"
+
+/**
+ * @since 0.1.0
+ */
 export * as InvalidOptions from "./InvalidOptions.js"
 
 /**

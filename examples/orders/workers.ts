@@ -4,7 +4,8 @@
  * `--role=worker` (`npm run example:worker`).
  */
 import { Effect, Layer, Metric, Option } from "effect"
-import { Broker, Outbox, TaskQueue } from "effect-background"
+import { Broker, Inbox, Outbox, TaskQueue } from "effect-background"
+import * as PgInbox from "effect-background/layers/PgInbox"
 import {
   dailyDigest,
   heartbeat,
@@ -30,9 +31,14 @@ const confirmations = Layer.scopedDiscard(
 
 const confirmationsSent = Metric.counter("orders_confirmations_sent", { description: "confirmation mails sent" })
 
+/**
+ * Through the inbox: each task id runs once, in one transaction with the order's update, so a
+ * redelivered task (a worker killed after its commit, a connection cut before the ack) neither
+ * confirms nor mails twice, and gets the first run's result back.
+ */
 const sendConfirmationWorker = TaskQueue.worker(
   sendConfirmation,
-  (payload, context) =>
+  Inbox.worker(sendConfirmation, (payload, context) =>
     Effect.gen(function*() {
       // A real app would call its mail provider here; a typed failure is retried by the task's policy.
       if (payload.email.endsWith("@unreachable.invalid")) {
@@ -42,9 +48,9 @@ const sendConfirmationWorker = TaskQueue.worker(
       yield* Metric.increment(confirmationsSent)
       yield* Effect.logInfo(`order ${payload.orderId} confirmed (attempt ${context.attempt})`)
       return { confirmedAt: Option.getOrElse(confirmedAt, () => new Date()).toISOString() }
-    }),
+    })),
   { concurrency: 10 }
-)
+).pipe(Layer.provide(PgInbox.layer({ prefix: "eb_orders" })))
 
 const digestWorker = TaskQueue.worker(dailyDigest, (payload) =>
   Orders.counts.pipe(

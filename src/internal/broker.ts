@@ -21,7 +21,13 @@ import * as messageId from "./messageId.js"
 import * as names from "./names.js"
 import * as checks from "./options.js"
 import { nextRetryDelay } from "./retry.js"
-import { builtInTracer, currentTraceparent, withSpanWhenTraced, withTraceContext } from "./tracing.js"
+import {
+  builtInTracer,
+  currentTraceparent,
+  spanOfTraceparent,
+  withSpanWhenTraced,
+  withTraceContext
+} from "./tracing.js"
 import * as wire from "./wire.js"
 
 const headers = wire.headers
@@ -117,19 +123,6 @@ export const makeCodec = <A, I>(name: string, schema: Schema.Schema<A, I>): Code
 export const defaultRetry: Schedule.Schedule<unknown, unknown> = Schedule.exponential("200 millis").pipe(
   Schedule.intersect(Schedule.recurs(5))
 )
-
-/** Parses a W3C traceparent into a parent span; None when malformed. */
-const parentSpanOf = (traceparent: string | undefined): Tracer.ExternalSpan | undefined => {
-  if (traceparent === undefined) return undefined
-  const parts = traceparent.split("-")
-  const [version, traceId, spanId, flags] = parts
-  if (
-    parts.length < 4 || version === undefined || traceId?.length !== 32 || spanId?.length !== 16 || flags === undefined
-  ) {
-    return undefined
-  }
-  return Tracer.externalSpan({ traceId, spanId, sampled: (parseInt(flags, 16) & 1) === 1 })
-}
 
 /** @internal */
 export type Prepare = (
@@ -565,7 +558,7 @@ export const make = (transport: BrokerTransport.Transport): Broker.Service => {
             return retryOrDeadLetter(error, envelope)
           }
         })
-        return isolate(settled, context, parentSpanOf(traceparent))
+        return isolate(settled, context, spanOfTraceparent(traceparent))
       }
 
       yield* transport.consume(

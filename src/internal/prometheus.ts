@@ -1,6 +1,8 @@
+import * as MetricKeyType from "effect/MetricKeyType"
 import type * as MetricPair from "effect/MetricPair"
 import * as MetricState from "effect/MetricState"
 import * as Option from "effect/Option"
+import { createHash } from "node:crypto"
 
 type Labels = ReadonlyArray<readonly [string, string]>
 
@@ -20,6 +22,22 @@ export const metricName = (name: string): string => {
 
 const labelName = (name: string): string => metricName(name).replace(/:/g, "_")
 
+/**
+ * A sample's labels as Prometheus accepts them: unique names, none reserved (`__…`) and none
+ * clashing with the labels the format adds (`le`, `quantile`, `key`): a clashing user tag is
+ * renamed `exported_<name>` (Prometheus's own convention), so no tag can make the scrape fail.
+ */
+const userLabels = (tags: Labels, added: ReadonlyArray<string>): Labels => {
+  const taken = new Set(added)
+  return tags.map(([key, value]) => {
+    let name = labelName(key)
+    if (name.startsWith("__")) name = `exported${name}`
+    while (taken.has(name)) name = `exported_${name}`
+    taken.add(name)
+    return [name, value] as const
+  })
+}
+
 const escapeLabelValue = (value: string): string =>
   value.replace(/\\/g, "\\\\").replace(/"/g, "\\\"").replace(/\n/g, "\\n")
 
@@ -28,7 +46,7 @@ const escapeHelp = (value: string): string => value.replace(/\\/g, "\\\\").repla
 const formatLabels = (labels: Labels): string =>
   labels.length === 0
     ? ""
-    : `{${labels.map(([key, value]) => `${labelName(key)}="${escapeLabelValue(value)}"`).join(",")}}`
+    : `{${labels.map(([key, value]) => `${key}="${escapeLabelValue(value)}"`).join(",")}}`
 
 /** @internal */
 export const formatValue = (value: number | bigint): string => {
@@ -42,35 +60,84 @@ export const formatValue = (value: number | bigint): string => {
 const sample = (name: string, labels: Labels, value: number | bigint): string =>
   `${name}${formatLabels(labels)} ${formatValue(value)}`
 
+/** The label each family type adds to its samples. */
+const addedLabel = { counter: [], gauge: [], histogram: ["le"], summary: ["quantile"], frequency: ["key"] } as const
+
+type Kind = keyof typeof addedLabel
+
+const kindOf = (pair: MetricPair.MetricPair.Untyped): Kind | undefined => {
+  const state: unknown = pair.metricState
+  if (MetricState.isCounterState(state)) {
+    // Effect lets a non-incremental counter go down: Prometheus calls that a gauge.
+    const keyType: unknown = pair.metricKey.keyType
+    return MetricKeyType.isCounterKey(keyType) && !keyType.incremental ? "gauge" : "counter"
+  }
+  if (MetricState.isGaugeState(state)) return "gauge"
+  if (MetricState.isHistogramState(state)) return "histogram"
+  if (MetricState.isSummaryState(state)) return "summary"
+  if (MetricState.isFrequencyState(state)) return "frequency"
+  return undefined
+}
+
+const stableSuffix = (source: string, kind: Kind): string =>
+  createHash("sha1").update(`${kind}\u0000${source}`).digest("hex").slice(0, 6)
+
 /**
  * Renders a metric snapshot in the Prometheus text exposition format (version 0.0.4): one
  * family per metric name, histograms with cumulative `le` buckets, summaries with quantiles,
- * frequencies as a counter labelled by `key`.
+ * frequencies as a counter labelled by `key`. Names that sanitise to one family name but come
+ * from another source name or type get a stable suffix, so no series lands under the wrong
+ * `# TYPE` (Prometheus would keep one silently).
  *
  * @internal
  */
 export const format = (snapshot: Iterable<MetricPair.MetricPair.Untyped>): string => {
-  const families = new Map<string, Family>()
-  const familyOf = (name: string, type: Family["type"], help: string | undefined): Family => {
-    const existing = families.get(name)
-    if (existing !== undefined) return existing
-    const family: Family = { type, help, lines: [] }
+  const families = new Map<string, Family & { readonly source: string; readonly kind: Kind }>()
+  const familyOf = (source: string, kind: Kind, help: string | undefined) => {
+    const base = metricName(source)
+    const existing = families.get(base)
+    if (existing === undefined || (existing.source === source && existing.kind === kind)) {
+      if (existing !== undefined) return { name: base, family: existing }
+      const family = { type: kind === "frequency" ? "counter" as const : kind, help, lines: [], source, kind }
+      families.set(base, family)
+      return { name: base, family }
+    }
+    const name = `${base}_x${stableSuffix(source, kind)}`
+    const other = families.get(name)
+    if (other !== undefined) return { name, family: other }
+    const family = { type: kind === "frequency" ? "counter" as const : kind, help, lines: [], source, kind }
     families.set(name, family)
-    return family
+    return { name, family }
   }
 
-  for (const pair of snapshot) {
+  // Sorted by source name and type, so which of two colliding metrics keeps the plain name does
+  // not depend on registration order.
+  const pairs = [...snapshot].flatMap((pair) => {
+    const kind = kindOf(pair)
+    return kind === undefined ? [] : [{ pair, kind }]
+  }).sort((a, b) =>
+    a.pair.metricKey.name < b.pair.metricKey.name
+      ? -1
+      : a.pair.metricKey.name > b.pair.metricKey.name
+      ? 1
+      : a.kind < b.kind
+      ? -1
+      : a.kind > b.kind
+      ? 1
+      : 0
+  )
+
+  for (const { kind, pair } of pairs) {
     const key = pair.metricKey
-    const name = metricName(key.name)
-    const help = Option.getOrUndefined(key.description)
-    const labels: Labels = key.tags.map((tag) => [tag.key, tag.value] as const)
+    const { family, name } = familyOf(key.name, kind, Option.getOrUndefined(key.description))
+    const labels = userLabels(key.tags.map((tag) => [tag.key, tag.value] as const), addedLabel[kind])
+    const lines = family.lines
     const state: unknown = pair.metricState
     if (MetricState.isCounterState(state)) {
-      familyOf(name, "counter", help).lines.push(sample(name, labels, state.count))
+      lines.push(sample(name, labels, state.count))
     } else if (MetricState.isGaugeState(state)) {
-      familyOf(name, "gauge", help).lines.push(sample(name, labels, state.value))
+      lines.push(sample(name, labels, state.value))
     } else if (MetricState.isHistogramState(state)) {
-      const lines = familyOf(name, "histogram", help).lines
       for (const [boundary, count] of state.buckets) {
         if (boundary === Infinity) continue
         lines.push(sample(`${name}_bucket`, [...labels, ["le", formatValue(boundary)]], count))
@@ -79,14 +146,12 @@ export const format = (snapshot: Iterable<MetricPair.MetricPair.Untyped>): strin
       lines.push(sample(`${name}_sum`, labels, state.sum))
       lines.push(sample(`${name}_count`, labels, state.count))
     } else if (MetricState.isSummaryState(state)) {
-      const lines = familyOf(name, "summary", help).lines
       for (const [quantile, value] of state.quantiles) {
         lines.push(sample(name, [...labels, ["quantile", formatValue(quantile)]], Option.getOrElse(value, () => NaN)))
       }
       lines.push(sample(`${name}_sum`, labels, state.sum))
       lines.push(sample(`${name}_count`, labels, state.count))
     } else if (MetricState.isFrequencyState(state)) {
-      const lines = familyOf(name, "counter", help).lines
       for (const [occurrence, count] of state.occurrences) {
         lines.push(sample(name, [...labels, ["key", occurrence]], count))
       }

@@ -78,19 +78,19 @@ const keyOf = (envelope: Broker.Envelope): string | undefined => envelope.metada
 
 /** @internal */
 export const metrics = {
-  succeeded: Metric.counter("effect_background_tasks_succeeded", {
+  succeeded: Metric.counter("effect_background_tasks_succeeded_total", {
     description: "task runs that succeeded",
     incremental: true
   }),
-  failed: Metric.counter("effect_background_tasks_failed", {
+  failed: Metric.counter("effect_background_tasks_failed_total", {
     description: "task attempts that failed",
     incremental: true
   }),
-  retried: Metric.counter("effect_background_tasks_retried", {
+  retried: Metric.counter("effect_background_tasks_retried_total", {
     description: "failed attempts scheduled for retry",
     incremental: true
   }),
-  deadLettered: Metric.counter("effect_background_tasks_dead_lettered", {
+  deadLettered: Metric.counter("effect_background_tasks_dead_lettered_total", {
     description: "tasks dead-lettered (retries exhausted or non-retryable)",
     incremental: true
   }),

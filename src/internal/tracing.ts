@@ -73,3 +73,16 @@ export const withTraceContext = <A, E, R>(
       ? Effect.flatMap(traceparentUnder(tracer), f)
       : Effect.useSpan(name, options, (span) => f(traceparentOf(span)))
   )
+
+/** Parses a W3C traceparent into a span (a parent, a link); undefined when malformed. @internal */
+export const spanOfTraceparent = (traceparent: string | undefined): Tracer.ExternalSpan | undefined => {
+  if (traceparent === undefined) return undefined
+  const parts = traceparent.split("-")
+  const [version, traceId, spanId, flags] = parts
+  if (
+    parts.length < 4 || version === undefined || traceId?.length !== 32 || spanId?.length !== 16 || flags === undefined
+  ) {
+    return undefined
+  }
+  return Tracer.externalSpan({ traceId, spanId, sampled: (parseInt(flags, 16) & 1) === 1 })
+}

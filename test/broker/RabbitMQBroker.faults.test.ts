@@ -245,6 +245,37 @@ layer(Layer.scopedDiscard(scopedVhost(vhost)), { excludeTestServices: true, time
     )
 
     it.scoped(
+      "B12: a memory alarm blocks the connection: health is down (blocked) while it holds, up after, and the stalled publish completes",
+      () =>
+        Effect.gen(function*() {
+          const broker = yield* brokerAt({ url: Redacted.make(urlFor(vhost)), prefix })
+          const topic = freshTopic("b12")
+          const group = uniqueName("g")
+          const ledger = makeLedger()
+          yield* broker.subscribe(topic, (item, envelope) => ledger.deliver(item.id, envelope), { group })
+          yield* broker.publish(topic, { id: "b12-before" })
+          const original = (yield* rabbitmqctl("eval", "vm_memory_monitor:get_vm_memory_high_watermark().")).trim()
+          // An absolute watermark of 1 byte: the alarm fires at once, for every connection.
+          yield* Effect.acquireRelease(
+            rabbitmqctl("set_vm_memory_high_watermark", "absolute", "1"),
+            () =>
+              Effect.orDie(rabbitmqctl("set_vm_memory_high_watermark", /^[0-9.]+$/.test(original) ? original : "0.4"))
+          )
+          // RabbitMQ blocks a connection when it next publishes.
+          const stalled = yield* Effect.fork(broker.publish(topic, { id: "b12-during" }))
+          const blocked = yield* healthUntil(broker, (health) => health.connection === "blocked", 20)
+          assert.strictEqual(blocked.status, "down")
+          assert.match(blocked.detail, /blocks the connection/)
+          yield* rabbitmqctl("set_vm_memory_high_watermark", /^[0-9.]+$/.test(original) ? original : "0.4")
+          const after = yield* healthUntil(broker, (health) => health.status === "up", 20)
+          assert.notMatch(after.detail, /blocked/, "the lifted block is not reported as the last error")
+          yield* Fiber.join(stalled)
+          yield* waitFor("both messages consumed", () => ledger.deliveries.size === 2, 20)
+        }).pipe(Effect.scoped),
+      { timeout: 60_000 }
+    )
+
+    it.scoped(
       "B4: a connection blackholed between publish and confirm fails the publish typed, never reports success",
       () =>
         Effect.gen(function*() {

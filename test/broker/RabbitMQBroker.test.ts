@@ -157,6 +157,44 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQBroke
       assert.isFalse(yield* exists(model, "queue", `${prefix}.group.nobody-${runId}`))
     }))
 
+  it.scoped("a foreign message without a message id gets a unique id, kept through its retry, in every session", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker.Broker
+      const topic = freshTopic("noid")
+      const group = uniqueName("g")
+      const seen = yield* Queue.unbounded<{ readonly id: string; readonly n: number; readonly attempt: number }>()
+      const model = yield* rawConnection(liveUrl())
+      const publishForeign = (n: number) =>
+        withChannel(model, async (channel) => {
+          channel.publish(`${prefix}.topic`, topic.name, Buffer.from(JSON.stringify({ n })), {
+            contentType: "application/json"
+          })
+        })
+      const runs: Array<{ readonly id: string; readonly n: number; readonly attempt: number }> = []
+      // One subscription session per message: delivery tags restart per channel, ids must not.
+      for (const n of [1, 2]) {
+        yield* Effect.scoped(Effect.gen(function*() {
+          yield* broker.subscribe(
+            topic,
+            (message, envelope) =>
+              Effect.zipRight(
+                Queue.offer(seen, { id: envelope.id, n: message.n, attempt: envelope.attempt }),
+                message.n === 1 && envelope.attempt === 1 ? Effect.fail("retry me") : Effect.void
+              ),
+            { group, retry: Schedule.spaced("50 millis") }
+          )
+          yield* publishForeign(n)
+          runs.push(yield* within("the foreign message", Queue.take(seen)))
+          if (n === 1) runs.push(yield* within("its retry", Queue.take(seen)))
+        }))
+      }
+      const [first, retry, second] = runs
+      assert.deepStrictEqual(runs.map((run) => [run.n, run.attempt]), [[1, 1], [1, 2], [2, 1]])
+      assert.strictEqual(retry?.id, first?.id, "the retry keeps the id")
+      assert.notStrictEqual(second?.id, first?.id, "another message, another id")
+      assert.notMatch(first?.id ?? "", /^no-id:/)
+    }))
+
   it.scoped("B3: a queue redeclared with other arguments fails that subscribe typed; other work goes on", () =>
     Effect.gen(function*() {
       const broker = yield* Broker.Broker

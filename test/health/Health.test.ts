@@ -90,9 +90,10 @@ describe("Health", () => {
   it.effect("renders counters, gauges, histograms and frequencies in the Prometheus text format", () =>
     Effect.gen(function*() {
       const prefix = uniqueName("eb")
-      const published = Metric.counter(`${prefix}.published`, { description: "messages published" }).pipe(
-        Metric.tagged("topic", "orders.placed")
-      )
+      const published = Metric.counter(`${prefix}.published`, { description: "messages published", incremental: true })
+        .pipe(
+          Metric.tagged("topic", "orders.placed")
+        )
       const pending = Metric.gauge(`${prefix}_pending`)
       const latency = Metric.histogram(`${prefix}_latency_ms`, MetricBoundaries.fromIterable([1, 10]))
       const outcomes = Metric.frequency(`${prefix}_outcome`)

@@ -2,16 +2,19 @@
  * T1: a worker process killed with SIGKILL mid-task: its unacked tasks are redelivered to
  * another worker and completed; nothing lost, duplicates counted and bounded by the prefetch
  * (tasks enqueued one by one) or by what the dead worker finished of its unfinished packs
- * (`enqueueAll`, packed).
+ * (`enqueueAll`, packed). I3: the same kill mid-pack with the handler through a PgInbox: tasks
+ * are redelivered, their effects (rows in the handler's table) committed exactly once.
  */
+import { SqlClient } from "@effect/sql"
+import { PgClient } from "@effect/sql-pg"
 import { assert, it } from "@effect/vitest"
-import { Deferred, Duration, Effect, Layer, Queue, Redacted } from "effect"
+import { Context, Deferred, Duration, Effect, Layer, Queue, Redacted } from "effect"
 import { type ChildProcess, fork } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import * as RabbitMQBroker from "../../src/layers/RabbitMQBroker.js"
 import * as ResultStore from "../../src/ResultStore.js"
 import * as TaskQueue from "../../src/TaskQueue.js"
-import { runId, uniqueName } from "../fixtures/env.js"
+import { databaseUrl, runId, uniqueName } from "../fixtures/env.js"
 import { scopedVhost, urlFor } from "../support/rabbitmq.js"
 import { faultTask, type WorkerMessage } from "./faultWorker.js"
 
@@ -36,14 +39,22 @@ const spawnWorker = (worker: string, env: Record<string, string>, inbox: Queue.Q
       Effect.sync(() => child.exitCode === null && child.signalCode === null && child.kill("SIGKILL"))
   )
 
-const killMidTask = (mode: "single" | "packed") =>
+const killMidTask = (mode: "single" | "packed", withInbox = false) =>
   Effect.gen(function*() {
-    const vhost = yield* scopedVhost(`eb-tasks-faults-${runId}`)
+    const vhost = yield* scopedVhost(`eb-tasks-faults-${runId}${withInbox ? "-inbox" : ""}`)
     const url = urlFor(vhost)
     const prefix = `t${runId}`
     const task = faultTask(uniqueName("fault"))
     const total = 60
-    const env = { RABBITMQ_TEST_URL: url, RABBITMQ_TEST_PREFIX: prefix, TASK_NAME: task.name, HOLD_MS: "200" }
+    const inboxPrefix = uniqueName("tib")
+    const env = {
+      RABBITMQ_TEST_URL: url,
+      RABBITMQ_TEST_PREFIX: prefix,
+      TASK_NAME: task.name,
+      HOLD_MS: "200",
+      ...(withInbox ? { INBOX_PREFIX: inboxPrefix, DATABASE_URL: databaseUrl } : {})
+    }
+    const effectRows = withInbox ? yield* effectsTable(inboxPrefix) : undefined
 
     const inbox = yield* Queue.unbounded<WorkerMessage>()
     const done = new Map<string, number>()
@@ -111,6 +122,25 @@ const killMidTask = (mode: "single" | "packed") =>
     yield* within("all tasks done", Deferred.await(allDone))
     const recoverMs = Date.now() - killedAt
 
+    if (effectRows !== undefined) {
+      // With the inbox: every task's effect committed exactly once, however often it was delivered.
+      let rows = yield* effectRows
+      while (rows.distinct < total) {
+        yield* Effect.sleep("50 millis")
+        rows = yield* effectRows
+      }
+      const deliveries = [...started.values()].reduce((sum, workers) => sum + workers.length, 0)
+      console.log(
+        `T1 (${mode}, inbox): accepted ${total}, deliveries ${deliveries} (duplicated ${
+          deliveries - started.size
+        }), effect rows ${rows.n} (distinct ${rows.distinct})`
+      )
+      assert.deepStrictEqual(crashes, [])
+      assert.strictEqual(rows.distinct, total, "lost 0")
+      assert.strictEqual(rows.n, total, "effects duplicated 0")
+      assert.isAbove(deliveries - started.size, 0, "the kill did redeliver tasks")
+      return
+    }
     const runs = [...done.values()].reduce((sum, n) => sum + n, 0)
     const lost = ids.filter((id) => !done.has(id)).length
     const duplicated = runs - done.size
@@ -133,6 +163,30 @@ const killMidTask = (mode: "single" | "packed") =>
       assert.isAtMost(duplicated, 3 * 20)
     }
   })
+
+/** The handler's own table for the inbox run, dropped (with the inbox table) after it. */
+const effectsTable = (prefix: string) =>
+  Effect.gen(function*() {
+    const sql = Context.get(
+      yield* Layer.build(PgClient.layer({ url: Redacted.make(databaseUrl) })),
+      SqlClient.SqlClient
+    )
+    yield* sql`create table ${sql(`${prefix}_effects`)} (id text not null)`
+    yield* Effect.addFinalizer(() =>
+      Effect.orDie(sql`drop table if exists ${sql(`${prefix}_effects`)}, ${sql(`${prefix}_inbox`)}`)
+    )
+    return Effect.map(
+      Effect.orDie(sql<{ n: number; distinct: number }>`select count(*)::int as n, count(distinct id)::int as distinct
+        from ${sql(`${prefix}_effects`)}`),
+      (rows) => rows[0] ?? { n: 0, distinct: 0 }
+    )
+  })
+
+it.scopedLive(
+  "a worker killed with SIGKILL mid-pack, through the inbox (I3): tasks redelivered, effects committed once, none lost",
+  () => killMidTask("packed", true),
+  120_000
+)
 
 for (const mode of ["single", "packed"] as const) {
   it.scopedLive(

@@ -22,6 +22,7 @@ interface Recorded {
   readonly traceId: string
   readonly parentSpanId: string | undefined
   readonly kind: Tracer.SpanKind
+  readonly links: ReadonlyArray<Tracer.SpanLink>
 }
 
 /** A tracer that keeps every span it starts (an in-memory exporter). */
@@ -34,7 +35,7 @@ const makeRecordingTracer = () => {
       const parentSpan = Option.getOrUndefined(parent)
       const traceId = parentSpan?.traceId ?? id(32)
       const spanId = id(16)
-      spans.push({ name, spanId, traceId, parentSpanId: parentSpan?.spanId, kind })
+      spans.push({ name, spanId, traceId, parentSpanId: parentSpan?.spanId, kind, links: [...links] })
       const attributes = new Map<string, unknown>()
       const span: Tracer.Span = {
         _tag: "Span",
@@ -170,4 +171,31 @@ describe("tracing across the wire", () => {
     },
     60_000
   )
+
+  it.live("an idle dispatcher records no span; a batch is one root span linked to its events' traces", () => {
+    const recording = makeRecordingTracer()
+    return Effect.gen(function*() {
+      // Several polls (every 100 ms) find nothing: no span at all, not even the SQL client's (the
+      // table's creation at Layer build, before, is traced).
+      yield* Effect.sleep("300 millis")
+      const before = recording.spans.length
+      yield* Effect.sleep("600 millis")
+      assert.deepStrictEqual(recording.spans.slice(before).map((span) => span.name), [])
+      const consumed = yield* Deferred.make<void>()
+      yield* Broker.subscribe(OrderPlaced, () => Deferred.succeed(consumed, undefined), {
+        group: `trace_idle_${runId}`
+      })
+      const traceId = "4bf92f3577b34da6a3ce929d0e0e4736"
+      const sql = yield* SqlClient.SqlClient
+      yield* sql`insert into ${sql(`${prefix}_outbox`)} (message_id, topic, body, traceparent)
+        values (${crypto.randomUUID()}, ${OrderPlaced.name}, ${JSON.stringify({ orderId: "o-3" })},
+        ${`00-${traceId}-00f067aa0ba902b7-01`})`.pipe(Effect.withTracerEnabled(false))
+      yield* Deferred.await(consumed).pipe(Effect.timeout("20 seconds"))
+      const dispatches = recording.spans.filter((span) => span.name === "outbox.dispatch")
+      assert.strictEqual(dispatches.length, 1)
+      const dispatch = dispatches[0]
+      assert.isUndefined(dispatch?.parentSpanId, "a root")
+      assert.deepStrictEqual(dispatch?.links.map((link) => link.span.traceId), [traceId])
+    }).pipe(Effect.provide(services), Effect.withTracer(recording.tracer), Effect.scoped)
+  }, 60_000)
 })

@@ -15,7 +15,7 @@ import type * as Outbox from "../../Outbox.js"
 import type * as OutboxStore from "../../OutboxStore.js"
 import * as checks from "../options.js"
 import { nextRetryDelay } from "../retry.js"
-import { withSpanWhenTraced } from "../tracing.js"
+import { spanOfTraceparent, withSpanWhenTraced } from "../tracing.js"
 import * as outboxChecks from "./checks.js"
 import type * as Wake from "./wake.js"
 
@@ -50,16 +50,18 @@ export const defaultBrokerBackoff: Schedule.Schedule<unknown, unknown> = Schedul
 
 /** @internal */
 export const metrics = {
-  dispatched: Metric.counter("effect_background_outbox_dispatched", {
+  dispatched: Metric.counter("effect_background_outbox_dispatched_total", {
     description: "outbox events confirmed by the broker and marked dispatched",
     incremental: true
   }),
-  failures: Metric.counter("effect_background_outbox_failures", {
+  failures: Metric.counter("effect_background_outbox_failures_total", {
     description: "outbox publish failures charged to a row (retried or dead)",
     incremental: true
   }),
   pending: Metric.gauge("effect_background_outbox_pending", { description: "pending outbox events" }),
-  lagMs: Metric.gauge("effect_background_outbox_lag_ms", { description: "age of the oldest pending outbox event" }),
+  lagSeconds: Metric.gauge("effect_background_outbox_lag_seconds", {
+    description: "age of the oldest pending outbox event, in seconds"
+  }),
   dead: Metric.gauge("effect_background_outbox_dead", { description: "dead outbox events" })
 } as const
 
@@ -275,19 +277,41 @@ export const make = (
       return { outcomes, unavailable }
     })
 
-  const claimAndPublish = (batch: OutboxStore.Batch): Effect.Effect<BatchResult, SqlError> =>
+  /**
+   * The dispatch span: opened only once rows were claimed (an idle dispatcher records nothing),
+   * a root of its own, linked to the trace of every event it publishes (each message still
+   * carries its event's own trace context, never this span's).
+   */
+  const traced = (events: ReadonlyArray<OutboxStore.ClaimedEvent>) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+    effect.pipe(
+      withSpanWhenTraced("outbox.dispatch", {
+        kind: "producer",
+        root: true,
+        captureStackTrace: false,
+        attributes: { "outbox.table": store.label, "outbox.events": events.length },
+        links: events.flatMap((event) => {
+          const span = spanOfTraceparent(event.traceparent)
+          return span === undefined ? [] : [{ _tag: "SpanLink" as const, span, attributes: {} }]
+        })
+      }),
+      Effect.withTracerEnabled(true)
+    )
+
+  /** Publishes claimed events (in waves per key when ordered), then records the outcomes. */
+  const publishClaimed = (
+    batch: OutboxStore.Batch,
+    claimed: ReadonlyArray<ReadonlyArray<OutboxStore.ClaimedEvent>>
+  ) =>
     Effect.gen(function*() {
       const done: Array<string> = []
       const failures: Array<OutboxStore.Failure> = []
-      let claimed = 0
       let unavailable: PublishError | undefined
       if (options.ordering === "unordered") {
-        const events = yield* batch.claim(options.batchSize)
-        claimed = events.length
-        if (claimed > 0) unavailable = (yield* publishWave(events, done, failures)).unavailable
+        for (const events of claimed) {
+          unavailable = (yield* publishWave(events, done, failures)).unavailable ?? unavailable
+        }
       } else {
-        let chains = chainsOf(yield* batch.claimInKeyOrder(options.batchSize))
-        claimed = chains.reduce((n, chain) => n + chain.length, 0)
+        let chains = claimed
         // Waves: the i-th event of every live chain; a key whose event did not go out stops here,
         // so no event is published before its predecessor was confirmed.
         for (let i = 0; chains.length > 0; i++) {
@@ -304,15 +328,23 @@ export const make = (
       if (failures.length > 0) yield* batch.markFailed(failures)
       yield* Metric.incrementBy(metrics.dispatched, done.length)
       yield* Metric.incrementBy(metrics.failures, failures.length)
-      return { claimed, unavailable }
+      return unavailable
     })
 
-  const batch: Effect.Effect<BatchResult, SqlError> = store.dispatch(claimAndPublish).pipe(
-    withSpanWhenTraced("outbox.dispatch", {
-      kind: "producer",
-      captureStackTrace: false,
-      attributes: { "outbox.table": store.label }
+  const claimAndPublish = (batch: OutboxStore.Batch): Effect.Effect<BatchResult, SqlError> =>
+    Effect.gen(function*() {
+      // Unordered: one wave of everything claimed; per key: one chain per key.
+      const claimed = options.ordering === "unordered"
+        ? [yield* batch.claim(options.batchSize)]
+        : chainsOf(yield* batch.claimInKeyOrder(options.batchSize))
+      const events = claimed.flat()
+      if (events.length === 0) return { claimed: 0, unavailable: undefined }
+      return { claimed: events.length, unavailable: yield* traced(events)(publishClaimed(batch, claimed)) }
     })
+
+  // The claim (and its transaction's SQL spans) runs untraced: see `traced`.
+  const batch: Effect.Effect<BatchResult, SqlError> = store.dispatch(claimAndPublish).pipe(
+    Effect.withTracerEnabled(false)
   )
 
   // After a wake-up that found nothing (the writer's transaction had not committed yet), look
@@ -367,11 +399,13 @@ export const make = (
   const gauges = Effect.gen(function*() {
     const stats = yield* store.stats
     yield* Metric.set(metrics.pending, stats.pending)
-    yield* Metric.set(metrics.lagMs, stats.oldestPendingAgeMs)
+    yield* Metric.set(metrics.lagSeconds, stats.oldestPendingAgeMs / 1000)
     yield* Metric.set(metrics.dead, stats.dead)
   }).pipe(
     Effect.tapErrorCause((cause) => Effect.logDebug("outbox stats failed", cause)),
     Effect.ignore,
+    // Housekeeping, not work: its queries would be root traces every interval.
+    Effect.withTracerEnabled(false),
     Effect.repeat(Schedule.spaced(options.metricsInterval))
   )
 

@@ -21,6 +21,8 @@ export interface Connection {
   readonly generation: number
   /** Completes with the reason once the connection has closed. */
   readonly closed: Deferred.Deferred<string>
+  /** Set while the broker blocks the connection (memory or disk alarm): publishes stall. */
+  readonly blocked: { current: { readonly reason: string; readonly since: number } | undefined }
 }
 
 /** @internal */
@@ -107,6 +109,7 @@ export const make = (options: ManagerOptions): Effect.Effect<Manager, BrokerUnav
   Effect.gen(function*() {
     const { endpoint } = options
     const events = yield* Queue.unbounded<LogEvent>()
+    const clock = yield* Effect.clock
     let lastError: string | undefined
     let shuttingDown = false
     const describeError = (error: unknown) => scrub(endpoint, errorText(error))
@@ -190,15 +193,22 @@ export const make = (options: ManagerOptions): Effect.Effect<Manager, BrokerUnav
         model.on("close", (error?: Error) => {
           Deferred.unsafeDone(closed, Effect.succeed(error === undefined ? "closed by client" : describeError(error)))
         })
-        model.on("blocked", (reason: string) =>
-          log({
-            level: "warning",
-            message: `connection blocked by the broker: ${reason}`,
-            annotations: { generation }
-          }))
-        model.on("unblocked", () =>
-          log({ level: "info", message: "connection unblocked", annotations: { generation } }))
-        const connection: Connection = { model, generation, closed }
+        const blocked: Connection["blocked"] = { current: undefined }
+        const blockedMessage = (reason: string) =>
+          `connection blocked by the broker: ${reason}`
+        model.on("blocked", (reason: string) => {
+          blocked.current = { reason, since: clock.unsafeCurrentTimeMillis() }
+          log({ level: "warning", message: blockedMessage(reason), annotations: { generation } })
+        })
+        model.on("unblocked", () => {
+          // The block is over: it is no longer the last thing that went wrong.
+          if (blocked.current !== undefined && lastError === blockedMessage(blocked.current.reason)) {
+            lastError = undefined
+          }
+          blocked.current = undefined
+          log({ level: "info", message: "connection unblocked", annotations: { generation } })
+        })
+        const connection: Connection = { model, generation, closed, blocked }
         yield* Effect.tryPromise({
           try: async () => {
             const channel = await model.createChannel()

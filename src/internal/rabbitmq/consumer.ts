@@ -122,9 +122,9 @@ export const toDelivery = (message: Amqp.Message): BrokerTransport.TransportDeli
       body: message.content,
       headers,
       metadata,
-      messageId: typeof messageId === "string" && messageId.length > 0
-        ? messageId
-        : `no-id:${routingKey}:${message.fields.deliveryTag}`,
+      // A foreign message without an id gets a fresh one: its retry and dead-letter copies carry
+      // it on (delivery tags restart per channel, so they cannot make an id).
+      messageId: typeof messageId === "string" && messageId.length > 0 ? messageId : MessageId.make(Date.now()),
       correlationId: typeof correlationId === "string" ? correlationId : undefined,
       publishedAt: Number.isFinite(publishedAt)
         ? publishedAt

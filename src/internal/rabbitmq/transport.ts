@@ -255,7 +255,18 @@ export const make = (options: Resolved): Effect.Effect<BrokerTransport.Transport
         const where = describe(options.endpoint)
         const lastError = manager.lastError()
         switch (state._tag) {
-          case "Open":
+          case "Open": {
+            const blocked = state.connection.blocked.current
+            if (blocked !== undefined) {
+              return {
+                status: "down",
+                connection: "blocked",
+                consumers: active.size,
+                detail: `${where} blocks the connection (${blocked.reason}) for ${
+                  now - blocked.since
+                } ms: publishes wait until it lifts`
+              }
+            }
             return {
               status: "up",
               connection: "open",
@@ -264,6 +275,7 @@ export const make = (options: Resolved): Effect.Effect<BrokerTransport.Transport
                 lastError === undefined ? "" : `; last error: ${lastError}`
               }`
             }
+          }
           case "Reconnecting":
             return {
               status: "down",

@@ -75,9 +75,9 @@ export const metrics = {
     incremental: true
   }),
   lateness: Metric.histogram(
-    "effect_background_scheduler_lateness_ms",
-    MetricBoundaries.exponential({ start: 1, factor: 2, count: 14 }),
-    "Firing time minus slot time"
+    "effect_background_scheduler_lateness_seconds",
+    MetricBoundaries.exponential({ start: 0.001, factor: 2, count: 14 }),
+    "Firing time minus slot time, in seconds"
   ),
   leader: Metric.gauge("effect_background_scheduler_leader", { description: "1 while this replica fires" })
 }
@@ -157,7 +157,7 @@ const fireOne = <R>(f: Firing<R>, now: number, fired: Map<string, number>): Effe
 
 const recordFired = <R>(f: Firing<R>, now: number, fired: Map<string, number>): void => {
   metrics.firings.unsafeUpdate(1, [])
-  metrics.lateness.unsafeUpdate(now - f.slot, [])
+  metrics.lateness.unsafeUpdate((now - f.slot) / 1000, [])
   if (f.entry.fired === undefined || f.slot > f.entry.fired) f.entry.fired = f.slot
   const last = fired.get(f.entry.name)
   if (last === undefined || f.slot > last) fired.set(f.entry.name, f.slot)
