@@ -31,9 +31,11 @@
  * - **Retries** go through the group's delayed set and its stream (only the failing group sees
  *   them), with the attempt carried in the entry; exhausted or poison → the group's dead-letter
  *   stream with the reason; `Broker.redrive` moves them back from attempt 1.
- * - **Dead consumers**: entries a consumer read and did not settle are claimed (`XAUTOCLAIM`) by
- *   a live consumer of the group once idle for `claimIdle`, delivered flagged `redelivered` and
- *   counted in `Broker.health`'s detail. A live consumer renews what it holds every
+ * - **Dead consumers**: entries a consumer read and did not settle are claimed (`XPENDING IDLE` +
+ *   `XCLAIM`) by a live consumer of the group once idle for `claimIdle`, delivered flagged
+ *   `redelivered` and counted in `Broker.health`'s detail; one handed out `maxDeliveries` times
+ *   without being settled (it crashes its consumer) is dead-lettered with that reason, counted
+ *   as stalled, instead of taking every consumer down in turn. A live consumer renews what it holds every
  *   `claimIdle / 4`, so a slow handler is not claimed while its process is alive.
  * - **Trimming**: each stream is trimmed (`XTRIM MINID`) to what every group has acknowledged,
  *   every `trimInterval`: an unread or unacknowledged entry is never trimmed. A group that
@@ -80,6 +82,11 @@ export interface Options {
   readonly prefix?: string | undefined
   /** How long a delivery stays unacknowledged before a live consumer claims it from a dead one. Default 30 s. */
   readonly claimIdle?: Duration.DurationInput | undefined
+  /**
+   * A delivery handed out this many times without being settled (its consumer crashed or stalled
+   * each time) is dead-lettered instead of claimed again. Default 5.
+   */
+  readonly maxDeliveries?: number | undefined
   /** Longest sleep of the mover of delayed entries (precision of delays). Default 100 ms. */
   readonly pollInterval?: Duration.DurationInput | undefined
   /** How often streams are trimmed to what every group acknowledged. Default 5 s. */
@@ -106,6 +113,7 @@ export interface Options {
 export const defaults = {
   prefix: "eb",
   claimIdle: Duration.seconds(30),
+  maxDeliveries: 5,
   pollInterval: Duration.millis(100),
   trimInterval: Duration.seconds(5),
   connectTimeout: Duration.seconds(10),
@@ -160,6 +168,11 @@ const resolve = (options: Options): Effect.Effect<transport.Resolved, InvalidOpt
         ...positive,
         fallback: defaults.publishTimeout
       }),
+      maxDeliveries: checks.integer(module, "maxDeliveries", options.maxDeliveries, {
+        min: 1,
+        max: 1000,
+        fallback: defaults.maxDeliveries
+      }),
       maxMessageBytes: checks.integer(module, "maxMessageBytes", options.maxMessageBytes, {
         min: 1,
         max: 512 * 1024 * 1024,
@@ -196,6 +209,7 @@ const resolve = (options: Options): Effect.Effect<transport.Resolved, InvalidOpt
       },
       prefix,
       claimIdle: resolved.claimIdle,
+      maxDeliveries: resolved.maxDeliveries,
       pollInterval: resolved.pollInterval,
       trimInterval: resolved.trimInterval,
       shutdownTimeout: resolved.shutdownTimeout,

@@ -152,6 +152,50 @@ describe("RedisBroker streams", () => {
     { timeout: 20_000 }
   )
 
+  it.live(
+    "a delivery handed out maxDeliveries times without a settlement is dead-lettered, not claimed again",
+    () =>
+      Effect.scoped(Effect.gen(function*() {
+        const keyPrefix = `${prefix}x`
+        yield* Layer.build(cleanupLayer(keyPrefix))
+        const broker = yield* brokerWith({ claimIdle: "200 millis", maxDeliveries: 3 })
+        const client = yield* rawClient()
+        const topic = freshTopic()
+        const group = uniqueName("g")
+        const stream = `${keyPrefix}:s:${topic.name}`
+        yield* broker.declare(topic, { group })
+        yield* broker.publish(topic, { n: 1 })
+        yield* broker.publish(topic, { n: 2 })
+        // A consumer that read both and died; the first had already been handed out 3 times.
+        const read: unknown = yield* Effect.promise(() =>
+          client.sendCommand(["XREADGROUP", "GROUP", group, "ghost", "COUNT", "2", "STREAMS", stream, ">"])
+        )
+        const entries: unknown = Array.isArray(read) && Array.isArray(read[0]) ? read[0][1] : []
+        const ids = Array.isArray(entries) ? entries.map((entry) => Array.isArray(entry) ? String(entry[0]) : "") : []
+        assert.strictEqual(ids.length, 2)
+        yield* Effect.promise(() =>
+          client.sendCommand(["XCLAIM", stream, group, "ghost", "0", ids[0] ?? "", "RETRYCOUNT", "3"])
+        )
+        const handled: Array<number> = []
+        yield* broker.subscribe(topic, (m) => Effect.sync(() => handled.push(m.n)), { group })
+        const dead = yield* within(
+          "the stalled delivery dead-lettered and the other claimed",
+          Effect.gen(function*() {
+            while (true) {
+              const letters = yield* Effect.promise(() => client.xRange(`${keyPrefix}:dlq:${group}`, "-", "+"))
+              if (letters.length >= 1 && handled.length >= 1) return letters
+              yield* Effect.sleep("50 millis")
+            }
+          })
+        )
+        assert.deepStrictEqual(handled, [2])
+        assert.strictEqual(dead.length, 1)
+        assert.include(dead[0]?.message["d"] ?? "", "delivered 3 times")
+        assert.include((yield* broker.health).detail, "stalled 1")
+      })),
+    { timeout: 20_000 }
+  )
+
   it.live("layerConfig reads REDIS_URL (redacted) and REDIS_PREFIX", () =>
     Effect.scoped(Effect.gen(function*() {
       yield* Layer.build(cleanupLayer(`${prefix}c`))

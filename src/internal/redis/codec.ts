@@ -32,7 +32,7 @@ export const toFields = (
   return fields
 }
 
-/** A stream entry as read (`XREADGROUP`, `XAUTOCLAIM`, `XRANGE`). @internal */
+/** A stream entry as read (`XREADGROUP`, `XCLAIM`, `XRANGE`). @internal */
 export interface Entry {
   readonly id: string
   readonly message: BrokerTransport.TransportMessage
@@ -139,7 +139,7 @@ export const fromReply = (raw: unknown, topic: string): Entry | undefined => {
   }
 }
 
-/** Entries of an `XREADGROUP` / `XAUTOCLAIM` / `XRANGE` entry list. @internal */
+/** Entries of an `XREADGROUP` / `XCLAIM` / `XRANGE` entry list. @internal */
 export const entries = (raw: unknown, topic: string): Array<Entry> => {
   const out: Array<Entry> = []
   if (!Array.isArray(raw)) return out

@@ -13,8 +13,11 @@
  *   script writes its copy only if the entry was still pending, so a delivery another consumer
  *   settled meanwhile (after a claim) is never copied twice. A settlement that fails (connection
  *   lost) leaves the entry pending: it is claimed again later (at least once).
- * - Claiming: every `min(claimIdle / 2, 5 s)` it runs `XAUTOCLAIM` on both streams for entries
- *   idle longer than `claimIdle` (a dead consumer's), flagged redelivered and counted.
+ * - Claiming: every `min(claimIdle / 2, 5 s)` it lists (`XPENDING IDLE`) the entries of both
+ *   streams idle longer than `claimIdle` (a dead consumer's) and claims them (`XCLAIM`, which
+ *   re-checks the idle time, so two consumers never both claim one), flagged redelivered and
+ *   counted; one already handed out `maxDeliveries` times is dead-lettered instead (a message
+ *   that kills its consumer must not kill every consumer in turn), counted as stalled.
  * - Heartbeat: what it holds for longer than `claimIdle / 4` has its idle time reset (owner
  *   checked), so a slow handler alive in this process is not claimed by another consumer; only a
  *   process stalled past `claimIdle` (event loop blocked, network cut) sees its deliveries claimed
@@ -50,6 +53,8 @@ import * as scripts from "./scripts.js"
 /** Counters shared by every subscription of a transport (health, tests). @internal */
 export interface Stats {
   claimed: number
+  /** Deliveries dead-lettered after `maxDeliveries` hand-outs without a settlement. */
+  stalled: number
   expired: number
   requeued: number
   settleFailures: number
@@ -61,6 +66,7 @@ export interface Context {
   readonly endpoint: connection.Endpoint
   readonly keys: Keys.Keys
   readonly claimIdleMs: number
+  readonly maxDeliveries: number
   readonly pollMs: number
   readonly trimMs: number
   readonly blockMs: number
@@ -196,6 +202,23 @@ export const consume = (ctx: Context) =>
             )
           ))
         )
+      )
+
+    const settleStalled = (stream: string, id: string, deliveries: number): Effect.Effect<void> =>
+      Effect.tryPromise(() =>
+        scripts.run(command, scripts.settle, [stream, queueKey, delayedKey, deadKey], [
+          group,
+          id,
+          "stalled",
+          "1",
+          `delivered ${deliveries} times without being settled (its consumer crashed or stalled each time)`,
+          "0",
+          nonce16(),
+          stream === topicKey ? topic : ""
+        ])
+      ).pipe(
+        Effect.zipRight(Effect.logWarning(`a delivery of ${group} stalled ${deliveries} times; dead-lettered`)),
+        Effect.catchAll((error) => Effect.logWarning("dead-lettering a stalled delivery failed", error.error))
       )
 
     const settle = (item: Held, exit: Exit.Exit<BrokerTransport.Disposition>): Effect.Effect<void> => {
@@ -359,26 +382,44 @@ export const consume = (ctx: Context) =>
       }
     })
 
-    const cursors = new Map<string, string>([[topicKey, "0-0"], [queueKey, "0-0"]])
     const claimOnce = Effect.gen(function*() {
       for (const stream of [topicKey, queueKey]) {
         const free = prefetch - held.size
         if (free <= 0 || closing) return
-        const reply = yield* Effect.tryPromise(() =>
+        // Deliveries idle past claimIdle (their consumer died or stalled), with their delivery counts.
+        const rows = yield* Effect.tryPromise(() =>
           command.send<unknown>([
-            "XAUTOCLAIM",
+            "XPENDING",
             stream,
             group,
-            name,
+            "IDLE",
             String(ctx.claimIdleMs),
-            cursors.get(stream) ?? "0-0",
-            "COUNT",
+            "-",
+            "+",
             String(free)
           ])
         )
-        if (!Array.isArray(reply)) continue
-        cursors.set(stream, codec.asText(reply[0]) ?? "0-0")
-        const claimed = take(stream, reply[1], true)
+        if (!Array.isArray(rows) || rows.length === 0) continue
+        const claimable: Array<string> = []
+        for (const row of rows) {
+          if (!Array.isArray(row)) continue
+          const id = codec.asText(row[0])
+          const deliveries = Number(row[3])
+          if (id === undefined) continue
+          if (deliveries < ctx.maxDeliveries) {
+            claimable.push(id)
+            continue
+          }
+          // Handed out maxDeliveries times and never settled (it kills or stalls its consumer):
+          // dead-lettered rather than claimed forever.
+          ctx.stats.stalled++
+          yield* settleStalled(stream, id, deliveries)
+        }
+        if (claimable.length === 0) continue
+        const reply = yield* Effect.tryPromise(() =>
+          command.send<unknown>(["XCLAIM", stream, group, name, String(ctx.claimIdleMs), ...claimable])
+        )
+        const claimed = take(stream, reply, true)
         ctx.stats.claimed += claimed
         if (claimed > 0) {
           yield* Effect.logInfo(`claimed ${claimed} deliveries of ${group} idle over ${ctx.claimIdleMs} ms`)

@@ -82,8 +82,9 @@ return {#due, nxt[2] or false}
  * Settles a delivery other than by a plain ack: acks it and, only if it was still pending (not
  * settled by a consumer that claimed it meanwhile), writes its copy: `retry` to the group stream
  * (or its delayed set when `ARGV[6]` > 0) with attempt `ARGV[4]` and last error `ARGV[5]`;
- * `requeue` to the group stream flagged redelivered, attempt and last error kept; `dead` to the dead-letter stream with the
- * reason. Returns 1 moved, 0 already settled, -1 entry gone.
+ * `requeue` to the group stream flagged redelivered, attempt and last error kept; `dead` to the
+ * dead-letter stream with the reason; `stalled` likewise, keeping the entry's attempt (a delivery
+ * handed out too often without being settled). `ARGV[8]` empty keeps the entry's topic. Returns 1 moved, 0 already settled, -1 entry gone.
  */
 export const settle = script(`
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
@@ -91,21 +92,24 @@ local e = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
 if #e == 0 then return -1 end
 local f = e[1][2]
 local mode = ARGV[3]
+local kept = mode == 'requeue' or mode == 'stalled'
 local out = {}
 for i = 1, #f, 2 do
   local n = f[i]
-  if n ~= 'r' and n ~= 'k' and n ~= 'd' and n ~= 'g' and ((n ~= 'a' and n ~= 'l') or mode == 'requeue') then
+  if n ~= 'r' and n ~= 'd' and n ~= 'g' and (n ~= 'k' or ARGV[8] == '') and ((n ~= 'a' and n ~= 'l') or kept) then
     out[#out + 1] = n
     out[#out + 1] = f[i + 1]
   end
 end
-out[#out + 1] = 'k'
-out[#out + 1] = ARGV[8]
-if ARGV[4] ~= '1' and mode ~= 'requeue' then
+if ARGV[8] ~= '' then
+  out[#out + 1] = 'k'
+  out[#out + 1] = ARGV[8]
+end
+if ARGV[4] ~= '1' and not kept then
   out[#out + 1] = 'a'
   out[#out + 1] = ARGV[4]
 end
-if mode == 'dead' then
+if mode == 'dead' or mode == 'stalled' then
   out[#out + 1] = 'd'
   out[#out + 1] = ARGV[5]
   out[#out + 1] = 'g'

@@ -17,6 +17,7 @@ export interface Resolved {
   readonly endpoint: connection.Endpoint
   readonly prefix: string
   readonly claimIdle: Duration.Duration
+  readonly maxDeliveries: number
   readonly pollInterval: Duration.Duration
   readonly trimInterval: Duration.Duration
   readonly shutdownTimeout: Duration.Duration
@@ -49,7 +50,7 @@ export const make = (options: Resolved): Effect.Effect<RedisTransport, BrokerUna
   Effect.gen(function*() {
     const keys = Keys.make(options.prefix)
     const command = yield* connection.make(options.endpoint, `effect-background-${options.prefix}`)
-    const stats: consumer.Stats = { claimed: 0, expired: 0, requeued: 0, settleFailures: 0 }
+    const stats: consumer.Stats = { claimed: 0, stalled: 0, expired: 0, requeued: 0, settleFailures: 0 }
     const active = new Set<object>()
     const clock = yield* Effect.clock
     const now = () => clock.unsafeCurrentTimeMillis()
@@ -320,7 +321,7 @@ export const make = (options: Resolved): Effect.Effect<RedisTransport, BrokerUna
       const where = connection.describe(options.endpoint.url)
       const lastError = command.lastError()
       const counters =
-        `claimed ${stats.claimed}, expired ${stats.expired}, requeued ${stats.requeued}, settle failures ${stats.settleFailures}`
+        `claimed ${stats.claimed}, stalled ${stats.stalled}, expired ${stats.expired}, requeued ${stats.requeued}, settle failures ${stats.settleFailures}`
       if (command.client.isReady) {
         return {
           status: "up",
@@ -358,6 +359,7 @@ export const make = (options: Resolved): Effect.Effect<RedisTransport, BrokerUna
         endpoint: options.endpoint,
         keys,
         claimIdleMs: Duration.toMillis(options.claimIdle),
+        maxDeliveries: options.maxDeliveries,
         pollMs: Duration.toMillis(options.pollInterval),
         trimMs: Duration.toMillis(options.trimInterval),
         blockMs: 2000,
