@@ -49,6 +49,9 @@ export const idMillis = (id: string): number => {
   return Number(dash < 0 ? id : id.slice(0, dash))
 }
 
+/** One-letter field names by byte, decoded once. */
+const letters: ReadonlyArray<string> = Array.from({ length: 128 }, (_, code) => String.fromCharCode(code))
+
 const text = (value: unknown): string | undefined =>
   Buffer.isBuffer(value) ? value.toString("utf8") : typeof value === "string" ? value : undefined
 
@@ -75,7 +78,9 @@ export const fromReply = (raw: unknown, topic: string): Entry | undefined => {
   let headers: Record<string, string> | undefined
   let metadata: Record<string, string> | undefined
   for (let i = 0; i + 1 < fields.length; i += 2) {
-    const name = text(fields[i])
+    const raw = fields[i]
+    // One-letter names (all but headers and metadata) without decoding them to a string.
+    const name = Buffer.isBuffer(raw) && raw.length === 1 ? letters[raw[0] ?? 0] ?? text(raw) : text(raw)
     const value: unknown = fields[i + 1]
     if (name === undefined) continue
     if (name === "b") {

@@ -247,29 +247,39 @@ export const consume = (ctx: Context) =>
       return settleScript(item, "dead", item.entry.attempt, `defect in delivery: ${Cause.pretty(exit.cause)}`, 0)
     }
 
+    const finish = (item: Held) =>
+      Effect.sync(() => {
+        release(item)
+        if (closing && running === 0) wakeDrained?.()
+      })
+
     const processItem = (item: Held): Effect.Effect<void> =>
-      Effect.uninterruptibleMask((restore) =>
-        Effect.gen(function*() {
-          const expiresAt = item.entry.expiresAt
-          if (expiresAt !== undefined && expiresAt <= now()) {
-            ctx.stats.expired++
-            ack(item)
-            release(item)
-            return
-          }
-          item.started = true
-          running++
-          const exit = yield* Effect.exit(restore(handle({
+      Effect.uninterruptibleMask((restore) => {
+        const expiresAt = item.entry.expiresAt
+        if (expiresAt !== undefined && expiresAt <= now()) {
+          ctx.stats.expired++
+          ack(item)
+          release(item)
+          return Effect.void
+        }
+        item.started = true
+        running++
+        return Effect.flatMap(
+          Effect.exit(restore(handle({
             message: item.entry.message,
             attempt: item.entry.attempt,
             redelivered: item.entry.redelivered
-          })))
-          running--
-          yield* settle(item, exit)
-          release(item)
-          if (closing && running === 0) wakeDrained?.()
-        })
-      )
+          }))),
+          (exit) => {
+            running--
+            if (Exit.isSuccess(exit) && exit.value._tag === "Ack") {
+              ack(item)
+              return finish(item)
+            }
+            return Effect.zipRight(settle(item, exit), finish(item))
+          }
+        )
+      })
 
     function annotate<A, E, R>(effect: Effect.Effect<A, E, R>) {
       return Effect.annotateLogs(effect, { topic, group, consumer: name })
