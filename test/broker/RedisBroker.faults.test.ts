@@ -402,7 +402,7 @@ describe("RedisBroker faults", () => {
       Effect.scoped(Effect.gen(function*() {
         const prefix = `tf4${runId}`
         yield* Layer.build(cleanupLayer(prefix))
-        const claimIdle = 300
+        const claimIdle = 600
         const first = yield* brokerOn(redisUrl, prefix, { claimIdle })
         const second = yield* brokerOn(redisUrl, prefix, { claimIdle })
         const topic = freshTopic()
@@ -413,7 +413,7 @@ describe("RedisBroker faults", () => {
             topic,
             (item) =>
               Effect.zipRight(
-                Effect.sleep(item.n % 2 === 0 ? "1200 millis" : "10 millis"),
+                Effect.sleep(item.n % 2 === 0 ? "2400 millis" : "10 millis"),
                 Effect.sync(() => counts.set(item.n, (counts.get(item.n) ?? 0) + 1))
               ),
             { group, concurrency: 4 }
@@ -425,7 +425,7 @@ describe("RedisBroker faults", () => {
         yield* publishCounting(first, topic, total, total, confirmed, new Map())
         yield* waitUntil("every message handled", () => counts.size === total)
         // Past several claim periods: a duplicate would have arrived by now.
-        yield* Effect.sleep("1500 millis")
+        yield* Effect.sleep("2000 millis")
         const health = yield* first.health
         console.log(summary(`RS5 (handler 4 × claimIdle ${claimIdle} ms)`, total, counts, `; ${health.detail}`))
         let duplicated = 0
