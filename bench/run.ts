@@ -3,7 +3,9 @@
  */
 const suite = process.argv[2]
 if (suite === undefined || !/^[a-z0-9-]+$/.test(suite)) {
-  process.stderr.write("usage: npm run bench -- <suite>   (broker | tasks | scheduler | outbox | nats)\n")
+  process.stderr.write(
+    "usage: npm run bench -- <suite>   (broker | tasks | scheduler | outbox | inbox | nats | redis)\n"
+  )
   process.exit(2)
 }
 await import(`./${suite}.ts`)

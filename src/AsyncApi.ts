@@ -113,10 +113,14 @@ export interface Options {
   readonly topics?: Iterable<TopicLike> | undefined
   readonly tasks?: Iterable<TaskLike> | undefined
   readonly servers?: Readonly<Record<string, Server>> | undefined
-  /** Prefix of the broker's exchanges (RabbitMQBroker's `prefix`). Default `eb`. */
+  /** Prefix of the broker's exchanges (RabbitMQBroker's `prefix`) or keys (RedisBroker's). Default `eb`. */
   readonly prefix?: string | undefined
-  /** Which transport's bindings describe the channels. Default `rabbitmq`. */
-  readonly transport?: "rabbitmq" | "nats" | undefined
+  /**
+   * The transport the channels are described on: `rabbitmq` (AMQP bindings, the default), `nats`
+   * (NATS bindings; the JetStream stream and durable consumers as extensions) or `redis` (each
+   * channel is the stream `<prefix>:s:<topic>`; every subscription group is a consumer group on it).
+   */
+  readonly transport?: "rabbitmq" | "nats" | "redis" | undefined
   /** NatsBroker's `stream` (with `transport: "nats"`). Default `EB`. */
   readonly stream?: string | undefined
 }
@@ -230,6 +234,15 @@ export const make = (options: Options): Effect.Effect<Document, AsyncApiError> =
     const channels: Record<string, JsonValue> = {}
     const operations: Record<string, JsonValue> = {}
     const messages: Record<string, JsonValue> = {}
+    const redis = options.transport === "redis"
+    const prefix = options.prefix ?? "eb"
+    // Redis Streams: the stream key and the entry layout (RedisBroker's) instead of AMQP bindings.
+    const redisChannel = (address: string): JsonValue => ({
+      stream: `${prefix}:s:${address}`,
+      groups: `${prefix}:groups:${address}`,
+      fields: "b body, i message id, t publish time (epoch ms), c correlation id, e expiration (ms), " +
+        "h:<name> header, m:<name> library metadata, a attempt"
+    })
 
     const schemaOf = (channel: string, ast: AST.AST): Effect.Effect<JsonValue, AsyncApiError> =>
       Effect.try({
@@ -279,7 +292,14 @@ export const make = (options: Options): Effect.Effect<Document, AsyncApiError> =
         description: extra.description,
         messages: { [id]: { $ref: `#/components/messages/${id}` } },
         // NATS has no channel binding fields: the address is the subject.
-        ...(nats ? {} : { bindings: { amqp: { is: "routingKey", exchange, bindingVersion: "0.3.0" } } }),
+        ...(nats
+          ? {}
+          : {
+            bindings: redis
+              ? { redis: { bindingVersion: "0.1.0" } }
+              : { amqp: { is: "routingKey", exchange, bindingVersion: "0.3.0" } }
+          }),
+        ...(redis ? { "x-eb-redis": redisChannel(address) } : {}),
         ...(extra.task !== undefined ? { "x-eb-task": extra.task } : {})
       }
       const messageRef = { $ref: `#/channels/${id}/messages/${id}` }
@@ -290,9 +310,13 @@ export const make = (options: Options): Effect.Effect<Document, AsyncApiError> =
         messages: [messageRef],
         // Every publish asks for a confirm and `mandatory` (an unroutable message fails the publish);
         // on NATS for JetStream's PubAck from the stream that captures the subject.
-        bindings: nats
-          ? { nats: { bindingVersion: "0.1.0", "x-jetstream-stream": stream } }
-          : { amqp: { deliveryMode: extra.deliveryMode, mandatory: true, bindingVersion: "0.3.0" } }
+        ...(redis
+          ? {}
+          : {
+            bindings: nats
+              ? { nats: { bindingVersion: "0.1.0", "x-jetstream-stream": stream } }
+              : { amqp: { deliveryMode: extra.deliveryMode, mandatory: true, bindingVersion: "0.3.0" } }
+          })
       }
       operations[`${id}.receive`] = {
         action: "receive",

@@ -1,7 +1,8 @@
 /**
- * Infrastructure chosen from the environment: with no `DATABASE_URL` / `RABBITMQ_URL` / `NATS_URL`
- * the example needs no servers (embedded PostgreSQL through PGlite, the in-memory broker); with
- * them it uses the real ones (`NATS_URL` before `RABBITMQ_URL` when both are set).
+ * Infrastructure chosen from the environment: with no `DATABASE_URL` / `RABBITMQ_URL` / `NATS_URL` /
+ * `REDIS_URL` the example needs no servers (embedded PostgreSQL through PGlite, the in-memory
+ * broker); with them it uses the real ones (`NATS_URL`, then `RABBITMQ_URL`, then `REDIS_URL` when
+ * several broker URLs are set).
  */
 import { Reactivity } from "@effect/experimental"
 import { SqlClient } from "@effect/sql"
@@ -13,11 +14,13 @@ import { type InvalidOptions, MemoryBroker } from "effect-background"
 import * as NatsBroker from "effect-background/layers/NatsBroker"
 import * as PgliteClient from "effect-background/layers/PgliteClient"
 import * as RabbitMQBroker from "effect-background/layers/RabbitMQBroker"
+import * as RedisBroker from "effect-background/layers/RedisBroker"
 
 export interface Environment {
   readonly databaseUrl: Option.Option<Redacted.Redacted>
   readonly rabbitmqUrl: Option.Option<Redacted.Redacted>
   readonly natsUrl: Option.Option<Redacted.Redacted>
+  readonly redisUrl: Option.Option<Redacted.Redacted>
   readonly port: number | undefined
 }
 
@@ -25,6 +28,7 @@ export const environment: Config.Config<Environment> = Config.all({
   databaseUrl: Config.option(Config.redacted("DATABASE_URL")),
   rabbitmqUrl: Config.option(Config.redacted("RABBITMQ_URL")),
   natsUrl: Config.option(Config.redacted("NATS_URL")),
+  redisUrl: Config.option(Config.redacted("REDIS_URL")),
   port: Config.integer("PORT").pipe(Config.option, Config.map(Option.getOrUndefined))
 })
 
@@ -48,7 +52,11 @@ export const Infrastructure = Layer.unwrapEffect(Effect.map(environment, (env) =
   const rabbitmq: Layer.Layer<Broker.Broker, Broker.BrokerUnavailable | InvalidOptions.InvalidOptions> = Option.match(
     env.rabbitmqUrl,
     {
-      onNone: () => MemoryBroker.layer(),
+      onNone: () =>
+        Option.match(env.redisUrl, {
+          onNone: () => MemoryBroker.layer(),
+          onSome: (url) => RedisBroker.layer({ url, prefix: "eb_orders" })
+        }),
       onSome: (url) => RabbitMQBroker.layer({ url, prefix: "eb_orders" })
     }
   )
@@ -61,7 +69,7 @@ export const Infrastructure = Layer.unwrapEffect(Effect.map(environment, (env) =
   })
   const embedded = Layer.succeed(Embedded, {
     database: Option.isNone(env.databaseUrl),
-    broker: Option.isNone(env.rabbitmqUrl) && Option.isNone(env.natsUrl)
+    broker: Option.isNone(env.rabbitmqUrl) && Option.isNone(env.natsUrl) && Option.isNone(env.redisUrl)
   })
   return Layer.mergeAll(database, broker, embedded)
 }))

@@ -121,7 +121,9 @@ const App = Layer.unwrapEffect(Effect.gen(function*() {
   const embedded = yield* Embedded
   if (role !== "all" && (embedded.database || embedded.broker)) {
     return yield* Effect.fail(
-      new Error("--role=web|worker needs DATABASE_URL and RABBITMQ_URL or NATS_URL (processes share them)")
+      new Error(
+        "--role=web|worker needs DATABASE_URL and a broker URL: RABBITMQ_URL, NATS_URL or REDIS_URL (processes share them)"
+      )
     )
   }
   return appFor(role)
@@ -165,6 +167,10 @@ const scenario = (baseUrl: string) =>
     yield* Console.log(`health    ${health.status}`)
   }).pipe(Effect.provide(FetchHttpClient.layer))
 
+/** The broker URL the example runs on (the precedence of `infra.ts`). */
+const brokerVariable = (): string =>
+  ["NATS_URL", "RABBITMQ_URL", "REDIS_URL"].find((name) => process.env[name] !== undefined) ?? "none"
+
 const program = Effect.gen(function*() {
   const server = yield* HttpServer.HttpServer
   const embedded = yield* Embedded
@@ -174,7 +180,7 @@ const program = Effect.gen(function*() {
     `orders example (${roleArg}) listening on ${baseUrl} (database: ${
       embedded.database ? "embedded PGlite" : "DATABASE_URL"
     },`,
-    ` broker: ${embedded.broker ? "in-memory" : process.env["NATS_URL"] === undefined ? "RABBITMQ_URL" : "NATS_URL"})`
+    ` broker: ${embedded.broker ? "in-memory" : brokerVariable()})`
   ].join(""))
   if (roleArg !== "worker") {
     yield* Console.log(

@@ -19,7 +19,7 @@ const live = Layer.unwrapScoped(
   )
 ).pipe(Layer.orDie)
 
-brokerContract("NATS", live, { real: true })
+brokerContract("NATS", live, { real: true, unsupported: ["priority"] })
 
 const Ping = Schema.Struct({ n: Schema.Number })
 const freshTopic = (base: string) => Broker.topic(`${uniqueName(base).replaceAll("_", "-")}.x`, Ping)

@@ -86,8 +86,13 @@ const order = (id: string, amount = 10): Order => ({ id, amount, placedAt: new D
 export const brokerContract = <E>(
   name: string,
   brokerLayer: Layer.Layer<Broker.Broker | ContractProbe, E>,
-  options: { readonly real: boolean }
+  options: {
+    readonly real: boolean
+    /** Capabilities the transport declares absent: their cases are skipped, their typed rejection asserted. */
+    readonly unsupported?: ReadonlyArray<"wildcards" | "priority"> | undefined
+  }
 ): void => {
+  const lacks = (capability: "wildcards" | "priority") => options.unsupported?.includes(capability) === true
   const deadline = Duration.seconds(options.real ? 20 : 10)
 
   const within = <A, X, R>(label: string, effect: Effect.Effect<A, X, R>) =>
@@ -131,6 +136,9 @@ export const brokerContract = <E>(
   }
 
   layer(brokerLayer, { excludeTestServices: true, timeout: "60 seconds" })(`Broker contract (${name})`, (it) => {
+    // Cases of a capability the transport declares absent (skipped; see the Unsupported case).
+    const wildcards = lacks("wildcards") ? it.scoped.skip : it.scoped
+    const priority = lacks("priority") ? it.scoped.skip : it.scoped
     it.scoped("a published message arrives typed, with id, topic, attempt, publishedAt, headers and correlationId", () =>
       Effect.gen(function*() {
         const broker = yield* Broker.Broker
@@ -211,7 +219,7 @@ export const brokerContract = <E>(
         assert.deepStrictEqual(yield* takeN(second, ids.length, "second group"), ids)
       }))
 
-    it.scoped("patterns route with `*` as one word and `#` as zero or more words", () =>
+    wildcards("patterns route with `*` as one word and `#` as zero or more words", () =>
       Effect.gen(function*() {
         const broker = yield* Broker.Broker
         const base = word("wild")
@@ -549,17 +557,15 @@ export const brokerContract = <E>(
         yield* broker.subscribe(topic, (m) => Queue.offer(handled, m.id), { group })
         assert.strictEqual(yield* take(handled, "the early message"), "early")
         const clash = yield* Effect.either(broker.declare(topic, { group, maxPriority: 4 }))
-        const expected = broker.capabilities.priority ? "DeclareConflict" : "Unsupported"
+        const expected = lacks("priority") ? "Unsupported" : "DeclareConflict"
         assert.isTrue(Either.isLeft(clash) && clash.left._tag === expected, String(Either.getLeft(clash)))
         const invalid = yield* Effect.either(broker.declare(topic, { group: "amq.nope" }))
         assert.isTrue(Either.isLeft(invalid) && invalid.left._tag === "InvalidName")
       }))
 
-    it.scoped("priorities: higher first when the group has maxPriority", () =>
+    priority("priorities: higher first when the group has maxPriority", () =>
       Effect.gen(function*() {
         const broker = yield* Broker.Broker
-        // Gated: a transport without priorities rejects them (asserted by its own test file).
-        if (!broker.capabilities.priority) return
         const topic = freshTopic("prio")
         const group = uniqueName("g")
         yield* Effect.scoped(broker.subscribe(topic, () => Effect.void, { group, maxPriority: 10 }))
@@ -576,20 +582,22 @@ export const brokerContract = <E>(
         assert.deepStrictEqual(yield* takeN(handled, 5, "queued message"), ["p9", "p5", "p3", "p1", "pnone"])
       }))
 
-    it.scoped("subscribing to a group with another maxPriority fails DeclareConflict; the group keeps working", () =>
-      Effect.gen(function*() {
-        const broker = yield* Broker.Broker
-        if (!broker.capabilities.priority) return
-        const topic = freshTopic("clash")
-        const group = uniqueName("g")
-        const handled = yield* Queue.unbounded<string>()
-        yield* broker.subscribe(topic, (m) => Queue.offer(handled, m.id), { group, maxPriority: 5 })
-        const clash = yield* Effect.either(Effect.scoped(broker.subscribe(topic, () => Effect.void, { group })))
-        assert.isTrue(Either.isLeft(clash) && clash.left._tag === "DeclareConflict", String(Either.getLeft(clash)))
-        yield* broker.publish(topic, order("still-works"))
-        assert.strictEqual(yield* take(handled, "the message on the first subscription"), "still-works")
-        assert.strictEqual((yield* broker.health).status, "up")
-      }))
+    priority(
+      "subscribing to a group with another maxPriority fails DeclareConflict; the group keeps working",
+      () =>
+        Effect.gen(function*() {
+          const broker = yield* Broker.Broker
+          const topic = freshTopic("clash")
+          const group = uniqueName("g")
+          const handled = yield* Queue.unbounded<string>()
+          yield* broker.subscribe(topic, (m) => Queue.offer(handled, m.id), { group, maxPriority: 5 })
+          const clash = yield* Effect.either(Effect.scoped(broker.subscribe(topic, () => Effect.void, { group })))
+          assert.isTrue(Either.isLeft(clash) && clash.left._tag === "DeclareConflict", String(Either.getLeft(clash)))
+          yield* broker.publish(topic, order("still-works"))
+          assert.strictEqual(yield* take(handled, "the message on the first subscription"), "still-works")
+          assert.strictEqual((yield* broker.health).status, "up")
+        })
+    )
 
     it.scoped("closing a subscription with a handler in flight loses nothing", () =>
       Effect.gen(function*() {
@@ -820,6 +828,32 @@ export const brokerContract = <E>(
     // Under Effect's built-in tracer (nothing records spans) a trace that came from outside (an
     // incoming request's traceparent) is carried unchanged and the consumer continues it without
     // spans of its own; test/tracing checks the full span chain with a recording tracer.
+    const someAbsent = lacks("wildcards") || lacks("priority")
+    ;(someAbsent ? it.scoped : it.scoped.skip)(
+      "an absent capability is rejected with Unsupported, not ignored",
+      () =>
+        Effect.gen(function*() {
+          const broker = yield* Broker.Broker
+          const topic = freshTopic("unsupported")
+          const group = uniqueName("g")
+          const tagOf = <A, X extends { readonly _tag: string }>(effect: Effect.Effect<A, X>) =>
+            Effect.map(Effect.flip(effect), (error) => error._tag)
+          const subscribe = (
+            options: Broker.SubscribeOptions<never>,
+            to: Broker.Subscribable<Order, typeof Order.Encoded> = topic
+          ) => Effect.scoped(broker.subscribe(to, () => Effect.void, options))
+          if (lacks("wildcards")) {
+            const pattern = Broker.pattern(`${word("nowild")}.*`, Order)
+            assert.strictEqual(yield* tagOf(subscribe({ group }, pattern)), "Unsupported")
+          }
+          if (lacks("priority")) {
+            assert.strictEqual(yield* tagOf(subscribe({ group, maxPriority: 5 })), "Unsupported")
+            yield* broker.declare(topic, { group })
+            assert.strictEqual(yield* tagOf(broker.publish(topic, order("p"), { priority: 3 })), "Unsupported")
+          }
+        })
+    )
+
     it.scoped("the handler runs inside the producer's incoming trace (W3C traceparent carried)", () =>
       Effect.gen(function*() {
         const broker = yield* Broker.Broker

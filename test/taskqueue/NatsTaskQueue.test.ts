@@ -16,4 +16,4 @@ const live = Layer.unwrapScoped(
     ))
 ).pipe(Layer.orDie)
 
-taskQueueContract("NATS", live, { real: true })
+taskQueueContract("NATS", live, { real: true, priority: false })

@@ -1,0 +1,339 @@
+/**
+ * `npm run bench -- redis`: RedisBroker against the raw client (node-redis 5) and BullMQ, in one
+ * run, on the same Redis (the shared local instance: no AOF, no RDB — every figure here has the
+ * durability of a server without persistence), ~200 B JSON payloads:
+ *
+ * - publish: `Broker.publishAll` (window 1,000) vs raw pipelined `XADD` (1,000 in flight, fields
+ *   `b` body + `i` id), N messages each; messages/s, ratio = median of per-round ratios.
+ * - consume: N messages already in the stream; `Broker.subscribe` (concurrency 50, prefetch 200,
+ *   Schema decode) vs raw `XREADGROUP COUNT 200 BLOCK` + `JSON.parse` + one `XACK` per read.
+ * - latency: single `Broker.publish` at BENCH_REDIS_RATE per second for 3 s; publish call →
+ *   handler start, p50 / p99.
+ * - tasks: no-op tasks end to end (`TaskQueue.enqueueAll` + `TaskQueue.worker`, concurrency 50,
+ *   producer and worker in this process) vs BullMQ (`addBulk` chunks of 1,000 + Worker
+ *   concurrency 50): `tasks.throughput.redis_ratio_vs_bullmq`.
+ *
+ * Each round runs ours and the baseline back to back, alternating which goes first.
+ * Env: BENCH_REDIS_N (default 50,000), BENCH_REDIS_ROUNDS (default 5), BENCH_REDIS_RATE (1,000/s).
+ */
+import { Queue as BullQueue, Worker as BullWorker } from "bullmq"
+import { Context, Effect, Either, Layer, Redacted, Runtime, Schema } from "effect"
+import { createClient } from "redis"
+import * as Broker from "../src/Broker.js"
+import * as RedisBroker from "../src/layers/RedisBroker.js"
+import * as Task from "../src/Task.js"
+import * as TaskQueue from "../src/TaskQueue.js"
+import { runId } from "../test/fixtures/env.js"
+
+const N = Number(process.env["BENCH_REDIS_N"] ?? 50_000)
+const ROUNDS = Number(process.env["BENCH_REDIS_ROUNDS"] ?? 5)
+const RATE = Number(process.env["BENCH_REDIS_RATE"] ?? 1_000)
+const LATENCY_SECONDS = 3
+const WINDOW = 1_000
+const CONCURRENCY = 50
+const PREFETCH = 200
+const url = process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379"
+const prefix = `bench${runId}`
+
+const Payload = Schema.Struct({
+  id: Schema.String,
+  user: Schema.String,
+  amount: Schema.Number,
+  currency: Schema.String,
+  sentAt: Schema.Number,
+  note: Schema.String
+})
+type Payload = typeof Payload.Type
+const note = "x".repeat(100)
+const payload = (n: number, sentAt = 0): Payload => ({
+  id: `task-${n}`,
+  user: `user-${n % 977}`,
+  amount: n % 10_000,
+  currency: "EUR",
+  sentAt,
+  note
+})
+
+const print = (name: string, value: number, unit: string) =>
+  process.stdout.write(`${name}: ${Number.isInteger(value) ? value : value.toFixed(2)} ${unit}\n`)
+const log = (line: string) => process.stderr.write(`${line}\n`)
+const median = (values: ReadonlyArray<number>) => {
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN
+}
+const ratio = (ours: ReadonlyArray<number>, baseline: ReadonlyArray<number>) =>
+  median(ours.map((rate, i) => rate / (baseline[i] ?? Number.NaN)))
+const percentile = (sorted: ReadonlyArray<number>, p: number) =>
+  sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN
+
+const counter = (total: number) => {
+  let count = 0
+  let resolve: () => void = () => undefined
+  const done = new Promise<void>((r) => (resolve = r))
+  return { hit: () => (++count === total ? resolve() : undefined), done }
+}
+
+const paced = async (send: (n: number) => void, total: number) => {
+  let sent = 0
+  const started = performance.now()
+  while (sent < total) {
+    const due = Math.min(total, Math.floor(((performance.now() - started) / 1000) * RATE))
+    while (sent < due) send(sent++)
+    await new Promise((r) => setTimeout(r, 1))
+  }
+}
+
+type Raw = ReturnType<typeof createClient>
+
+// ---------------------------------------------------------------------------------------------
+// raw node-redis
+// ---------------------------------------------------------------------------------------------
+
+const rawPublish = async (client: Raw, stream: string) => {
+  const started = performance.now()
+  for (let from = 0; from < N; from += WINDOW) {
+    const sent: Array<Promise<unknown>> = []
+    for (let n = from; n < Math.min(N, from + WINDOW); n++) {
+      sent.push(client.sendCommand(["XADD", stream, "*", "b", JSON.stringify(payload(n)), "i", `id-${n}`]))
+    }
+    await Promise.all(sent)
+  }
+  return N / ((performance.now() - started) / 1000)
+}
+
+const rawConsume = async (client: Raw, reader: Raw, stream: string) => {
+  await client.sendCommand(["XGROUP", "CREATE", stream, "g", "0", "MKSTREAM"])
+  for (let from = 0; from < N; from += WINDOW) {
+    const sent: Array<Promise<unknown>> = []
+    for (let n = from; n < Math.min(N, from + WINDOW); n++) {
+      sent.push(client.sendCommand(["XADD", stream, "*", "b", JSON.stringify(payload(n)), "i", `id-${n}`]))
+    }
+    await Promise.all(sent)
+  }
+  const started = performance.now()
+  let seen = 0
+  while (seen < N) {
+    const reply = await reader.sendCommand([
+      "XREADGROUP",
+      "GROUP",
+      "g",
+      "c",
+      "COUNT",
+      String(PREFETCH),
+      "BLOCK",
+      "1000",
+      "STREAMS",
+      stream,
+      ">"
+    ])
+    if (!Array.isArray(reply)) continue
+    const ids: Array<string> = []
+    for (const item of reply) {
+      const entries: unknown = Array.isArray(item) ? item[1] : undefined
+      if (!Array.isArray(entries)) continue
+      for (const entry of entries) {
+        if (!Array.isArray(entry)) continue
+        const fields: unknown = entry[1]
+        if (Array.isArray(fields)) JSON.parse(String(fields[1]))
+        ids.push(String(entry[0]))
+      }
+    }
+    seen += ids.length
+    void client.sendCommand(["XACK", stream, "g", ...ids])
+  }
+  return N / ((performance.now() - started) / 1000)
+}
+
+// ---------------------------------------------------------------------------------------------
+// ours
+// ---------------------------------------------------------------------------------------------
+
+const oursPublish = (broker: Broker.Service, round: string) =>
+  Effect.gen(function*() {
+    const topic = Broker.topic(`pub-${round}`, Payload)
+    yield* broker.declare(topic, { group: `g-${round}` })
+    const started = performance.now()
+    for (let from = 0; from < N; from += WINDOW) {
+      const entries = Array.from(
+        { length: Math.min(WINDOW, N - from) },
+        (_, i) => Broker.entry(topic, payload(from + i))
+      )
+      const results = yield* broker.publishAll(entries, { window: WINDOW })
+      const failed = results.filter(Either.isLeft).length
+      if (failed > 0) return yield* Effect.dieMessage(`${failed} publishes failed`)
+    }
+    return N / ((performance.now() - started) / 1000)
+  })
+
+const oursConsume = (broker: Broker.Service, round: string) =>
+  Effect.scoped(Effect.gen(function*() {
+    const topic = Broker.topic(`con-${round}`, Payload)
+    const group = `g-${round}`
+    yield* broker.declare(topic, { group })
+    for (let from = 0; from < N; from += WINDOW) {
+      const entries = Array.from(
+        { length: Math.min(WINDOW, N - from) },
+        (_, i) => Broker.entry(topic, payload(from + i))
+      )
+      yield* broker.publishAll(entries, { window: WINDOW })
+    }
+    const done = counter(N)
+    const started = performance.now()
+    yield* broker.subscribe(topic, () => Effect.sync(done.hit), {
+      group,
+      concurrency: CONCURRENCY,
+      prefetch: PREFETCH
+    })
+    yield* Effect.promise(() => done.done)
+    return N / ((performance.now() - started) / 1000)
+  }))
+
+const oursLatency = (broker: Broker.Service) =>
+  Effect.scoped(Effect.gen(function*() {
+    const topic = Broker.topic("latency", Payload)
+    const total = RATE * LATENCY_SECONDS
+    const done = counter(total)
+    const latencies: Array<number> = []
+    yield* broker.subscribe(topic, (p) =>
+      Effect.sync(() => {
+        latencies.push(performance.now() - p.sentAt)
+        done.hit()
+      }), { group: "latency", concurrency: CONCURRENCY })
+    const runtime = yield* Effect.runtime<never>()
+    const run = Runtime.runFork(runtime)
+    yield* Effect.promise(() => paced((n) => void run(broker.publish(topic, payload(n, performance.now()))), total))
+    yield* Effect.promise(() => done.done)
+    return latencies.sort((a, b) => a - b)
+  }))
+
+const oursTasks = (brokerContext: Context.Context<Broker.Broker>, round: string) =>
+  Effect.gen(function*() {
+    const task = Task.make(`bench.${round}`, { payload: Payload })
+    const done = counter(N)
+    const worker = TaskQueue.worker(task, () => Effect.sync(done.hit), { concurrency: CONCURRENCY })
+    const services = Layer.mergeAll(TaskQueue.layerWithoutResults(), worker).pipe(
+      Layer.provide(Layer.succeedContext(brokerContext))
+    )
+    return yield* Effect.gen(function*() {
+      const started = performance.now()
+      const outcomes = yield* TaskQueue.enqueueAll(task, Array.from({ length: N }, (_, n) => payload(n)), {
+        window: WINDOW
+      })
+      const failed = outcomes.filter(Either.isLeft).length
+      if (failed > 0) return yield* Effect.dieMessage(`${failed} enqueues failed`)
+      yield* Effect.promise(() => done.done)
+      return N / ((performance.now() - started) / 1000)
+    }).pipe(Effect.provide(services), Effect.scoped)
+  })
+
+// ---------------------------------------------------------------------------------------------
+// BullMQ (same Redis)
+// ---------------------------------------------------------------------------------------------
+
+const bullRun = async (round: string) => {
+  const parsed = new URL(url)
+  const connection = { host: parsed.hostname, port: Number(parsed.port || 6379), maxRetriesPerRequest: null }
+  const name = `${prefix}-bull-${round}`
+  const queue = new BullQueue(name, { connection, defaultJobOptions: { removeOnComplete: true, removeOnFail: true } })
+  const done = counter(N)
+  const worker = new BullWorker(name, async () => {
+    done.hit()
+  }, { connection, concurrency: CONCURRENCY })
+  await worker.waitUntilReady()
+  const started = performance.now()
+  for (let from = 0; from < N; from += WINDOW) {
+    await queue.addBulk(
+      Array.from({ length: Math.min(WINDOW, N - from) }, (_, i) => ({ name: "noop", data: payload(from + i) }))
+    )
+  }
+  await done.done
+  const rate = N / ((performance.now() - started) / 1000)
+  await worker.close()
+  await queue.obliterate({ force: true })
+  await queue.close()
+  return rate
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const deleteKeys = async (client: Raw, match: string) => {
+  for await (const keys of client.scanIterator({ MATCH: match, COUNT: 1000 })) {
+    if (keys.length > 0) await client.del(keys)
+  }
+}
+
+const main = Effect.gen(function*() {
+  const benchStarted = performance.now()
+  const client = yield* Effect.acquireRelease(
+    Effect.promise(() => createClient({ url }).on("error", (e: unknown) => log(`raw client: ${String(e)}`)).connect()),
+    (c) =>
+      Effect.promise(async () => {
+        await deleteKeys(c, `${prefix}*`)
+        c.destroy()
+      })
+  )
+  const reader = yield* Effect.acquireRelease(
+    Effect.promise(() => client.duplicate().on("error", (e: unknown) => log(`raw reader: ${String(e)}`)).connect()),
+    (c) => Effect.sync(() => c.destroy())
+  )
+  const brokerContext = yield* Layer.build(
+    RedisBroker.layer({ url: Redacted.make(url), prefix, trimInterval: "1 second" })
+  )
+  const broker = Context.get(brokerContext, Broker.Broker)
+  const rates = {
+    rawPublish: [] as Array<number>,
+    oursPublish: [] as Array<number>,
+    rawConsume: [] as Array<number>,
+    oursConsume: [] as Array<number>,
+    oursTasks: [] as Array<number>,
+    bullmq: [] as Array<number>
+  }
+  for (let round = 0; round < ROUNDS; round++) {
+    const r = `r${round}`
+    const oursFirst = round % 2 === 0
+    const pair = function*<A, E>(ours: Effect.Effect<A, E>, raw: Effect.Effect<A>) {
+      if (oursFirst) return [yield* ours, yield* raw] as const
+      const rawResult = yield* raw
+      return [yield* ours, rawResult] as const
+    }
+    const [op, rp] = yield* pair(
+      oursPublish(broker, r),
+      Effect.promise(() => rawPublish(client, `${prefix}-raw-pub-${r}`))
+    )
+    rates.oursPublish.push(op)
+    rates.rawPublish.push(rp)
+    yield* Effect.promise(() => deleteKeys(client, `${prefix}*pub*`))
+    const [oc, rc] = yield* pair(
+      oursConsume(broker, r),
+      Effect.promise(() => rawConsume(client, reader, `${prefix}-raw-con-${r}`))
+    )
+    rates.oursConsume.push(oc)
+    rates.rawConsume.push(rc)
+    yield* Effect.promise(() => deleteKeys(client, `${prefix}*con*`))
+    const [ot, bt] = yield* pair(oursTasks(brokerContext, r), Effect.promise(() => bullRun(r)))
+    rates.oursTasks.push(ot)
+    rates.bullmq.push(bt)
+    log(
+      `round ${round}: publish ours ${op.toFixed(0)} raw ${rp.toFixed(0)}; consume ours ${oc.toFixed(0)} raw ${
+        rc.toFixed(0)
+      }; tasks ours ${ot.toFixed(0)} bullmq ${bt.toFixed(0)}`
+    )
+  }
+  print("redis.publish.ours_msgs_per_s", Math.round(median(rates.oursPublish)), "msg/s")
+  print("redis.publish.raw_msgs_per_s", Math.round(median(rates.rawPublish)), "msg/s")
+  print("redis.publish.ratio_vs_raw", ratio(rates.oursPublish, rates.rawPublish), "x")
+  print("redis.consume.ours_msgs_per_s", Math.round(median(rates.oursConsume)), "msg/s")
+  print("redis.consume.raw_msgs_per_s", Math.round(median(rates.rawConsume)), "msg/s")
+  print("redis.consume.ratio_vs_raw", ratio(rates.oursConsume, rates.rawConsume), "x")
+  print("tasks.throughput.redis_tasks_per_s", Math.round(median(rates.oursTasks)), "tasks/s")
+  print("tasks.throughput.bullmq_tasks_per_s", Math.round(median(rates.bullmq)), "tasks/s")
+  print("tasks.throughput.redis_ratio_vs_bullmq", ratio(rates.oursTasks, rates.bullmq), "x")
+  const latencies = yield* oursLatency(broker)
+  print("redis.latency.p50_ms", percentile(latencies, 50), "ms")
+  print("redis.latency.p99_ms", percentile(latencies, 99), "ms")
+  log(
+    `bench took ${((performance.now() - benchStarted) / 1000).toFixed(1)} s (N=${N}, rounds=${ROUNDS}, rate=${RATE}/s)`
+  )
+})
+
+await Effect.runPromise(Effect.scoped(main).pipe(Effect.orDie))

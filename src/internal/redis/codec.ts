@@ -1,0 +1,185 @@
+/**
+ * A message as one stream entry. Fields: `b` body (bytes), `i` message id, `t` publish time (epoch
+ * ms), `c` correlation id, `e` expiration (ms, counted from the entry's id time, i.e. from when it
+ * entered the stream it is read from), `h:<name>` a caller header, `m:<name>` library metadata
+ * (kept apart, so no header can collide with metadata), and the transport's bookkeeping set by
+ * the scripts: `k` topic (entries of a group stream), `a` attempt (absent: 1), `r` redelivered,
+ * `l` last error, `d` dead reason, `g` group.
+ */
+import type * as BrokerTransport from "../../BrokerTransport.js"
+import * as wire from "../wire.js"
+
+/** The entry's fields, appended to `head` (a command's first arguments; no copy on the hot path). @internal */
+export const toFields = (
+  message: BrokerTransport.TransportMessage,
+  head: Array<string | Buffer> = []
+): Array<string | Buffer> => {
+  const body = Buffer.isBuffer(message.body)
+    ? message.body
+    : Buffer.from(message.body.buffer, message.body.byteOffset, message.body.byteLength)
+  const fields = head
+  fields.push("b", body, "i", message.messageId, "t", String(message.publishedAt))
+  if (message.correlationId !== undefined) fields.push("c", message.correlationId)
+  if (message.expiration !== undefined) fields.push("e", String(message.expiration))
+  for (const name in message.headers) {
+    const value = message.headers[name]
+    if (value !== undefined) fields.push(`h:${name}`, value)
+  }
+  for (const name in message.metadata) {
+    const value = message.metadata[name]
+    if (value !== undefined) fields.push(`m:${name}`, value)
+  }
+  return fields
+}
+
+/** A stream entry as read (`XREADGROUP`, `XCLAIM`, `XRANGE`). @internal */
+export interface Entry {
+  readonly id: string
+  readonly message: BrokerTransport.TransportMessage
+  readonly attempt: number
+  readonly redelivered: boolean
+  /** Epoch ms after which the entry is dropped, from its id time and `e`. */
+  readonly expiresAt: number | undefined
+  readonly deadReason: string | undefined
+}
+
+/** Epoch ms of a stream id (`<ms>-<seq>`). @internal */
+export const idMillis = (id: string): number => {
+  const dash = id.indexOf("-")
+  return Number(dash < 0 ? id : id.slice(0, dash))
+}
+
+/** One-letter field names by byte, decoded once. */
+const letters: ReadonlyArray<string> = Array.from({ length: 128 }, (_, code) => String.fromCharCode(code))
+
+const text = (value: unknown): string | undefined =>
+  Buffer.isBuffer(value) ? value.toString("utf8") : typeof value === "string" ? value : undefined
+
+/**
+ * Decodes one `[id, [field, value, …]]` reply; undefined when it is not an entry (a deleted
+ * entry reads as `[id, nil]`).
+ *
+ * @internal
+ */
+export const fromReply = (raw: unknown, topic: string): Entry | undefined => {
+  if (!Array.isArray(raw) || raw.length < 2) return undefined
+  const id = text(raw[0])
+  const fields: unknown = raw[1]
+  if (id === undefined || !Array.isArray(fields)) return undefined
+  let body: Uint8Array = new Uint8Array(0)
+  let messageId = ""
+  let publishedAt = idMillis(id)
+  let correlationId: string | undefined
+  let expiration: number | undefined
+  let routingKey = topic
+  let attempt = 1
+  let redelivered = false
+  let deadReason: string | undefined
+  let headers: Record<string, string> | undefined
+  let metadata: Record<string, string> | undefined
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    const raw = fields[i]
+    // One-letter names (all but headers and metadata) without decoding them to a string.
+    const name = Buffer.isBuffer(raw) && raw.length === 1 ? letters[raw[0] ?? 0] ?? text(raw) : text(raw)
+    const value: unknown = fields[i + 1]
+    if (name === undefined) continue
+    if (name === "b") {
+      if (Buffer.isBuffer(value)) body = value
+      else if (typeof value === "string") body = Buffer.from(value)
+      continue
+    }
+    const string = text(value) ?? ""
+    switch (name) {
+      case "i":
+        messageId = string
+        break
+      case "t":
+        publishedAt = Number(string)
+        break
+      case "c":
+        correlationId = string
+        break
+      case "e":
+        expiration = Number(string)
+        break
+      case "k":
+        routingKey = string
+        break
+      case "a":
+        attempt = Number(string)
+        break
+      case "r":
+        redelivered = true
+        break
+      case "d":
+        deadReason = string
+        break
+      case "l":
+        ;(metadata ??= {})[wire.headers.lastError] = string
+        break
+      default:
+        if (name.startsWith("h:")) (headers ??= {})[name.slice(2)] = string
+        else if (name.startsWith("m:")) (metadata ??= {})[name.slice(2)] = string
+    }
+  }
+  return {
+    id,
+    attempt: Number.isInteger(attempt) && attempt >= 1 ? attempt : 1,
+    redelivered,
+    expiresAt: expiration === undefined ? undefined : idMillis(id) + expiration,
+    deadReason,
+    message: {
+      routingKey,
+      body,
+      headers: headers ?? wire.noHeaders,
+      metadata: metadata ?? wire.noHeaders,
+      messageId,
+      correlationId,
+      publishedAt,
+      priority: undefined,
+      expiration,
+      delay: undefined,
+      persistent: true
+    }
+  }
+}
+
+/** Entries of an `XREADGROUP` / `XCLAIM` / `XRANGE` entry list. @internal */
+export const entries = (raw: unknown, topic: string): Array<Entry> => {
+  const out: Array<Entry> = []
+  if (!Array.isArray(raw)) return out
+  for (const item of raw) {
+    const entry = fromReply(item, topic)
+    if (entry !== undefined) out.push(entry)
+  }
+  return out
+}
+
+/** Ids of deleted entries in an entry list (`[id, nil]`). @internal */
+export const deletedIds = (raw: unknown): Array<string> => {
+  const out: Array<string> = []
+  if (!Array.isArray(raw)) return out
+  for (const item of raw) {
+    if (Array.isArray(item) && item.length >= 2 && item[1] === null) {
+      const id = text(item[0])
+      if (id !== undefined) out.push(id)
+    }
+  }
+  return out
+}
+
+/** `XREADGROUP` reply (RESP2): `[[stream, entries], …]` or null. @internal */
+export const streams = (raw: unknown): Array<{ readonly key: string; readonly entries: unknown }> => {
+  const out: Array<{ readonly key: string; readonly entries: unknown }> = []
+  if (!Array.isArray(raw)) return out
+  for (const item of raw) {
+    if (Array.isArray(item) && item.length >= 2) {
+      const key = text(item[0])
+      if (key !== undefined) out.push({ key, entries: item[1] })
+    }
+  }
+  return out
+}
+
+/** @internal */
+export const asText = text
