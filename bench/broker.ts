@@ -18,11 +18,12 @@
  * - latency: publish→handler at 2,000 msg/s for a few seconds, p50/p99, both paths.
  */
 import * as Amqp from "amqplib"
-import { Context, Deferred, Effect, Either, Layer, Redacted, Schema } from "effect"
+import { Context, Deferred, Effect, Either, Layer, Redacted } from "effect"
 import * as Broker from "../src/Broker.js"
 import * as RabbitMQBroker from "../src/layers/RabbitMQBroker.js"
 import { rabbitmqUrl, runId } from "../test/fixtures/env.js"
 import { publishConfirmedWindow } from "./support/amqp.js"
+import { median, Order, order, percentile, print } from "./support/report.js"
 
 const N = Number(process.env["BENCH_BROKER_N"] ?? 50_000)
 const WINDOW = 1_000
@@ -32,35 +33,6 @@ const LATENCY_SECONDS = 4
 const ROUNDS = Number(process.env["BENCH_BROKER_ROUNDS"] ?? 5)
 const SINGLE_N = 20_000
 const PUBLISHERS = 100
-
-const Order = Schema.Struct({
-  id: Schema.String,
-  customer: Schema.String,
-  amount: Schema.Number,
-  currency: Schema.String,
-  sentAt: Schema.Number,
-  note: Schema.String
-})
-type Order = typeof Order.Type
-const note = "x".repeat(100)
-const order = (n: number, sentAt = 0): Order => ({
-  id: `order-${n}`,
-  customer: `customer-${n % 977}`,
-  amount: n % 10_000,
-  currency: "EUR",
-  sentAt,
-  note
-})
-
-const print = (name: string, value: number, unit: string) =>
-  process.stdout.write(`${name}: ${Number.isInteger(value) ? value : value.toFixed(2)} ${unit}\n`)
-
-const median = (values: ReadonlyArray<number>) => {
-  const sorted = [...values].sort((a, b) => a - b)
-  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN
-}
-const percentile = (sorted: ReadonlyArray<number>, p: number) =>
-  sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN
 
 // ---------------------------------------------------------------------------------------------
 // raw amqplib

@@ -13,6 +13,7 @@ import * as Inbox from "../src/Inbox.js"
 import * as MemoryBroker from "../src/layers/MemoryBroker.js"
 import * as PgInbox from "../src/layers/PgInbox.js"
 import { databaseUrl, runId } from "../test/fixtures/env.js"
+import { median, print } from "./support/report.js"
 
 const N = Number(process.env["BENCH_INBOX_N"] ?? 5000)
 const ROUNDS = Number(process.env["BENCH_INBOX_ROUNDS"] ?? 5)
@@ -22,13 +23,6 @@ const prefix = `bench_${runId}`
 const rows = `${prefix}_rows`
 const Item = Schema.Struct({ id: Schema.String, note: Schema.String })
 const note = "x".repeat(100)
-
-const line = (name: string, value: number, unit: string) =>
-  Effect.sync(() => process.stdout.write(`${name}: ${Number.isInteger(value) ? value : value.toFixed(2)} ${unit}\n`))
-const median = (values: ReadonlyArray<number>) => {
-  const sorted = [...values].sort((a, b) => a - b)
-  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN
-}
 
 /** Messages per second for one subscription draining a backlog of N with `handler`. */
 const drain = (
@@ -95,9 +89,9 @@ const program = Effect.gen(function*() {
     ratios.push(i / p)
     process.stderr.write(`round ${round}: plain tx ${p.toFixed(0)}/s, with inbox ${i.toFixed(0)}/s\n`)
   }
-  yield* line("inbox.plain_tx_per_s", Math.round(median(plainRates)), "msg/s")
-  yield* line("inbox.with_inbox_per_s", Math.round(median(inboxRates)), "msg/s")
-  yield* line("inbox.ratio_vs_plain_tx", median(ratios), "x")
+  print("inbox.plain_tx_per_s", Math.round(median(plainRates)), "msg/s")
+  print("inbox.with_inbox_per_s", Math.round(median(inboxRates)), "msg/s")
+  print("inbox.ratio_vs_plain_tx", median(ratios), "x")
 })
 
 const live = Layer.mergeAll(PgInbox.layer({ prefix }), MemoryBroker.layer()).pipe(

@@ -24,6 +24,7 @@ import * as ResultStore from "../src/ResultStore.js"
 import * as Task from "../src/Task.js"
 import * as TaskQueue from "../src/TaskQueue.js"
 import { rabbitmqUrl, runId } from "../test/fixtures/env.js"
+import { log, median, Order, order, percentile, print, ratio } from "./support/report.js"
 
 const natsUrl = process.env["NATS_URL"] ?? "nats://127.0.0.1:4222"
 const N = Number(process.env["BENCH_NATS_N"] ?? 20_000)
@@ -33,37 +34,6 @@ const WINDOW = 1_000
 const PREFETCH = 100
 const RATE = 2_000
 const LATENCY_SECONDS = 4
-
-const Order = Schema.Struct({
-  id: Schema.String,
-  customer: Schema.String,
-  amount: Schema.Number,
-  currency: Schema.String,
-  sentAt: Schema.Number,
-  note: Schema.String
-})
-type Order = typeof Order.Type
-const note = "x".repeat(100)
-const order = (n: number, sentAt = 0): Order => ({
-  id: `order-${n}`,
-  customer: `customer-${n % 977}`,
-  amount: n % 10_000,
-  currency: "EUR",
-  sentAt,
-  note
-})
-
-const print = (name: string, value: number, unit: string) =>
-  process.stdout.write(`${name}: ${Number.isInteger(value) ? value : value.toFixed(2)} ${unit}\n`)
-const log = (line: string) => process.stderr.write(`${line}\n`)
-const median = (values: ReadonlyArray<number>) => {
-  const sorted = [...values].sort((a, b) => a - b)
-  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN
-}
-const percentile = (sorted: ReadonlyArray<number>, p: number) =>
-  sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN
-const ratio = (ours: ReadonlyArray<number>, raw: ReadonlyArray<number>) =>
-  median(ours.map((rate, i) => rate / (raw[i] ?? Number.NaN)))
 
 const stream = `BENCH${runId}`
 const encoder = new TextEncoder()
@@ -240,7 +210,7 @@ const main = Effect.gen(function*() {
         const started = performance.now()
         const outcomes = yield* TaskQueue.enqueueAll(
           task,
-          Array.from({ length: TASKS_N }, (_, n) => ({ id: `t-${n}`, note })),
+          Array.from({ length: TASKS_N }, (_, n) => ({ id: `t-${n}`, note: order(n).note })),
           { window: WINDOW }
         )
         if (outcomes.some(Either.isLeft)) return yield* Effect.dieMessage("enqueue failed")

@@ -23,6 +23,7 @@ import * as PgOutbox from "../src/layers/PgOutbox.js"
 import * as RabbitMQBroker from "../src/layers/RabbitMQBroker.js"
 import * as Outbox from "../src/Outbox.js"
 import { databaseUrl, rabbitmqUrl, runId } from "../test/fixtures/env.js"
+import { percentile } from "./support/report.js"
 
 const DRAIN_EVENTS = 50_000
 const CEILING_MESSAGES = 10_000
@@ -52,11 +53,6 @@ const note = "x".repeat(120)
 const message = (n: number) => ({ orderId: `o-${n}`, customer: `c-${n % 977}`, total: n % 10_000, note })
 const group = "bench"
 const brokerPrefix = "bench"
-
-const percentile = (sorted: ReadonlyArray<number>, p: number) =>
-  sorted.length === 0
-    ? Number.NaN
-    : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN
 
 /** Wraps a broker to note when each message's confirm came back. */
 const confirmTimes = (broker: Broker.Service) => {

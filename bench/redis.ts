@@ -17,13 +17,14 @@
  * Env: BENCH_REDIS_N (default 50,000), BENCH_REDIS_ROUNDS (default 5), BENCH_REDIS_RATE (1,000/s).
  */
 import { Queue as BullQueue, Worker as BullWorker } from "bullmq"
-import { Context, Effect, Either, Layer, Redacted, Runtime, Schema } from "effect"
+import { Context, Effect, Either, Layer, Redacted, Runtime } from "effect"
 import { createClient } from "redis"
 import * as Broker from "../src/Broker.js"
 import * as RedisBroker from "../src/layers/RedisBroker.js"
 import * as Task from "../src/Task.js"
 import * as TaskQueue from "../src/TaskQueue.js"
 import { runId } from "../test/fixtures/env.js"
+import { counter, log, median, paced, Payload, payload, percentile, print, ratio } from "./support/report.js"
 
 const N = Number(process.env["BENCH_REDIS_N"] ?? 50_000)
 const ROUNDS = Number(process.env["BENCH_REDIS_ROUNDS"] ?? 5)
@@ -34,54 +35,6 @@ const CONCURRENCY = 50
 const PREFETCH = 200
 const url = process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379"
 const prefix = `bench${runId}`
-
-const Payload = Schema.Struct({
-  id: Schema.String,
-  user: Schema.String,
-  amount: Schema.Number,
-  currency: Schema.String,
-  sentAt: Schema.Number,
-  note: Schema.String
-})
-type Payload = typeof Payload.Type
-const note = "x".repeat(100)
-const payload = (n: number, sentAt = 0): Payload => ({
-  id: `task-${n}`,
-  user: `user-${n % 977}`,
-  amount: n % 10_000,
-  currency: "EUR",
-  sentAt,
-  note
-})
-
-const print = (name: string, value: number, unit: string) =>
-  process.stdout.write(`${name}: ${Number.isInteger(value) ? value : value.toFixed(2)} ${unit}\n`)
-const log = (line: string) => process.stderr.write(`${line}\n`)
-const median = (values: ReadonlyArray<number>) => {
-  const sorted = [...values].sort((a, b) => a - b)
-  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN
-}
-const ratio = (ours: ReadonlyArray<number>, baseline: ReadonlyArray<number>) =>
-  median(ours.map((rate, i) => rate / (baseline[i] ?? Number.NaN)))
-const percentile = (sorted: ReadonlyArray<number>, p: number) =>
-  sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN
-
-const counter = (total: number) => {
-  let count = 0
-  let resolve: () => void = () => undefined
-  const done = new Promise<void>((r) => (resolve = r))
-  return { hit: () => (++count === total ? resolve() : undefined), done }
-}
-
-const paced = async (send: (n: number) => void, total: number) => {
-  let sent = 0
-  const started = performance.now()
-  while (sent < total) {
-    const due = Math.min(total, Math.floor(((performance.now() - started) / 1000) * RATE))
-    while (sent < due) send(sent++)
-    await new Promise((r) => setTimeout(r, 1))
-  }
-}
 
 type Raw = ReturnType<typeof createClient>
 
@@ -201,7 +154,9 @@ const oursLatency = (broker: Broker.Service) =>
       }), { group: "latency", concurrency: CONCURRENCY })
     const runtime = yield* Effect.runtime<never>()
     const run = Runtime.runFork(runtime)
-    yield* Effect.promise(() => paced((n) => void run(broker.publish(topic, payload(n, performance.now()))), total))
+    yield* Effect.promise(() =>
+      paced((n) => void run(broker.publish(topic, payload(n, performance.now()))), total, RATE)
+    )
     yield* Effect.promise(() => done.done)
     return latencies.sort((a, b) => a - b)
   }))

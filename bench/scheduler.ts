@@ -23,17 +23,12 @@ import * as SchedulerLease from "../src/SchedulerLease.js"
 import * as Task from "../src/Task.js"
 import * as TaskQueue from "../src/TaskQueue.js"
 import * as Trigger from "../src/Trigger.js"
+import { percentile, print } from "./support/report.js"
 
 const SECONDS = Number(process.env["BENCH_SCHEDULER_SECONDS"] ?? 30)
 const BASELINE_SECONDS = Number(process.env["BENCH_SCHEDULER_BASELINE_SECONDS"] ?? 10)
 const SCHEDULES = 1_000
 const WARMUP_MS = 2_000
-
-const print = (name: string, value: number, unit: string) =>
-  process.stdout.write(`${name}: ${Number.isInteger(value) ? value : value.toFixed(2)} ${unit}\n`)
-
-const percentile = (sorted: ArrayLike<number>, p: number) =>
-  sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN
 
 const cpuMs = () => {
   const u = process.cpuUsage()

@@ -28,7 +28,7 @@
 import * as Amqp from "amqplib"
 import { Queue as BullQueue, Worker as BullWorker } from "bullmq"
 import type { Context } from "effect"
-import { Effect, Either, Layer, Redacted, Runtime, Schema } from "effect"
+import { Effect, Either, Layer, Redacted, Runtime } from "effect"
 import { Logger as GraphileLogger, makeWorkerUtils, run as runGraphile } from "graphile-worker"
 import { createRequire } from "node:module"
 import pg from "pg"
@@ -39,6 +39,7 @@ import * as Task from "../src/Task.js"
 import * as TaskQueue from "../src/TaskQueue.js"
 import { databaseUrl, rabbitmqUrl, runId } from "../test/fixtures/env.js"
 import { publishConfirmedWindow } from "./support/amqp.js"
+import { counter, log, median, paced, Payload, payload, percentile, print, ratio } from "./support/report.js"
 
 const N = Number(process.env["BENCH_TASKS_N"] ?? 50_000)
 const ROUNDS = Number(process.env["BENCH_TASKS_ROUNDS"] ?? 3)
@@ -51,57 +52,6 @@ const CHUNK = 1_000
 const GRAPHILE_LOCAL_QUEUE = 500
 /** Tasks per RabbitMQ message in the packed runs (`enqueueAll`'s default). */
 const PACK = 100
-
-const Payload = Schema.Struct({
-  id: Schema.String,
-  user: Schema.String,
-  amount: Schema.Number,
-  currency: Schema.String,
-  sentAt: Schema.Number,
-  note: Schema.String
-})
-type Payload = typeof Payload.Type
-const note = "x".repeat(100)
-const payload = (n: number, sentAt = 0): Payload => ({
-  id: `task-${n}`,
-  user: `user-${n % 977}`,
-  amount: n % 10_000,
-  currency: "EUR",
-  sentAt,
-  note
-})
-
-const print = (name: string, value: number, unit: string) =>
-  process.stdout.write(`${name}: ${Number.isInteger(value) ? value : value.toFixed(2)} ${unit}\n`)
-const log = (line: string) => process.stderr.write(`${line}\n`)
-const median = (values: ReadonlyArray<number>) => {
-  const sorted = [...values].sort((a, b) => a - b)
-  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN
-}
-/** Median over rounds of the per-round ratio. */
-const ratio = (ours: ReadonlyArray<number>, baseline: ReadonlyArray<number>) =>
-  median(ours.map((rate, i) => rate / (baseline[i] ?? Number.NaN)))
-const percentile = (sorted: ReadonlyArray<number>, p: number) =>
-  sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN
-
-/** A completion counter a no-op handler bumps; resolves when `total` handlers ran. */
-const counter = (total: number) => {
-  let count = 0
-  let resolve: () => void = () => undefined
-  const done = new Promise<void>((r) => (resolve = r))
-  return { hit: () => (++count === total ? resolve() : undefined), done }
-}
-
-/** Calls `send(n, now)` at RATE per second for LATENCY_SECONDS; `latencies` are pushed by the handler. */
-const paced = async (send: (n: number) => void, total: number) => {
-  let sent = 0
-  const started = performance.now()
-  while (sent < total) {
-    const due = Math.min(total, Math.floor(((performance.now() - started) / 1000) * RATE))
-    while (sent < due) send(sent++)
-    await new Promise((r) => setTimeout(r, 1))
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // raw amqplib
@@ -147,7 +97,8 @@ const rawRun = async (model: Amqp.ChannelModel, round: string, mode: "throughput
         publish.publish(rawExchange, `raw.${round}`, Buffer.from(JSON.stringify(payload(n, performance.now()))), {
           persistent: true
         }, () => undefined),
-      total
+      total,
+      RATE
     )
   }
   await done.done
@@ -201,7 +152,9 @@ const oursRun = (
         const queue = yield* TaskQueue.TaskQueue
         const runtime = yield* Effect.runtime<never>()
         const run = Runtime.runFork(runtime)
-        yield* Effect.promise(() => paced((n) => void run(queue.enqueue(task, payload(n, performance.now()))), total))
+        yield* Effect.promise(() =>
+          paced((n) => void run(queue.enqueue(task, payload(n, performance.now()))), total, RATE)
+        )
       }
       yield* Effect.promise(() => done.done)
       const seconds = (performance.now() - started) / 1000
@@ -249,7 +202,7 @@ const bullRun = async (round: string, mode: "throughput" | "latency") => {
       )
     }
   } else {
-    await paced((n) => void queue.add("noop", payload(n, performance.now())), total)
+    await paced((n) => void queue.add("noop", payload(n, performance.now())), total, RATE)
   }
   await done.done
   const seconds = (performance.now() - started) / 1000
@@ -296,7 +249,7 @@ const graphileRun = async (round: string, mode: "throughput" | "latency") => {
       )
     }
   } else {
-    await paced((n) => void utils.addJob(identifier, payload(n, performance.now())), total)
+    await paced((n) => void utils.addJob(identifier, payload(n, performance.now())), total, RATE)
   }
   await done.done
   const seconds = (performance.now() - started) / 1000
