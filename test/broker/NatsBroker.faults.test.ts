@@ -6,89 +6,13 @@
  * asserts: nothing confirmed is lost, duplicates stay within the bound, consumers come back.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Deferred, Duration, Effect, Either, Fiber, Layer, Redacted, Schema } from "effect"
+import { Context, Deferred, Effect, Fiber, Layer, Redacted } from "effect"
 import * as Broker from "../../src/Broker.js"
 import * as NatsBroker from "../../src/layers/NatsBroker.js"
 import { uniqueName } from "../fixtures/env.js"
+import { freshTopic, healthUntil, makeLedger, publishThroughFault, waitFor } from "../support/faultLedger.js"
 import { natsServer } from "../support/natsServer.js"
 import { tcpProxy } from "../support/tcpProxy.js"
-
-const Item = Schema.Struct({ id: Schema.String })
-const freshTopic = (base: string) => Broker.topic(`${uniqueName(base).replaceAll("_", "-")}.x`, Item)
-
-/** Per-id publish outcomes and completed handler runs. */
-const makeLedger = () => {
-  const confirmed = new Set<string>()
-  const failed = new Map<string, string>()
-  const deliveries = new Map<string, number>()
-  let redelivered = 0
-  return {
-    confirmed,
-    failed,
-    deliveries,
-    record: (outcomes: ReadonlyArray<Either.Either<void, Broker.PublishError>>, ids: ReadonlyArray<string>) =>
-      outcomes.forEach((outcome, i) => {
-        const id = ids[i]
-        if (id === undefined) return
-        if (Either.isRight(outcome)) confirmed.add(id)
-        else {
-          const error = outcome.left
-          failed.set(id, error._tag === "PublishRejected" ? `${error.reason}${error.ambiguous ? "?" : ""}` : error._tag)
-        }
-      }),
-    deliver: (id: string, envelope: Broker.Envelope) =>
-      Effect.sync(() => {
-        deliveries.set(id, (deliveries.get(id) ?? 0) + 1)
-        if (envelope.redelivered) redelivered++
-      }),
-    lost: () => [...confirmed].filter((id) => !deliveries.has(id)),
-    duplicates: () => [...deliveries.values()].reduce((sum, n) => sum + n - 1, 0),
-    redelivered: () => redelivered,
-    summary: (label: string) => {
-      const reasons = new Map<string, number>()
-      for (const reason of failed.values()) reasons.set(reason, (reasons.get(reason) ?? 0) + 1)
-      return `${label}: confirmed ${confirmed.size}, failed ${failed.size} ${
-        JSON.stringify(Object.fromEntries(reasons))
-      }, ` +
-        `delivered ${deliveries.size} distinct, duplicates ${
-          [...deliveries.values()].reduce((s, n) => s + n - 1, 0)
-        }, ` +
-        `redelivered ${redelivered}`
-    }
-  }
-}
-type Ledger = ReturnType<typeof makeLedger>
-
-const waitFor = (label: string, condition: () => boolean, seconds: number) =>
-  Effect.gen(function*() {
-    while (!condition()) yield* Effect.sleep("20 millis")
-  }).pipe(
-    Effect.timeoutFail({
-      duration: Duration.seconds(seconds),
-      onTimeout: () => new Error(`timed out after ${seconds} s: ${label}`)
-    })
-  )
-
-/** Publishes batches of `size` until `faulted()` holds and two more batches went through. */
-const publishThroughFault = (
-  broker: Broker.Service,
-  topic: Broker.Topic<typeof Item.Type, typeof Item.Encoded>,
-  ledger: Ledger,
-  label: string,
-  size: number,
-  faulted: () => boolean
-) =>
-  Effect.gen(function*() {
-    let batches = 0
-    let afterFault = 0
-    while (afterFault < 2) {
-      if (faulted()) afterFault++
-      const ids = Array.from({ length: size }, (_, i) => `${label}-${batches}-${i}`)
-      batches++
-      ledger.record(yield* broker.publishAll(ids.map((id) => Broker.entry(topic, { id })), { window: size }), ids)
-    }
-    return batches
-  })
 
 const brokerAt = (url: string, options: Partial<NatsBroker.Options> = {}) =>
   Effect.map(
@@ -102,17 +26,6 @@ const brokerAt = (url: string, options: Partial<NatsBroker.Options> = {}) =>
       ...options
     })),
     (context) => Context.get(context, Broker.Broker)
-  )
-
-const healthUntil = (broker: Broker.Service, done: (health: Broker.Health) => boolean, seconds: number) =>
-  Effect.gen(function*() {
-    while (true) {
-      const health = yield* broker.health
-      if (done(health)) return health
-      yield* Effect.sleep("20 millis")
-    }
-  }).pipe(
-    Effect.timeoutFail({ duration: Duration.seconds(seconds), onTimeout: () => new Error("health never recovered") })
   )
 
 const proxyTo = (port: number) => tcpProxy("127.0.0.1", port)

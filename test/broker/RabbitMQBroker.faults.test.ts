@@ -6,116 +6,20 @@
  * the bound, consumers come back.
  */
 import { assert, layer } from "@effect/vitest"
-import {
-  Context,
-  Deferred,
-  Duration,
-  Effect,
-  Either,
-  Exit,
-  Fiber,
-  Layer,
-  Redacted,
-  Schedule,
-  Schema,
-  Scope
-} from "effect"
+import { Context, Deferred, Effect, Either, Exit, Fiber, Layer, Redacted, Schedule, Scope } from "effect"
 import * as Broker from "../../src/Broker.js"
 import * as RabbitMQBroker from "../../src/layers/RabbitMQBroker.js"
 import { runId, uniqueName } from "../fixtures/env.js"
+import {
+  freshTopic,
+  healthUntil,
+  makeLedger,
+  publishConfirmed,
+  publishThroughFault,
+  waitFor
+} from "../support/faultLedger.js"
 import { rabbitmqctl, scopedVhost, urlFor } from "../support/rabbitmq.js"
 import { tcpProxy } from "../support/tcpProxy.js"
-
-const Item = Schema.Struct({ id: Schema.String })
-const freshTopic = (base: string) => Broker.topic(`${uniqueName(base).replaceAll("_", "-")}.x`, Item)
-
-/** Per-id publish outcomes and deliveries. */
-const makeLedger = () => {
-  const confirmed = new Set<string>()
-  const failed = new Map<string, string>()
-  const deliveries = new Map<string, number>()
-  let redelivered = 0
-  return {
-    confirmed,
-    failed,
-    deliveries,
-    record: (outcomes: ReadonlyArray<Either.Either<void, Broker.PublishError>>, ids: ReadonlyArray<string>) =>
-      outcomes.forEach((outcome, i) => {
-        const id = ids[i]
-        if (id === undefined) return
-        if (Either.isRight(outcome)) confirmed.add(id)
-        else {
-          const error = outcome.left
-          failed.set(id, error._tag === "PublishRejected" ? `${error.reason}${error.ambiguous ? "?" : ""}` : error._tag)
-        }
-      }),
-    deliver: (id: string, envelope: Broker.Envelope) =>
-      Effect.sync(() => {
-        deliveries.set(id, (deliveries.get(id) ?? 0) + 1)
-        if (envelope.redelivered) redelivered++
-      }),
-    lost: () => [...confirmed].filter((id) => !deliveries.has(id)),
-    duplicates: () => [...deliveries.values()].reduce((sum, n) => sum + n - 1, 0),
-    redelivered: () => redelivered,
-    summary: (label: string) => {
-      const reasons = new Map<string, number>()
-      for (const reason of failed.values()) reasons.set(reason, (reasons.get(reason) ?? 0) + 1)
-      return `${label}: confirmed ${confirmed.size}, failed ${failed.size} ${
-        JSON.stringify(Object.fromEntries(reasons))
-      }, ` +
-        `delivered ${deliveries.size} distinct, duplicates ${
-          [...deliveries.values()].reduce((s, n) => s + n - 1, 0)
-        }, ` +
-        `redelivered ${redelivered}`
-    }
-  }
-}
-
-/**
- * Publishes confirmed batches of `size` until `faulted()` holds and two more batches went
- * through, so confirms are in flight when the fault hits; returns the number of batches.
- */
-const publishThroughFault = (
-  broker: Broker.Service,
-  topic: Broker.Topic<typeof Item.Type, typeof Item.Encoded>,
-  ledger: ReturnType<typeof makeLedger>,
-  label: string,
-  size: number,
-  faulted: () => boolean
-) =>
-  Effect.gen(function*() {
-    let batches = 0
-    let afterFault = 0
-    while (afterFault < 2) {
-      if (faulted()) afterFault++
-      const ids = Array.from({ length: size }, (_, i) => `${label}-${batches}-${i}`)
-      batches++
-      ledger.record(yield* broker.publishAll(ids.map((id) => Broker.entry(topic, { id })), { window: size }), ids)
-    }
-    return batches
-  })
-
-/** Publishes `ids` in one batch into `ledger` and asserts the broker confirmed every one. */
-const publishConfirmed = (
-  broker: Broker.Service,
-  topic: Broker.Topic<typeof Item.Type, typeof Item.Encoded>,
-  ledger: ReturnType<typeof makeLedger>,
-  ids: ReadonlyArray<string>
-) =>
-  Effect.map(broker.publishAll(ids.map((id) => Broker.entry(topic, { id }))), (outcomes) => {
-    ledger.record(outcomes, ids)
-    assert.strictEqual(ledger.confirmed.size, ids.length, "every publish confirmed")
-  })
-
-const waitFor = (label: string, condition: () => boolean, seconds: number) =>
-  Effect.gen(function*() {
-    while (!condition()) yield* Effect.sleep("20 millis")
-  }).pipe(
-    Effect.timeoutFail({
-      duration: Duration.seconds(seconds),
-      onTimeout: () => new Error(`timed out after ${seconds} s: ${label}`)
-    })
-  )
 
 /** A broker for one scenario, released with the test's scope. */
 const brokerAt = (options: RabbitMQBroker.Options) =>
@@ -123,18 +27,6 @@ const brokerAt = (options: RabbitMQBroker.Options) =>
 
 const vhost = `eb-faults-${runId}`
 const prefix = "faults"
-
-/** Polls `broker.health` until `done` holds; fails after `seconds`. */
-const healthUntil = (broker: Broker.Service, done: (health: Broker.Health) => boolean, seconds: number) =>
-  Effect.gen(function*() {
-    while (true) {
-      const health = yield* broker.health
-      if (done(health)) return health
-      yield* Effect.sleep("20 millis")
-    }
-  }).pipe(
-    Effect.timeoutFail({ duration: Duration.seconds(seconds), onTimeout: () => new Error("health never recovered") })
-  )
 
 // One vhost for the file: `close_all_connections -p` then kills only this file's connections.
 layer(Layer.scopedDiscard(scopedVhost(vhost)), { excludeTestServices: true, timeout: "60 seconds" })(
