@@ -16,7 +16,7 @@ import {
   SimpleSpanProcessor
 } from "@opentelemetry/sdk-trace-base"
 import { Deferred, Effect, Layer, Redacted, Schema } from "effect"
-import { Broker, MemoryBroker, Outbox } from "../../src/index.js"
+import { Broker, MemoryBroker, Outbox, ResultStore, Task, TaskQueue } from "../../src/index.js"
 import * as PgOutbox from "../../src/layers/PgOutbox.js"
 import * as RabbitMQBroker from "../../src/layers/RabbitMQBroker.js"
 import { runId, uniqueName } from "../fixtures/env.js"
@@ -170,4 +170,44 @@ describe("tracing under the OpenTelemetry SDK", () => {
     },
     30_000
   )
+
+  it.live("through a task too: a run of a task enqueued under a dropped trace records nothing", () => {
+    const otel = makeOtel()
+    const task = Task.make(uniqueName("otel_task"), { payload: Ping })
+    return Effect.gen(function*() {
+      const ran = yield* Deferred.make<void>()
+      let runs = 0
+      yield* Layer.launch(
+        TaskQueue.worker(
+          task,
+          () => Effect.suspend(() => ++runs === 2 ? Deferred.succeed(ran, undefined) : Effect.void)
+        )
+      ).pipe(Effect.forkScoped)
+      const sampledTrace = "2af7651916cd43dd8448eb211c80319c"
+      const droppedTrace = "6bf92f3577b34da6a3ce929d0e0e4736"
+      yield* TaskQueue.enqueue(task, { n: 1 }).pipe(
+        OtelTracer.withSpanContext({
+          traceId: sampledTrace,
+          spanId: "b7ad6b7169203331",
+          traceFlags: TraceFlags.SAMPLED
+        })
+      )
+      yield* TaskQueue.enqueue(task, { n: 2 }).pipe(
+        OtelTracer.withSpanContext({ traceId: droppedTrace, spanId: "00f067aa0ba902b7", traceFlags: TraceFlags.NONE })
+      )
+      yield* Deferred.await(ran).pipe(Effect.timeout("10 seconds"))
+      yield* Effect.sleep("50 millis")
+      const spans = otel.exporter.getFinishedSpans()
+      const byTrace = (traceId: string) =>
+        spans.filter((span) => span.spanContext().traceId === traceId).map((span) => span.name)
+      assert.include(byTrace(sampledTrace), `process ${task.topic.name}`)
+      assert.deepStrictEqual(byTrace(droppedTrace), [])
+    }).pipe(
+      Effect.provide(
+        TaskQueue.layer().pipe(Layer.provideMerge(ResultStore.layerMemory), Layer.provideMerge(MemoryBroker.layer()))
+      ),
+      Effect.provide(otel.layer),
+      Effect.scoped
+    )
+  }, 30_000)
 })
