@@ -38,43 +38,53 @@ const makeOtel = () => {
 
 const Ping = Schema.Struct({ n: Schema.Number })
 
+/** Two producers in other processes: one sampled its trace, one dropped it. */
+const sampledParent = {
+  traceId: "0af7651916cd43dd8448eb211c80319c",
+  spanId: "b7ad6b7169203331",
+  traceFlags: TraceFlags.SAMPLED
+}
+const droppedParent = {
+  traceId: "4bf92f3577b34da6a3ce929d0e0e4736",
+  spanId: "00f067aa0ba902b7",
+  traceFlags: TraceFlags.NONE
+}
+
+/** A handler, and a Deferred it completes on its second run. */
+const secondRun = Effect.map(Deferred.make<void>(), (done) => {
+  let runs = 0
+  return { done, handler: () => Effect.suspend(() => ++runs === 2 ? Deferred.succeed(done, undefined) : Effect.void) }
+})
+
+/**
+ * Sends message 1 under the sampled producer's context and message 2 under the dropped one's,
+ * waits for both runs, and returns the span names each trace recorded.
+ */
+const sendUnderBoth = <E, R>(
+  exporter: InMemorySpanExporter,
+  send: (n: number) => Effect.Effect<unknown, E, R>,
+  bothRan: Deferred.Deferred<void>
+) =>
+  Effect.gen(function*() {
+    yield* OtelTracer.withSpanContext(send(1), sampledParent)
+    yield* OtelTracer.withSpanContext(send(2), droppedParent)
+    yield* Deferred.await(bothRan).pipe(Effect.timeout("20 seconds"))
+    yield* Effect.sleep("50 millis")
+    const names = (traceId: string) =>
+      exporter.getFinishedSpans().filter((span) => span.spanContext().traceId === traceId).map((span) => span.name)
+    return { sampled: names(sampledParent.traceId), dropped: names(droppedParent.traceId) }
+  })
+
 describe("tracing under the OpenTelemetry SDK", () => {
   it.live("a consumer follows its producer's sampling decision: recorded when sampled, not when dropped", () => {
     const otel = makeOtel()
     return Effect.gen(function*() {
       const topic = Broker.topic(`${uniqueName("otel").replaceAll("_", "-")}.x`, Ping)
-      const handled = yield* Deferred.make<void>()
-      let seen = 0
-      yield* Broker.subscribe(
-        topic,
-        () => Effect.suspend(() => ++seen === 2 ? Deferred.succeed(handled, undefined) : Effect.void),
-        {
-          group: uniqueName("g")
-        }
-      )
-      const sampledTrace = "0af7651916cd43dd8448eb211c80319c"
-      const droppedTrace = "4bf92f3577b34da6a3ce929d0e0e4736"
-      // Two producers in other processes: one sampled its trace, one dropped it.
-      yield* Broker.publish(topic, { n: 1 }).pipe(
-        OtelTracer.withSpanContext({
-          traceId: sampledTrace,
-          spanId: "b7ad6b7169203331",
-          traceFlags: TraceFlags.SAMPLED
-        })
-      )
-      yield* Broker.publish(topic, { n: 2 }).pipe(
-        OtelTracer.withSpanContext({ traceId: droppedTrace, spanId: "00f067aa0ba902b7", traceFlags: TraceFlags.NONE })
-      )
-      yield* Deferred.await(handled).pipe(Effect.timeout("10 seconds"))
-      yield* Effect.sleep("50 millis")
-      const spans = otel.exporter.getFinishedSpans()
-      const traces = new Set(spans.map((span) => span.spanContext().traceId))
-      assert.isTrue(traces.has(sampledTrace), "the sampled trace is recorded")
-      assert.isFalse(traces.has(droppedTrace), "nothing is recorded for the dropped trace")
-      const process = spans.find((span) =>
-        span.spanContext().traceId === sampledTrace && span.name === `process ${topic.name}`
-      )
-      assert.isDefined(process, spans.map((span) => span.name).join(", "))
+      const { done, handler } = yield* secondRun
+      yield* Broker.subscribe(topic, handler, { group: uniqueName("g") })
+      const traces = yield* sendUnderBoth(otel.exporter, (n) => Broker.publish(topic, { n }), done)
+      assert.include(traces.sampled, `process ${topic.name}`, "the sampled trace is recorded")
+      assert.deepStrictEqual(traces.dropped, [], "nothing is recorded for the dropped trace")
     }).pipe(Effect.provide(MemoryBroker.layer()), Effect.provide(otel.layer), Effect.scoped)
   }, 30_000)
 
@@ -84,34 +94,11 @@ describe("tracing under the OpenTelemetry SDK", () => {
     return Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient
       const topic = Broker.topic(`${uniqueName("otel-ob").replaceAll("_", "-")}.x`, Ping)
-      const handled = yield* Deferred.make<void>()
-      let seen = 0
-      yield* Broker.subscribe(
-        topic,
-        () => Effect.suspend(() => ++seen === 2 ? Deferred.succeed(handled, undefined) : Effect.void),
-        {
-          group: uniqueName("g")
-        }
-      )
-      const sampledTrace = "1af7651916cd43dd8448eb211c80319c"
-      const droppedTrace = "5bf92f3577b34da6a3ce929d0e0e4736"
-      yield* sql.withTransaction(Outbox.add(topic, { n: 1 })).pipe(
-        OtelTracer.withSpanContext({
-          traceId: sampledTrace,
-          spanId: "b7ad6b7169203331",
-          traceFlags: TraceFlags.SAMPLED
-        })
-      )
-      yield* sql.withTransaction(Outbox.add(topic, { n: 2 })).pipe(
-        OtelTracer.withSpanContext({ traceId: droppedTrace, spanId: "00f067aa0ba902b7", traceFlags: TraceFlags.NONE })
-      )
-      yield* Deferred.await(handled).pipe(Effect.timeout("20 seconds"))
-      yield* Effect.sleep("50 millis")
-      const spans = otel.exporter.getFinishedSpans()
-      const byTrace = (traceId: string) =>
-        spans.filter((span) => span.spanContext().traceId === traceId).map((span) => span.name)
-      assert.include(byTrace(sampledTrace), `process ${topic.name}`)
-      assert.deepStrictEqual(byTrace(droppedTrace), [])
+      const { done, handler } = yield* secondRun
+      yield* Broker.subscribe(topic, handler, { group: uniqueName("g") })
+      const traces = yield* sendUnderBoth(otel.exporter, (n) => sql.withTransaction(Outbox.add(topic, { n })), done)
+      assert.include(traces.sampled, `process ${topic.name}`)
+      assert.deepStrictEqual(traces.dropped, [])
     }).pipe(
       Effect.provide(
         PgOutbox.layer({ prefix, listen: false, notify: false, pollInterval: "50 millis" }).pipe(
@@ -175,33 +162,11 @@ describe("tracing under the OpenTelemetry SDK", () => {
     const otel = makeOtel()
     const task = Task.make(uniqueName("otel_task"), { payload: Ping })
     return Effect.gen(function*() {
-      const ran = yield* Deferred.make<void>()
-      let runs = 0
-      yield* Layer.launch(
-        TaskQueue.worker(
-          task,
-          () => Effect.suspend(() => ++runs === 2 ? Deferred.succeed(ran, undefined) : Effect.void)
-        )
-      ).pipe(Effect.forkScoped)
-      const sampledTrace = "2af7651916cd43dd8448eb211c80319c"
-      const droppedTrace = "6bf92f3577b34da6a3ce929d0e0e4736"
-      yield* TaskQueue.enqueue(task, { n: 1 }).pipe(
-        OtelTracer.withSpanContext({
-          traceId: sampledTrace,
-          spanId: "b7ad6b7169203331",
-          traceFlags: TraceFlags.SAMPLED
-        })
-      )
-      yield* TaskQueue.enqueue(task, { n: 2 }).pipe(
-        OtelTracer.withSpanContext({ traceId: droppedTrace, spanId: "00f067aa0ba902b7", traceFlags: TraceFlags.NONE })
-      )
-      yield* Deferred.await(ran).pipe(Effect.timeout("10 seconds"))
-      yield* Effect.sleep("50 millis")
-      const spans = otel.exporter.getFinishedSpans()
-      const byTrace = (traceId: string) =>
-        spans.filter((span) => span.spanContext().traceId === traceId).map((span) => span.name)
-      assert.include(byTrace(sampledTrace), `process ${task.topic.name}`)
-      assert.deepStrictEqual(byTrace(droppedTrace), [])
+      const { done, handler } = yield* secondRun
+      yield* Layer.launch(TaskQueue.worker(task, handler)).pipe(Effect.forkScoped)
+      const traces = yield* sendUnderBoth(otel.exporter, (n) => TaskQueue.enqueue(task, { n }), done)
+      assert.include(traces.sampled, `process ${task.topic.name}`)
+      assert.deepStrictEqual(traces.dropped, [])
     }).pipe(
       Effect.provide(
         TaskQueue.layer().pipe(Layer.provideMerge(ResultStore.layerMemory), Layer.provideMerge(MemoryBroker.layer()))
