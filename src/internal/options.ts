@@ -124,3 +124,35 @@ export const sqlIdentifier = (
     ? Either.right(value)
     : Either.left(invalid(module, field, value, "must be a plain SQL identifier (letters, digits, _; at most 40)"))
 }
+
+/** The timeouts every networked transport takes, as the fields of an `Either.all` record. @internal */
+export interface ConnectionTimeouts<A> {
+  readonly connectTimeout: A
+  readonly shutdownTimeout: A
+  readonly publishTimeout: A
+}
+
+/**
+ * Checks `connectTimeout`, `shutdownTimeout` and `publishTimeout` (positive durations) against a
+ * transport's defaults; spread the result into the layer's `Either.all({ … })`.
+ *
+ * @internal
+ */
+export const connectionTimeouts = (
+  module: string,
+  options: Partial<ConnectionTimeouts<Duration.DurationInput | undefined>>,
+  defaults: ConnectionTimeouts<Duration.Duration>
+): ConnectionTimeouts<Checked<Duration.Duration>> => ({
+  connectTimeout: duration(module, "connectTimeout", options.connectTimeout, {
+    positive: true,
+    fallback: defaults.connectTimeout
+  }),
+  shutdownTimeout: duration(module, "shutdownTimeout", options.shutdownTimeout, {
+    positive: true,
+    fallback: defaults.shutdownTimeout
+  }),
+  publishTimeout: duration(module, "publishTimeout", options.publishTimeout, {
+    positive: true,
+    fallback: defaults.publishTimeout
+  })
+})

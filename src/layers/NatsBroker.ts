@@ -179,6 +179,7 @@ const resolve = (options: Options): Effect.Effect<transport.Resolved, InvalidOpt
     }
     const positive = { fallback: Duration.zero, positive: true }
     const resolved = yield* Either.all({
+      ...checks.connectionTimeouts(module, options, defaults),
       storage: checks.oneOf(module, "storage", options.storage, ["file", "memory"], defaults.storage),
       replicas: checks.integer(module, "replicas", options.replicas, { min: 1, max: 5, fallback: defaults.replicas }),
       maxAge: checks.duration(module, "maxAge", options.maxAge, { fallback: defaults.maxAge }),
@@ -203,21 +204,9 @@ const resolve = (options: Options): Effect.Effect<transport.Resolved, InvalidOpt
         max: 1_000_000,
         fallback: defaults.maxDeliver
       }),
-      connectTimeout: checks.duration(module, "connectTimeout", options.connectTimeout, {
-        ...positive,
-        fallback: defaults.connectTimeout
-      }),
       reconnectWait: checks.duration(module, "reconnectWait", options.reconnectWait, {
         ...positive,
         fallback: defaults.reconnectWait
-      }),
-      shutdownTimeout: checks.duration(module, "shutdownTimeout", options.shutdownTimeout, {
-        ...positive,
-        fallback: defaults.shutdownTimeout
-      }),
-      publishTimeout: checks.duration(module, "publishTimeout", options.publishTimeout, {
-        ...positive,
-        fallback: defaults.publishTimeout
       }),
       maxMessageBytes: checks.integer(module, "maxMessageBytes", options.maxMessageBytes, {
         min: 1,

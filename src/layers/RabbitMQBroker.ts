@@ -116,8 +116,8 @@ const resolve = (options: Options): Effect.Effect<transport.Resolved, InvalidOpt
         "must be 1-32 of letters, digits, . _ - and not start with amq."
       )
     }
-    const positive = { fallback: Duration.zero, positive: true }
     const resolved = yield* Either.all({
+      ...checks.connectionTimeouts(module, options, defaults),
       queueType: checks.oneOf(module, "queueType", options.queueType, ["classic", "quorum"], defaults.queueType),
       heartbeat: checks.integer(module, "heartbeat", options.heartbeat, {
         min: 0,
@@ -128,18 +128,6 @@ const resolve = (options: Options): Effect.Effect<transport.Resolved, InvalidOpt
         min: 1,
         max: 512 * 1024 * 1024,
         fallback: defaults.maxMessageBytes
-      }),
-      connectTimeout: checks.duration(module, "connectTimeout", options.connectTimeout, {
-        ...positive,
-        fallback: defaults.connectTimeout
-      }),
-      shutdownTimeout: checks.duration(module, "shutdownTimeout", options.shutdownTimeout, {
-        ...positive,
-        fallback: defaults.shutdownTimeout
-      }),
-      publishTimeout: checks.duration(module, "publishTimeout", options.publishTimeout, {
-        ...positive,
-        fallback: defaults.publishTimeout
       })
     })
     if (options.reconnect !== undefined && !Schedule.isSchedule(options.reconnect)) {

@@ -147,6 +147,7 @@ const resolve = (options: Options): Effect.Effect<transport.Resolved, InvalidOpt
     }
     const positive = { positive: true }
     const resolved = yield* Either.all({
+      ...checks.connectionTimeouts(module, options, defaults),
       claimIdle: checks.duration(module, "claimIdle", options.claimIdle, { ...positive, fallback: defaults.claimIdle }),
       pollInterval: checks.duration(module, "pollInterval", options.pollInterval, {
         ...positive,
@@ -155,18 +156,6 @@ const resolve = (options: Options): Effect.Effect<transport.Resolved, InvalidOpt
       trimInterval: checks.duration(module, "trimInterval", options.trimInterval, {
         ...positive,
         fallback: defaults.trimInterval
-      }),
-      connectTimeout: checks.duration(module, "connectTimeout", options.connectTimeout, {
-        ...positive,
-        fallback: defaults.connectTimeout
-      }),
-      shutdownTimeout: checks.duration(module, "shutdownTimeout", options.shutdownTimeout, {
-        ...positive,
-        fallback: defaults.shutdownTimeout
-      }),
-      publishTimeout: checks.duration(module, "publishTimeout", options.publishTimeout, {
-        ...positive,
-        fallback: defaults.publishTimeout
       }),
       maxDeliveries: checks.integer(module, "maxDeliveries", options.maxDeliveries, {
         min: 1,
