@@ -23,7 +23,7 @@ import * as Broker from "../src/Broker.js"
 import * as RabbitMQBroker from "../src/layers/RabbitMQBroker.js"
 import { rabbitmqUrl, runId } from "../test/fixtures/env.js"
 import { publishConfirmedWindow } from "./support/amqp.js"
-import { median, Order, order, percentile, print } from "./support/report.js"
+import { median, Order, order, percentile, print, publishLatency } from "./support/report.js"
 
 const N = Number(process.env["BENCH_BROKER_N"] ?? 50_000)
 const WINDOW = 1_000
@@ -151,28 +151,13 @@ const oursConsume = (broker: Broker.Service, topic: Broker.Topic<Order, Order>, 
   }).pipe(Effect.scoped)
 
 const oursLatency = (broker: Broker.Service, topic: Broker.Topic<Order, Order>, group: string) =>
-  Effect.gen(function*() {
-    const total = RATE * LATENCY_SECONDS
-    const latencies: Array<number> = []
-    const done = yield* Deferred.make<void>()
-    yield* broker.subscribe(topic, (message) =>
-      Effect.sync(() => {
-        latencies.push(performance.now() - message.sentAt)
-        if (latencies.length === total) Deferred.unsafeDone(done, Effect.void)
-      }), { group, concurrency: PREFETCH })
-    let sent = 0
-    const started = performance.now()
-    while (sent < total) {
-      const due = Math.min(total, Math.floor(((performance.now() - started) / 1000) * RATE))
-      const batch: Array<Broker.PublishEntry> = []
-      while (sent < due) batch.push(Broker.entry(topic, order(sent++, performance.now())))
-      // Publishes run concurrently with the pacing loop, as independent producers would.
-      if (batch.length > 0) yield* Effect.forkScoped(broker.publishAll(batch, { window: WINDOW }))
-      yield* Effect.sleep("1 millis")
-    }
-    yield* Deferred.await(done)
-    return latencies.sort((a, b) => a - b)
-  }).pipe(Effect.scoped)
+  publishLatency(broker, topic, {
+    group,
+    total: RATE * LATENCY_SECONDS,
+    rate: RATE,
+    window: WINDOW,
+    concurrency: PREFETCH
+  })
 
 // ---------------------------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ import * as ResultStore from "../src/ResultStore.js"
 import * as Task from "../src/Task.js"
 import * as TaskQueue from "../src/TaskQueue.js"
 import { rabbitmqUrl, runId } from "../test/fixtures/env.js"
-import { log, median, Order, order, percentile, print, ratio } from "./support/report.js"
+import { log, median, Order, order, percentile, print, publishLatency, ratio } from "./support/report.js"
 
 const natsUrl = process.env["NATS_URL"] ?? "nats://127.0.0.1:4222"
 const N = Number(process.env["BENCH_NATS_N"] ?? 20_000)
@@ -153,27 +153,13 @@ const main = Effect.gen(function*() {
 
   // Latency: publish → handler at a fixed rate.
   const latencyTopic = Broker.topic("bench.nats.latency", Order)
-  const latencies = yield* Effect.gen(function*() {
-    const total = RATE * LATENCY_SECONDS
-    const seen: Array<number> = []
-    const done = yield* Deferred.make<void>()
-    yield* broker.subscribe(latencyTopic, (message) =>
-      Effect.sync(() => {
-        seen.push(performance.now() - message.sentAt)
-        if (seen.length === total) Deferred.unsafeDone(done, Effect.void)
-      }), { group: "latency", concurrency: PREFETCH })
-    let sent = 0
-    const started = performance.now()
-    while (sent < total) {
-      const due = Math.min(total, Math.floor(((performance.now() - started) / 1000) * RATE))
-      const batch: Array<Broker.PublishEntry> = []
-      while (sent < due) batch.push(Broker.entry(latencyTopic, order(sent++, performance.now())))
-      if (batch.length > 0) yield* Effect.forkScoped(broker.publishAll(batch, { window: WINDOW }))
-      yield* Effect.sleep("1 millis")
-    }
-    yield* Deferred.await(done)
-    return seen.sort((a, b) => a - b)
-  }).pipe(Effect.scoped)
+  const latencies = yield* publishLatency(broker, latencyTopic, {
+    group: "latency",
+    total: RATE * LATENCY_SECONDS,
+    rate: RATE,
+    window: WINDOW,
+    concurrency: PREFETCH
+  })
   print("nats.latency_p50_ms", percentile(latencies, 50), "ms")
   print("nats.latency_p99_ms", percentile(latencies, 99), "ms")
 

@@ -3,7 +3,10 @@
  * medians of per-round ratios, percentiles, a completion counter, a paced sender, and the
  * ~200 B JSON messages the broker, NATS, Redis and tasks suites send.
  */
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
+import * as Broker from "../../src/Broker.js"
 
 export const print = (name: string, value: number, unit: string): void => {
   process.stdout.write(`${name}: ${Number.isInteger(value) ? value : value.toFixed(2)} ${unit}\n`)
@@ -86,3 +89,40 @@ export const payload = (n: number, sentAt = 0): Payload => ({
   sentAt,
   note
 })
+
+/**
+ * Publish → handler latency (ms, ascending) of `total` orders published at `rate` per second,
+ * each pacing tick's orders in one `publishAll` that runs concurrently with the pacing loop, as
+ * independent producers would.
+ */
+export const publishLatency = (
+  broker: Broker.Service,
+  topic: Broker.Topic<Order, Order>,
+  options: {
+    readonly group: string
+    readonly total: number
+    readonly rate: number
+    readonly window: number
+    readonly concurrency: number
+  }
+) =>
+  Effect.gen(function*() {
+    const latencies: Array<number> = []
+    const done = yield* Deferred.make<void>()
+    yield* broker.subscribe(topic, (message) =>
+      Effect.sync(() => {
+        latencies.push(performance.now() - message.sentAt)
+        if (latencies.length === options.total) Deferred.unsafeDone(done, Effect.void)
+      }), { group: options.group, concurrency: options.concurrency })
+    let sent = 0
+    const started = performance.now()
+    while (sent < options.total) {
+      const due = Math.min(options.total, Math.floor(((performance.now() - started) / 1000) * options.rate))
+      const batch: Array<Broker.PublishEntry> = []
+      while (sent < due) batch.push(Broker.entry(topic, order(sent++, performance.now())))
+      if (batch.length > 0) yield* Effect.forkScoped(broker.publishAll(batch, { window: options.window }))
+      yield* Effect.sleep("1 millis")
+    }
+    yield* Deferred.await(done)
+    return latencies.sort((a, b) => a - b)
+  }).pipe(Effect.scoped)
