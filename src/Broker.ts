@@ -169,8 +169,15 @@ export interface Envelope {
   readonly id: string
   /** The routing key the message was published with (the concrete topic under a pattern). */
   readonly topic: string
-  /** The caller's headers, exactly as published. */
+  /** The caller's headers, exactly as published (string values). */
   readonly headers: Readonly<Record<string, string>>
+  /**
+   * Headers whose wire value is not a string, kept with their type: a foreign AMQP producer's
+   * numbers, booleans, byte arrays, timestamps, decimals, arrays, tables and voids (see
+   * {@link HeaderValue}). Never in `headers`, never stringified; empty for this library's own
+   * messages, whose headers are strings on every transport.
+   */
+  readonly typedHeaders: Readonly<Record<string, HeaderValue>>
   /**
    * Library metadata (reserved names: `x-eb-*`, `traceparent`, …), apart from `headers`: what
    * `PublishOptions.metadata` carried, the trace context, and transport bookkeeping.
@@ -180,11 +187,48 @@ export interface Envelope {
   readonly attempt: number
   /** True when the broker redelivers after a crash or lost connection (not a retry). */
   readonly redelivered: boolean
-  /** To the millisecond for library-made ids; to the second when the publisher chose the id. */
-  readonly publishedAt: Date
+  /**
+   * To the millisecond for library-made ids; to the second when the publisher chose the id.
+   * `undefined` when the producer did not record it (a foreign AMQP message without `timestamp`):
+   * the library does not invent one.
+   */
+  readonly publishedAt: Date | undefined
   readonly correlationId: string | undefined
   /** W3C traceparent of the producer's span. */
   readonly traceparent: string | undefined
+}
+
+/**
+ * A typed header value as a foreign AMQP producer can send it (the AMQP 0-9-1 field types):
+ * numbers (every integer and float width; a 64-bit integer beyond 2^53 loses precision, as
+ * amqplib decodes it), booleans, byte arrays, timestamps (`Date`, whole seconds), decimals, voids
+ * (`null`), arrays and nested tables (a `ReadonlyMap`, so a table is never mistaken for a
+ * decimal). Strings appear only inside arrays and tables; top-level strings are `Envelope.headers`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type HeaderValue =
+  | string
+  | number
+  | boolean
+  | null
+  | Uint8Array
+  | Date
+  | HeaderDecimal
+  | ReadonlyArray<HeaderValue>
+  | ReadonlyMap<string, HeaderValue>
+
+/**
+ * An AMQP decimal: `digits / 10^places`, kept exact.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface HeaderDecimal {
+  readonly _tag: "Decimal"
+  readonly places: number
+  readonly digits: number
 }
 
 /**

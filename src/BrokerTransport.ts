@@ -28,10 +28,18 @@ export interface TransportMessage {
   readonly body: Uint8Array
   readonly headers: Readonly<Record<string, string>>
   readonly metadata: Readonly<Record<string, string>>
+  /**
+   * Delivered headers whose wire value is not a string (only a foreign producer sends them; see
+   * `Broker.Envelope.typedHeaders`). Omitted: none.
+   */
+  readonly typedHeaders?: Readonly<Record<string, Broker.HeaderValue>> | undefined
   readonly messageId: string
   readonly correlationId: string | undefined
-  /** Epoch milliseconds. */
-  readonly publishedAt: number
+  /**
+   * Epoch milliseconds. Always set on publish; `undefined` on delivery when the producer did not
+   * record it (a foreign message without a timestamp).
+   */
+  readonly publishedAt: number | undefined
   readonly priority: number | undefined
   /** Milliseconds. */
   readonly expiration: number | undefined

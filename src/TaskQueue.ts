@@ -211,8 +211,11 @@ export interface TaskContext {
   readonly key: string | undefined
   /** True when the broker redelivers after a crash or lost connection (not a retry). */
   readonly redelivered: boolean
-  readonly enqueuedAt: Date
+  /** `undefined` when the producer did not record it (see `Broker.Envelope.publishedAt`). */
+  readonly enqueuedAt: Date | undefined
   readonly headers: Readonly<Record<string, string>>
+  /** Non-string header values from a foreign producer (see `Broker.Envelope.typedHeaders`). */
+  readonly typedHeaders: Readonly<Record<string, Broker.HeaderValue>>
 }
 
 /**

@@ -552,10 +552,11 @@ export const make = (transport: BrokerTransport.Transport): Broker.Service => {
           id: received.messageId,
           topic: received.routingKey,
           headers: received.headers,
+          typedHeaders: received.typedHeaders ?? wire.noTypedHeaders,
           metadata: received.metadata,
           attempt: delivery.attempt,
           redelivered: delivery.redelivered,
-          publishedAt: new Date(received.publishedAt),
+          publishedAt: received.publishedAt === undefined ? undefined : new Date(received.publishedAt),
           correlationId: received.correlationId,
           traceparent
         }

@@ -607,7 +607,8 @@ export const worker = <Name extends string, P, S, F, R>(
         key,
         redelivered: envelope.redelivered,
         enqueuedAt: envelope.publishedAt,
-        headers: envelope.headers
+        headers: envelope.headers,
+        typedHeaders: envelope.typedHeaders
       }
       // A Scope per run, so a handler's scoped resources are released when its task ends.
       const attempt = Effect.flatMap(Scope.make(), (scope) => {

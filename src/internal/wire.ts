@@ -4,6 +4,8 @@
  * packed content type. A non-Node client sees exactly these.
  */
 
+import type * as Broker from "../Broker.js"
+
 /** @internal */
 export const headers = {
   /** 1 on first delivery; set by a transport that carries out a Retry by republishing. */
@@ -39,6 +41,9 @@ export const isDeathHeader = (name: string): boolean =>
 
 /** @internal */
 export const noHeaders: Readonly<Record<string, string>> = Object.freeze({})
+
+/** @internal */
+export const noTypedHeaders: Readonly<Record<string, Broker.HeaderValue>> = Object.freeze({})
 
 /** Whether a header table has an entry, without listing its keys. @internal */
 export const hasHeaders = (table: Readonly<Record<string, string>>): boolean => {

@@ -63,7 +63,8 @@ export interface Published {
   readonly headers: Readonly<Record<string, string>>
   readonly correlationId: string | undefined
   readonly traceparent: string | undefined
-  readonly publishedAt: Date
+  /** As in `Broker.Envelope.publishedAt`. */
+  readonly publishedAt: Date | undefined
   readonly priority: number | undefined
   /** Milliseconds. */
   readonly delay: number | undefined
@@ -92,7 +93,7 @@ export interface DeadLetter {
   readonly correlationId: string | undefined
   /** The attempt that failed last. */
   readonly attempt: number
-  readonly publishedAt: Date
+  readonly publishedAt: Date | undefined
   readonly deadLetteredAt: Date
 }
 
@@ -136,6 +137,8 @@ export class MemoryBroker extends Context.Tag("effect-background/layers/MemoryBr
 
 const text = (body: Uint8Array): string => toBuffer(body).toString("utf8")
 
+const dateOf = (millis: number | undefined): Date | undefined => (millis === undefined ? undefined : new Date(millis))
+
 const toPublished = ({ groups, message }: internal.PublishedRecord): Published => ({
   topic: message.routingKey,
   messageId: message.messageId,
@@ -143,7 +146,7 @@ const toPublished = ({ groups, message }: internal.PublishedRecord): Published =
   headers: message.headers,
   correlationId: message.correlationId,
   traceparent: message.metadata[wire.headers.traceparent],
-  publishedAt: new Date(message.publishedAt),
+  publishedAt: dateOf(message.publishedAt),
   priority: message.priority,
   delay: message.delay,
   expiration: message.expiration,
@@ -160,7 +163,7 @@ const toDeadLetter = (record: internal.DeadLetterRecord): DeadLetter => ({
   headers: record.message.headers,
   correlationId: record.message.correlationId,
   attempt: record.attempt,
-  publishedAt: new Date(record.message.publishedAt),
+  publishedAt: dateOf(record.message.publishedAt),
   deadLetteredAt: new Date(record.at)
 })
 

@@ -5,7 +5,7 @@
  * and a message this library publishes is read by the foreign consumer as plain JSON.
  */
 import { assert, layer } from "@effect/vitest"
-import { Duration, Effect, Layer, Queue, Redacted, Schema } from "effect"
+import { Duration, Effect, Layer, Queue, Redacted, Schedule, Schema } from "effect"
 import { execFile } from "node:child_process"
 import * as Broker from "../../src/Broker.js"
 import * as RabbitMQBroker from "../../src/layers/RabbitMQBroker.js"
@@ -59,6 +59,7 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQ wire
       const { envelope, order } = yield* within("the foreign message", Queue.take(seen))
       assert.deepStrictEqual(order, { id: "o-1", amount: 42 })
       assert.strictEqual(envelope.headers["tenant"], "acme")
+      assert.strictEqual(envelope.publishedAt, undefined, "no AMQP timestamp: not invented")
       assert.strictEqual(envelope.attempt, 1)
       assert.match(envelope.id, /^[0-9a-f]{8}-[0-9a-f]{4}-7/, "a UUIDv7 given on receipt")
       // Not JSON of the Schema: dead-lettered at once, never handed to the handler.
@@ -76,6 +77,56 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQ wire
       assert.deepStrictEqual((yield* within("the next message", Queue.take(seen))).order, { id: "o-2", amount: 7 })
       const dead = yield* run("amqp-consume", ["-u", url, "-q", `${prefix}.dlq.${group}`, "-c", "1", "cat"])
       assert.strictEqual(dead, "{not json", "the poison message waits in the group's dead letters, as sent")
+    }))
+
+  it.scoped("pika → subscribe: typed header values stay typed through a retry; the AMQP timestamp is publishedAt", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker.Broker
+      const topic = freshTopic()
+      const group = uniqueName("g")
+      const seen = yield* Queue.unbounded<Broker.Envelope>()
+      yield* broker.subscribe(
+        topic,
+        (_order, envelope) =>
+          Effect.zipRight(Queue.offer(seen, envelope), envelope.attempt === 1 ? Effect.fail("once more") : Effect.void),
+        { group, retry: Schedule.spaced("10 millis") }
+      )
+      // Every AMQP field type pika 1.2 sends (it has no float), and one string header beside them.
+      yield* run("/usr/bin/python3", [
+        "-c",
+        [
+          "import datetime, decimal, sys, pika",
+          "url, exchange, key = sys.argv[1:4]",
+          "connection = pika.BlockingConnection(pika.URLParameters(url))",
+          "headers = {'tenant': 'acme', 'int': 42, 'long': 2**40, 'negative': -7, 'yes': True,",
+          "  'bytes': b'\\x00\\x01', 'when': datetime.datetime(2026, 12, 3, 12, 0, 0), 'price': decimal.Decimal('12.34'),",
+          "  'nothing': None, 'list': [1, 'a', False], 'table': {'inner': 'x', 'n': 2}}",
+          "properties = pika.BasicProperties(content_type='application/json', headers=headers, timestamp=1764763200)",
+          "connection.channel().basic_publish(exchange, key, b'{\"id\":\"o-9\",\"amount\":9}', properties)",
+          "connection.close()"
+        ].join("\n"),
+        url,
+        `${prefix}.topic`,
+        topic.name
+      ])
+      const first = yield* within("the typed message", Queue.take(seen))
+      const retried = yield* within("its retry", Queue.take(seen))
+      assert.strictEqual(retried.attempt, 2)
+      for (const envelope of [first, retried]) {
+        assert.deepStrictEqual(envelope.headers, { tenant: "acme" })
+        const typed = envelope.typedHeaders
+        assert.strictEqual(typed["int"], 42)
+        assert.strictEqual(typed["long"], 2 ** 40)
+        assert.strictEqual(typed["negative"], -7)
+        assert.strictEqual(typed["yes"], true)
+        assert.deepStrictEqual(Array.from(typed["bytes"] as Uint8Array), [0, 1])
+        assert.deepStrictEqual(typed["when"], new Date(Date.UTC(2026, 11, 3, 12)))
+        assert.deepStrictEqual(typed["price"], { _tag: "Decimal", places: 2, digits: 1234 })
+        assert.strictEqual(typed["nothing"], null)
+        assert.deepStrictEqual(typed["list"], [1, "a", false])
+        assert.deepStrictEqual(typed["table"], new Map<string, Broker.HeaderValue>([["inner", "x"], ["n", 2]]))
+        assert.deepStrictEqual(envelope.publishedAt, new Date(1_764_763_200_000))
+      }
     }))
 
   it.scoped("publish → amqp-consume: a foreign consumer reads the group queue as plain JSON", () =>

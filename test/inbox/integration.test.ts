@@ -124,7 +124,8 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("Inbox with Br
         key: undefined,
         redelivered: false,
         enqueuedAt: new Date(),
-        headers: {}
+        headers: {},
+        typedHeaders: {}
       }
       const first = yield* handler({ n: 7 }, context)
       const again = yield* handler({ n: 7 }, { ...context, redelivered: true })

@@ -50,6 +50,7 @@ import * as Fiber from "effect/Fiber"
 import * as Runtime from "effect/Runtime"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
+import type * as Broker from "../../Broker.js"
 import { BrokerUnavailable, DeclareConflict } from "../../BrokerError.js"
 import type * as BrokerTransport from "../../BrokerTransport.js"
 import { Fifo } from "../fifo.js"
@@ -58,6 +59,7 @@ import * as wire from "../wire.js"
 import { Acker } from "./acker.js"
 import type { Connection, Manager } from "./connection.js"
 import type { Declarer } from "./declarer.js"
+import * as headerValue from "./headerValue.js"
 import * as packed from "./packed.js"
 import type { OutMessage, Publisher } from "./publisher.js"
 import * as topology from "./topology.js"
@@ -97,13 +99,14 @@ export const toDelivery = (message: Amqp.Message): BrokerTransport.TransportDeli
   const table = message.properties.headers
   let user: Record<string, string> | undefined
   let library: Record<string, string> | undefined
+  let typed: Record<string, Broker.HeaderValue> | undefined
   if (table !== undefined && table !== null) {
     for (const key in table) {
       const value: unknown = table[key]
-      const text = typeof value === "string" ? value : typeof value === "number" ? String(value) : undefined
-      if (text === undefined || wire.isDeathHeader(key)) continue
-      if (wire.isReservedHeader(key)) (library ??= {})[key] = text
-      else (user ??= {})[key] = text
+      if (wire.isDeathHeader(key)) continue
+      if (typeof value !== "string") (typed ??= {})[key] = headerValue.fromAmqp(value)
+      else if (wire.isReservedHeader(key)) (library ??= {})[key] = value
+      else (user ??= {})[key] = value
     }
   }
   const headers = user ?? wire.noHeaders
@@ -122,6 +125,7 @@ export const toDelivery = (message: Amqp.Message): BrokerTransport.TransportDeli
       body: message.content,
       headers,
       metadata,
+      ...(typed === undefined ? {} : { typedHeaders: typed }),
       // A foreign message without an id gets a fresh one: its retry and dead-letter copies carry
       // it on (delivery tags restart per channel, so they cannot make an id).
       messageId: typeof messageId === "string" && messageId.length > 0 ? messageId : MessageId.make(Date.now()),
@@ -130,7 +134,10 @@ export const toDelivery = (message: Amqp.Message): BrokerTransport.TransportDeli
         ? publishedAt
         : typeof timestamp === "number"
         ? timestamp * 1000
-        : (typeof messageId === "string" ? MessageId.millisOf(messageId) : undefined) ?? Date.now(),
+        // Not recorded by the producer (a foreign message without a timestamp): not invented.
+        : typeof messageId === "string"
+        ? MessageId.millisOf(messageId)
+        : undefined,
       priority: typeof priority === "number" ? priority : undefined,
       expiration: expiration === undefined || expiration === null ? undefined : Number(expiration),
       delay: undefined,

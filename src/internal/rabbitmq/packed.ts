@@ -26,8 +26,8 @@ import * as wire from "../wire.js"
 interface Meta {
   /** message id */
   readonly i: string
-  /** publish time, epoch ms */
-  readonly t: number
+  /** publish time, epoch ms (absent: not recorded) */
+  readonly t?: number
   readonly h?: Readonly<Record<string, string>>
   /** library metadata (absent in packs written before it existed) */
   readonly m?: Readonly<Record<string, string>>
@@ -46,7 +46,7 @@ export const pack = (messages: ReadonlyArray<BrokerTransport.TransportMessage>):
   for (const message of messages) {
     const meta: Meta = {
       i: message.messageId,
-      t: message.publishedAt,
+      ...(message.publishedAt === undefined ? {} : { t: message.publishedAt }),
       ...(wire.hasHeaders(message.headers) ? { h: message.headers } : {}),
       ...(wire.hasHeaders(message.metadata) ? { m: message.metadata } : {}),
       ...(message.correlationId === undefined ? {} : { c: message.correlationId })
@@ -79,7 +79,7 @@ export const overheadOf = (message: BrokerTransport.TransportMessage): number =>
 const isMeta = (value: unknown): value is Meta => {
   if (typeof value !== "object" || value === null) return false
   const meta = value as Record<string, unknown>
-  if (typeof meta["i"] !== "string" || typeof meta["t"] !== "number") return false
+  if (typeof meta["i"] !== "string" || (meta["t"] !== undefined && typeof meta["t"] !== "number")) return false
   if (meta["c"] !== undefined && typeof meta["c"] !== "string") return false
   return isTable(meta["h"]) && isTable(meta["m"])
 }
@@ -113,7 +113,7 @@ export const unpack = (carrier: Amqp.Message, publishedAtHeader: string): Array<
       at += length
       // The publish time rides in the id when it is a UUIDv7 of that time, as on its own.
       const idMillis = MessageId.millisOf(meta.i)
-      const timed = idMillis !== undefined && Math.abs(idMillis - meta.t) < 1000
+      const timed = meta.t === undefined || (idMillis !== undefined && Math.abs(idMillis - meta.t) < 1000)
       // Headers and metadata share the AMQP table, as on a message of its own.
       const table = meta.m === undefined ? meta.h : { ...meta.h, ...meta.m }
       const headers = timed ? table : { ...table, [publishedAtHeader]: String(meta.t) }

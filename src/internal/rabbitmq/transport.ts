@@ -72,7 +72,10 @@ export const make = (options: Resolved): Effect.Effect<BrokerTransport.Transport
       // A UUIDv7 id already tells the publish time (internal/messageId.ts); AMQP's whole seconds
       // go along only when it does not.
       const idMillis = MessageId.millisOf(message.messageId)
-      if (idMillis === undefined || Math.abs(idMillis - message.publishedAt) >= 1000) {
+      if (
+        message.publishedAt !== undefined &&
+        (idMillis === undefined || Math.abs(idMillis - message.publishedAt) >= 1000)
+      ) {
         properties.timestamp = Math.floor(message.publishedAt / 1000)
       }
       // One AMQP table for headers and metadata (metadata names are reserved, so they cannot
