@@ -5,6 +5,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Metric, MetricBoundaries } from "effect"
+import { spawnSync } from "node:child_process"
 import parse from "parse-prometheus-text-format"
 import { Health } from "../../src/index.js"
 import { uniqueName } from "../fixtures/env.js"
@@ -46,6 +47,14 @@ const violations = (text: string): Array<string> => {
   }
   return problems
 }
+
+/** Debian's promtool (`.ci/run` extracts it and sets PROMTOOL), else one on the PATH. */
+const promtool = process.env["PROMTOOL"] ??
+  (spawnSync("promtool", ["--version"]).status === 0 ? "promtool" : undefined)
+
+/** The families whose name starts with `prefix`: HELP, TYPE and sample lines. */
+const familiesOf = (text: string, prefix: string): string =>
+  text.split("\n").filter((line) => line.replace(/^# (HELP|TYPE) /, "").startsWith(prefix)).join("\n") + "\n"
 
 const familyType = (text: string, name: string) => parse(text).find((family) => family.name === name)?.type
 
@@ -138,4 +147,24 @@ describe("Prometheus exposition", () => {
         assert.notMatch(family.name, /_ms$|_millis/, `${family.name} is in base units`)
       }
     }))
+
+  it.runIf(promtool !== undefined)(
+    "promtool check metrics reports nothing for the library's own metrics",
+    () =>
+      Effect.gen(function*() {
+        const { Inbox, Outbox, Scheduler, TaskQueue } = yield* Effect.promise(() => import("../../src/index.js"))
+        const own = [
+          ...Object.values(TaskQueue.metrics),
+          ...Object.values(Outbox.metrics),
+          ...Object.values(Scheduler.metrics),
+          ...Object.values(Inbox.metrics)
+        ]
+        for (const metric of own) yield* Metric.value(metric as Metric.Metric<unknown, unknown, unknown>)
+        const exposition = familiesOf(yield* Health.prometheusText, "effect_background_")
+        assert.include(exposition, "# TYPE effect_background_")
+        const checked = spawnSync(promtool ?? "promtool", ["check", "metrics"], { input: exposition, encoding: "utf8" })
+        assert.strictEqual(`${checked.stdout}${checked.stderr}`, "")
+        assert.strictEqual(checked.status, 0)
+      }).pipe(Effect.runPromise)
+  )
 })
