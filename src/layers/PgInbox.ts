@@ -18,9 +18,11 @@ import type * as ConfigError from "effect/ConfigError"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as Inbox from "../Inbox.js"
 import * as prune from "../internal/inbox/prune.js"
 import * as Sql from "../internal/inbox/sql.js"
+import * as transaction from "../internal/inbox/transaction.js"
 import type { InvalidOptions } from "../InvalidOptions.js"
 
 /**
@@ -50,15 +52,37 @@ export const make = (
     const name = yield* Sql.table(options?.prefix)
     const sql = yield* SqlClient.SqlClient
     yield* Sql.setup(sql, name)
+    const oneRoundTrip = yield* transaction.supportsMultiStatement(sql)
+    const quotedTable = sql`${sql(name)}`.compile()[0]
     const run = <A, E, R>(
       consumer: string,
       messageId: string,
       effect: Effect.Effect<A, E, R>,
       runOptions?: Inbox.RunOptions<A>
+    ): Effect.Effect<Inbox.Outcome<A>, E | SqlError, R> => {
+      const body = (recorded: boolean) => runRecorded(consumer, messageId, recorded, effect, runOptions)
+      return Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (outer) => {
+        // Not inside a transaction already, and the values can travel as literals: the record
+        // rides on BEGIN's round trip. Otherwise a plain transaction (a savepoint when nested).
+        const record = oneRoundTrip && Option.isNone(outer)
+          ? Sql.recordText(quotedTable, consumer, messageId)
+          : undefined
+        return record === undefined
+          ? sql.withTransaction(
+            Effect.flatMap(Sql.record(sql, name, consumer, messageId), (rows) => body(rows.length > 0))
+          )
+          : transaction.withRecord(sql, record, body)
+      })
+    }
+    const runRecorded = <A, E, R>(
+      consumer: string,
+      messageId: string,
+      recorded: boolean,
+      effect: Effect.Effect<A, E, R>,
+      runOptions: Inbox.RunOptions<A> | undefined
     ): Effect.Effect<Inbox.Outcome<A>, E | SqlError, R> =>
-      sql.withTransaction(Effect.gen(function*() {
-        const recorded = yield* Sql.record(sql, name, consumer, messageId)
-        if (recorded.length === 0) {
+      Effect.gen(function*() {
+        if (!recorded) {
           const stored = yield* Sql.storedResult(sql, name, consumer, messageId)
           return { _tag: "Duplicate", result: yield* parse(stored[0]?.result) } as const
         }
@@ -70,7 +94,7 @@ export const make = (
           }
         }
         return { _tag: "Ran", value } as const
-      }))
+      })
     return {
       [Inbox.TypeId]: Inbox.TypeId,
       run,

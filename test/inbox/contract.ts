@@ -43,6 +43,20 @@ export const inboxContract = <R, E>(
         assert.strictEqual(yield* effects.count(label), 3)
       }))
 
+    it.effect("consumers and ids of any text (quotes, backslashes, SQL, non-ASCII) are told apart exactly", () =>
+      Effect.gen(function*() {
+        const inbox = yield* Inbox.Inbox
+        const label = uniqueName("text")
+        const hostile = ["o'neil", "a\\b", "\\'); drop table x; --", "E'x'", "$1", "zürich-✓-🦀", "a\\", "'"]
+        for (const text of hostile) {
+          const consumer = uniqueName("c") + text
+          assert.strictEqual((yield* inbox.run(consumer, text, effects.write(label)))._tag, "Ran", text)
+          assert.strictEqual((yield* inbox.run(consumer, text, effects.write(label)))._tag, "Duplicate", text)
+          assert.strictEqual((yield* inbox.run(consumer, `${text} `, effects.write(label)))._tag, "Ran", text)
+        }
+        assert.strictEqual(yield* effects.count(label), hostile.length * 2)
+      }))
+
     it.effect("a failed handler leaves no record: the retry runs it again", () =>
       Effect.gen(function*() {
         const inbox = yield* Inbox.Inbox

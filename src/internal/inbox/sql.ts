@@ -5,8 +5,9 @@ import * as Either from "effect/Either"
 import * as checks from "../options.js"
 
 /**
- * The inbox table and every statement on it. Values are bound parameters; the only text spliced
- * into SQL is the table name, from a validated prefix.
+ * The inbox table and every statement on it. Values are bound parameters, except in
+ * {@link recordText} (escaped literals: it runs where parameters cannot); the only other text
+ * spliced into SQL is the table name, from a validated prefix.
  */
 
 /** The table of a prefix (PgInbox's `prefix`; default `eb`). @internal */
@@ -38,6 +39,33 @@ export const setup = (sql: SqlClient.SqlClient, name: string): Effect.Effect<voi
 export const record = (sql: SqlClient.SqlClient, name: string, consumer: string, messageId: string) =>
   sql<{ readonly recorded: number }>`insert into ${sql(name)} (consumer, message_id)
     values (${consumer}, ${messageId}) on conflict do nothing returning 1 as recorded`
+
+/**
+ * A text value as a PostgreSQL string literal (a simple-protocol query takes no parameters);
+ * `undefined` for text PostgreSQL cannot store (U+0000). Quotes are doubled; text with a backslash
+ * becomes an escape string (`E'…'`), read the same whatever `standard_conforming_strings` says.
+ *
+ * @internal
+ */
+export const literal = (text: string): string | undefined => {
+  if (text.includes("\u0000")) return undefined
+  const quoted = text.replaceAll("'", "''")
+  return text.includes("\\") ? `E'${quoted.replaceAll("\\", "\\\\")}'` : `'${quoted}'`
+}
+
+/**
+ * {@link record} as text, for a simple-protocol query (see internal/inbox/transaction.ts);
+ * `undefined` when a value cannot be a literal.
+ *
+ * @internal
+ */
+export const recordText = (quotedTable: string, consumer: string, messageId: string): string | undefined => {
+  const consumerLiteral = literal(consumer)
+  const idLiteral = literal(messageId)
+  if (consumerLiteral === undefined || idLiteral === undefined) return undefined
+  return `insert into ${quotedTable} (consumer, message_id) values (${consumerLiteral}, ${idLiteral})
+    on conflict do nothing returning 1 as recorded`
+}
 
 /** @internal */
 export const storeResult = (
