@@ -41,6 +41,7 @@
  * subscriptions closed and replaced, connection resets) and fault tests B2, B9, B10, P1.
  */
 import type * as Amqp from "amqplib"
+import { randomUUID } from "node:crypto"
 import * as Deferred from "effect/Deferred"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -127,8 +128,9 @@ export const toDelivery = (message: Amqp.Message): BrokerTransport.TransportDeli
       metadata,
       ...(typed === undefined ? {} : { typedHeaders: typed }),
       // A foreign message without an id gets a fresh one: its retry and dead-letter copies carry
-      // it on (delivery tags restart per channel, so they cannot make an id).
-      messageId: typeof messageId === "string" && messageId.length > 0 ? messageId : MessageId.make(Date.now()),
+      // it on (delivery tags restart per channel, so they cannot make an id). Random (v4), not a
+      // UUIDv7: a receipt time in the id would read as the publish time on the copies.
+      messageId: typeof messageId === "string" && messageId.length > 0 ? messageId : randomUUID(),
       correlationId: typeof correlationId === "string" ? correlationId : undefined,
       publishedAt: Number.isFinite(publishedAt)
         ? publishedAt
