@@ -41,7 +41,6 @@
  * subscriptions closed and replaced, connection resets) and fault tests B2, B9, B10, P1.
  */
 import type * as Amqp from "amqplib"
-import { randomUUID } from "node:crypto"
 import * as Deferred from "effect/Deferred"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -51,6 +50,7 @@ import * as Fiber from "effect/Fiber"
 import * as Runtime from "effect/Runtime"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
+import { randomUUID } from "node:crypto"
 import type * as Broker from "../../Broker.js"
 import { BrokerUnavailable, DeclareConflict } from "../../BrokerError.js"
 import type * as BrokerTransport from "../../BrokerTransport.js"
