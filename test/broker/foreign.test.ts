@@ -2,7 +2,9 @@
  * The RabbitMQ wire with a client that is not this library (rabbitmq-c's `amqp-publish` and
  * `amqp-consume`, Debian's amqp-tools; `.ci/run` installs them when missing): a foreign JSON
  * message is decoded and handled like a native one, a foreign poison message is dead-lettered,
- * and a message this library publishes is read by the foreign consumer as plain JSON.
+ * a message this library publishes is read by the foreign consumer as plain JSON, and Python's pika
+ * (Debian's python3-pika, also installed by `.ci/run`) sends typed header values, kept through retries,
+ * and reads dead letters that keep the original's properties.
  */
 import { assert, layer } from "@effect/vitest"
 import { Duration, Effect, Layer, Queue, Redacted, Schedule, Schema } from "effect"
@@ -128,6 +130,57 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("RabbitMQ wire
         assert.deepStrictEqual(envelope.publishedAt, new Date(1_764_763_200_000))
       }
       assert.strictEqual(retried.id, first.id, "the id given on receipt travels with the retry")
+    }))
+
+  it.scoped("pika → dead letter → pika: the dead letter keeps the original's properties and typed headers", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker.Broker
+      const topic = freshTopic()
+      const group = uniqueName("g")
+      yield* broker.subscribe(topic, () => Effect.fail("never"), { group, retry: Schedule.recurs(0) })
+      const script = [
+        "import json, sys, time, pika",
+        "url, exchange, key, dlq = sys.argv[1:5]",
+        "connection = pika.BlockingConnection(pika.URLParameters(url))",
+        "channel = connection.channel()",
+        "properties = pika.BasicProperties(content_type='application/json', content_encoding='utf-8',",
+        "  type='order.created', app_id='legacy', reply_to='replies', correlation_id='c-1', message_id='m-1',",
+        "  headers={'n': 7, 'flag': True})",
+        "channel.basic_publish(exchange, key, b'{\"id\":\"o-5\",\"amount\":5}', properties)",
+        "deadline = time.time() + 15",
+        "while time.time() < deadline:",
+        "  method, got, body = channel.basic_get(dlq, auto_ack=True)",
+        "  if method is not None:",
+        "    print(json.dumps({'content_type': got.content_type, 'content_encoding': got.content_encoding,",
+        "      'type': got.type, 'app_id': got.app_id, 'reply_to': got.reply_to,",
+        "      'correlation_id': got.correlation_id, 'message_id': got.message_id, 'body': body.decode(),",
+        "      'n': got.headers.get('n'), 'flag': got.headers.get('flag'), 'reason': got.headers.get('x-eb-dead-reason')}))",
+        "    break",
+        "  time.sleep(0.1)",
+        "connection.close()"
+      ].join("\n")
+      const out = yield* run("/usr/bin/python3", [
+        "-c",
+        script,
+        url,
+        `${prefix}.topic`,
+        topic.name,
+        `${prefix}.dlq.${group}`
+      ])
+      const dead = JSON.parse(out) as Record<string, unknown>
+      assert.deepStrictEqual({ ...dead, reason: typeof dead["reason"] }, {
+        content_type: "application/json",
+        content_encoding: "utf-8",
+        type: "order.created",
+        app_id: "legacy",
+        reply_to: "replies",
+        correlation_id: "c-1",
+        message_id: "m-1",
+        body: JSON.stringify({ id: "o-5", amount: 5 }),
+        n: 7,
+        flag: true,
+        reason: "string"
+      })
     }))
 
   it.scoped("publish → amqp-consume: a foreign consumer reads the group queue as plain JSON", () =>
