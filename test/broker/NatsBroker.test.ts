@@ -1,6 +1,7 @@
 import { assert, describe, it, layer } from "@effect/vitest"
-import { ConfigProvider, Context, Effect, Either, Layer, Queue, Redacted, Schema } from "effect"
+import { ConfigProvider, Context, Effect, Either, Layer, Queue, Redacted, Schedule, Schema } from "effect"
 import * as Broker from "../../src/Broker.js"
+import { durableOf, names } from "../../src/internal/nats/subjects.js"
 import { isInvalidOptions } from "../../src/InvalidOptions.js"
 import * as NatsBroker from "../../src/layers/NatsBroker.js"
 import { runId, uniqueName } from "../fixtures/env.js"
@@ -20,6 +21,15 @@ const live = Layer.unwrapScoped(
 ).pipe(Layer.orDie)
 
 brokerContract("NATS", live, { real: true, unsupported: ["priority"] })
+
+/** Polls `check` every 50 ms until it holds; fails after 3 s. */
+const waitFor = (check: () => Promise<boolean>) =>
+  Effect.promise(check).pipe(
+    Effect.filterOrFail((ok) => ok, () => "not yet"),
+    Effect.retry(Schedule.spaced("50 millis")),
+    Effect.timeout("3 seconds"),
+    Effect.orDie
+  )
 
 const Ping = Schema.Struct({ n: Schema.Number })
 const freshTopic = (base: string) => Broker.topic(`${uniqueName(base).replaceAll("_", "-")}.x`, Ping)
@@ -71,6 +81,25 @@ layer(live, { excludeTestServices: true, timeout: "60 seconds" })("NatsBroker", 
         concurrency: "unbounded"
       })
       for (const topic of topics) yield* broker.publish(topic, { n: 1 })
+    }))
+
+  it.scoped("a closed subscription leaves no pull waiting: a later message stays in the stream, undelivered", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker.Broker
+      const { jsm } = yield* rawNats()
+      const topic = freshTopic("close")
+      const group = uniqueName("g")
+      const consumer = () => jsm.consumers.info(names(stream).stream, durableOf(group))
+      yield* Effect.scoped(Effect.gen(function*() {
+        yield* broker.subscribe(topic, () => Effect.void, { group })
+        yield* waitFor(() => consumer().then((info) => info.num_waiting > 0))
+      }))
+      // Well before the pull's own expiry (5 s): it went with its inbox.
+      yield* waitFor(() => consumer().then((info) => info.num_waiting === 0))
+      yield* broker.publish(topic, { n: 1 })
+      const info = yield* Effect.promise(consumer)
+      assert.strictEqual(info.num_ack_pending, 0, "nothing sent to a closed inbox")
+      assert.strictEqual(info.num_pending, 1)
     }))
 
   it.scoped("health reports the open connection and the consumers", () =>

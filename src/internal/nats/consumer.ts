@@ -19,7 +19,7 @@
  * - Shutdown: no new pull; messages waiting for a slot are nak'd (redelivered at once); in-flight
  *   handlers get `shutdownTimeout`, then are interrupted and their messages nak'd.
  */
-import type { ConsumerMessages, JetStreamClient, JsMsg } from "@nats-io/jetstream"
+import type { ConsumeCallback, ConsumerMessages, FetchMessages, JetStreamClient, JsMsg } from "@nats-io/jetstream"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -202,32 +202,45 @@ export const consume = (
       else waiting.push(msg)
     }
 
-    /** One pull for `n`; its messages are dispatched as they arrive, the loop does not wait for it. */
+    /**
+     * One pull for `n`; its messages are dispatched as they arrive, the loop does not wait for it.
+     * `fetch` honours `consume`'s `callback` (its option type omits it): each message is handed over
+     * from the socket callback, without the async iterator's promise per message (a sixth less CPU
+     * per message measured here). A closed fetch unsubscribes its inbox, and the server drops a
+     * waiting pull whose inbox has no interest, so no pull outlives its subscription.
+     */
     const pull = (n: number) =>
-      Effect.tryPromise({
-        try: () => pullConsumer.fetch({ max_messages: n, expires: 5_000 }),
-        catch: (cause) => unavailable("connect", `cannot pull for group ${group}`, cause)
-      }).pipe(
-        Effect.tap((batch) =>
-          Effect.sync(() => {
-            requested += n
-            batches.add(batch)
-            let received = 0
-            void (async () => {
-              try {
-                for await (const msg of batch) {
-                  received++
-                  receive(msg)
-                }
-              } finally {
+      Effect.suspend(() => {
+        let received = 0
+        const options: FetchMessages & ConsumeCallback = {
+          max_messages: n,
+          expires: 5_000,
+          callback: (msg) => {
+            received++
+            receive(msg)
+          }
+        }
+        requested += n
+        return Effect.tryPromise({
+          try: () => pullConsumer.fetch(options),
+          catch: (cause) => {
+            requested -= n
+            return unavailable("connect", `cannot pull for group ${group}`, cause)
+          }
+        }).pipe(
+          Effect.tap((batch) =>
+            Effect.sync(() => {
+              batches.add(batch)
+              void batch.closed().then((error) => {
                 batches.delete(batch)
                 requested -= n - received
                 wake.unsafeOpen()
-              }
-            })().catch((cause: unknown) => warn(`a pull for group ${group} ended with an error`, cause))
-          })
+                if (error instanceof Error) warn(`a pull for group ${group} ended with an error`, error)
+              })
+            })
+          )
         )
-      )
+      })
 
     const loop = Effect.gen(function*() {
       while (!closing) {
