@@ -16,6 +16,11 @@ export const makeLedger = () => {
   const failed = new Map<string, string>()
   const deliveries = new Map<string, number>()
   let redelivered = 0
+  /** A completed handler run, in this process or reported by a worker process. */
+  const complete = (id: string, wasRedelivered: boolean) => {
+    deliveries.set(id, (deliveries.get(id) ?? 0) + 1)
+    if (wasRedelivered) redelivered++
+  }
   return {
     confirmed,
     failed,
@@ -30,11 +35,8 @@ export const makeLedger = () => {
           failed.set(id, error._tag === "PublishRejected" ? `${error.reason}${error.ambiguous ? "?" : ""}` : error._tag)
         }
       }),
-    deliver: (id: string, envelope: Broker.Envelope) =>
-      Effect.sync(() => {
-        deliveries.set(id, (deliveries.get(id) ?? 0) + 1)
-        if (envelope.redelivered) redelivered++
-      }),
+    complete,
+    deliver: (id: string, envelope: Broker.Envelope) => Effect.sync(() => complete(id, envelope.redelivered)),
     lost: () => [...confirmed].filter((id) => !deliveries.has(id)),
     duplicates: () => [...deliveries.values()].reduce((sum, n) => sum + n - 1, 0),
     redelivered: () => redelivered,

@@ -9,12 +9,12 @@ import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { assert, it } from "@effect/vitest"
 import { Context, Deferred, Duration, Effect, Layer, Queue, Redacted } from "effect"
-import { type ChildProcess, fork } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import * as RabbitMQBroker from "../../src/layers/RabbitMQBroker.js"
 import * as ResultStore from "../../src/ResultStore.js"
 import * as TaskQueue from "../../src/TaskQueue.js"
 import { databaseUrl, runId, uniqueName } from "../fixtures/env.js"
+import { forkWorker } from "../support/childWorker.js"
 import { scopedVhost, urlFor } from "../support/rabbitmq.js"
 import { faultTask, type WorkerMessage } from "./faultWorker.js"
 
@@ -25,19 +25,7 @@ const within = <A, E, R>(label: string, effect: Effect.Effect<A, E, R>, seconds 
 
 /** A forked worker whose messages land in `inbox`; killed (if still alive) when the scope closes. */
 const spawnWorker = (worker: string, env: Record<string, string>, inbox: Queue.Queue<WorkerMessage>) =>
-  Effect.acquireRelease(
-    Effect.sync(() => {
-      const child = fork(script, [], {
-        execArgv: ["--import", "tsx"],
-        env: { ...process.env, ...env, WORKER_NAME: worker },
-        stdio: ["ignore", "inherit", "inherit", "ipc"]
-      })
-      child.on("message", (message) => Queue.unsafeOffer(inbox, message as WorkerMessage))
-      return child
-    }),
-    (child: ChildProcess) =>
-      Effect.sync(() => child.exitCode === null && child.signalCode === null && child.kill("SIGKILL"))
-  )
+  forkWorker(script, worker, env, inbox)
 
 const killMidTask = (mode: "single" | "packed", withInbox = false) =>
   Effect.gen(function*() {

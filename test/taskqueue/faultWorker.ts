@@ -13,6 +13,7 @@ import * as PgInbox from "../../src/layers/PgInbox.js"
 import * as RabbitMQBroker from "../../src/layers/RabbitMQBroker.js"
 import * as Task from "../../src/Task.js"
 import * as TaskQueue from "../../src/TaskQueue.js"
+import { report, reportCrashes, requiredEnv } from "../support/childWorker.js"
 
 export const FaultPayload = Schema.Struct({ n: Schema.Number })
 export const faultTask = (name: string) => Task.make(name, { payload: FaultPayload, success: Schema.Number })
@@ -28,30 +29,13 @@ export type WorkerMessage =
   }
   | { readonly type: "crash"; readonly worker: string; readonly detail: string }
 
-const env = (name: string): string => {
-  const value = process.env[name]
-  if (value === undefined) throw new Error(`missing ${name}`)
-  return value
-}
-
-const send = (message: WorkerMessage) =>
-  Effect.async<void>((resume) => {
-    if (process.send === undefined) return resume(Effect.void)
-    process.send(message, undefined, {}, () => resume(Effect.void))
-  })
+const send = (message: WorkerMessage) => report(message)
 
 if (process.env["TASK_NAME"] !== undefined && process.send !== undefined) {
-  const worker = env("WORKER_NAME")
-  const hold = Number(env("HOLD_MS"))
-  process.on(
-    "uncaughtException",
-    (error) => void send({ type: "crash", worker, detail: String(error) }).pipe(Effect.runFork)
-  )
-  process.on(
-    "unhandledRejection",
-    (error) => void send({ type: "crash", worker, detail: String(error) }).pipe(Effect.runFork)
-  )
-  const task = faultTask(env("TASK_NAME"))
+  const worker = requiredEnv("WORKER_NAME")
+  const hold = Number(requiredEnv("HOLD_MS"))
+  reportCrashes((detail): WorkerMessage => ({ type: "crash", worker, detail }))
+  const task = faultTask(requiredEnv("TASK_NAME"))
   const inboxPrefix = process.env["INBOX_PREFIX"]
   const started = (payload: typeof FaultPayload.Type, ctx: TaskQueue.TaskContext) =>
     send({ type: "started", worker, id: ctx.id, n: payload.n, redelivered: ctx.redelivered })
@@ -82,13 +66,16 @@ if (process.env["TASK_NAME"] !== undefined && process.send !== undefined) {
       { concurrency: 10 }
     ).pipe(
       Layer.provide(PgInbox.layer({ prefix: inboxPrefix })),
-      Layer.provide(PgClient.layer({ url: Redacted.make(env("DATABASE_URL")) })),
+      Layer.provide(PgClient.layer({ url: Redacted.make(requiredEnv("DATABASE_URL")) })),
       Layer.orDie
     )
   const program = Layer.launch(
     Layer.merge(workerLayer, Layer.effectDiscard(send({ type: "ready", worker }))).pipe(
       Layer.provide(
-        RabbitMQBroker.layer({ url: Redacted.make(env("RABBITMQ_TEST_URL")), prefix: env("RABBITMQ_TEST_PREFIX") })
+        RabbitMQBroker.layer({
+          url: Redacted.make(requiredEnv("RABBITMQ_TEST_URL")),
+          prefix: requiredEnv("RABBITMQ_TEST_PREFIX")
+        })
       )
     )
   )
