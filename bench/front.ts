@@ -111,6 +111,7 @@ const main = Effect.gen(function*() {
     }
     log(`round ${round}: publish ${p.toFixed(2)} µs/msg, consume ${c.toFixed(2)} µs/msg`)
   }
+  if (handled === 0 && ONLY !== "publish") return yield* Effect.dieMessage("no delivery was handled")
   if (ONLY !== "consume") print("front.publish_us_per_msg", median(publish), "µs")
   if (ONLY !== "publish") print("front.consume_us_per_msg", median(consume), "µs")
 })
