@@ -1,22 +1,19 @@
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
-import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import * as FiberRef from "effect/FiberRef"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Predicate from "effect/Predicate"
 import * as Schedule from "effect/Schedule"
 import type * as Schema from "effect/Schema"
-import * as Tracer from "effect/Tracer"
 import type * as Broker from "../Broker.js"
 import type { InvalidName } from "../BrokerError.js"
 import { DecodeError, EncodeError, HandlerDefect, PublishRejected, Unsupported } from "../BrokerError.js"
 import type * as BrokerTransport from "../BrokerTransport.js"
 import type { InvalidOptions } from "../InvalidOptions.js"
-import * as fiberLocal from "./fiberLocal.js"
+import * as isolation from "./isolation.js"
 import * as messageId from "./messageId.js"
 import * as names from "./names.js"
 import * as checks from "./options.js"
@@ -250,49 +247,6 @@ const describeFailure = (error: unknown): string => {
   return text.length > maxReasonLength ? `${text.slice(0, maxReasonLength)}…` : text
 }
 
-const ack: Effect.Effect<BrokerTransport.Disposition> = Effect.succeed({ _tag: "Ack" })
-
-/**
- * Runs one delivery with the subscriber's `context` (plus the producer's span as parent) and
- * puts the calling fiber's context, log annotations, log spans and metric labels back when it
- * returns, so a transport may call `handle` one delivery after another on one fiber without
- * anything leaking from one into the next. Cheaper than the stock combinators' acquire/release:
- * `effect` never fails, and a fiber interrupted mid-delivery runs no further delivery.
- */
-const isolate = <A, R>(
-  effect: Effect.Effect<A, never, R>,
-  context: Context.Context<R>,
-  parent: Tracer.AnySpan | undefined
-): Effect.Effect<A> =>
-  Effect.withFiberRuntime((fiber) => {
-    const callerContext = fiber.getFiberRef(FiberRef.currentContext)
-    const annotations = fiber.getFiberRef(FiberRef.currentLogAnnotations)
-    const logSpans = fiber.getFiberRef(FiberRef.currentLogSpan)
-    const labels = fiber.getFiberRef(FiberRef.currentMetricLabels)
-    const restore = Effect.withFiberRuntime<void>((after) => {
-      let restoring: Effect.Effect<void> = Effect.void
-      if (after.getFiberRef(FiberRef.currentContext) !== callerContext) {
-        restoring = FiberRef.set(FiberRef.currentContext, callerContext)
-      }
-      if (after.getFiberRef(FiberRef.currentLogAnnotations) !== annotations) {
-        restoring = Effect.zipRight(restoring, FiberRef.set(FiberRef.currentLogAnnotations, annotations))
-      }
-      if (after.getFiberRef(FiberRef.currentLogSpan) !== logSpans) {
-        restoring = Effect.zipRight(restoring, FiberRef.set(FiberRef.currentLogSpan, logSpans))
-      }
-      if (after.getFiberRef(FiberRef.currentMetricLabels) !== labels) {
-        restoring = Effect.zipRight(restoring, FiberRef.set(FiberRef.currentMetricLabels, labels))
-      }
-      return restoring
-    })
-    const deliveryContext = parent === undefined ? context : Context.add(context, Tracer.ParentSpan, parent)
-    // Sound: the context `effect` runs with is `deliveryContext`, which holds R.
-    const run = (deliveryContext as Context.Context<never>) === callerContext
-      ? effect as Effect.Effect<A>
-      : fiberLocal.provideContext(effect, deliveryContext)
-    return Effect.zipLeft(run, restore)
-  })
-
 /**
  * The rejection for a body over `maxBytes`, or undefined. The front checks before any transport
  * call; transports repeat it because a 406 from RabbitMQ would close a shared channel.
@@ -520,6 +474,12 @@ export const make = (transport: BrokerTransport.Transport): Broker.Service => {
       const builtIn = (yield* Effect.tracer) === builtInTracer
 
       const onFailure = options.onFailure
+      const failureOf = (cause: Cause.Cause<E>): E | HandlerDefect => {
+        const failure = Cause.failureOrCause(cause)
+        return Either.isLeft(failure)
+          ? failure.left
+          : new HandlerDefect({ detail: Cause.pretty(failure.right).slice(0, maxReasonLength) })
+      }
       const retryOrDeadLetter = (error: E | HandlerDefect, envelope: Broker.Envelope) =>
         Effect.flatMap(
           nextRetryDelay(retry, envelope.attempt, error),
@@ -575,17 +535,12 @@ export const make = (transport: BrokerTransport.Transport): Broker.Service => {
             }
           })
         }
-        const settled = Effect.matchCauseEffect(traced, {
-          onSuccess: () => ack,
-          onFailure: (cause) => {
-            const failure = Cause.failureOrCause(cause)
-            const error: E | HandlerDefect = Either.isLeft(failure)
-              ? failure.left
-              : new HandlerDefect({ detail: Cause.pretty(failure.right).slice(0, maxReasonLength) })
-            return retryOrDeadLetter(error, envelope)
-          }
-        })
-        return isolate(settled, context, spanOfTraceparent(traceparent))
+        return isolation.run(
+          traced,
+          context,
+          spanOfTraceparent(traceparent),
+          (cause) => retryOrDeadLetter(failureOf(cause), envelope)
+        )
       }
 
       yield* transport.consume(
