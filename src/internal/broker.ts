@@ -64,37 +64,33 @@ const nonFinitePath = (value: unknown, path: string): string | undefined => {
   return undefined
 }
 
+/** The failure of an encode: NaN or ±Infinity in the encoded value, or nothing JSON can write. */
+const encodeIssue = (encoded: unknown, text: string | undefined): string | undefined => {
+  if (text === undefined) return "the encoded value is not JSON (undefined)"
+  // JSON writes NaN and ±Infinity as null: the consumer would get null and dead-letter it.
+  // Only a text containing `null` can hide one, so the walk is skipped on the usual path.
+  if (!text.includes("null")) return undefined
+  const path = nonFinitePath(encoded, "")
+  if (path === undefined) return undefined
+  return `${path === "" ? "the value" : path} is not a finite number (JSON cannot carry NaN or Infinity)`
+}
+
 /** @internal */
 export const makeCodec = <A, I>(name: string, schema: Schema.Schema<A, I>): Codec<A> => {
   const encode = ParseResult.encodeEither(schema)
   const decode = ParseResult.decodeUnknownEither(schema)
+  // Plain branches, no callbacks: both run once per message.
   return {
-    encode: (message) =>
-      Either.match(encode(message), {
-        onLeft: (error) => Either.left(new EncodeError({ topic: name, issue: formatIssue(error) })),
-        onRight: (encoded) => {
-          const text = JSON.stringify(encoded)
-          if (text === undefined) {
-            return Either.left(new EncodeError({ topic: name, issue: "the encoded value is not JSON (undefined)" }))
-          }
-          // JSON writes NaN and ±Infinity as null: the consumer would get null and dead-letter it.
-          // Only a text containing `null` can hide one, so the walk is skipped on the usual path.
-          if (text.includes("null")) {
-            const path = nonFinitePath(encoded, "")
-            if (path !== undefined) {
-              return Either.left(
-                new EncodeError({
-                  topic: name,
-                  issue: `${
-                    path === "" ? "the value" : path
-                  } is not a finite number (JSON cannot carry NaN or Infinity)`
-                })
-              )
-            }
-          }
-          return Either.right(Buffer.from(text, "utf8"))
-        }
-      }),
+    encode: (message) => {
+      const encoded = encode(message)
+      if (Either.isLeft(encoded)) return Either.left(new EncodeError({ topic: name, issue: formatIssue(encoded.left) }))
+      const text = JSON.stringify(encoded.right)
+      const issue = encodeIssue(encoded.right, text)
+      if (issue !== undefined || text === undefined) {
+        return Either.left(new EncodeError({ topic: name, issue: issue ?? "the encoded value is not JSON" }))
+      }
+      return Either.right(Buffer.from(text, "utf8"))
+    },
     decode: (body, messageId, routingKey) => {
       let json: unknown
       try {
@@ -108,10 +104,10 @@ export const makeCodec = <A, I>(name: string, schema: Schema.Schema<A, I>): Code
           })
         )
       }
-      return Either.mapLeft(
-        decode(json),
-        (error) => new DecodeError({ topic: routingKey, messageId, issue: formatIssue(error) })
-      )
+      const decoded = decode(json)
+      return Either.isRight(decoded)
+        ? Either.right(decoded.right)
+        : Either.left(new DecodeError({ topic: routingKey, messageId, issue: formatIssue(decoded.left) }))
     }
   }
 }

@@ -78,6 +78,9 @@ export interface Context {
 
 interface Held {
   readonly stream: string
+  /** `<stream> <entry id>`: the key of `held`, made once. */
+  readonly key: string
+  /** What `handle` gets (an Entry is a TransportDelivery: no copy per delivery). */
   readonly entry: codec.Entry
   /** Epoch ms of the last read, claim or heartbeat. */
   touchedAt: number
@@ -123,14 +126,16 @@ export const consume = (ctx: Context) =>
     let pending: Array<Held> = []
     let head = 0
     const workerFibers = new Set<Fiber.RuntimeFiber<void>>()
-    const runWorker = Runtime.runFork(yield* Effect.runtime<never>())
+    // Workers start with the consumer's log annotations already in their runtime: a fiber per
+    // burst of deliveries, so none pays for annotating itself.
+    const runWorker = Runtime.runFork(yield* annotate(Effect.runtime<never>()))
     let closing = false
     let running = 0
     let wakeReader: (() => void) | undefined
     let wakeDrained: (() => void) | undefined
 
     const release = (item: Held) => {
-      held.delete(`${item.stream} ${item.entry.id}`)
+      held.delete(item.key)
       if (held.size > lowWater) return
       const wake = wakeReader
       wakeReader = undefined
@@ -247,12 +252,15 @@ export const consume = (ctx: Context) =>
       return settleScript(item, "dead", item.entry.attempt, `defect in delivery: ${Cause.pretty(exit.cause)}`, 0)
     }
 
-    const finish = (item: Held) =>
-      Effect.sync(() => {
-        release(item)
-        if (closing && running === 0) wakeDrained?.()
-      })
+    const settled = (item: Held): void => {
+      release(item)
+      if (closing && running === 0) wakeDrained?.()
+    }
 
+    const finish = (item: Held) => Effect.sync(() => settled(item))
+
+    // One match per delivery; the usual outcome (Ack) is carried out in its continuation, with no
+    // further effect: queue the XACK, release the slot.
     const processItem = (item: Held): Effect.Effect<void> =>
       Effect.uninterruptibleMask((restore) => {
         const expiresAt = item.entry.expiresAt
@@ -264,21 +272,21 @@ export const consume = (ctx: Context) =>
         }
         item.started = true
         running++
-        return Effect.flatMap(
-          Effect.exit(restore(handle({
-            message: item.entry.message,
-            attempt: item.entry.attempt,
-            redelivered: item.entry.redelivered
-          }))),
-          (exit) => {
+        return Effect.matchCauseEffect(restore(handle(item.entry)), {
+          onSuccess: (disposition) => {
             running--
-            if (Exit.isSuccess(exit) && exit.value._tag === "Ack") {
+            if (disposition._tag === "Ack") {
               ack(item)
-              return finish(item)
+              settled(item)
+              return Effect.void
             }
-            return Effect.zipRight(settle(item, exit), finish(item))
+            return Effect.zipRight(settle(item, Exit.succeed(disposition)), finish(item))
+          },
+          onFailure: (cause) => {
+            running--
+            return Effect.zipRight(settle(item, Exit.failCause(cause)), finish(item))
           }
-        )
+        })
       })
 
     function annotate<A, E, R>(effect: Effect.Effect<A, E, R>) {
@@ -293,6 +301,7 @@ export const consume = (ctx: Context) =>
         if (held.has(key)) continue
         const item: Held = {
           stream,
+          key,
           entry: redelivered ? { ...entry, redelivered: true } : entry,
           touchedAt: at,
           started: false
@@ -330,7 +339,7 @@ export const consume = (ctx: Context) =>
       while (workerFibers.size < subscription.concurrency) {
         const item = nextPending()
         if (item === undefined) return
-        const fiber = runWorker(annotate(workerLoop(item)))
+        const fiber = runWorker(workerLoop(item))
         workerFibers.add(fiber)
         fiber.addObserver(() => {
           workerFibers.delete(fiber)
@@ -522,7 +531,13 @@ export const consume = (ctx: Context) =>
             continue
           }
           ctx.stats.requeued++
-          yield* settleScript({ stream, entry, touchedAt: 0, started: false }, "requeue", entry.attempt, "", 0)
+          yield* settleScript(
+            { stream, key: `${stream} ${id}`, entry, touchedAt: 0, started: false },
+            "requeue",
+            entry.attempt,
+            "",
+            0
+          )
           left++
         }
       }
