@@ -17,6 +17,7 @@ import * as isolation from "./isolation.js"
 import * as messageId from "./messageId.js"
 import * as names from "./names.js"
 import * as checks from "./options.js"
+import * as plainSchema from "./plainSchema.js"
 import { nextRetryDelay } from "./retry.js"
 import {
   builtInTracer,
@@ -79,13 +80,21 @@ const encodeIssue = (encoded: unknown, text: string | undefined): string | undef
 export const makeCodec = <A, I>(name: string, schema: Schema.Schema<A, I>): Codec<A> => {
   const encode = ParseResult.encodeEither(schema)
   const decode = ParseResult.decodeUnknownEither(schema)
+  // A plain struct is checked by compiled code; anything else, and every failure, by Effect's parser.
+  const plain = plainSchema.compile(schema.ast) ?? (() => plainSchema.invalid)
   // Plain branches, no callbacks: both run once per message.
   return {
     encode: (message) => {
-      const encoded = encode(message)
-      if (Either.isLeft(encoded)) return Either.left(new EncodeError({ topic: name, issue: formatIssue(encoded.left) }))
-      const text = JSON.stringify(encoded.right)
-      const issue = encodeIssue(encoded.right, text)
+      let value = plain(message)
+      if (value === plainSchema.invalid) {
+        const encoded = encode(message)
+        if (Either.isLeft(encoded)) {
+          return Either.left(new EncodeError({ topic: name, issue: formatIssue(encoded.left) }))
+        }
+        value = encoded.right
+      }
+      const text = JSON.stringify(value)
+      const issue = encodeIssue(value, text)
       if (issue !== undefined || text === undefined) {
         return Either.left(new EncodeError({ topic: name, issue: issue ?? "the encoded value is not JSON" }))
       }
@@ -104,6 +113,9 @@ export const makeCodec = <A, I>(name: string, schema: Schema.Schema<A, I>): Code
           })
         )
       }
+      // Sound: `plain` answers only for a value the parser would decode to the same A.
+      const value = plain(json) as A | typeof plainSchema.invalid
+      if (value !== plainSchema.invalid) return Either.right(value)
       const decoded = decode(json)
       return Either.isRight(decoded)
         ? Either.right(decoded.right)
