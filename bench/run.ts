@@ -4,7 +4,7 @@
 const suite = process.argv[2]
 if (suite === undefined || !/^[a-z0-9-]+$/.test(suite)) {
   process.stderr.write(
-    "usage: npm run bench -- <suite>   (broker | tasks | scheduler | outbox | inbox | nats | nats-pack | redis)\n"
+    "usage: npm run bench -- <suite>   (broker | tasks | scheduler | outbox | inbox | nats | nats-pack | redis | front)\n"
   )
   process.exit(2)
 }
