@@ -9,7 +9,7 @@ import * as HashMap from "effect/HashMap"
  * the current one, ~8-10 µs a message each; these only set the value for the rest of the fiber.
  *
  * Sound because the typed front puts the fiber's context, log annotations, log spans and metric
- * labels back after every delivery (`isolate` in internal/broker.ts), whichever fiber the
+ * labels back after every delivery (`run` in internal/isolation.ts), whichever fiber the
  * transport runs it on.
  *
  * @internal
