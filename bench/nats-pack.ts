@@ -5,13 +5,12 @@
  * task per message against 100 tasks per message (a JSON array), in the same run. The figure is
  * the ceiling a pack could reach, before the library's own cost per task.
  */
-import { AckPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream"
-import { connect } from "@nats-io/transport-node"
+import { AckPolicy } from "@nats-io/jetstream"
 import { Effect } from "effect"
 import { runId } from "../test/fixtures/env.js"
+import { rawJetStream } from "./support/nats.js"
 import { log, median, print, ratio } from "./support/report.js"
 
-const natsUrl = process.env["NATS_URL"] ?? "nats://127.0.0.1:4222"
 const N = Number(process.env["BENCH_NATS_PACK_N"] ?? 20_000)
 const ROUNDS = Number(process.env["BENCH_NATS_ROUNDS"] ?? 5)
 const PACK = 100
@@ -22,12 +21,7 @@ const decoder = new TextDecoder()
 const task = (n: number) => ({ id: `t-${n}`, note: `note ${n} ${"x".repeat(120)}` })
 
 const main = Effect.gen(function*() {
-  const nc = yield* Effect.acquireRelease(
-    Effect.promise(() => connect({ servers: natsUrl })),
-    (c) => Effect.promise(() => c.close())
-  )
-  const js = jetstream(nc)
-  const jsm = yield* Effect.promise(() => jetstreamManager(nc))
+  const { js, jsm } = yield* rawJetStream
   yield* Effect.acquireRelease(
     Effect.promise(() => jsm.streams.add({ name: stream, subjects: [`${stream}.>`] })),
     () => Effect.promise(() => jsm.streams.delete(stream).catch(() => false))

@@ -12,8 +12,6 @@
  *
  * Ratios are medians of per-round ratios (both sides of a round meet the same machine load).
  */
-import { jetstream, jetstreamManager } from "@nats-io/jetstream"
-import { connect } from "@nats-io/transport-node"
 import * as Amqp from "amqplib"
 import { Context, Deferred, Effect, Either, Layer, Redacted, Schema } from "effect"
 import * as Broker from "../src/Broker.js"
@@ -24,9 +22,9 @@ import * as ResultStore from "../src/ResultStore.js"
 import * as Task from "../src/Task.js"
 import * as TaskQueue from "../src/TaskQueue.js"
 import { rabbitmqUrl, runId } from "../test/fixtures/env.js"
+import { natsUrl, rawJetStream } from "./support/nats.js"
 import { log, median, Order, order, percentile, print, publishLatency, ratio } from "./support/report.js"
 
-const natsUrl = process.env["NATS_URL"] ?? "nats://127.0.0.1:4222"
 const N = Number(process.env["BENCH_NATS_N"] ?? 20_000)
 const ROUNDS = Number(process.env["BENCH_NATS_ROUNDS"] ?? 5)
 const TASKS_N = Number(process.env["BENCH_NATS_TASKS_N"] ?? 20_000)
@@ -39,12 +37,7 @@ const stream = `BENCH${runId}`
 const encoder = new TextEncoder()
 
 const main = Effect.gen(function*() {
-  const nc = yield* Effect.acquireRelease(
-    Effect.promise(() => connect({ servers: natsUrl })),
-    (c) => Effect.promise(() => c.close())
-  )
-  const js = jetstream(nc)
-  const jsm = yield* Effect.promise(() => jetstreamManager(nc))
+  const { js, jsm } = yield* rawJetStream
   yield* Effect.addFinalizer(() =>
     Effect.promise(async () => {
       const n = names(stream)

@@ -56,6 +56,19 @@ const promtool = process.env["PROMTOOL"] ??
 const familiesOf = (text: string, prefix: string): string =>
   text.split("\n").filter((line) => line.replace(/^# (HELP|TYPE) /, "").startsWith(prefix)).join("\n") + "\n"
 
+/** Reads every library metric once, so each is in the registry; how many there are. */
+const touchOwnMetrics = Effect.gen(function*() {
+  const { Inbox, Outbox, Scheduler, TaskQueue } = yield* Effect.promise(() => import("../../src/index.js"))
+  const own = [
+    ...Object.values(TaskQueue.metrics),
+    ...Object.values(Outbox.metrics),
+    ...Object.values(Scheduler.metrics),
+    ...Object.values(Inbox.metrics)
+  ]
+  for (const metric of own) yield* Metric.value(metric as Metric.Metric<unknown, unknown, unknown>)
+  return own.length
+})
+
 const familyType = (text: string, name: string) => parse(text).find((family) => family.name === name)?.type
 
 describe("Prometheus exposition", () => {
@@ -127,16 +140,7 @@ describe("Prometheus exposition", () => {
 
   it.effect("the library's own metrics: counters end in _total, durations in seconds, every family has HELP", () =>
     Effect.gen(function*() {
-      // Touch every library metric so it is in the registry.
-      const { Inbox, Outbox, Scheduler, TaskQueue } = yield* Effect.promise(() => import("../../src/index.js"))
-      const own = [
-        ...Object.values(TaskQueue.metrics),
-        ...Object.values(Outbox.metrics),
-        ...Object.values(Scheduler.metrics),
-        ...Object.values(Inbox.metrics)
-      ]
-      assert.isAbove(own.length, 10)
-      for (const metric of own) yield* Metric.value(metric as Metric.Metric<unknown, unknown, unknown>)
+      assert.isAbove(yield* touchOwnMetrics, 10)
       const text = yield* Health.prometheusText
       assert.deepStrictEqual(violations(text), [])
       const families = parse(text).filter((family) => family.name.startsWith("effect_background_"))
@@ -152,14 +156,7 @@ describe("Prometheus exposition", () => {
     "promtool check metrics reports nothing for the library's own metrics",
     () =>
       Effect.gen(function*() {
-        const { Inbox, Outbox, Scheduler, TaskQueue } = yield* Effect.promise(() => import("../../src/index.js"))
-        const own = [
-          ...Object.values(TaskQueue.metrics),
-          ...Object.values(Outbox.metrics),
-          ...Object.values(Scheduler.metrics),
-          ...Object.values(Inbox.metrics)
-        ]
-        for (const metric of own) yield* Metric.value(metric as Metric.Metric<unknown, unknown, unknown>)
+        yield* touchOwnMetrics
         const exposition = familiesOf(yield* Health.prometheusText, "effect_background_")
         assert.include(exposition, "# TYPE effect_background_")
         const checked = spawnSync(promtool ?? "promtool", ["check", "metrics"], { input: exposition, encoding: "utf8" })
