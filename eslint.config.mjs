@@ -9,7 +9,7 @@ import tseslint from "typescript-eslint"
 
 export default defineConfig(
   {
-    ignores: ["**/dist/**", "**/node_modules/**", "**/*.md", ".vitest-results/**", ".prof/**"]
+    ignores: ["**/dist/**", "**/node_modules/**", "**/*.md", ".vitest-results/**", ".prof/**", ".bench-build/**"]
   },
   js.configs.recommended,
   tseslint.configs.recommended,
