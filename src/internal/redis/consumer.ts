@@ -109,9 +109,12 @@ export const consume = (ctx: Context) =>
     const deadKey = ctx.keys.dead(group)
     const name = `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`
     const prefetch = Math.max(subscription.prefetch, subscription.concurrency)
-    // Read again once a quarter of the window is free: one round trip brings at least a quarter
-    // window (not one entry per settled delivery), while what is held keeps the workers busy.
-    const lowWater = prefetch - Math.max(1, Math.floor(prefetch / 4))
+    // Two reads of up to half the window each may be in flight: Redis serves the next while this
+    // process handles the last (one read at a time left each side idle half the time). A read
+    // goes out once a quarter of the window is free, so one round trip never brings one entry.
+    const readSize = Math.max(1, Math.ceil(prefetch / 2))
+    const readThreshold = Math.max(1, Math.floor(prefetch / 4))
+    const maxReads = 2
 
     yield* ctx.declareGroup(topic, group, "$")
     const reader = yield* connection.make(ctx.endpoint, `eb-reader-${group}`)
@@ -134,12 +137,21 @@ export const consume = (ctx: Context) =>
     let wakeReader: (() => void) | undefined
     let wakeDrained: (() => void) | undefined
 
+    // Entries asked for by the reads in flight, and how many reads those are.
+    let requested = 0
+    let reads = 0
+    const free = () => prefetch - held.size - requested
+    const canRead = () => reads < maxReads && free() >= readThreshold
+
+    const wake = () => {
+      const resume = wakeReader
+      wakeReader = undefined
+      resume?.()
+    }
+
     const release = (item: Held) => {
       held.delete(item.key)
-      if (held.size > lowWater) return
-      const wake = wakeReader
-      wakeReader = undefined
-      wake?.()
+      if (wakeReader !== undefined && canRead()) wake()
     }
 
     // --- acks, coalesced per stream: one XACK with every id settled in the same tick ---------
@@ -348,43 +360,59 @@ export const consume = (ctx: Context) =>
       }
     }
 
-    const waitCapacity: Effect.Effect<void> = Effect.suspend(() =>
-      held.size <= lowWater ? Effect.void : Effect.async<void>((resume) => {
-        wakeReader = () => resume(Effect.void)
-        return Effect.sync(() => {
-          wakeReader = undefined
-        })
+    // Woken by a settled delivery (room for a read) or a finished read (its answer taken).
+    const waitWake: Effect.Effect<void> = Effect.async<void>((resume) => {
+      wakeReader = () => resume(Effect.void)
+      return Effect.sync(() => {
+        wakeReader = undefined
       })
-    )
+    })
 
+    let readFailure: { readonly error: unknown } | undefined
     const warned = { read: false }
+    const read = (count: number): void => {
+      reads++
+      requested += count
+      reader.send<unknown>([
+        "XREADGROUP",
+        "GROUP",
+        group,
+        name,
+        "COUNT",
+        String(count),
+        "BLOCK",
+        String(ctx.blockMs),
+        "STREAMS",
+        topicKey,
+        queueKey,
+        ">",
+        ">"
+      ]).then((reply) => {
+        reads--
+        requested -= count
+        warned.read = false
+        if (!closing) { for (const stream of codec.streams(reply)) take(stream.key, stream.entries, false) }
+        wake()
+      }, (error: unknown) => {
+        reads--
+        requested -= count
+        readFailure ??= { error }
+        wake()
+      })
+    }
+
     const readLoop = Effect.gen(function*() {
       while (!closing) {
-        yield* waitCapacity
-        const count = Math.max(1, prefetch - held.size)
-        const result = yield* Effect.either(Effect.tryPromise(() =>
-          reader.send<unknown>([
-            "XREADGROUP",
-            "GROUP",
-            group,
-            name,
-            "COUNT",
-            String(count),
-            "BLOCK",
-            String(ctx.blockMs),
-            "STREAMS",
-            topicKey,
-            queueKey,
-            ">",
-            ">"
-          ])
-        ))
-        if (result._tag === "Right") {
-          warned.read = false
-          for (const stream of codec.streams(result.right)) take(stream.key, stream.entries, false)
+        if (readFailure === undefined) {
+          if (canRead()) {
+            read(Math.min(free(), readSize))
+            continue
+          }
+          yield* waitWake
           continue
         }
-        const error = result.left.error
+        const error = readFailure.error
+        readFailure = undefined
         if (isNoGroup(error)) {
           // The server lost the group (restart without persistence, keys deleted): declare it
           // again from the start of the stream, so what was published since is read.
@@ -403,8 +431,9 @@ export const consume = (ctx: Context) =>
 
     const claimOnce = Effect.gen(function*() {
       for (const stream of [topicKey, queueKey]) {
-        const free = prefetch - held.size
-        if (free <= 0 || closing) return
+        // Not counting what blocked reads asked for: idle, they ask for the whole window.
+        const room = prefetch - held.size
+        if (room <= 0 || closing) return
         // Deliveries idle past claimIdle (their consumer died or stalled), with their delivery counts.
         const rows = yield* Effect.tryPromise(() =>
           command.send<unknown>([
@@ -415,7 +444,7 @@ export const consume = (ctx: Context) =>
             String(ctx.claimIdleMs),
             "-",
             "+",
-            String(free)
+            String(room)
           ])
         )
         if (!Array.isArray(rows) || rows.length === 0) continue

@@ -42,6 +42,12 @@ const routableTtlMs = 1000
 
 type Outcome = BrokerUnavailable | PublishRejected | undefined
 
+/** Resumes on the event loop's next check phase, after I/O queued by this turn was written. */
+const nextTurn: Effect.Effect<void> = Effect.async<void>((resume) => {
+  const handle = setImmediate(() => resume(Effect.void))
+  return Effect.sync(() => clearImmediate(handle))
+})
+
 const isUnsentResult = (result: Either.Either<void, BrokerUnavailable | PublishRejected> | undefined): boolean =>
   result !== undefined && Either.isLeft(result) && result.left._tag === "BrokerUnavailable"
 
@@ -236,6 +242,9 @@ export const make = (options: Resolved): Effect.Effect<RedisTransport, BrokerUna
               if (chunk.messages.length >= chunkSize) {
                 chunks.delete(message.routingKey)
                 sent.push(sendChunk(message.routingKey, chunk, results))
+                // node-redis writes what was sent this tick on the next turn of the event loop:
+                // let it, so Redis runs this chunk while the next one is encoded.
+                yield* nextTurn
               }
               continue
             }
