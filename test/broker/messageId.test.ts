@@ -21,4 +21,31 @@ describe("message ids (UUIDv7)", () => {
     assert.isUndefined(MessageId.millisOf("01a212f9b-1ae-7812-8269-5bc4241bb01a"), "dash misplaced")
     assert.strictEqual(MessageId.millisOf("01A212F9-B1AE-7812-B269-5BC4241BB01A"), 0x01a212f9b1ae, "upper case")
   })
+
+  it("tellsTime answers exactly millisOf(id) === millis, from any previous question", () => {
+    const now = Date.UTC(2026, 11, 4, 3, 0, 0, 7)
+    const ids = [
+      MessageId.make(now),
+      MessageId.make(now + 1),
+      MessageId.make(now - 1),
+      MessageId.make(0),
+      MessageId.make(2 ** 48 - 1),
+      MessageId.make(now).toUpperCase(),
+      crypto.randomUUID(),
+      "order-1",
+      `${MessageId.make(now).slice(0, 35)}g`
+    ]
+    const times = [now, now + 1, now - 1, 0, 2 ** 48 - 1, now + 0.5, -1, Number.NaN, 2 ** 48]
+    // Every order of questions: the cached time prefix must never change an answer.
+    for (const first of times) {
+      for (const millis of times) {
+        for (const id of ids) {
+          MessageId.tellsTime(id, first)
+          assert.strictEqual(MessageId.tellsTime(id, millis), MessageId.millisOf(id) === millis, `${id} at ${millis}`)
+          MessageId.millisOf(ids[(ids.indexOf(id) + 1) % ids.length] ?? "")
+          assert.strictEqual(MessageId.millisOf(id) === millis, MessageId.tellsTime(id, millis))
+        }
+      }
+    }
+  })
 })

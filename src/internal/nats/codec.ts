@@ -58,7 +58,11 @@ export const encode = (message: BrokerTransport.TransportMessage, notBefore?: nu
   h.set(header.msgId, message.messageId)
   if (message.correlationId !== undefined) h.set(header.correlationId, message.correlationId)
   if (message.expiration !== undefined) h.set(header.expiration, String(message.expiration))
-  if (MessageId.millisOf(message.messageId) === undefined) h.set(header.publishedAt, String(message.publishedAt))
+  // A UUIDv7 id of the publish millisecond tells the time; any other id needs the header.
+  const publishedAt = message.publishedAt
+  if (publishedAt !== undefined && !MessageId.tellsTime(message.messageId, publishedAt)) {
+    h.set(header.publishedAt, String(publishedAt))
+  }
   if (notBefore !== undefined) h.set(header.notBefore, String(notBefore))
   return h
 }

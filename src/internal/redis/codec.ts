@@ -1,12 +1,14 @@
 /**
  * A message as one stream entry. Fields: `b` body (bytes), `i` message id, `t` publish time (epoch
- * ms), `c` correlation id, `e` expiration (ms, counted from the entry's id time, i.e. from when it
+ * ms; left out when `i` is a UUIDv7 of that millisecond, which tells it: one field less for Redis to
+ * store and for every reader to parse; without either, the time the entry entered its stream), `c` correlation id, `e` expiration (ms, counted from the entry's id time, i.e. from when it
  * entered the stream it is read from), `h:<name>` a caller header, `m:<name>` library metadata
  * (kept apart, so no header can collide with metadata), and the transport's bookkeeping set by
  * the scripts: `k` topic (entries of a group stream), `a` attempt (absent: 1), `r` redelivered,
  * `l` last error, `d` dead reason, `g` group.
  */
 import type * as BrokerTransport from "../../BrokerTransport.js"
+import * as MessageId from "../messageId.js"
 import * as wire from "../wire.js"
 
 /** The entry's fields, appended to `head` (a command's first arguments; no copy on the hot path). @internal */
@@ -18,7 +20,11 @@ export const toFields = (
     ? message.body
     : Buffer.from(message.body.buffer, message.body.byteOffset, message.body.byteLength)
   const fields = head
-  fields.push("b", body, "i", message.messageId, "t", String(message.publishedAt))
+  fields.push("b", body, "i", message.messageId)
+  const publishedAt = message.publishedAt
+  if (publishedAt !== undefined && !MessageId.tellsTime(message.messageId, publishedAt)) {
+    fields.push("t", String(publishedAt))
+  }
   if (message.correlationId !== undefined) fields.push("c", message.correlationId)
   if (message.expiration !== undefined) fields.push("e", String(message.expiration))
   for (const name in message.headers) {
@@ -68,7 +74,7 @@ export const fromReply = (raw: unknown, topic: string): Entry | undefined => {
   if (id === undefined || !Array.isArray(fields)) return undefined
   let body: Uint8Array = new Uint8Array(0)
   let messageId = ""
-  let publishedAt = idMillis(id)
+  let publishedAt: number | undefined
   let correlationId: string | undefined
   let expiration: number | undefined
   let routingKey = topic
@@ -122,6 +128,7 @@ export const fromReply = (raw: unknown, topic: string): Entry | undefined => {
         else if (name.startsWith("m:")) (metadata ??= {})[name.slice(2)] = string
     }
   }
+  publishedAt ??= MessageId.millisOf(messageId) ?? idMillis(id)
   return {
     id,
     attempt: Number.isInteger(attempt) && attempt >= 1 ? attempt : 1,

@@ -40,20 +40,17 @@ return redis.call('XADD', KEYS[2], '*', unpack(ARGV))
 
 /**
  * Several messages for one topic in one call (publishAll): only when a group is bound (nil =
- * unroutable); `ARGV` holds, per message, its field count and then its fields. One command per
- * chunk instead of one per message: the client's per-command cost, not Redis, bounds publishing.
+ * unroutable); `ARGV[1]` holds the messages' fields packed as one MessagePack array of arrays
+ * (pack.ts). One command per chunk instead of one per message: the client's per-command cost,
+ * not Redis, bounds publishing.
  */
 export const publishMany = script(`
 if redis.call('SCARD', KEYS[1]) == 0 then return false end
-local i = 1
-local count = 0
-while i <= #ARGV do
-  local n = tonumber(ARGV[i])
-  redis.call('XADD', KEYS[2], '*', unpack(ARGV, i + 1, i + n))
-  i = i + n + 1
-  count = count + 1
+local messages = cmsgpack.unpack(ARGV[1])
+for i = 1, #messages do
+  redis.call('XADD', KEYS[2], '*', unpack(messages[i]))
 end
-return count
+return #messages
 `)
 
 /** A delayed publish: one delayed entry per bound group (`ARGV[1]` key prefix of delayed sets, `ARGV[2]` due, `ARGV[3]` nonce). */

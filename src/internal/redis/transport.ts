@@ -10,6 +10,7 @@ import * as codec from "./codec.js"
 import * as connection from "./connection.js"
 import * as consumer from "./consumer.js"
 import * as Keys from "./keys.js"
+import { Packer } from "./pack.js"
 import * as scripts from "./scripts.js"
 
 /** Fully resolved options (defaults applied, validated). @internal */
@@ -179,13 +180,17 @@ export const make = (options: Resolved): Effect.Effect<RedisTransport, BrokerUna
 
     type Result = Either.Either<void, BrokerUnavailable | PublishRejected>
     interface Chunk {
-      readonly args: Array<string | Buffer>
+      readonly packer: Packer
       readonly messages: Array<BrokerTransport.TransportMessage>
       readonly at: Array<number>
     }
+    /** One message's fields at a time, before they are packed. */
+    const scratch: Array<string | Buffer> = []
     /** One script call for a chunk of one topic; its outcome is each member's. */
     const sendChunk = (topic: string, chunk: Chunk, results: Array<Result>): Promise<void> =>
-      scripts.run<unknown>(command, scripts.publishMany, [keys.groupsOf(topic), keys.topic(topic)], chunk.args).then(
+      scripts.run<unknown>(command, scripts.publishMany, [keys.groupsOf(topic), keys.topic(topic)], [
+        chunk.packer.finish()
+      ]).then(
         (count) => {
           if (count !== null) return
           chunk.messages.forEach((message, i) => {
@@ -230,13 +235,11 @@ export const make = (options: Resolved): Effect.Effect<RedisTransport, BrokerUna
               // Chunked per topic: one script call carries up to `chunkSize` messages.
               let chunk = chunks.get(message.routingKey)
               if (chunk === undefined) {
-                chunk = { args: [], messages: [], at: [] }
+                chunk = { packer: new Packer(chunkSize * (message.body.byteLength + 128)), messages: [], at: [] }
                 chunks.set(message.routingKey, chunk)
               }
-              const before = chunk.args.length
-              chunk.args.push("")
-              codec.toFields(message, chunk.args)
-              chunk.args[before] = String(chunk.args.length - before - 1)
+              scratch.length = 0
+              chunk.packer.add(codec.toFields(message, scratch))
               chunk.messages.push(message)
               chunk.at.push(at)
               if (chunk.messages.length >= chunkSize) {
