@@ -75,8 +75,8 @@ const isUuidV7 = (id: string): boolean => {
   return id.charCodeAt(14) === 55 && (variant === 56 || variant === 57 || variant === 97 || variant === 98)
 }
 
-// The time part (`xxxxxxxx-xxxx`) of the last millisecond asked about: ids made in one
-// millisecond share it, so most answers skip the hex parsing.
+// The time part (`xxxxxxxx-xxxx`) of an id of the last millisecond asked about, and that
+// millisecond: ids made in one millisecond share it, so most answers skip the hex parsing.
 let prefixMillis = Number.NaN
 let prefix = ""
 
@@ -94,7 +94,12 @@ const parseMillis = (id: string): number => parseInt(id.slice(0, 8), 16) * 0x100
 /** The creation time (epoch ms) of a UUIDv7, or undefined for any other id. @internal */
 export const millisOf = (id: string): number | undefined => {
   if (!isUuidV7(id)) return undefined
-  return prefixMillis === prefixMillis && id.startsWith(prefix) ? prefixMillis : parseMillis(id)
+  if (prefixMillis === prefixMillis && id.startsWith(prefix)) return prefixMillis
+  // Any id's own time part maps to its time (upper-case hex included): the next id of this
+  // millisecond is answered from it.
+  prefixMillis = parseMillis(id)
+  prefix = id.slice(0, 13)
+  return prefixMillis
 }
 
 /** Whether `id` is a UUIDv7 made at `millis`, so it tells the publish time: `millisOf(id) === millis`, cheaper. @internal */
