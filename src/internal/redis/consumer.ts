@@ -2,10 +2,11 @@
  * One subscription: a consumer (named `<host>-<pid>-<random>`) of the group on the topic stream
  * and on the group's private stream. What it guarantees:
  *
- * - Reading: its own blocking connection runs `XREADGROUP … BLOCK` on both streams once at least
- *   a quarter of `prefetch` is free (read, not settled, counts as held), asking for `prefetch` minus what it holds, so
- *   it never holds more than `prefetch` per stream. Up to `concurrency` workers (started on
- *   demand) take from what it holds, in arrival order.
+ * - Reading: its own blocking connection runs `XREADGROUP … BLOCK` on both streams, up to two
+ *   reads at a time, each asking for at most half of `prefetch` and sent once a quarter of it is
+ *   free; what it holds (read, not settled) plus what its reads asked for never exceeds
+ *   `prefetch` per stream. Up to `concurrency` workers (started on demand) take from what it
+ *   holds, in arrival order.
  * - Settling: `Ack` → `XACK` (coalesced per stream); `Retry` → the settle script acks and writes
  *   the copy (attempt + 1) to the group stream, or to the group's delayed set when it has a
  *   delay; `DeadLetter` → acked and copied to the dead-letter stream with the reason; an
@@ -269,37 +270,15 @@ export const consume = (ctx: Context) =>
       if (closing && running === 0) wakeDrained?.()
     }
 
-    const finish = (item: Held) => Effect.sync(() => settled(item))
-
-    // One match per delivery; the usual outcome (Ack) is carried out in its continuation, with no
-    // further effect: queue the XACK, release the slot.
-    const processItem = (item: Held): Effect.Effect<void> =>
-      Effect.uninterruptibleMask((restore) => {
-        const expiresAt = item.entry.expiresAt
-        if (expiresAt !== undefined && expiresAt <= now()) {
-          ctx.stats.expired++
-          ack(item)
-          release(item)
-          return Effect.void
-        }
-        item.started = true
-        running++
-        return Effect.matchCauseEffect(restore(handle(item.entry)), {
-          onSuccess: (disposition) => {
-            running--
-            if (disposition._tag === "Ack") {
-              ack(item)
-              settled(item)
-              return Effect.void
-            }
-            return Effect.zipRight(settle(item, Exit.succeed(disposition)), finish(item))
-          },
-          onFailure: (cause) => {
-            running--
-            return Effect.zipRight(settle(item, Exit.failCause(cause)), finish(item))
-          }
-        })
-      })
+    /** An entry past its expiration is acked and dropped, counted, without being handled. */
+    const expired = (item: Held): boolean => {
+      const expiresAt = item.entry.expiresAt
+      if (expiresAt === undefined || expiresAt > now()) return false
+      ctx.stats.expired++
+      ack(item)
+      release(item)
+      return true
+    }
 
     function annotate<A, E, R>(effect: Effect.Effect<A, E, R>) {
       return Effect.annotateLogs(effect, { topic, group, consumer: name })
@@ -338,13 +317,46 @@ export const consume = (ctx: Context) =>
       return item
     }
 
+    // A worker runs deliveries one after another in one uninterruptible region, each handler
+    // interruptible (`restore`), so a settlement is never cut short. The loop is a chain of
+    // continuations, not a generator and a region per delivery: per delivery one match and the
+    // handler's region, and the usual outcome (Ack) needs no further effect.
     const workerLoop = (first: Held): Effect.Effect<void> =>
-      Effect.gen(function*() {
-        let item: Held | undefined = first
-        while (item !== undefined) {
-          yield* processItem(item)
-          item = nextPending()
+      Effect.uninterruptibleMask((restore) => {
+        // The delivery this worker is handling (one at a time).
+        let current = first
+        const next = (): Effect.Effect<void> => {
+          for (let item = nextPending(); item !== undefined; item = nextPending()) {
+            if (!expired(item)) return start(item)
+          }
+          return Effect.void
         }
+        const settledThenNext = Effect.suspend(() => {
+          settled(current)
+          return next()
+        })
+        const outcome = {
+          onSuccess: (disposition: BrokerTransport.Disposition): Effect.Effect<void> => {
+            running--
+            if (disposition._tag !== "Ack") {
+              return Effect.zipRight(settle(current, Exit.succeed(disposition)), settledThenNext)
+            }
+            ack(current)
+            settled(current)
+            return next()
+          },
+          onFailure: (cause: Cause.Cause<never>): Effect.Effect<void> => {
+            running--
+            return Effect.zipRight(settle(current, Exit.failCause(cause)), settledThenNext)
+          }
+        }
+        const start = (item: Held): Effect.Effect<void> => {
+          current = item
+          item.started = true
+          running++
+          return Effect.matchCauseEffect(restore(handle(item.entry)), outcome)
+        }
+        return expired(first) ? next() : start(first)
       })
 
     function dispatch(): void {
