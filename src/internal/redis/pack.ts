@@ -21,11 +21,12 @@ export class Packer {
     return this.count
   }
 
-  /** Appends one message: its fields as name, value, name, value, … */
-  add(fields: ReadonlyArray<string | Buffer>): void {
+  /** Appends one message: its first `count` fields, as name, value, name, value, … */
+  add(fields: ReadonlyArray<string | Buffer>, count: number = fields.length): void {
     this.ensure(5)
-    this.offset = arrayHeader(this.buffer, this.offset, fields.length)
-    for (const field of fields) {
+    this.offset = arrayHeader(this.buffer, this.offset, count)
+    for (let i = 0; i < count; i++) {
+      const field = fields[i] ?? ""
       if (typeof field === "string") this.string(field)
       else this.bytes(field)
     }

@@ -184,7 +184,7 @@ export const make = (options: Resolved): Effect.Effect<RedisTransport, BrokerUna
       readonly messages: Array<BrokerTransport.TransportMessage>
       readonly at: Array<number>
     }
-    /** One message's fields at a time, before they are packed. */
+    /** One message's fields at a time, before they are packed (reused: see codec.writeFields). */
     const scratch: Array<string | Buffer> = []
     /** One script call for a chunk of one topic; its outcome is each member's. */
     const sendChunk = (topic: string, chunk: Chunk, results: Array<Result>): Promise<void> =>
@@ -238,8 +238,7 @@ export const make = (options: Resolved): Effect.Effect<RedisTransport, BrokerUna
                 chunk = { packer: new Packer(chunkSize * (message.body.byteLength + 128)), messages: [], at: [] }
                 chunks.set(message.routingKey, chunk)
               }
-              scratch.length = 0
-              chunk.packer.add(codec.toFields(message, scratch))
+              chunk.packer.add(scratch, codec.writeFields(message, scratch, 0))
               chunk.messages.push(message)
               chunk.at.push(at)
               if (chunk.messages.length >= chunkSize) {
