@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { ConfigProvider, Context, Duration, Effect, Layer, Redacted, Schema } from "effect"
+import { ConfigProvider, Context, Deferred, Duration, Effect, Either, Layer, Redacted, Schedule, Schema } from "effect"
 import * as Broker from "../../src/Broker.js"
 import * as RedisBroker from "../../src/layers/RedisBroker.js"
 import { runId, uniqueName } from "../fixtures/env.js"
@@ -194,6 +194,58 @@ describe("RedisBroker streams", () => {
         assert.include((yield* broker.health).detail, "stalled 1")
       })),
     { timeout: 20_000 }
+  )
+
+  it.live(
+    "a consumer never holds more than prefetch entries, reads in flight included, and settles all of them",
+    () =>
+      Effect.scoped(Effect.gen(function*() {
+        const keyPrefix = `${prefix}x`
+        yield* Layer.build(cleanupLayer(keyPrefix))
+        const broker = yield* brokerWith({})
+        const client = yield* rawClient()
+        const topic = freshTopic()
+        const group = uniqueName("g")
+        const stream = `${keyPrefix}:s:${topic.name}`
+        yield* broker.declare(topic, { group })
+        const published = yield* broker.publishAll(Array.from({ length: 100 }, (_, n) => Broker.entry(topic, { n })))
+        assert.isTrue(published.every(Either.isRight))
+        // Handlers wait until released: nothing settles, so the consumer stops reading at its window.
+        const gate = yield* Deferred.make<void>()
+        let started = 0
+        const handled = new Set<number>()
+        yield* broker.subscribe(
+          topic,
+          (m) => Effect.sync(() => started++).pipe(Effect.zipRight(Deferred.await(gate)), Effect.as(handled.add(m.n))),
+          { group, concurrency: 3, prefetch: 10 }
+        )
+        const pendingCount = Effect.promise(() => client.sendCommand<Array<unknown>>(["XPENDING", stream, group]))
+          .pipe(Effect.map((summary) => Number(summary[0])))
+        yield* within(
+          "the first handlers started",
+          Effect.repeat(Effect.sync(() => started), { until: (n) => n >= 3, schedule: Schedule.spaced("20 millis") })
+        )
+        // Several read cycles' worth of time with the window full: nothing more may be read.
+        for (let i = 0; i < 10; i++) {
+          assert.isAtMost(yield* pendingCount, 10)
+          yield* Effect.sleep("50 millis")
+        }
+        assert.strictEqual(yield* pendingCount, 10)
+        assert.strictEqual(started, 3)
+        yield* Deferred.succeed(gate, undefined)
+        yield* within(
+          "every message handled once the gate opened",
+          Effect.repeat(Effect.sync(() => handled.size), {
+            until: (n) => n === 100,
+            schedule: Schedule.spaced("20 millis")
+          })
+        )
+        yield* within(
+          "everything acknowledged",
+          Effect.repeat(pendingCount, { until: (n) => n === 0, schedule: Schedule.spaced("20 millis") })
+        )
+      })),
+    { timeout: 30_000 }
   )
 
   it.live("layerConfig reads REDIS_URL (redacted) and REDIS_PREFIX", () =>
