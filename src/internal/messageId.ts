@@ -94,7 +94,7 @@ const parseMillis = (id: string): number => parseInt(id.slice(0, 8), 16) * 0x100
 /** The creation time (epoch ms) of a UUIDv7, or undefined for any other id. @internal */
 export const millisOf = (id: string): number | undefined => {
   if (!isUuidV7(id)) return undefined
-  if (prefixMillis === prefixMillis && id.startsWith(prefix)) return prefixMillis
+  if (prefix !== "" && id.startsWith(prefix)) return prefixMillis
   // Any id's own time part maps to its time (upper-case hex included): the next id of this
   // millisecond is answered from it.
   prefixMillis = parseMillis(id)

@@ -248,6 +248,41 @@ describe("RedisBroker streams", () => {
     { timeout: 30_000 }
   )
 
+  it.live(
+    "publishAll splits large messages into chunks of bounded size; every one arrives whole, in order",
+    () =>
+      Effect.scoped(Effect.gen(function*() {
+        yield* Layer.build(cleanupLayer(`${prefix}x`))
+        const broker = yield* brokerWith({})
+        const Blob = Broker.topic(
+          uniqueName("blob").replaceAll("_", "-"),
+          Schema.Struct({ n: Schema.Number, text: Schema.String })
+        )
+        const group = uniqueName("g")
+        yield* broker.declare(Blob, { group })
+        // 12 MiB in one call: past the 4 MiB at which a chunk goes out, so several script calls.
+        const text = (n: number) => String.fromCharCode(97 + n).repeat(1024 * 1024)
+        const results = yield* broker.publishAll(
+          Array.from({ length: 12 }, (_, n) => Broker.entry(Blob, { n, text: text(n) }))
+        )
+        assert.isTrue(results.every(Either.isRight))
+        const received: Array<number> = []
+        const done = yield* Deferred.make<void>()
+        yield* broker.subscribe(
+          Blob,
+          (m) =>
+            Effect.sync(() => {
+              if (m.text === text(m.n)) received.push(m.n)
+              if (received.length === 12) Deferred.unsafeDone(done, Effect.void)
+            }),
+          { group, concurrency: 1 }
+        )
+        yield* within("every large message handled", Deferred.await(done))
+        assert.deepStrictEqual(received, Array.from({ length: 12 }, (_, n) => n))
+      })),
+    { timeout: 30_000 }
+  )
+
   it.live("layerConfig reads REDIS_URL (redacted) and REDIS_PREFIX", () =>
     Effect.scoped(Effect.gen(function*() {
       yield* Layer.build(cleanupLayer(`${prefix}c`))

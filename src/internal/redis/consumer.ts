@@ -403,7 +403,13 @@ export const consume = (ctx: Context) =>
         reads--
         requested -= count
         warned.read = false
-        if (!closing) { for (const stream of codec.streams(reply)) take(stream.key, stream.entries, false) }
+        try {
+          // Read while closing: left pending to this consumer, which the shutdown requeues.
+          if (!closing) { for (const stream of codec.streams(reply)) take(stream.key, stream.entries, false) }
+        } catch (error) {
+          // Never an unhandled rejection; what the reply held stays pending and is claimed later.
+          readFailure ??= { error }
+        }
         wake()
       }, (error: unknown) => {
         reads--

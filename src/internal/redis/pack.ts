@@ -17,8 +17,9 @@ export class Packer {
     this.buffer = Buffer.allocUnsafe(Math.max(64, capacity))
   }
 
-  get size(): number {
-    return this.count
+  /** Bytes written so far. */
+  get byteLength(): number {
+    return this.offset
   }
 
   /** Appends one message: its first `count` fields, as name, value, name, value, … */

@@ -35,8 +35,9 @@ export interface RedisTransport {
   readonly command: connection.Connection
 }
 
-/** Messages of one topic per `publishMany` call. */
+/** Messages of one topic per `publishMany` call, and the bytes after which a chunk goes out sooner. */
 const chunkSize = 128
+const chunkBytes = 4 * 1024 * 1024
 
 /** How long a topic known to have a group is published to without checking again. */
 const routableTtlMs = 1000
@@ -235,13 +236,14 @@ export const make = (options: Resolved): Effect.Effect<RedisTransport, BrokerUna
               // Chunked per topic: one script call carries up to `chunkSize` messages.
               let chunk = chunks.get(message.routingKey)
               if (chunk === undefined) {
-                chunk = { packer: new Packer(chunkSize * (message.body.byteLength + 128)), messages: [], at: [] }
+                const capacity = Math.min(chunkBytes, chunkSize * (message.body.byteLength + 128))
+                chunk = { packer: new Packer(capacity), messages: [], at: [] }
                 chunks.set(message.routingKey, chunk)
               }
               chunk.packer.add(scratch, codec.writeFields(message, scratch, 0))
               chunk.messages.push(message)
               chunk.at.push(at)
-              if (chunk.messages.length >= chunkSize) {
+              if (chunk.messages.length >= chunkSize || chunk.packer.byteLength >= chunkBytes) {
                 chunks.delete(message.routingKey)
                 sent.push(sendChunk(message.routingKey, chunk, results))
                 // node-redis writes what was sent this tick on the next turn of the event loop:
