@@ -26,6 +26,7 @@ import {
   Tracer
 } from "effect"
 import * as Broker from "../../src/Broker.js"
+import * as MessageId from "../../src/internal/messageId.js"
 import { uniqueName } from "../fixtures/env.js"
 
 /** A dead-lettered message as the contract sees it. */
@@ -184,6 +185,16 @@ export const brokerContract = <E>(
         assert.isTrue(secondAt >= secondBefore && secondAt <= secondAfter, `publishedAt ${secondAt}`)
         assert.strictEqual(secondEnvelope.correlationId, undefined)
         assert.deepStrictEqual(secondEnvelope.headers, {})
+
+        // A caller's UUIDv7 made at another time does not stand in for the publish time.
+        const thirdBefore = yield* Clock.currentTimeMillis
+        const foreignId = MessageId.make(thirdBefore + 3_600_000)
+        yield* broker.publish(topic, order("a-3"), { messageId: foreignId })
+        const thirdAfter = yield* Clock.currentTimeMillis
+        const [, thirdEnvelope] = yield* take(received, "the third message")
+        assert.strictEqual(thirdEnvelope.id, foreignId)
+        const thirdAt = thirdEnvelope.publishedAt?.getTime() ?? Number.NaN
+        assert.isTrue(thirdAt >= thirdBefore - 1000 && thirdAt <= thirdAfter + 1000, `publishedAt ${thirdAt}`)
       }))
 
     it.scoped("consumers in one group compete: each message is handled exactly once", () =>
