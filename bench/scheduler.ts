@@ -216,7 +216,7 @@ const nextFireRates = () => {
 
 nextFireRates()
 
-// This process's own CPU while idle (tsx loader, timers): at 1,000 firings/s, ms/s ≈ ms per 1,000
+// This process's own CPU while idle (timers, the runtime): at 1,000 firings/s, ms/s ≈ ms per 1,000
 // firings, so read every cpu figure below against it.
 {
   const cpu0 = cpuMs()
