@@ -75,36 +75,18 @@ const isUuidV7 = (id: string): boolean => {
   return id.charCodeAt(14) === 55 && (variant === 56 || variant === 57 || variant === 97 || variant === 98)
 }
 
-// The time part (`xxxxxxxx-xxxx`) of an id of the last millisecond asked about, and that
-// millisecond: ids made in one millisecond share it, so most answers skip the hex parsing.
+// The time part (`xxxxxxxx-xxxx`) of the last id read and its millisecond: ids made in one
+// millisecond share it, so most answers skip the hex parsing (publishers ask once per message,
+// consumers once per delivery).
 let prefixMillis = Number.NaN
 let prefix = ""
-
-const timePrefix = (millis: number): string => {
-  if (millis !== prefixMillis) {
-    const hex = millis.toString(16).padStart(12, "0")
-    prefix = `${hex.slice(0, 8)}-${hex.slice(8, 12)}`
-    prefixMillis = millis
-  }
-  return prefix
-}
-
-const parseMillis = (id: string): number => parseInt(id.slice(0, 8), 16) * 0x10000 + parseInt(id.slice(9, 13), 16)
 
 /** The creation time (epoch ms) of a UUIDv7, or undefined for any other id. @internal */
 export const millisOf = (id: string): number | undefined => {
   if (!isUuidV7(id)) return undefined
   if (prefix !== "" && id.startsWith(prefix)) return prefixMillis
-  // Any id's own time part maps to its time (upper-case hex included): the next id of this
-  // millisecond is answered from it.
-  prefixMillis = parseMillis(id)
+  // The id's own time part, upper-case hex included: it maps to this time and no other.
+  prefixMillis = parseInt(id.slice(0, 8), 16) * 0x10000 + parseInt(id.slice(9, 13), 16)
   prefix = id.slice(0, 13)
   return prefixMillis
-}
-
-/** Whether `id` is a UUIDv7 made at `millis`, so it tells the publish time: `millisOf(id) === millis`, cheaper. @internal */
-export const tellsTime = (id: string, millis: number): boolean => {
-  if (!isUuidV7(id)) return false
-  const fits = Number.isInteger(millis) && millis >= 0 && millis < 2 ** 48
-  return (fits && id.startsWith(timePrefix(millis))) || parseMillis(id) === millis
 }

@@ -14,16 +14,12 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Duration, Effect, Either, Layer, Queue, Redacted, Schema, type Scope } from "effect"
-import { type ChildProcess, fork, spawn } from "node:child_process"
-import { mkdtempSync, rmSync } from "node:fs"
-import * as net from "node:net"
-import { tmpdir } from "node:os"
-import { join } from "node:path"
+import { fork } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import * as Broker from "../../src/Broker.js"
 import * as RedisBroker from "../../src/layers/RedisBroker.js"
 import { runId, uniqueName } from "../fixtures/env.js"
-import { cleanupLayer, redisUrl } from "../support/redis.js"
+import { cleanupLayer, ownServer, redisUrl } from "../support/redis.js"
 import { tcpProxy } from "../support/tcpProxy.js"
 import type { ChildMessage } from "./redisConsumerChild.js"
 
@@ -49,72 +45,6 @@ const brokerOn = (url: string, prefix: string, options: Partial<RedisBroker.Opti
   )
 
 const freshTopic = () => Broker.topic(uniqueName("fault").replaceAll("_", "-"), Item)
-
-/** A free TCP port on loopback. */
-const freePort = Effect.async<number>((resume) => {
-  const server = net.createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const address = server.address()
-    const port = typeof address === "object" && address !== null ? address.port : 0
-    server.close(() => resume(Effect.succeed(port)))
-  })
-})
-
-/** A redis-server of this test's own, killed with the scope; `restart` SIGKILLs it and starts it again on the same port and directory. */
-const ownServer = (persistent: boolean) =>
-  Effect.gen(function*() {
-    const port = yield* freePort
-    const dir = mkdtempSync(join(tmpdir(), "eb-redis-"))
-    const args = [
-      "--port",
-      String(port),
-      "--bind",
-      "127.0.0.1",
-      "--dir",
-      dir,
-      "--save",
-      "",
-      ...(persistent ? ["--appendonly", "yes", "--appendfsync", "always"] : ["--appendonly", "no"])
-    ]
-    let child: ChildProcess | undefined
-    const start = Effect.gen(function*() {
-      const started = spawn("redis-server", args, { stdio: "ignore" })
-      child = started
-      // Ready once it accepts connections.
-      yield* within(
-        "redis-server to accept connections",
-        Effect.async<void>((resume) => {
-          const attempt = () => {
-            const socket = net.connect(port, "127.0.0.1")
-            socket.once("connect", () => {
-              socket.destroy()
-              resume(Effect.void)
-            })
-            socket.once("error", () => {
-              socket.destroy()
-              setTimeout(attempt, 50)
-            })
-          }
-          attempt()
-        }),
-        20
-      )
-    })
-    const kill = Effect.async<void>((resume) => {
-      const running = child
-      if (running === undefined || running.exitCode !== null || running.signalCode !== null) {
-        return resume(Effect.void)
-      }
-      running.once("exit", () => resume(Effect.void))
-      running.kill("SIGKILL")
-    })
-    yield* Effect.acquireRelease(start, () =>
-      Effect.zipRight(
-        kill,
-        Effect.sync(() => rmSync(dir, { recursive: true, force: true }))
-      ))
-    return { url: `redis://127.0.0.1:${port}`, restart: Effect.zipRight(kill, start), kill, start }
-  })
 
 /** Publishes 0..total-1 one window at a time, recording which were confirmed. */
 const publishCounting = (

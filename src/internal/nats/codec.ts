@@ -60,7 +60,7 @@ export const encode = (message: BrokerTransport.TransportMessage, notBefore?: nu
   if (message.expiration !== undefined) h.set(header.expiration, String(message.expiration))
   // A UUIDv7 id of the publish millisecond tells the time; any other id needs the header.
   const publishedAt = message.publishedAt
-  if (publishedAt !== undefined && !MessageId.tellsTime(message.messageId, publishedAt)) {
+  if (publishedAt !== undefined && MessageId.millisOf(message.messageId) !== publishedAt) {
     h.set(header.publishedAt, String(publishedAt))
   }
   if (notBefore !== undefined) h.set(header.notBefore, String(notBefore))

@@ -10,6 +10,7 @@ import type * as Broker from "../../Broker.js"
 import { BrokerUnavailable, DeclareConflict, PublishRejected } from "../../BrokerError.js"
 import type * as BrokerTransport from "../../BrokerTransport.js"
 import { oversize } from "../broker.js"
+import { yieldToEventLoop } from "../eventLoop.js"
 import * as MessageId from "../messageId.js"
 import * as wire from "../wire.js"
 import * as connection from "./connection.js"
@@ -23,12 +24,6 @@ import { describe, type Endpoint } from "./url.js"
 
 /** Messages prepared between two returns to the event loop while a batch is being sent. */
 const sliceSize = 256
-
-/** Lets I/O callbacks (confirms, amqplib's socket writes) run before the next slice. */
-const yieldToEventLoop: Effect.Effect<void> = Effect.async<void>((resume) => {
-  const handle = setImmediate(() => resume(Effect.void))
-  return Effect.sync(() => clearImmediate(handle))
-})
 
 /** Fully resolved options (defaults applied, validated). @internal */
 export interface Resolved {

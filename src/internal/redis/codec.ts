@@ -1,13 +1,15 @@
 /**
- * A message as one stream entry. Fields: `b` body (bytes), `i` message id, `t` publish time (epoch
- * ms; left out when `i` is a UUIDv7 of that millisecond, which tells it: one field less for Redis to
- * store and for every reader to parse; without either, the time the entry entered its stream), `c` correlation id, `e` expiration (ms, counted from the entry's id time, i.e. from when it
- * entered the stream it is read from), `h:<name>` a caller header, `m:<name>` library metadata
- * (kept apart, so no header can collide with metadata), and the transport's bookkeeping set by
- * the scripts: `k` topic (entries of a group stream), `a` attempt (absent: 1), `r` redelivered,
+ * A message as one stream entry. Fields: `b` body (bytes), `i` message id, `t` publish time
+ * (epoch ms; left out when `i` is a UUIDv7 of that millisecond, which tells it: one field less for
+ * Redis to store and for every reader to parse; without either, the time the entry entered its
+ * stream), `c` correlation id, `e` expiration (ms, counted from the entry's id time, i.e. from
+ * when it entered the stream it is read from), `h:<name>` a caller header, `m:<name>` library
+ * metadata (kept apart, so no header can collide with metadata), and the transport's bookkeeping
+ * set by the scripts: `k` topic (entries of a group stream), `a` attempt (absent: 1), `r` redelivered,
  * `l` last error, `d` dead reason, `g` group.
  */
 import type * as BrokerTransport from "../../BrokerTransport.js"
+import { toBuffer } from "../broker.js"
 import * as MessageId from "../messageId.js"
 import * as wire from "../wire.js"
 
@@ -25,13 +27,11 @@ export const writeFields = (
 ): number => {
   let i = at
   out[i++] = "b"
-  out[i++] = Buffer.isBuffer(message.body)
-    ? message.body
-    : Buffer.from(message.body.buffer, message.body.byteOffset, message.body.byteLength)
+  out[i++] = toBuffer(message.body)
   out[i++] = "i"
   out[i++] = message.messageId
   const publishedAt = message.publishedAt
-  if (publishedAt !== undefined && !MessageId.tellsTime(message.messageId, publishedAt)) {
+  if (publishedAt !== undefined && MessageId.millisOf(message.messageId) !== publishedAt) {
     out[i++] = "t"
     out[i++] = String(publishedAt)
   }

@@ -80,7 +80,9 @@ export const describe = (url: Redacted.Redacted<string>): string => {
 /** @internal */
 export const make = (
   endpoint: Endpoint,
-  name: string
+  name: string,
+  /** Lua scripts to `SCRIPT LOAD` on every (re)connect, before any other command is written. */
+  preload: ReadonlyArray<string> = []
 ): Effect.Effect<Connection, BrokerUnavailable, Scope.Scope> =>
   Effect.gen(function*() {
     const runtime = yield* Effect.runtime<never>()
@@ -109,9 +111,16 @@ export const make = (
         log(`redis connection "${name}": ${lastError}`)
       }
     })
+    // Registered before anyone can wait for 'ready', so these are the first commands queued.
     client.on("ready", () => {
       connectedOnce = true
       logged = false
+      for (const lua of preload) {
+        client.sendCommand(["SCRIPT", "LOAD", lua]).catch((error: unknown) => {
+          lastError = describeError(error)
+          log(`redis connection "${name}": loading a script failed (it is loaded on first use): ${lastError}`)
+        })
+      }
     })
     const view: Client = client
     let destroyed = false

@@ -400,21 +400,16 @@ export const consume = (ctx: Context) =>
         ">",
         ">"
       ]).then((reply) => {
-        reads--
-        requested -= count
         warned.read = false
-        try {
-          // Read while closing: left pending to this consumer, which the shutdown requeues.
-          if (!closing) { for (const stream of codec.streams(reply)) take(stream.key, stream.entries, false) }
-        } catch (error) {
-          // Never an unhandled rejection; what the reply held stays pending and is claimed later.
-          readFailure ??= { error }
-        }
-        wake()
-      }, (error: unknown) => {
+        // Read while closing: left pending to this consumer, which the shutdown requeues.
+        if (!closing) { for (const stream of codec.streams(reply)) take(stream.key, stream.entries, false) }
+      }).catch((error: unknown) => {
+        // A failed read, or a reply that could not be taken (what it held stays pending and is
+        // claimed later): never an unhandled rejection.
+        readFailure ??= { error }
+      }).finally(() => {
         reads--
         requested -= count
-        readFailure ??= { error }
         wake()
       })
     }

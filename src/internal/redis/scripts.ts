@@ -1,7 +1,10 @@
 /**
- * The multi-step operations that must be atomic, as Lua scripts run with `EVALSHA` (loaded once
- * per server: on `NOSCRIPT`, after a restart for instance, the script is loaded and the call
- * repeated). Each runs as one step on the server, so no reader ever sees half a move.
+ * The multi-step operations that must be atomic, as Lua scripts run with `EVALSHA`. Each runs as
+ * one step on the server, so no reader ever sees half a move. The command connection loads them
+ * all first thing on every (re)connect (`all`, connection.ts), so commands sent after it never
+ * meet `NOSCRIPT`: a call that failed on it and was repeated after loading would run after calls
+ * sent later, and the chunks of one `publishAll` would be stored out of order. Should a script
+ * still be missing (an operator's `SCRIPT FLUSH`), `run` loads it and repeats the call.
  *
  * Stream entry fields (see codec.ts): `a` attempt, `r` redelivered, `l` last error, `k` topic,
  * `d` dead reason, `g` group. Delayed entries are sorted-set members: a 16-byte nonce (so equal
@@ -192,6 +195,19 @@ for i = 3, #ARGV do
 end
 return n
 `)
+
+/** Every script, loaded on each (re)connect of the command connection. @internal */
+export const all: ReadonlyArray<Script> = [
+  declare,
+  publish,
+  publishMany,
+  publishDelayed,
+  move,
+  settle,
+  trim,
+  redrive,
+  touch
+]
 
 const isNoScript = (error: unknown): boolean => error instanceof Error && error.message.startsWith("NOSCRIPT")
 

@@ -6,6 +6,7 @@ import type * as Broker from "../../Broker.js"
 import { BrokerUnavailable, PublishRejected } from "../../BrokerError.js"
 import type * as BrokerTransport from "../../BrokerTransport.js"
 import { oversize } from "../broker.js"
+import { yieldToEventLoop } from "../eventLoop.js"
 import * as codec from "./codec.js"
 import * as connection from "./connection.js"
 import * as consumer from "./consumer.js"
@@ -44,12 +45,6 @@ const routableTtlMs = 1000
 
 type Outcome = BrokerUnavailable | PublishRejected | undefined
 
-/** Resumes on the event loop's next check phase, after I/O queued by this turn was written. */
-const nextTurn: Effect.Effect<void> = Effect.async<void>((resume) => {
-  const handle = setImmediate(() => resume(Effect.void))
-  return Effect.sync(() => clearImmediate(handle))
-})
-
 const isUnsentResult = (result: Either.Either<void, BrokerUnavailable | PublishRejected> | undefined): boolean =>
   result !== undefined && Either.isLeft(result) && result.left._tag === "BrokerUnavailable"
 
@@ -57,7 +52,11 @@ const isUnsentResult = (result: Either.Either<void, BrokerUnavailable | PublishR
 export const make = (options: Resolved): Effect.Effect<RedisTransport, BrokerUnavailable, Scope.Scope> =>
   Effect.gen(function*() {
     const keys = Keys.make(options.prefix)
-    const command = yield* connection.make(options.endpoint, `effect-background-${options.prefix}`)
+    const command = yield* connection.make(
+      options.endpoint,
+      `effect-background-${options.prefix}`,
+      scripts.all.map((script) => script.lua)
+    )
     const stats: consumer.Stats = { claimed: 0, stalled: 0, expired: 0, requeued: 0, settleFailures: 0 }
     const active = new Set<object>()
     const clock = yield* Effect.clock
@@ -246,9 +245,8 @@ export const make = (options: Resolved): Effect.Effect<RedisTransport, BrokerUna
               if (chunk.messages.length >= chunkSize || chunk.packer.byteLength >= chunkBytes) {
                 chunks.delete(message.routingKey)
                 sent.push(sendChunk(message.routingKey, chunk, results))
-                // node-redis writes what was sent this tick on the next turn of the event loop:
-                // let it, so Redis runs this chunk while the next one is encoded.
-                yield* nextTurn
+                // Redis runs this chunk while the next one is encoded.
+                yield* yieldToEventLoop
               }
               continue
             }
