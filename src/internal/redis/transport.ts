@@ -38,6 +38,9 @@ export interface RedisTransport {
 
 /** Messages of one topic per `publishMany` call, and the bytes after which a chunk goes out sooner. */
 const chunkSize = 128
+// The last chunks of a window shrink, down to this: the window's last reply waits for Redis to
+// run its last chunk, and this process waits for that reply with nothing left to encode.
+const minTailChunk = 16
 const chunkBytes = 4 * 1024 * 1024
 
 /** How long a topic known to have a group is published to without checking again. */
@@ -181,6 +184,8 @@ export const make = (options: Resolved): Effect.Effect<RedisTransport, BrokerUna
     type Result = Either.Either<void, BrokerUnavailable | PublishRejected>
     interface Chunk {
       readonly packer: Packer
+      /** How many messages it takes: `chunkSize`, or fewer near the end of the window. */
+      readonly limit: number
       readonly messages: Array<BrokerTransport.TransportMessage>
       readonly at: Array<number>
     }
@@ -236,13 +241,14 @@ export const make = (options: Resolved): Effect.Effect<RedisTransport, BrokerUna
               let chunk = chunks.get(message.routingKey)
               if (chunk === undefined) {
                 const capacity = Math.min(chunkBytes, chunkSize * (message.body.byteLength + 128))
-                chunk = { packer: new Packer(capacity), messages: [], at: [] }
+                const limit = Math.min(chunkSize, Math.max(minTailChunk, Math.ceil((end - index) / 2)))
+                chunk = { packer: new Packer(capacity), limit, messages: [], at: [] }
                 chunks.set(message.routingKey, chunk)
               }
               chunk.packer.add(scratch, codec.writeFields(message, scratch, 0))
               chunk.messages.push(message)
               chunk.at.push(at)
-              if (chunk.messages.length >= chunkSize || chunk.packer.byteLength >= chunkBytes) {
+              if (chunk.messages.length >= chunk.limit || chunk.packer.byteLength >= chunkBytes) {
                 chunks.delete(message.routingKey)
                 sent.push(sendChunk(message.routingKey, chunk, results))
                 // Redis runs this chunk while the next one is encoded.
