@@ -7,6 +7,10 @@
  *   `b` body + `i` id), N messages each; messages/s, ratio = median of per-round ratios.
  * - consume: N messages already in the stream; `Broker.subscribe` (concurrency 50, prefetch 200,
  *   Schema decode) vs raw `XREADGROUP COUNT 200 BLOCK` + `JSON.parse` + one `XACK` per read.
+ * - typed raw (publish and consume): the raw loops plus the least a typed Effect consumer or
+ *   producer does per message: `Schema` encode / decode, and for consume the handler's `Effect`
+ *   run (all of a read's in one `Effect.forEach`, one at a time). Its ratio to raw is the ceiling
+ *   of any library that runs typed Effect handlers, printed next to ours.
  * - latency: single `Broker.publish` at BENCH_REDIS_RATE per second for 3 s; publish call →
  *   handler start, p50 / p99.
  * - tasks: no-op tasks end to end (`TaskQueue.enqueueAll` + `TaskQueue.worker`, concurrency 50,
@@ -17,7 +21,7 @@
  * Env: BENCH_REDIS_N (default 50,000), BENCH_REDIS_ROUNDS (default 5), BENCH_REDIS_RATE (1,000/s).
  */
 import { Queue as BullQueue, Worker as BullWorker } from "bullmq"
-import { Context, Effect, Either, Layer, Redacted, Runtime } from "effect"
+import { Context, Effect, Either, Layer, Redacted, Runtime, Schema } from "effect"
 import { createClient } from "redis"
 import * as Broker from "../src/Broker.js"
 import * as RedisBroker from "../src/layers/RedisBroker.js"
@@ -54,7 +58,25 @@ const rawPublish = async (client: Raw, stream: string) => {
   return N / ((performance.now() - started) / 1000)
 }
 
-const rawConsume = async (client: Raw, reader: Raw, stream: string) => {
+const encodePayload = Schema.encodeEither(Payload)
+const decodePayload = Schema.decodeUnknownEither(Payload)
+
+/** Raw pipelined `XADD` of Schema-encoded messages. */
+const typedRawPublish = async (client: Raw, stream: string) => {
+  const started = performance.now()
+  for (let from = 0; from < N; from += WINDOW) {
+    const sent: Array<Promise<unknown>> = []
+    for (let n = from; n < Math.min(N, from + WINDOW); n++) {
+      const encoded = encodePayload(payload(n))
+      if (Either.isLeft(encoded)) throw new Error(String(encoded.left))
+      sent.push(client.sendCommand(["XADD", stream, "*", "b", JSON.stringify(encoded.right), "i", `id-${n}`]))
+    }
+    await Promise.all(sent)
+  }
+  return N / ((performance.now() - started) / 1000)
+}
+
+const rawConsume = async (client: Raw, reader: Raw, stream: string, typed = false) => {
   await client.sendCommand(["XGROUP", "CREATE", stream, "g", "0", "MKSTREAM"])
   for (let from = 0; from < N; from += WINDOW) {
     const sent: Array<Promise<unknown>> = []
@@ -81,21 +103,30 @@ const rawConsume = async (client: Raw, reader: Raw, stream: string) => {
     ])
     if (!Array.isArray(reply)) continue
     const ids: Array<string> = []
+    const values: Array<Payload> = []
     for (const item of reply) {
       const entries: unknown = Array.isArray(item) ? item[1] : undefined
       if (!Array.isArray(entries)) continue
       for (const entry of entries) {
         if (!Array.isArray(entry)) continue
         const fields: unknown = entry[1]
-        if (Array.isArray(fields)) JSON.parse(String(fields[1]))
+        const json: unknown = Array.isArray(fields) ? JSON.parse(String(fields[1])) : undefined
+        if (typed) {
+          const decoded = decodePayload(json)
+          if (Either.isLeft(decoded)) throw new Error(String(decoded.left))
+          values.push(decoded.right)
+        }
         ids.push(String(entry[0]))
       }
     }
+    if (typed) await Effect.runPromise(Effect.forEach(values, () => Effect.sync(noop), { discard: true }))
     seen += ids.length
     void client.sendCommand(["XACK", stream, "g", ...ids])
   }
   return N / ((performance.now() - started) / 1000)
 }
+
+const noop = () => undefined
 
 // ---------------------------------------------------------------------------------------------
 // ours
@@ -239,6 +270,8 @@ const main = Effect.gen(function*() {
     rawPublish: [] as Array<number>,
     oursPublish: [] as Array<number>,
     rawConsume: [] as Array<number>,
+    typedRawPublish: [] as Array<number>,
+    typedRawConsume: [] as Array<number>,
     oursConsume: [] as Array<number>,
     oursTasks: [] as Array<number>,
     bullmq: [] as Array<number>
@@ -257,6 +290,7 @@ const main = Effect.gen(function*() {
     )
     rates.oursPublish.push(op)
     rates.rawPublish.push(rp)
+    rates.typedRawPublish.push(yield* Effect.promise(() => typedRawPublish(client, `${prefix}-typed-pub-${r}`)))
     yield* Effect.promise(() => deleteKeys(client, `${prefix}*pub*`))
     const [oc, rc] = yield* pair(
       oursConsume(broker, r),
@@ -264,22 +298,29 @@ const main = Effect.gen(function*() {
     )
     rates.oursConsume.push(oc)
     rates.rawConsume.push(rc)
+    rates.typedRawConsume.push(
+      yield* Effect.promise(() => rawConsume(client, reader, `${prefix}-typed-con-${r}`, true))
+    )
     yield* Effect.promise(() => deleteKeys(client, `${prefix}*con*`))
     const [ot, bt] = yield* pair(oursTasks(brokerContext, r), Effect.promise(() => bullRun(r)))
     rates.oursTasks.push(ot)
     rates.bullmq.push(bt)
     log(
-      `round ${round}: publish ours ${op.toFixed(0)} raw ${rp.toFixed(0)}; consume ours ${oc.toFixed(0)} raw ${
-        rc.toFixed(0)
+      `round ${round}: publish ours ${op.toFixed(0)} raw ${rp.toFixed(0)} typed raw ${
+        rates.typedRawPublish[round]?.toFixed(0)
+      }; consume ours ${oc.toFixed(0)} raw ${rc.toFixed(0)} typed raw ${
+        rates.typedRawConsume[round]?.toFixed(0)
       }; tasks ours ${ot.toFixed(0)} bullmq ${bt.toFixed(0)}`
     )
   }
   print("redis.publish.ours_msgs_per_s", Math.round(median(rates.oursPublish)), "msg/s")
   print("redis.publish.raw_msgs_per_s", Math.round(median(rates.rawPublish)), "msg/s")
   print("redis.publish.ratio_vs_raw", ratio(rates.oursPublish, rates.rawPublish), "x")
+  print("redis.publish.typed_raw_ratio_vs_raw", ratio(rates.typedRawPublish, rates.rawPublish), "x")
   print("redis.consume.ours_msgs_per_s", Math.round(median(rates.oursConsume)), "msg/s")
   print("redis.consume.raw_msgs_per_s", Math.round(median(rates.rawConsume)), "msg/s")
   print("redis.consume.ratio_vs_raw", ratio(rates.oursConsume, rates.rawConsume), "x")
+  print("redis.consume.typed_raw_ratio_vs_raw", ratio(rates.typedRawConsume, rates.rawConsume), "x")
   print("tasks.throughput.redis_tasks_per_s", Math.round(median(rates.oursTasks)), "tasks/s")
   print("tasks.throughput.bullmq_tasks_per_s", Math.round(median(rates.bullmq)), "tasks/s")
   print("tasks.throughput.redis_ratio_vs_bullmq", ratio(rates.oursTasks, rates.bullmq), "x")
