@@ -287,6 +287,58 @@ describe("RedisBroker streams", () => {
     { timeout: 30_000 }
   )
 
+  it.live(
+    "publishAll of 1,000 across chunks that shrink towards the window's end: every outcome at its own index, the good messages once each, in order",
+    () =>
+      Effect.scoped(Effect.gen(function*() {
+        yield* Layer.build(cleanupLayer(`${prefix}x`))
+        const broker = yield* brokerWith({})
+        const topic = freshTopic()
+        const nobody = freshTopic()
+        const nobodyLate = freshTopic()
+        const group = uniqueName("g")
+        yield* broker.declare(topic, { group })
+        // Every 97th entry fails in the front (a reserved header); every 89th goes to a topic no
+        // group is bound to, and so does every third of the last 150 (to another such topic,
+        // whose chunk is made near the window's end, so smaller): each unroutable. Chunk
+        // bookkeeping must map every outcome back to its entry.
+        const kind = (n: number) =>
+          n % 97 === 5 ? "invalid" : n % 89 === 7 ? "early" : n >= 850 && n % 3 === 0 ? "late" : "ok"
+        const results = yield* broker.publishAll(
+          Array.from({ length: 1000 }, (_, n) =>
+            kind(n) === "invalid"
+              ? Broker.entry(topic, { n }, { headers: { "x-eb-bad": "1" } })
+              : Broker.entry(kind(n) === "early" ? nobody : kind(n) === "late" ? nobodyLate : topic, { n })),
+          { window: 1000 }
+        )
+        const outcome = (n: number) => {
+          const result = results[n]
+          if (result === undefined) return "missing"
+          return Either.isRight(result)
+            ? "ok"
+            : result.left._tag === "InvalidName"
+            ? "invalid"
+            : result.left._tag === "PublishRejected" && result.left.reason === "unroutable"
+            ? "unroutable"
+            : result.left._tag
+        }
+        const expected = Array.from({ length: 1000 }, (_, n) =>
+          kind(n) === "invalid" || kind(n) === "ok" ? kind(n) : "unroutable")
+        assert.deepStrictEqual(
+          Array.from({ length: 1000 }, (_, n) =>
+            outcome(n)),
+          expected
+        )
+        const received: Array<number> = []
+        yield* broker.subscribe(topic, (m) => Effect.sync(() => received.push(m.n)), { group, concurrency: 1 })
+        const good = expected.flatMap((k, n) => k === "ok" ? [n] : [])
+        yield* waitUntil("every good message handled", () => received.length >= good.length)
+        yield* Effect.sleep("200 millis")
+        assert.deepStrictEqual(received, good)
+      })),
+    { timeout: 30_000 }
+  )
+
   it.live("layerConfig reads REDIS_URL (redacted) and REDIS_PREFIX", () =>
     Effect.scoped(Effect.gen(function*() {
       yield* Layer.build(cleanupLayer(`${prefix}c`))
