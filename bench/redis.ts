@@ -17,7 +17,7 @@
  *   producer and worker in this process) vs BullMQ (`addBulk` chunks of 1,000 + Worker
  *   concurrency 50): `tasks.throughput.redis_ratio_vs_bullmq`.
  *
- * Each round runs ours and the baseline back to back, alternating which goes first.
+ * Each round runs ours and the baselines back to back, a different one first each round.
  * Env: BENCH_REDIS_N (default 50,000), BENCH_REDIS_ROUNDS (default 5), BENCH_REDIS_RATE (1,000/s).
  */
 import { Queue as BullQueue, Worker as BullWorker } from "bullmq"
@@ -278,39 +278,42 @@ const main = Effect.gen(function*() {
   }
   for (let round = 0; round < ROUNDS; round++) {
     const r = `r${round}`
-    const oursFirst = round % 2 === 0
-    const pair = function*<A, E>(ours: Effect.Effect<A, E>, raw: Effect.Effect<A>) {
-      if (oursFirst) return [yield* ours, yield* raw] as const
-      const rawResult = yield* raw
-      return [yield* ours, rawResult] as const
+    // The sides run one after another, a different one first each round (so none always meets
+    // a warmer Redis); results come back in the order given.
+    const inTurn = function*<E>(sides: ReadonlyArray<Effect.Effect<number, E>>) {
+      const results = sides.map(() => Number.NaN)
+      for (let k = 0; k < sides.length; k++) {
+        const at = (k + round) % sides.length
+        const side = sides[at]
+        if (side !== undefined) results[at] = yield* side
+      }
+      return results
     }
-    const [op, rp] = yield* pair(
+    const [op = 0, rp = 0, tp = 0] = yield* inTurn([
       oursPublish(broker, r),
-      Effect.promise(() => rawPublish(client, `${prefix}-raw-pub-${r}`))
-    )
+      Effect.promise(() => rawPublish(client, `${prefix}-raw-pub-${r}`)),
+      Effect.promise(() => typedRawPublish(client, `${prefix}-typed-pub-${r}`))
+    ])
     rates.oursPublish.push(op)
     rates.rawPublish.push(rp)
-    rates.typedRawPublish.push(yield* Effect.promise(() => typedRawPublish(client, `${prefix}-typed-pub-${r}`)))
+    rates.typedRawPublish.push(tp)
     yield* Effect.promise(() => deleteKeys(client, `${prefix}*pub*`))
-    const [oc, rc] = yield* pair(
+    const [oc = 0, rc = 0, tc = 0] = yield* inTurn([
       oursConsume(broker, r),
-      Effect.promise(() => rawConsume(client, reader, `${prefix}-raw-con-${r}`))
-    )
+      Effect.promise(() => rawConsume(client, reader, `${prefix}-raw-con-${r}`)),
+      Effect.promise(() => rawConsume(client, reader, `${prefix}-typed-con-${r}`, true))
+    ])
     rates.oursConsume.push(oc)
     rates.rawConsume.push(rc)
-    rates.typedRawConsume.push(
-      yield* Effect.promise(() => rawConsume(client, reader, `${prefix}-typed-con-${r}`, true))
-    )
+    rates.typedRawConsume.push(tc)
     yield* Effect.promise(() => deleteKeys(client, `${prefix}*con*`))
-    const [ot, bt] = yield* pair(oursTasks(brokerContext, r), Effect.promise(() => bullRun(r)))
+    const [ot = 0, bt = 0] = yield* inTurn([oursTasks(brokerContext, r), Effect.promise(() => bullRun(r))])
     rates.oursTasks.push(ot)
     rates.bullmq.push(bt)
     log(
-      `round ${round}: publish ours ${op.toFixed(0)} raw ${rp.toFixed(0)} typed raw ${
-        rates.typedRawPublish[round]?.toFixed(0)
-      }; consume ours ${oc.toFixed(0)} raw ${rc.toFixed(0)} typed raw ${
-        rates.typedRawConsume[round]?.toFixed(0)
-      }; tasks ours ${ot.toFixed(0)} bullmq ${bt.toFixed(0)}`
+      `round ${round}: publish ours ${op.toFixed(0)} raw ${rp.toFixed(0)} typed raw ${tp.toFixed(0)}; consume ours ${
+        oc.toFixed(0)
+      } raw ${rc.toFixed(0)} typed raw ${tc.toFixed(0)}; tasks ours ${ot.toFixed(0)} bullmq ${bt.toFixed(0)}`
     )
   }
   print("redis.publish.ours_msgs_per_s", Math.round(median(rates.oursPublish)), "msg/s")
