@@ -30,9 +30,14 @@ const random = (i: number): number => pool[offset + i] ?? 0
 
 // The time part of the last id: a batch made in one millisecond shares it.
 let lastMillis = Number.NaN
-// The last id made, as the very string returned: a publisher asks `millisOf` of the id it just
-// made, and comparing one string with itself is a pointer compare.
+// The last id made, as the very string returned, and the time its text tells (which is `now`
+// for any whole, non-negative `now`): a publisher asks `millisOf` of the id it just made, and
+// comparing one string with itself is a pointer compare.
 let lastMade = ""
+let lastMadeMillis = Number.NaN
+
+/** The millisecond an id's first 13 characters (`xxxxxxxx-xxxx`, hex) tell. */
+const timeOf = (id: string): number => parseInt(id.slice(0, 8), 16) * 0x10000 + parseInt(id.slice(9, 13), 16)
 
 /** A new UUIDv7 for `now` (epoch ms). @internal */
 export const make = (now: number): string => {
@@ -51,6 +56,7 @@ export const make = (now: number): string => {
     writeByte(9, low >>> 8)
     writeByte(11, low)
     lastMillis = now
+    lastMadeMillis = timeOf(text.toString("latin1", 0, 13))
   }
   writeByte(14, 0x70 | (random(6) & 0x0f))
   writeByte(16, random(7))
@@ -90,12 +96,12 @@ let prefix = ""
 
 /** The creation time (epoch ms) of a UUIDv7, or undefined for any other id. @internal */
 export const millisOf = (id: string): number | undefined => {
-  if (id === lastMade) return lastMillis
+  if (id === lastMade) return lastMadeMillis
   // The cached time part was checked when it was cached: only the rest needs checking.
   if (prefix !== "" && id.startsWith(prefix)) return isUuidV7(id, 13) ? prefixMillis : undefined
   if (!isUuidV7(id, 0)) return undefined
   // The id's own time part, upper-case hex included: it maps to this time and no other.
-  prefixMillis = parseInt(id.slice(0, 8), 16) * 0x10000 + parseInt(id.slice(9, 13), 16)
+  prefixMillis = timeOf(id)
   prefix = id.slice(0, 13)
   return prefixMillis
 }

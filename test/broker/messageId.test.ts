@@ -10,6 +10,12 @@ describe("message ids (UUIDv7)", () => {
     }
   })
 
+  it("millisOf of the id just made is the time its text tells, even for a fractional `now`", () => {
+    const id = MessageId.make(1_800_000_000_000.75)
+    assert.strictEqual(MessageId.millisOf(id), parseInt(id.slice(0, 8) + id.slice(9, 13), 16))
+    assert.strictEqual(MessageId.millisOf(id), 1_800_000_000_000)
+  })
+
   it("are unique, and other ids tell no time", () => {
     const ids = new Set(Array.from({ length: 100_000 }, () => MessageId.make(1_800_000_000_000)))
     assert.strictEqual(ids.size, 100_000)
