@@ -240,8 +240,8 @@ export const make = (options: Resolved): Effect.Effect<RedisTransport, BrokerUna
               // Chunked per topic: one script call carries up to `chunkSize` messages.
               let chunk = chunks.get(message.routingKey)
               if (chunk === undefined) {
-                const capacity = Math.min(chunkBytes, chunkSize * (message.body.byteLength + 128))
                 const limit = Math.min(chunkSize, Math.max(minTailChunk, Math.ceil((end - index) / 2)))
+                const capacity = Math.min(chunkBytes, limit * (message.body.byteLength + 128))
                 chunk = { packer: new Packer(capacity), limit, messages: [], at: [] }
                 chunks.set(message.routingKey, chunk)
               }
