@@ -105,3 +105,12 @@ export const millisOf = (id: string): number | undefined => {
   prefix = id.slice(0, 13)
   return prefixMillis
 }
+
+/**
+ * Whether a message needs its publish time written apart from its id: it has one, and `id` is
+ * not a UUIDv7 of that millisecond (which tells it). The NATS and Redis codecs share this rule.
+ *
+ * @internal
+ */
+export const needsPublishedAt = (id: string, publishedAt: number | undefined): publishedAt is number =>
+  publishedAt !== undefined && millisOf(id) !== publishedAt

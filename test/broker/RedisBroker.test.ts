@@ -74,10 +74,14 @@ describe("RedisBroker options", () => {
 const Ping = Schema.Struct({ n: Schema.Number })
 const freshTopic = () => Broker.topic(uniqueName("r").replaceAll("_", "-"), Ping)
 
+/** A broker under the prefix `<run>x`, whose keys are deleted before it starts and when the scope closes. */
 const brokerWith = (options: Partial<RedisBroker.Options>) =>
-  Effect.map(
-    Layer.build(RedisBroker.layer({ url: Redacted.make(redisUrl), prefix: `${prefix}x`, ...options })),
-    (context) => Context.get(context, Broker.Broker)
+  Effect.zipRight(
+    Layer.build(cleanupLayer(`${prefix}x`)),
+    Effect.map(
+      Layer.build(RedisBroker.layer({ url: Redacted.make(redisUrl), prefix: `${prefix}x`, ...options })),
+      (context) => Context.get(context, Broker.Broker)
+    )
   )
 
 const within = <A, E, R>(label: string, effect: Effect.Effect<A, E, R>) =>
@@ -91,7 +95,6 @@ describe("RedisBroker streams", () => {
     "a stream is trimmed to what every group acknowledged, never past a lagging group's unread entries",
     () =>
       Effect.scoped(Effect.gen(function*() {
-        yield* Layer.build(cleanupLayer(`${prefix}x`))
         const broker = yield* brokerWith({ trimInterval: "100 millis" })
         const client = yield* rawClient()
         const topic = freshTopic()
@@ -138,7 +141,6 @@ describe("RedisBroker streams", () => {
     "waitForReplicas: with no replica the publish fails PublishRejected timeout, ambiguous (stored on the primary)",
     () =>
       Effect.scoped(Effect.gen(function*() {
-        yield* Layer.build(cleanupLayer(`${prefix}x`))
         const broker = yield* brokerWith({ waitForReplicas: { replicas: 1, timeout: "50 millis" } })
         const topic = freshTopic()
         yield* broker.declare(topic, { group: uniqueName("g") })
@@ -160,7 +162,6 @@ describe("RedisBroker streams", () => {
     () =>
       Effect.scoped(Effect.gen(function*() {
         const keyPrefix = `${prefix}x`
-        yield* Layer.build(cleanupLayer(keyPrefix))
         const broker = yield* brokerWith({ claimIdle: "200 millis", maxDeliveries: 3 })
         const client = yield* rawClient()
         const topic = freshTopic()
@@ -204,7 +205,6 @@ describe("RedisBroker streams", () => {
     () =>
       Effect.scoped(Effect.gen(function*() {
         const keyPrefix = `${prefix}x`
-        yield* Layer.build(cleanupLayer(keyPrefix))
         const broker = yield* brokerWith({})
         const client = yield* rawClient()
         const topic = freshTopic()
@@ -291,7 +291,6 @@ describe("RedisBroker streams", () => {
     "publishAll of 1,000 across chunks that shrink towards the window's end: every outcome at its own index, the good messages once each, in order",
     () =>
       Effect.scoped(Effect.gen(function*() {
-        yield* Layer.build(cleanupLayer(`${prefix}x`))
         const broker = yield* brokerWith({})
         const topic = freshTopic()
         const nobody = freshTopic()

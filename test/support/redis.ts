@@ -1,12 +1,8 @@
 /** Helpers for tests against Redis: the URL, a raw client, the dead-letter probe, key cleanup, a server of a test's own. */
-import { Duration, Effect, Layer } from "effect"
-import { type ChildProcess, spawn } from "node:child_process"
-import { mkdtempSync, rmSync } from "node:fs"
-import * as net from "node:net"
-import { tmpdir } from "node:os"
-import { join } from "node:path"
+import { Effect, Layer } from "effect"
 import { createClient } from "redis"
 import { ContractProbe } from "../broker/contract.js"
+import { ownProcess } from "./ownProcess.js"
 
 export const redisUrl = process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379"
 
@@ -64,25 +60,13 @@ export const probeLayer = (prefix: string, maxMessageBytes: number, url: string 
     }))
   )
 
-/** A free TCP port on loopback. */
-const freePort = Effect.async<number>((resume) => {
-  const server = net.createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const address = server.address()
-    const port = typeof address === "object" && address !== null ? address.port : 0
-    server.close(() => resume(Effect.succeed(port)))
-  })
-})
-
 /**
- * A redis-server of the test's own, killed with the scope (with `args` added to its command line);
- * `restart` SIGKILLs it and starts it again on the same port and directory.
+ * A redis-server of the test's own, killed with the scope (with `extraArgs` added to its command
+ * line); `restart` SIGKILLs it and starts it again on the same port and directory.
  */
 export const ownServer = (persistent: boolean, extraArgs: ReadonlyArray<string> = []) =>
-  Effect.gen(function*() {
-    const port = yield* freePort
-    const dir = mkdtempSync(join(tmpdir(), "eb-redis-"))
-    const args = [
+  Effect.map(
+    ownProcess("redis-server", (port, dir) => [
       "--port",
       String(port),
       "--bind",
@@ -93,42 +77,10 @@ export const ownServer = (persistent: boolean, extraArgs: ReadonlyArray<string> 
       "",
       ...(persistent ? ["--appendonly", "yes", "--appendfsync", "always"] : ["--appendonly", "no"]),
       ...extraArgs
-    ]
-    let child: ChildProcess | undefined
-    const start = Effect.gen(function*() {
-      const started = spawn("redis-server", args, { stdio: "ignore" })
-      child = started
-      // Ready once it accepts connections.
-      yield* Effect.timeoutFail(
-        Effect.async<void>((resume) => {
-          const attempt = () => {
-            const socket = net.connect(port, "127.0.0.1")
-            socket.once("connect", () => {
-              socket.destroy()
-              resume(Effect.void)
-            })
-            socket.once("error", () => {
-              socket.destroy()
-              setTimeout(attempt, 50)
-            })
-          }
-          attempt()
-        }),
-        { duration: Duration.seconds(20), onTimeout: () => new Error("timed out: redis-server to accept connections") }
-      )
+    ]),
+    (server) => ({
+      ...server,
+      url: `redis://127.0.0.1:${server.port}`,
+      restart: Effect.zipRight(server.kill, server.start)
     })
-    const kill = Effect.async<void>((resume) => {
-      const running = child
-      if (running === undefined || running.exitCode !== null || running.signalCode !== null) {
-        return resume(Effect.void)
-      }
-      running.once("exit", () => resume(Effect.void))
-      running.kill("SIGKILL")
-    })
-    yield* Effect.acquireRelease(start, () =>
-      Effect.zipRight(
-        kill,
-        Effect.sync(() => rmSync(dir, { recursive: true, force: true }))
-      ))
-    return { url: `redis://127.0.0.1:${port}`, restart: Effect.zipRight(kill, start), kill, start }
-  })
+  )

@@ -58,11 +58,8 @@ export const encode = (message: BrokerTransport.TransportMessage, notBefore?: nu
   h.set(header.msgId, message.messageId)
   if (message.correlationId !== undefined) h.set(header.correlationId, message.correlationId)
   if (message.expiration !== undefined) h.set(header.expiration, String(message.expiration))
-  // A UUIDv7 id of the publish millisecond tells the time; any other id needs the header.
   const publishedAt = message.publishedAt
-  if (publishedAt !== undefined && MessageId.millisOf(message.messageId) !== publishedAt) {
-    h.set(header.publishedAt, String(publishedAt))
-  }
+  if (MessageId.needsPublishedAt(message.messageId, publishedAt)) h.set(header.publishedAt, String(publishedAt))
   if (notBefore !== undefined) h.set(header.notBefore, String(notBefore))
   return h
 }

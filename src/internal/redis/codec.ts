@@ -31,7 +31,7 @@ export const writeFields = (
   out[i++] = "i"
   out[i++] = message.messageId
   const publishedAt = message.publishedAt
-  if (publishedAt !== undefined && MessageId.millisOf(message.messageId) !== publishedAt) {
+  if (MessageId.needsPublishedAt(message.messageId, publishedAt)) {
     out[i++] = "t"
     out[i++] = String(publishedAt)
   }

@@ -39,7 +39,6 @@
 import * as Cause from "effect/Cause"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Runtime from "effect/Runtime"
 import type * as Scope from "effect/Scope"
@@ -239,30 +238,28 @@ export const consume = (ctx: Context) =>
         Effect.catchAll((error) => Effect.logWarning("dead-lettering a stalled delivery failed", error.error))
       )
 
-    const settle = (item: Held, exit: Exit.Exit<BrokerTransport.Disposition>): Effect.Effect<void> => {
-      if (Exit.isSuccess(exit)) {
-        const disposition = exit.value
-        switch (disposition._tag) {
-          case "Ack":
-            return Effect.sync(() => ack(item))
-          case "Retry":
-            return settleScript(
-              item,
-              "retry",
-              item.entry.attempt + 1,
-              disposition.reason,
-              disposition.delay > 0 ? now() + disposition.delay : 0
-            )
-          case "DeadLetter":
-            return settleScript(item, "dead", item.entry.attempt, disposition.reason, 0)
-        }
-      }
-      if (Cause.isInterruptedOnly(exit.cause)) {
+    /** Carries out a Retry or a DeadLetter (an Ack the worker queues itself). */
+    const settleDisposition = (
+      item: Held,
+      disposition: Exclude<BrokerTransport.Disposition, { readonly _tag: "Ack" }>
+    ): Effect.Effect<void> =>
+      disposition._tag === "Retry"
+        ? settleScript(
+          item,
+          "retry",
+          item.entry.attempt + 1,
+          disposition.reason,
+          disposition.delay > 0 ? now() + disposition.delay : 0
+        )
+        : settleScript(item, "dead", item.entry.attempt, disposition.reason, 0)
+
+    /** A handler that gave no disposition: interrupted, it is requeued; a defect dead-letters rather than spin. */
+    const settleCause = (item: Held, cause: Cause.Cause<never>): Effect.Effect<void> => {
+      if (Cause.isInterruptedOnly(cause)) {
         ctx.stats.requeued++
         return settleScript(item, "requeue", item.entry.attempt, "", 0)
       }
-      // `handle` must not fail; a defect dead-letters rather than spin.
-      return settleScript(item, "dead", item.entry.attempt, `defect in delivery: ${Cause.pretty(exit.cause)}`, 0)
+      return settleScript(item, "dead", item.entry.attempt, `defect in delivery: ${Cause.pretty(cause)}`, 0)
     }
 
     const settled = (item: Held): void => {
@@ -339,7 +336,7 @@ export const consume = (ctx: Context) =>
           onSuccess: (disposition: BrokerTransport.Disposition): Effect.Effect<void> => {
             running--
             if (disposition._tag !== "Ack") {
-              return Effect.zipRight(settle(current, Exit.succeed(disposition)), settledThenNext)
+              return Effect.zipRight(settleDisposition(current, disposition), settledThenNext)
             }
             ack(current)
             settled(current)
@@ -347,7 +344,7 @@ export const consume = (ctx: Context) =>
           },
           onFailure: (cause: Cause.Cause<never>): Effect.Effect<void> => {
             running--
-            return Effect.zipRight(settle(current, Exit.failCause(cause)), settledThenNext)
+            return Effect.zipRight(settleCause(current, cause), settledThenNext)
           }
         }
         const start = (item: Held): Effect.Effect<void> => {
