@@ -17,6 +17,13 @@
  *   producer and worker in this process) vs BullMQ (`addBulk` chunks of 1,000 + Worker
  *   concurrency 50): `tasks.throughput.redis_ratio_vs_bullmq`.
  *
+ * - cost: for every side, this process's CPU (`process.cpuUsage`) and the Redis server's
+ *   (`INFO cpu`) per message over the same interval as its rate (`…_node_us_per_msg`,
+ *   `…_redis_us_per_msg`), and `…cpu_ratio_vs_raw` / `…cpu_ratio_vs_bullmq`: messages per CPU
+ *   second, both processes together, ours over the baseline (median of per-round ratios). A
+ *   side slowed by another process's load does not cost more CPU per message, so these move
+ *   far less from run to run than rates on this machine.
+ *
  * Each round runs ours and the baselines back to back, a different one first each round.
  * Env: BENCH_REDIS_N (default 50,000), BENCH_REDIS_ROUNDS (default 5), BENCH_REDIS_RATE (1,000/s).
  */
@@ -42,6 +49,48 @@ const prefix = `bench${runId}`
 
 type Raw = ReturnType<typeof createClient>
 
+type Side =
+  | "oursPublish"
+  | "rawPublish"
+  | "typedRawPublish"
+  | "oursConsume"
+  | "rawConsume"
+  | "typedRawConsume"
+  | "oursTasks"
+  | "bullmq"
+
+/** A side's rate and what each message cost: this process's CPU and the Redis server's (µs). */
+interface Measured {
+  readonly rate: number
+  readonly nodeUs: number
+  readonly redisUs: number
+}
+
+/** CPU seconds the Redis server has used (`INFO cpu`: user + sys of the server process). */
+const redisCpuSeconds = async (client: Raw): Promise<number> => {
+  const info = String(await client.sendCommand(["INFO", "cpu"]))
+  let total = 0
+  for (const match of info.matchAll(/^used_cpu_(?:sys|user):([\d.]+)/gm)) total += Number(match[1])
+  return total
+}
+
+/**
+ * Starts measuring a side; the function it returns ends it after `count` messages. CPU per
+ * message is steadier than a rate on this noisy machine (another process's load slows a side
+ * without making its messages cost more), and it counts the server's share too.
+ */
+const meter = async (client: Raw) => {
+  const redisBefore = await redisCpuSeconds(client)
+  const nodeBefore = process.cpuUsage()
+  const started = performance.now()
+  return async (count: number): Promise<Measured> => {
+    const seconds = (performance.now() - started) / 1000
+    const node = process.cpuUsage(nodeBefore)
+    const redis = await redisCpuSeconds(client) - redisBefore
+    return { rate: count / seconds, nodeUs: (node.user + node.system) / count, redisUs: (redis * 1e6) / count }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // raw node-redis
 // ---------------------------------------------------------------------------------------------
@@ -58,8 +107,8 @@ const rawBody = (n: number, typed: boolean): string => {
 }
 
 /** Pipelined `XADD`s, a window at a time. */
-const rawPublish = async (client: Raw, stream: string, typed = false) => {
-  const started = performance.now()
+const rawPublish = async (client: Raw, stream: string, typed = false): Promise<Measured> => {
+  const end = await meter(client)
   for (let from = 0; from < N; from += WINDOW) {
     const sent: Array<Promise<unknown>> = []
     for (let n = from; n < Math.min(N, from + WINDOW); n++) {
@@ -67,13 +116,13 @@ const rawPublish = async (client: Raw, stream: string, typed = false) => {
     }
     await Promise.all(sent)
   }
-  return N / ((performance.now() - started) / 1000)
+  return end(N)
 }
 
-const rawConsume = async (client: Raw, reader: Raw, stream: string, typed = false) => {
+const rawConsume = async (client: Raw, reader: Raw, stream: string, typed = false): Promise<Measured> => {
   await client.sendCommand(["XGROUP", "CREATE", stream, "g", "0", "MKSTREAM"])
   await rawPublish(client, stream)
-  const started = performance.now()
+  const end = await meter(client)
   let seen = 0
   while (seen < N) {
     const reply = await reader.sendCommand([
@@ -111,7 +160,7 @@ const rawConsume = async (client: Raw, reader: Raw, stream: string, typed = fals
     seen += ids.length
     void client.sendCommand(["XACK", stream, "g", ...ids])
   }
-  return N / ((performance.now() - started) / 1000)
+  return end(N)
 }
 
 const noop = () => undefined
@@ -120,10 +169,10 @@ const noop = () => undefined
 // ours
 // ---------------------------------------------------------------------------------------------
 
-/** `publishAll` of N payloads to `topic`, a window at a time; messages/s. */
-const publishN = (broker: Broker.Service, topic: Broker.Topic<Payload, Payload>) =>
+/** `publishAll` of N payloads to `topic`, a window at a time. */
+const publishN = (client: Raw, broker: Broker.Service, topic: Broker.Topic<Payload, Payload>) =>
   Effect.gen(function*() {
-    const started = performance.now()
+    const end = yield* Effect.promise(() => meter(client))
     for (let from = 0; from < N; from += WINDOW) {
       const entries = Array.from(
         { length: Math.min(WINDOW, N - from) },
@@ -133,31 +182,31 @@ const publishN = (broker: Broker.Service, topic: Broker.Topic<Payload, Payload>)
       const failed = results.filter(Either.isLeft).length
       if (failed > 0) return yield* Effect.dieMessage(`${failed} publishes failed`)
     }
-    return N / ((performance.now() - started) / 1000)
+    return yield* Effect.promise(() => end(N))
   })
 
-const oursPublish = (broker: Broker.Service, round: string) =>
+const oursPublish = (client: Raw, broker: Broker.Service, round: string) =>
   Effect.gen(function*() {
     const topic = Broker.topic(`pub-${round}`, Payload)
     yield* broker.declare(topic, { group: `g-${round}` })
-    return yield* publishN(broker, topic)
+    return yield* publishN(client, broker, topic)
   })
 
-const oursConsume = (broker: Broker.Service, round: string) =>
+const oursConsume = (client: Raw, broker: Broker.Service, round: string) =>
   Effect.scoped(Effect.gen(function*() {
     const topic = Broker.topic(`con-${round}`, Payload)
     const group = `g-${round}`
     yield* broker.declare(topic, { group })
-    yield* publishN(broker, topic)
+    yield* publishN(client, broker, topic)
     const done = counter(N)
-    const started = performance.now()
+    const end = yield* Effect.promise(() => meter(client))
     yield* broker.subscribe(topic, () => Effect.sync(done.hit), {
       group,
       concurrency: CONCURRENCY,
       prefetch: PREFETCH
     })
     yield* Effect.promise(() => done.done)
-    return N / ((performance.now() - started) / 1000)
+    return yield* Effect.promise(() => end(N))
   }))
 
 const oursLatency = (broker: Broker.Service) =>
@@ -180,7 +229,7 @@ const oursLatency = (broker: Broker.Service) =>
     return latencies.sort((a, b) => a - b)
   }))
 
-const oursTasks = (brokerContext: Context.Context<Broker.Broker>, round: string) =>
+const oursTasks = (client: Raw, brokerContext: Context.Context<Broker.Broker>, round: string) =>
   Effect.gen(function*() {
     const task = Task.make(`bench.${round}`, { payload: Payload })
     const done = counter(N)
@@ -189,14 +238,14 @@ const oursTasks = (brokerContext: Context.Context<Broker.Broker>, round: string)
       Layer.provide(Layer.succeedContext(brokerContext))
     )
     return yield* Effect.gen(function*() {
-      const started = performance.now()
+      const end = yield* Effect.promise(() => meter(client))
       const outcomes = yield* TaskQueue.enqueueAll(task, Array.from({ length: N }, (_, n) => payload(n)), {
         window: WINDOW
       })
       const failed = outcomes.filter(Either.isLeft).length
       if (failed > 0) return yield* Effect.dieMessage(`${failed} enqueues failed`)
       yield* Effect.promise(() => done.done)
-      return N / ((performance.now() - started) / 1000)
+      return yield* Effect.promise(() => end(N))
     }).pipe(Effect.provide(services), Effect.scoped)
   })
 
@@ -204,7 +253,7 @@ const oursTasks = (brokerContext: Context.Context<Broker.Broker>, round: string)
 // BullMQ (same Redis)
 // ---------------------------------------------------------------------------------------------
 
-const bullRun = async (round: string) => {
+const bullRun = async (client: Raw, round: string): Promise<Measured> => {
   const parsed = new URL(url)
   const connection = { host: parsed.hostname, port: Number(parsed.port || 6379), maxRetriesPerRequest: null }
   const name = `${prefix}-bull-${round}`
@@ -214,18 +263,18 @@ const bullRun = async (round: string) => {
     done.hit()
   }, { connection, concurrency: CONCURRENCY })
   await worker.waitUntilReady()
-  const started = performance.now()
+  const end = await meter(client)
   for (let from = 0; from < N; from += WINDOW) {
     await queue.addBulk(
       Array.from({ length: Math.min(WINDOW, N - from) }, (_, i) => ({ name: "noop", data: payload(from + i) }))
     )
   }
   await done.done
-  const rate = N / ((performance.now() - started) / 1000)
+  const measured = await end(N)
   await worker.close()
   await queue.obliterate({ force: true })
   await queue.close()
-  return rate
+  return measured
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -254,67 +303,81 @@ const main = Effect.gen(function*() {
     RedisBroker.layer({ url: Redacted.make(url), prefix, trimInterval: "1 second" })
   )
   const broker = Context.get(brokerContext, Broker.Broker)
-  const rates = {
-    rawPublish: [] as Array<number>,
-    oursPublish: [] as Array<number>,
-    rawConsume: [] as Array<number>,
-    typedRawPublish: [] as Array<number>,
-    typedRawConsume: [] as Array<number>,
-    oursConsume: [] as Array<number>,
-    oursTasks: [] as Array<number>,
-    bullmq: [] as Array<number>
+  const measured: Record<Side, Array<Measured>> = {
+    oursPublish: [],
+    rawPublish: [],
+    typedRawPublish: [],
+    oursConsume: [],
+    rawConsume: [],
+    typedRawConsume: [],
+    oursTasks: [],
+    bullmq: []
   }
   for (let round = 0; round < ROUNDS; round++) {
     const r = `r${round}`
     // The sides run one after another, a different one first each round (so none always meets
-    // a warmer Redis); results come back in the order given.
-    const inTurn = function*<E>(sides: ReadonlyArray<Effect.Effect<number, E>>) {
-      const results = sides.map(() => Number.NaN)
+    // a warmer Redis).
+    const inTurn = function*<E>(sides: ReadonlyArray<readonly [Side, Effect.Effect<Measured, E>]>) {
       for (let k = 0; k < sides.length; k++) {
-        const at = (k + round) % sides.length
-        const side = sides[at]
-        if (side !== undefined) results[at] = yield* side
+        const side = sides[(k + round) % sides.length]
+        if (side !== undefined) measured[side[0]].push(yield* side[1])
       }
-      return results
     }
-    const [op = 0, rp = 0, tp = 0] = yield* inTurn([
-      oursPublish(broker, r),
-      Effect.promise(() => rawPublish(client, `${prefix}-raw-pub-${r}`)),
-      Effect.promise(() => rawPublish(client, `${prefix}-typed-pub-${r}`, true))
+    yield* inTurn([
+      ["oursPublish", oursPublish(client, broker, r)],
+      ["rawPublish", Effect.promise(() => rawPublish(client, `${prefix}-raw-pub-${r}`))],
+      ["typedRawPublish", Effect.promise(() => rawPublish(client, `${prefix}-typed-pub-${r}`, true))]
     ])
-    rates.oursPublish.push(op)
-    rates.rawPublish.push(rp)
-    rates.typedRawPublish.push(tp)
     yield* Effect.promise(() => deleteKeys(client, `${prefix}*pub*`))
-    const [oc = 0, rc = 0, tc = 0] = yield* inTurn([
-      oursConsume(broker, r),
-      Effect.promise(() => rawConsume(client, reader, `${prefix}-raw-con-${r}`)),
-      Effect.promise(() => rawConsume(client, reader, `${prefix}-typed-con-${r}`, true))
+    yield* inTurn([
+      ["oursConsume", oursConsume(client, broker, r)],
+      ["rawConsume", Effect.promise(() => rawConsume(client, reader, `${prefix}-raw-con-${r}`))],
+      ["typedRawConsume", Effect.promise(() => rawConsume(client, reader, `${prefix}-typed-con-${r}`, true))]
     ])
-    rates.oursConsume.push(oc)
-    rates.rawConsume.push(rc)
-    rates.typedRawConsume.push(tc)
     yield* Effect.promise(() => deleteKeys(client, `${prefix}*con*`))
-    const [ot = 0, bt = 0] = yield* inTurn([oursTasks(brokerContext, r), Effect.promise(() => bullRun(r))])
-    rates.oursTasks.push(ot)
-    rates.bullmq.push(bt)
+    yield* inTurn([["oursTasks", oursTasks(client, brokerContext, r)], [
+      "bullmq",
+      Effect.promise(() => bullRun(client, r))
+    ]])
+    const last = (side: Side) => {
+      const m = measured[side][round]
+      return m === undefined ? "?" : `${m.rate.toFixed(0)}/s ${m.nodeUs.toFixed(1)}+${m.redisUs.toFixed(1)} µs`
+    }
     log(
-      `round ${round}: publish ours ${op.toFixed(0)} raw ${rp.toFixed(0)} typed raw ${tp.toFixed(0)}; consume ours ${
-        oc.toFixed(0)
-      } raw ${rc.toFixed(0)} typed raw ${tc.toFixed(0)}; tasks ours ${ot.toFixed(0)} bullmq ${bt.toFixed(0)}`
+      `round ${round}: publish ours ${last("oursPublish")}, raw ${last("rawPublish")}, typed raw ${
+        last("typedRawPublish")
+      }; consume ours ${last("oursConsume")}, raw ${last("rawConsume")}, typed raw ${
+        last("typedRawConsume")
+      }; tasks ours ${last("oursTasks")}, bullmq ${last("bullmq")}`
     )
   }
-  print("redis.publish.ours_msgs_per_s", Math.round(median(rates.oursPublish)), "msg/s")
-  print("redis.publish.raw_msgs_per_s", Math.round(median(rates.rawPublish)), "msg/s")
-  print("redis.publish.ratio_vs_raw", ratio(rates.oursPublish, rates.rawPublish), "x")
-  print("redis.publish.typed_raw_ratio_vs_raw", ratio(rates.typedRawPublish, rates.rawPublish), "x")
-  print("redis.consume.ours_msgs_per_s", Math.round(median(rates.oursConsume)), "msg/s")
-  print("redis.consume.raw_msgs_per_s", Math.round(median(rates.rawConsume)), "msg/s")
-  print("redis.consume.ratio_vs_raw", ratio(rates.oursConsume, rates.rawConsume), "x")
-  print("redis.consume.typed_raw_ratio_vs_raw", ratio(rates.typedRawConsume, rates.rawConsume), "x")
-  print("tasks.throughput.redis_tasks_per_s", Math.round(median(rates.oursTasks)), "tasks/s")
-  print("tasks.throughput.bullmq_tasks_per_s", Math.round(median(rates.bullmq)), "tasks/s")
-  print("tasks.throughput.redis_ratio_vs_bullmq", ratio(rates.oursTasks, rates.bullmq), "x")
+  const rates = (side: Side) => measured[side].map((m) => m.rate)
+  /** Messages per CPU second (this process and the server together), per round. */
+  const perCpu = (side: Side) => measured[side].map((m) => 1 / (m.nodeUs + m.redisUs))
+  const cost = (name: string, side: Side) => {
+    print(`${name}_node_us_per_msg`, median(measured[side].map((m) => m.nodeUs)), "µs")
+    print(`${name}_redis_us_per_msg`, median(measured[side].map((m) => m.redisUs)), "µs")
+  }
+  for (const op of ["publish", "consume"] as const) {
+    const ours = op === "publish" ? "oursPublish" : "oursConsume"
+    const raw = op === "publish" ? "rawPublish" : "rawConsume"
+    const typed = op === "publish" ? "typedRawPublish" : "typedRawConsume"
+    print(`redis.${op}.ours_msgs_per_s`, Math.round(median(rates(ours))), "msg/s")
+    print(`redis.${op}.raw_msgs_per_s`, Math.round(median(rates(raw))), "msg/s")
+    print(`redis.${op}.ratio_vs_raw`, ratio(rates(ours), rates(raw)), "x")
+    print(`redis.${op}.typed_raw_ratio_vs_raw`, ratio(rates(typed), rates(raw)), "x")
+    cost(`redis.${op}.ours`, ours)
+    cost(`redis.${op}.raw`, raw)
+    cost(`redis.${op}.typed_raw`, typed)
+    print(`redis.${op}.cpu_ratio_vs_raw`, ratio(perCpu(ours), perCpu(raw)), "x")
+    print(`redis.${op}.typed_raw_cpu_ratio_vs_raw`, ratio(perCpu(typed), perCpu(raw)), "x")
+  }
+  print("tasks.throughput.redis_tasks_per_s", Math.round(median(rates("oursTasks"))), "tasks/s")
+  print("tasks.throughput.bullmq_tasks_per_s", Math.round(median(rates("bullmq"))), "tasks/s")
+  print("tasks.throughput.redis_ratio_vs_bullmq", ratio(rates("oursTasks"), rates("bullmq")), "x")
+  cost("tasks.redis.ours", "oursTasks")
+  cost("tasks.redis.bullmq", "bullmq")
+  print("tasks.redis.cpu_ratio_vs_bullmq", ratio(perCpu("oursTasks"), perCpu("bullmq")), "x")
   const latencies = yield* oursLatency(broker)
   print("redis.latency.p50_ms", percentile(latencies, 50), "ms")
   print("redis.latency.p99_ms", percentile(latencies, 99), "ms")
