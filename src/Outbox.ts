@@ -121,15 +121,24 @@ export class Outbox extends Context.Tag("effect-background/Outbox")<Outbox, Serv
 
 /**
  * The typed service over a store: `add` encodes and validates, then inserts through the store;
- * dispatchers built in the same process are woken directly.
+ * dispatchers built in the same process are woken directly. When a `Broker` is in the context it
+ * is built in (as in `PgOutbox.layer`, which runs a dispatcher too), `add` also refuses an event
+ * whose encoded body is over the broker's `maxMessageBytes` (an `EncodeError`): no dispatcher
+ * could ever publish it. Without one (a producer-only process) the check is left to the
+ * dispatcher, which dead-letters such an event at once.
  *
  * @since 0.1.0
  * @category constructors
  */
-export const make = (store: OutboxStore.Service): Effect.Effect<Service> => Effect.sync(() => internal.make(store))
+export const make = (store: OutboxStore.Service): Effect.Effect<Service> =>
+  Effect.map(
+    Effect.serviceOption(Broker.Broker),
+    (broker) => internal.make(store, Option.getOrUndefined(broker)?.capabilities.maxMessageBytes)
+  )
 
 /**
  * The `Outbox` service on the `OutboxStore` in context (producers; pair it with `dispatcher`).
+ * A `Broker` provided to it bounds the size of what `add` accepts (see `make`).
  *
  * @since 0.1.0
  * @category layers

@@ -1,7 +1,8 @@
 /**
  * The errors of the Outbox's operations. The Outbox refuses input with the rules of the Broker,
  * so that an event it accepts can be published: `EncodeError` (the payload does not encode with
- * the topic's Schema, or holds NaN / ±Infinity, which JSON cannot carry), `InvalidName` (a
+ * the topic's Schema, holds NaN / ±Infinity, which JSON cannot carry, or is over the Broker's
+ * `maxMessageBytes` where the service was built with a Broker), `InvalidName` (a
  * header name or value), and `InvalidOptions` for an option (`messageId`, `key`, `limit`,
  * `prune`'s `maxAge` / `batchSize`, every Layer option). The database fails with `@effect/sql`'s
  * `SqlError`: `add` runs in the caller's `SqlClient` transaction, which handles that error

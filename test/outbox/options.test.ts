@@ -7,14 +7,16 @@
 import { SqlClient } from "@effect/sql"
 import type { PgClient } from "@effect/sql-pg"
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Config, Effect, Exit, Layer, Option, type Scope } from "effect"
+import { Cause, Config, Context, Effect, Exit, Layer, Option, type Scope } from "effect"
+import { EncodeError } from "../../src/BrokerError.js"
 import { InvalidOptions } from "../../src/InvalidOptions.js"
+import * as MemoryBroker from "../../src/layers/MemoryBroker.js"
 import * as PgOutbox from "../../src/layers/PgOutbox.js"
 import * as Outbox from "../../src/Outbox.js"
 import * as OutboxError from "../../src/OutboxError.js"
 import * as OutboxStore from "../../src/OutboxStore.js"
 import { runId } from "../fixtures/env.js"
-import { orderPlaced, pg, recordingBroker } from "./fixtures.js"
+import { orderPlaced, pg, recordingBroker, uniquePrefix } from "./fixtures.js"
 
 const run = <A, E>(body: Effect.Effect<A, E, SqlClient.SqlClient | PgClient.PgClient | Scope.Scope>) =>
   Effect.scoped(body).pipe(Effect.provide(pg()))
@@ -216,5 +218,47 @@ describe("Outbox options", () => {
           assertInvalid(yield* Effect.exit(operation(service)), "Outbox", field)
         }))
     })
+  })
+  describe("Outbox.add refuses an event over the Broker's maxMessageBytes", () => {
+    const limited = MemoryBroker.layer({ maxMessageBytes: 64 })
+    const big = { orderId: "o".repeat(100), n: 1 }
+    const small = { orderId: "o", n: 1 }
+
+    const assertTooLarge = <A, E>(exit: Exit.Exit<A, E>) => {
+      const failure = Exit.isFailure(exit) ? Option.getOrUndefined(Cause.failureOption(exit.cause)) : undefined
+      assert.instanceOf(failure, EncodeError, String(exit))
+      if (!(failure instanceof EncodeError)) return
+      assert.strictEqual(failure.topic, orderPlaced.name)
+      assert.include(failure.issue, "over the broker's maxMessageBytes of 64")
+      assert.isTrue(OutboxError.isOutboxError(failure))
+    }
+    /** What `untouchable` does when reached: the only way an add gets past its checks. */
+    const assertReachedStore = <A, E>(exit: Exit.Exit<A, E>) =>
+      assert.include(Exit.isFailure(exit) ? Cause.pretty(exit.cause) : "succeeded", "the store was reached")
+
+    it.effect("with a Broker where the service is built: refused before the store, a smaller one passes", () =>
+      Effect.gen(function*() {
+        const service = yield* Outbox.make(untouchable(false)).pipe(Effect.provide(limited))
+        assertTooLarge(yield* Effect.exit(service.add(orderPlaced, big)))
+        assertReachedStore(yield* Effect.exit(service.add(orderPlaced, small)))
+      }))
+
+    it.effect("without a Broker (a producer-only process) the limit is not known here: it reaches the store", () =>
+      Effect.gen(function*() {
+        const service = yield* Outbox.make(untouchable(false))
+        assertReachedStore(yield* Effect.exit(service.add(orderPlaced, big)))
+      }))
+
+    it.live("PgOutbox.layer: the refused event is not stored, the accepted one is", () =>
+      run(Effect.gen(function*() {
+        const prefix = yield* uniquePrefix
+        const context = yield* Layer.build(PgOutbox.layer({ prefix }).pipe(Layer.provide(limited)))
+        const outbox = Context.get(context, Outbox.Outbox)
+        assertTooLarge(yield* Effect.exit(outbox.add(orderPlaced, big)))
+        yield* outbox.add(orderPlaced, small)
+        const sql = yield* SqlClient.SqlClient
+        const rows = yield* sql<{ readonly n: number }>`select count(*)::int as n from ${sql(`${prefix}_outbox`)}`
+        assert.strictEqual(rows[0]?.n, 1)
+      })))
   })
 })

@@ -3,6 +3,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import type * as Broker from "../../Broker.js"
+import { EncodeError } from "../../BrokerError.js"
 import type { InvalidOptions } from "../../InvalidOptions.js"
 import type * as Outbox from "../../Outbox.js"
 import type * as OutboxError from "../../OutboxError.js"
@@ -44,7 +45,11 @@ export const checkPrune = (options: Outbox.PruneOptions | undefined) =>
  *
  * @internal
  */
-export const make = (store: OutboxStore.Service): Outbox.Service => {
+export const make = (
+  store: OutboxStore.Service,
+  /** The broker's limit, when one is known here: an event over it could never be published. */
+  maxMessageBytes?: number
+): Outbox.Service => {
   const wake = Wake.make()
 
   const signal = Effect.suspend(() => {
@@ -59,6 +64,16 @@ export const make = (store: OutboxStore.Service): Outbox.Service => {
   ): Effect.Effect<string, OutboxError.AddError> => {
     const encoded = topic.codec.encode(message)
     if (Either.isLeft(encoded)) return Effect.fail(encoded.left)
+    const bytes = encoded.right.byteLength
+    if (maxMessageBytes !== undefined && bytes > maxMessageBytes) {
+      return Effect.fail(
+        new EncodeError({
+          topic: topic.name,
+          issue:
+            `the encoded event is ${bytes} bytes, over the broker's maxMessageBytes of ${maxMessageBytes}; no dispatcher could publish it`
+        })
+      )
+    }
     const headers = options?.headers
     if (headers !== undefined) {
       const valid = names.validateHeaders(headers)
