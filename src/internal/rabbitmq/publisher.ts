@@ -14,9 +14,9 @@
  *   every item is decided, with exactly `feed.items.length` outcomes, outcome `i` for item `i`.
  * - Success only on the message's own confirm: `undefined` is reported only from the confirm
  *   callback of that very publish, without error, and with no `basic.return` counted for its
- *   message id (RabbitMQ sends the return before the ack of the same publish). Returns are
- *   matched by message id, so ids are assumed unique among the messages in flight on the
- *   channel: two in-flight publishes sharing an id may swap their `unroutable` and ok outcomes.
+ *   exchange, routing key and message id (RabbitMQ sends the return before the ack of the same
+ *   publish). Publishes in flight that share all three are routed alike, so ids need not be
+ *   unique: one that shares only its id with a returned publish is not taken for it.
  * - Definite failures, never stored by RabbitMQ: a nack → `nacked`; a return → `unroutable`;
  *   a field amqplib cannot encode (it throws before writing anything) → `invalid`, the channel
  *   stays open. None of them is `ambiguous`.
@@ -103,17 +103,23 @@ const InFlight: unique symbol = Symbol("InFlight")
 type SendResult = typeof Ok | typeof Unsent | PublishRejected
 type Slot = typeof Ok | typeof Pending | typeof InFlight | PublishRejected | BrokerUnavailable
 
+/** What identifies a returned publish; the lengths keep any two different triples apart. */
+const returnKey = (exchange: string, routingKey: string, messageId: string): string =>
+  `${exchange.length}:${routingKey.length}:${exchange}${routingKey}${messageId}`
+
 const isIllegalOperation = (error: unknown): boolean => error instanceof Error && error.name === "IllegalOperationError"
 
 /**
  * One confirm channel. Plain callbacks, no Effect per message: the hot path of publishing.
  * Writes pause while amqplib's buffer asks for `drain`; `basic.return`s (which RabbitMQ sends
- * before the ack of the same publish) are matched to publishes by message id.
+ * before the ack of the same publish) are matched to publishes by exchange, routing key and
+ * message id.
  */
 class Sink {
   closed: string | undefined = undefined
   private blocked = false
   private readonly waiting: Array<() => void> = []
+  /** Returns not yet matched to a confirm, counted by `returnKey`. */
   private readonly returned = new Map<string, number>()
 
   constructor(
@@ -127,7 +133,9 @@ class Sink {
     })
     channel.on("return", (message: Amqp.Message) => {
       const id: unknown = message.properties.messageId
-      if (typeof id === "string") this.returned.set(id, (this.returned.get(id) ?? 0) + 1)
+      if (typeof id !== "string") return
+      const key = returnKey(message.fields.exchange, message.fields.routingKey, id)
+      this.returned.set(key, (this.returned.get(key) ?? 0) + 1)
     })
     channel.on("error", (error: unknown) => {
       this.closed = manager.describeError(error)
@@ -162,10 +170,13 @@ class Sink {
         message.options,
         (error) => {
           if (error === null || error === undefined) {
-            const returns = this.returned.get(message.messageId)
+            // Returns are rare: no key is built while none waits.
+            if (this.returned.size === 0) return done(Ok)
+            const key = returnKey(message.exchange, message.routingKey, message.messageId)
+            const returns = this.returned.get(key)
             if (returns === undefined) return done(Ok)
-            if (returns <= 1) this.returned.delete(message.messageId)
-            else this.returned.set(message.messageId, returns - 1)
+            if (returns <= 1) this.returned.delete(key)
+            else this.returned.set(key, returns - 1)
             return done(
               reject(message, "unroutable", false, `no queue is bound for routing key "${message.routingKey}"`)
             )
