@@ -64,7 +64,12 @@ export interface Options {
   readonly connectTimeout?: Duration.DurationInput | undefined
   /** Delays between reconnect attempts after the connection dropped. Default {@link defaultReconnect}. */
   readonly reconnect?: Schedule.Schedule<unknown, BrokerUnavailable> | undefined
-  /** How long in-flight handlers may finish when a subscription or the layer closes. Default 10 s. */
+  /**
+   * How long in-flight handlers may finish when a subscription or the layer closes. Default 10 s.
+   * It bounds a subscription's whole shutdown (cancel, drain, channel close), even on a
+   * connection that stopped answering; the layer's release takes at most twice it (its
+   * channels, then the connection).
+   */
   readonly shutdownTimeout?: Duration.DurationInput | undefined
   /** Largest message body accepted by `publish`, checked before sending. Default 16 MiB. */
   readonly maxMessageBytes?: number | undefined

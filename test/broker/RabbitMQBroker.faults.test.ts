@@ -6,7 +6,7 @@
  * the bound, consumers come back.
  */
 import { assert, layer } from "@effect/vitest"
-import { Context, Deferred, Effect, Either, Exit, Fiber, Layer, Redacted, Schedule, Scope } from "effect"
+import { Context, Deferred, Duration, Effect, Either, Exit, Fiber, Layer, Redacted, Schedule, Scope } from "effect"
 import * as Broker from "../../src/Broker.js"
 import * as RabbitMQBroker from "../../src/layers/RabbitMQBroker.js"
 import { runId, uniqueName } from "../fixtures/env.js"
@@ -265,6 +265,47 @@ layer(Layer.scopedDiscard(scopedVhost(vhost)), { excludeTestServices: true, time
           yield* waitFor("the interrupted messages redelivered", () => again.deliveries.size === 3, 20)
           assert.deepStrictEqual([...again.deliveries.keys()].sort(), ["slow-1", "slow-2", "slow-3"])
           assert.strictEqual(again.redelivered(), 3)
+        }).pipe(Effect.scoped),
+      { timeout: 60_000 }
+    )
+
+    it.scoped(
+      "B9 on a blackholed connection: a subscription closes within one shutdownTimeout, the layer within two",
+      () =>
+        Effect.gen(function*() {
+          const proxy = yield* tcpProxy("127.0.0.1", 5672)
+          const layerScope = yield* Scope.make()
+          const broker = yield* brokerAt({
+            url: Redacted.make(proxy.url(urlFor(vhost))),
+            prefix,
+            shutdownTimeout: "1 second"
+          }).pipe(Scope.extend(layerScope))
+          const topic = freshTopic("b9-blackhole")
+          let started = 0
+          const subscription = yield* Scope.make()
+          yield* broker.subscribe(topic, () =>
+            Effect.sync(() => {
+              started++
+            }).pipe(Effect.zipRight(Effect.never)), { group: uniqueName("g") }).pipe(Scope.extend(subscription))
+          // The publish channel is open too: the layer has two channels to close.
+          yield* broker.publish(topic, { id: "stuck" })
+          yield* waitFor("the handler running", () => started === 1, 20)
+          // From here the broker never answers: the cancel, the handler (it never ends), every
+          // channel close and the connection close all wait for nothing.
+          yield* proxy.setMode("blackhole")
+          const timed = (scope: Scope.CloseableScope) =>
+            Effect.map(Effect.timed(Scope.close(scope, Exit.void)), ([took]) => Duration.toMillis(took))
+          const subscriptionMs = yield* timed(subscription)
+          const layerMs = yield* timed(layerScope)
+          yield* proxy.setMode("pass")
+          console.log(
+            `B9 blackholed: subscription closed in ${Math.round(subscriptionMs)} ms, layer in ${
+              Math.round(layerMs)
+            } ms (shutdownTimeout 1 s)`
+          )
+          assert.isAtLeast(subscriptionMs, 900, "the handler had its shutdownTimeout")
+          assert.isBelow(subscriptionMs, 1800, "one shutdownTimeout bounds a subscription's whole shutdown")
+          assert.isBelow(layerMs, 2800, "channels, then the connection: two shutdownTimeouts at most")
         }).pipe(Effect.scoped),
       { timeout: 60_000 }
     )

@@ -176,7 +176,7 @@ const kernelRun = (seed: number, vhost: string) =>
     })
     const probe = new Probe()
     const kernel = yield* publisher.make(probe.wrap(manager), Duration.seconds(5))
-    yield* Effect.addFinalizer(() => kernel.close)
+    yield* Effect.addFinalizer(() => kernel.close(Duration.seconds(5)))
 
     const poison = random.chance(0.7)
     let n = 0

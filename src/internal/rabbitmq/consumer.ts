@@ -32,8 +32,10 @@
  * - Shutdown (scope close): stop starting deliveries (one racing the cancel is nacked at once),
  *   nack the waiting ones, cancel the consumer, wait for in-flight handlers and republishes up to
  *   `shutdownTimeout`, interrupt the rest (their messages are nacked, requeued), flush the acks,
- *   close the channel. Cancel, wait and close are each bounded by `shutdownTimeout`; a handler in
- *   an uninterruptible region holds the close until that region ends.
+ *   close the channel. Cancel and wait run side by side, and the close gets what is left: the
+ *   whole shutdown of a subscription is bounded by one `shutdownTimeout`, even on a connection
+ *   that stopped answering; a handler in an uninterruptible region holds the close until that
+ *   region ends.
  * - Re-attach: after a channel loss or a broker cancel (queue deleted), a supervisor re-attaches
  *   with backoff, forever, re-declaring the queue, until the scope closes.
  *
@@ -41,8 +43,9 @@
  * subscriptions closed and replaced, connection resets) and fault tests B2, B9, B10, P1.
  */
 import type * as Amqp from "amqplib"
+import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
-import type * as Duration from "effect/Duration"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
@@ -58,6 +61,7 @@ import { Fifo } from "../fifo.js"
 import * as MessageId from "../messageId.js"
 import * as wire from "../wire.js"
 import { Acker } from "./acker.js"
+import { closeChannel as closeAmqpChannel } from "./closeChannel.js"
 import type { Connection, Manager } from "./connection.js"
 import type { Declarer } from "./declarer.js"
 import * as headerValue from "./headerValue.js"
@@ -476,18 +480,18 @@ export const consume = (deps: ConsumerDeps) =>
           return reply.consumerTag
         })
         const consumerTag = yield* setup.pipe(
-          Effect.onError(() => closeChannel(channel, lost))
+          Effect.onError(() => closeChannel(channel, lost, deps.shutdownTimeout))
         )
         return { connection, channel, acker, consumerTag, lost }
       })
 
-    const closeChannel = (channel: Amqp.Channel, lost: Deferred.Deferred<string>) =>
+    const closeChannel = (channel: Amqp.Channel, lost: Deferred.Deferred<string>, timeout: Duration.Duration) =>
       Effect.flatMap(
         Deferred.isDone(lost),
         (gone) =>
-          gone ? Effect.void : Effect.tryPromise(() => channel.close()).pipe(
+          gone ? Effect.void : Effect.tryPromise(() => closeAmqpChannel(channel)).pipe(
             Effect.interruptible,
-            Effect.timeout(deps.shutdownTimeout),
+            Effect.timeout(timeout),
             Effect.catchAll((error) => Effect.logDebug(`closing a consumer channel: ${manager.describeError(error)}`))
           )
       )
@@ -499,17 +503,23 @@ export const consume = (deps: ConsumerDeps) =>
       Effect.gen(function*() {
         stopping = true
         deps.active.delete(token)
+        // One deadline for the whole shutdown: on a connection that stopped answering, cancel,
+        // drain and close each bounded alone took three times `shutdownTimeout`.
+        const deadline = (yield* Clock.currentTimeMillis) + Duration.toMillis(deps.shutdownTimeout)
+        const left = Effect.map(Clock.currentTimeMillis, (now) => Duration.millis(Math.max(0, deadline - now)))
         // Not started: straight back to the queue.
         for (const source of waiting.drain()) settle(source, { done: false }, false)
         const current = attached
-        if (current !== undefined && !(yield* Deferred.isDone(current.lost))) {
-          yield* Effect.tryPromise(() => current.channel.cancel(current.consumerTag)).pipe(
+        // The cancel and the wait for handlers run side by side: a delivery racing the cancel is
+        // nacked at once (`stopping`), so nothing new starts meanwhile.
+        const cancel = current === undefined || (yield* Deferred.isDone(current.lost))
+          ? Effect.void
+          : Effect.tryPromise(() => current.channel.cancel(current.consumerTag)).pipe(
             Effect.interruptible,
             Effect.timeout(deps.shutdownTimeout),
             Effect.catchAll((error) => Effect.logDebug(`cancelling the consumer: ${manager.describeError(error)}`))
           )
-        }
-        if (inFlight.size > 0) {
+        const drain = inFlight.size === 0 ? Effect.void : Effect.gen(function*() {
           const signal = yield* Deferred.make<void>()
           drained = signal
           const result = yield* Deferred.await(signal).pipe(
@@ -521,12 +531,15 @@ export const consume = (deps: ConsumerDeps) =>
               `shutdown timeout: interrupting ${inFlight.size} in-flight handler(s); their messages are requeued`
             )
           }
-        }
+        })
+        yield* Effect.all([cancel, drain], { concurrency: 2, discard: true })
         // Interrupted handlers requeue their message (see `start`).
         yield* Fiber.interruptAll([...inFlight])
         if (current === undefined) return
         current.acker.flush()
-        yield* closeChannel(current.channel, current.lost)
+        // What is left of the deadline: the acks and nacks are written before the close either
+        // way, and a channel not closed here goes with its connection.
+        yield* closeChannel(current.channel, current.lost, yield* left)
       }).pipe(Effect.annotateLogs(annotations))
     )
 

@@ -3,6 +3,7 @@ import * as Deferred from "effect/Deferred"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import { BrokerUnavailable } from "../../BrokerError.js"
+import { closeChannel } from "./closeChannel.js"
 import type { Manager } from "./connection.js"
 import { isFresh } from "./topology.js"
 
@@ -19,7 +20,8 @@ export interface Declarer {
     ttl: number,
     declare: (channel: Amqp.Channel) => Promise<void>
   ) => Effect.Effect<void, BrokerUnavailable>
-  readonly close: Effect.Effect<void>
+  /** Closes the topology channel (layer release), waiting at most `timeout`. */
+  readonly close: (timeout: Duration.Duration) => Effect.Effect<void>
 }
 
 /** @internal */
@@ -84,20 +86,21 @@ export const make = (manager: Manager, timeout: Duration.Duration): Effect.Effec
         )
       })
 
-    const close = Effect.suspend(() => {
-      const open = current
-      current = undefined
-      if (open === undefined || open.closed) {
-        return Effect.void
-      }
-      return Effect.tryPromise(() =>
-        open.channel.close()
-      ).pipe(
-        Effect.interruptible,
-        Effect.timeout(timeout),
-        Effect.catchAll((error) => Effect.logDebug(`closing the topology channel: ${manager.describeError(error)}`))
-      )
-    })
+    const close = (closeTimeout: Duration.Duration) =>
+      Effect.suspend(() => {
+        const open = current
+        current = undefined
+        if (open === undefined || open.closed) {
+          return Effect.void
+        }
+        return Effect.tryPromise(() =>
+          closeChannel(open.channel)
+        ).pipe(
+          Effect.interruptible,
+          Effect.timeout(closeTimeout),
+          Effect.catchAll((error) => Effect.logDebug(`closing the topology channel: ${manager.describeError(error)}`))
+        )
+      })
 
     return { ensure, close } satisfies Declarer
   })

@@ -47,6 +47,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import { BrokerUnavailable, PublishRejected } from "../../BrokerError.js"
+import { closeChannel } from "./closeChannel.js"
 import type { Connection, Manager } from "./connection.js"
 
 /** A message ready for `channel.publish`. @internal */
@@ -210,8 +211,8 @@ export interface Publisher {
   readonly publish: (feed: Feed, window: number) => Effect.Effect<Array<Outcome>>
   /** As `publish` of one message; on an open channel without the batch bookkeeping. */
   readonly publishOne: (message: OutMessage) => Effect.Effect<Outcome>
-  /** Closes the publish channel (layer release). */
-  readonly close: Effect.Effect<void>
+  /** Closes the publish channel (layer release), waiting at most `timeout`. */
+  readonly close: (timeout: Duration.Duration) => Effect.Effect<void>
 }
 
 /** @internal */
@@ -408,16 +409,17 @@ export const make = (manager: Manager, publishTimeout: Duration.Duration): Effec
           : `not sent: no usable channel within ${timeoutMs} ms`
       })
 
-    const close = Effect.suspend(() => {
-      const current = sink
-      sink = undefined
-      if (current === undefined || current.closed !== undefined) return Effect.void
-      return Effect.tryPromise(() => current.channel.close()).pipe(
-        Effect.interruptible,
-        Effect.timeout(publishTimeout),
-        Effect.catchAll((error) => Effect.logDebug(`closing the publish channel: ${manager.describeError(error)}`))
-      )
-    })
+    const close = (timeout: Duration.Duration) =>
+      Effect.suspend(() => {
+        const current = sink
+        sink = undefined
+        if (current === undefined || current.closed !== undefined) return Effect.void
+        return Effect.tryPromise(() => closeChannel(current.channel)).pipe(
+          Effect.interruptible,
+          Effect.timeout(timeout),
+          Effect.catchAll((error) => Effect.logDebug(`closing the publish channel: ${manager.describeError(error)}`))
+        )
+      })
 
     /** One message as `publish` would send it, without its retry loop while the channel is open. */
     const publishOne = (message: OutMessage): Effect.Effect<Outcome> =>

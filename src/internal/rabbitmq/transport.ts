@@ -53,7 +53,14 @@ export const make = (options: Resolved): Effect.Effect<BrokerTransport.Transport
     })
     const publish = yield* publisher.make(manager, options.publishTimeout)
     const declare = yield* declarer.make(manager, options.publishTimeout)
-    yield* Effect.addFinalizer(() => Effect.zipRight(declare.close, publish.close))
+    // Both channels close side by side, each waiting at most shutdownTimeout (not the publish
+    // timeout: a dead connection answers neither), before the connection itself closes.
+    yield* Effect.addFinalizer(() =>
+      Effect.all([declare.close(options.shutdownTimeout), publish.close(options.shutdownTimeout)], {
+        concurrency: 2,
+        discard: true
+      })
+    )
     const active = new Set<object>()
 
     const toOut = (message: BrokerTransport.TransportMessage, delay: number | undefined): publisher.OutMessage => {
