@@ -14,7 +14,7 @@
 import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import * as Amqp from "amqplib"
-import { Context, Duration, Effect, Either, Fiber, Layer, Redacted, Schedule, Schema } from "effect"
+import { Context, Duration, Effect, Either, Fiber, Layer, Redacted, Schedule } from "effect"
 import { execFile } from "node:child_process"
 import * as Pg from "pg"
 import * as Broker from "../src/Broker.js"
@@ -23,6 +23,7 @@ import * as PgOutbox from "../src/layers/PgOutbox.js"
 import * as RabbitMQBroker from "../src/layers/RabbitMQBroker.js"
 import * as Outbox from "../src/Outbox.js"
 import { databaseUrl, rabbitmqUrl, runId } from "../test/fixtures/env.js"
+import { fillPending, OrderPlaced } from "./support/outbox.js"
 import { percentile } from "./support/report.js"
 
 const DRAIN_EVENTS = 50_000
@@ -42,12 +43,6 @@ const INSERT_ROUNDS = 12
 const line = (name: string, value: number, unit: string) =>
   Effect.sync(() => process.stdout.write(`${name}: ${Number.isInteger(value) ? value : value.toFixed(2)} ${unit}\n`))
 
-const OrderPlaced = Schema.Struct({
-  orderId: Schema.String,
-  customer: Schema.String,
-  total: Schema.Number,
-  note: Schema.String
-})
 const topic = Broker.topic("bench.order.placed", OrderPlaced)
 const note = "x".repeat(120)
 const message = (n: number) => ({ orderId: `o-${n}`, customer: `c-${n % 977}`, total: n % 10_000, note })
@@ -96,24 +91,7 @@ const scopedVhost = (name: string) =>
 
 const tableOf = (prefix: string) => `${prefix}_outbox`
 
-/**
- * Fills an outbox table with `n` pending events in one statement (how they got there is not
- * measured), as `Outbox.add` writes them: UUIDv7 message ids whose time is the row's
- * `created_at` (a random v4 id would make the transport add an AMQP timestamp, which `add`'s rows
- * never need).
- */
-const fill = (prefix: string, n: number) =>
-  Effect.gen(function*() {
-    const sql = yield* SqlClient.SqlClient
-    yield* sql`insert into ${sql(tableOf(prefix))} (message_id, topic, body)
-      select substr(t.hex, 1, 8) || '-' || substr(t.hex, 9, 4) || '-7' || substr(r.hex, 1, 3) || '-8' ||
-          substr(r.hex, 4, 3) || '-' || substr(r.hex, 7, 12),
-        ${topic.name}::text,
-        json_build_object('orderId', 'o-' || g, 'customer', 'c-' || (g % 977), 'total', g % 10000, 'note', ${note}::text)::text
-      from generate_series(1, ${n}) g,
-        lateral (select lpad(to_hex((extract(epoch from now()) * 1000)::bigint), 12, '0') as hex) t,
-        lateral (select md5(g::text || random()::text) as hex) r`
-  })
+const fill = (prefix: string, n: number) => fillPending(tableOf(prefix), n, topic.name, note)
 
 const noneLeft = (prefix: string) =>
   Effect.gen(function*() {

@@ -6,7 +6,7 @@
 const suite = process.argv[2]
 if (suite === undefined || !/^[a-z0-9-]+$/.test(suite)) {
   process.stderr.write(
-    "usage: npm run bench -- <suite>   (broker | tasks | scheduler | outbox | inbox | nats | nats-pack | redis | front | soak)\n"
+    "usage: npm run bench -- <suite>   (broker | tasks | scheduler | outbox | inbox | nats | nats-pack | redis | front | soak | soak-outbox)\n"
   )
   process.exit(2)
 }

@@ -16,15 +16,14 @@
  */
 import * as Amqp from "amqplib"
 import { Context, Effect, Layer, Redacted, Runtime } from "effect"
-import { setFlagsFromString } from "node:v8"
-import { runInNewContext } from "node:vm"
 import { createClient } from "redis"
 import * as Broker from "../src/Broker.js"
 import * as MemoryBroker from "../src/layers/MemoryBroker.js"
 import * as RabbitMQBroker from "../src/layers/RabbitMQBroker.js"
 import * as RedisBroker from "../src/layers/RedisBroker.js"
 import { runId } from "../test/fixtures/env.js"
-import { log, median, Payload, payload, percentile, print } from "./support/report.js"
+import { log, Payload, payload, percentile, print } from "./support/report.js"
+import { firstAndLast, heapAfterGcMiB, heapGrowthPct } from "./support/soak.js"
 
 const BROKER = process.env["SOAK_BROKER"] ?? "rabbitmq"
 const RATE = Number(process.env["SOAK_RATE"] ?? 2_000)
@@ -35,10 +34,6 @@ const rabbitmqUrl = process.env["RABBITMQ_URL"] ?? "amqp://guest:guest@127.0.0.1
 const redisUrl = process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379"
 const prefix = `soak${runId}`
 const group = "soak"
-
-// A full GC on demand, without starting node with --expose-gc.
-setFlagsFromString("--expose-gc")
-const gc: () => void = runInNewContext("gc")
 
 /** The broker layer of `SOAK_BROKER`, and what it leaves on the server, removed at the end. */
 const brokerLayer = Effect.gen(function*() {
@@ -121,9 +116,13 @@ const main = Effect.gen(function*() {
     }
     const latencies = current.sort((a, b) => a - b)
     current = []
-    gc()
-    const heapMiB = process.memoryUsage().heapUsed / 1024 / 1024
-    const window = { handled: latencies.length, p50: percentile(latencies, 50), p99: percentile(latencies, 99), heapMiB }
+    const heapMiB = heapAfterGcMiB()
+    const window = {
+      handled: latencies.length,
+      p50: percentile(latencies, 50),
+      p99: percentile(latencies, 99),
+      heapMiB
+    }
     windows.push(window)
     log(
       `window ${w} (${((performance.now() - started) / 1000).toFixed(0)} s): handled ${window.handled}, p50 ${
@@ -137,26 +136,23 @@ const main = Effect.gen(function*() {
   }
   const handled = seen.reduce((a, b) => a + b, 0)
 
-  const warm = windows.slice(1)
-  const third = Math.max(1, Math.floor(warm.length / 3))
-  const first = warm.slice(0, third)
-  const last = warm.slice(-third)
-  const heapGrowth = (Math.min(...last.map((x) => x.heapMiB)) / Math.min(...first.map((x) => x.heapMiB)) - 1) * 100
-  const p99First = median(first.map((x) => x.p99))
-  const p99Last = median(last.map((x) => x.p99))
+  const heapGrowth = heapGrowthPct(windows)
+  const p99 = firstAndLast(windows, (w) => w.p99)
   const heapOk = heapGrowth < 10
-  const latencyOk = p99Last <= p99First * 1.5 + 1
+  const latencyOk = p99.last <= p99.first * 1.5 + 1
   const countOk = handled === sent - failedPublishes && duplicates === 0 && failedPublishes === 0
   print(`soak.${BROKER}.published`, sent, "msgs")
   print(`soak.${BROKER}.handled`, handled, "msgs")
   print(`soak.${BROKER}.duplicates`, duplicates, "msgs")
   print(`soak.${BROKER}.failed_publishes`, failedPublishes, "msgs")
   print(`soak.${BROKER}.heap_growth_pct`, heapGrowth, "%")
-  print(`soak.${BROKER}.p99_first_third_ms`, p99First, "ms")
-  print(`soak.${BROKER}.p99_last_third_ms`, p99Last, "ms")
+  print(`soak.${BROKER}.p99_first_third_ms`, p99.first, "ms")
+  print(`soak.${BROKER}.p99_last_third_ms`, p99.last, "ms")
   print(`soak.${BROKER}.pass`, heapOk && latencyOk && countOk ? 1 : 0, "(1 = pass)")
   if (!(heapOk && latencyOk && countOk)) {
-    log(`soak failed: heap ${heapOk ? "ok" : "grew"}, p99 ${latencyOk ? "ok" : "rose"}, count ${countOk ? "ok" : "off"}`)
+    log(
+      `soak failed: heap ${heapOk ? "ok" : "grew"}, p99 ${latencyOk ? "ok" : "rose"}, count ${countOk ? "ok" : "off"}`
+    )
     process.exitCode = 1
   }
 })
