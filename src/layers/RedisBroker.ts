@@ -2,8 +2,10 @@
  * The Redis Streams implementation of {@link Broker.Broker}, on node-redis 5: a topic is a stream,
  * a subscription group is a consumer group on it (every group gets every message; consumers of a
  * group compete), publish is `XADD`, ack is `XACK`. One command connection per layer; each
- * subscription reads on its own blocking connection. Standalone Redis (or a primary behind
- * Sentinel); Redis Cluster is not supported (the scripts touch keys of several slots).
+ * subscription reads on its own blocking connection. Standalone Redis: Redis Cluster is not
+ * supported (the scripts touch keys of several slots), and Sentinel discovery is not built in
+ * (with Sentinel, `url` must name the current primary, e.g. through a DNS name or proxy that
+ * follows it: a connection left on a demoted primary fails its writes until it reconnects).
  *
  * Keys, all under `prefix` (default `eb`):
  *
