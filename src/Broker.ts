@@ -253,7 +253,10 @@ export interface PublishOptions {
   readonly delay?: Duration.DurationInput | undefined
   /** 0-255; honoured by subscriptions declared with `maxPriority`. */
   readonly priority?: number | undefined
-  /** Drop the message if not consumed within this time. */
+  /**
+   * Drop the message if not consumed within this time, counted from the publish (or the end of
+   * its `delay`). Its retries keep that deadline, so no retry outlives the message.
+   */
   readonly expiration?: Duration.DurationInput | undefined
   /**
    * `false` lets the broker keep the message in memory only (AMQP delivery mode 1): RabbitMQ

@@ -45,9 +45,10 @@
  *   (`XGROUP DESTROY` and `SREM <prefix>:groups:<topic>`). Dead-letter streams are never trimmed.
  * - `delay` and retry delays are precise to about `pollInterval` (the mover sleeps until the next
  *   due entry, at most that long) and need a running consumer of the group to come due;
- *   `expiration` counts from the moment an entry entered the stream it is read from (a retry
- *   starts it again). Delays and expirations use the clocks of the publishing and consuming
- *   processes and the server's (stream ids): keep them in sync.
+ *   `expiration` counts from the moment an entry entered the stream it is read from, and its
+ *   retries keep that deadline (a redriven dead letter starts it again). Delays and expirations
+ *   use the clocks of the publishing and consuming processes and the server's (stream ids):
+ *   keep them in sync.
  * - Not supported (rejected by the front with `Unsupported`): `priority`/`maxPriority`, wildcard
  *   patterns, `persistent: false` has no effect (persistence is the server's). `publishAll`'s
  *   `pack` sends messages one by one.

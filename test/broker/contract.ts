@@ -8,6 +8,7 @@
 import { assert, it as sharedIt, layer } from "@effect/vitest"
 import type { Layer } from "effect"
 import {
+  Chunk,
   Clock,
   Context,
   Data,
@@ -554,6 +555,56 @@ export const brokerContract = <E>(
         const handled = yield* Queue.unbounded<string>()
         yield* broker.subscribe(topic, (m) => Queue.offer(handled, m.id), { group, concurrency: 1 })
         assert.deepStrictEqual(yield* takeN(handled, 2, "live message"), ["stays", "fresh"])
+      }))
+
+    it.scoped("a retry does not outlive its message's expiration: the deadline counts from the publish", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker.Broker
+        const topic = freshTopic("expire-retry")
+        const handled = yield* Queue.unbounded<string>()
+        yield* broker.subscribe(
+          topic,
+          (m, envelope) =>
+            Effect.zipRight(
+              Queue.offer(handled, `${m.id}@${envelope.attempt}`),
+              envelope.attempt === 1 ? Effect.fail("not yet") : Effect.void
+            ),
+          {
+            group: uniqueName("g"),
+            concurrency: 2,
+            retry: Schedule.spaced("1 second").pipe(Schedule.intersect(Schedule.recurs(1)))
+          }
+        )
+        yield* broker.publish(topic, order("expires"), { expiration: "400 millis" })
+        yield* broker.publish(topic, order("stays"), { expiration: "1 minute" })
+        assert.sameMembers(yield* takeN(handled, 2, "first attempt"), ["expires@1", "stays@1"])
+        // Both retries come due about 1 s after the publish: past the first one's deadline.
+        assert.strictEqual(yield* take(handled, "the retry of the message that has not expired"), "stays@2")
+        // The other retry came due at the same moment: give it a while to show up.
+        yield* Effect.sleep("500 millis")
+        assert.deepStrictEqual(Chunk.toArray(yield* Queue.takeAll(handled)), [], "the expired message's retry ran")
+      }))
+
+    it.scoped("a redriven dead letter starts its expiration again, past the deadline its retries had", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker.Broker
+        const topic = freshTopic("expire-redrive")
+        const group = uniqueName("g")
+        let failing = true
+        const runs = yield* Queue.unbounded<number>()
+        yield* broker.subscribe(
+          topic,
+          (_, envelope) =>
+            Effect.zipRight(Queue.offer(runs, envelope.attempt), failing ? Effect.fail("down") : Effect.void),
+          { group, retry: Schedule.spaced("20 millis").pipe(Schedule.intersect(Schedule.recurs(1))) }
+        )
+        yield* broker.publish(topic, order("short-lived"), { expiration: "400 millis" })
+        // The first run and its retry, then the dead letter.
+        assert.deepStrictEqual(yield* takeN(runs, 2, "run"), [1, 2])
+        failing = false
+        yield* Effect.sleep("500 millis")
+        yield* eventually("the dead letter redriven", broker.redrive(group), (moved) => moved === 1)
+        assert.strictEqual(yield* take(runs, "the redriven run"), 1)
       }))
 
     it.scoped("declare makes a group's queue receive before its first consumer starts", () =>

@@ -19,9 +19,10 @@
  *   is on one level; priorities clamp to `0..maxPriority`). An interrupted delivery goes back to
  *   the head of its level, flagged redelivered, the most recently requeued first; a retry and a
  *   redriven dead letter go to the tail.
- * - Expiration: the TTL counts from the moment the message enters the queue (each retry starts it
- *   again, a requeue keeps it). It is checked when the head is taken: an expired message is
- *   dropped and counted, never delivered; one behind a live head waits, counted as ready.
+ * - Expiration: the TTL counts from the moment the message first enters the queue (its publish,
+ *   or the end of its delay); its retries and requeues keep that deadline, so a retry never
+ *   outlives the message. It is checked when the head is taken: an expired message is dropped and
+ *   counted, never delivered; one behind a live head waits, counted as ready.
  * - Concurrency: a consumer runs at most `concurrency` workers, each with at most one message, so
  *   at most `concurrency` handlers; prefetch is not modelled (there is no round trip to hide).
  * - Consumers: a ready message is handed to the group's consumers in round-robin order among those
@@ -262,7 +263,10 @@ export const make = (options: Options): Effect.Effect<MemoryTransport, never, Sc
     const priorityOf = (entry: Entry) => entry.message.priority ?? 0
 
     const enqueue = (group: Group, entry: Entry) => {
-      entry.expiresAt = entry.message.expiration === undefined ? undefined : now() + entry.message.expiration
+      // A retry carries its message's deadline; anything else starts it here.
+      if (entry.expiresAt === undefined && entry.message.expiration !== undefined) {
+        entry.expiresAt = now() + entry.message.expiration
+      }
       group.ready.push(entry, priorityOf(entry))
       dispatch(group)
     }
@@ -439,7 +443,7 @@ export const make = (options: Options): Effect.Effect<MemoryTransport, never, Sc
               message: entry.message,
               attempt: entry.attempt + 1,
               redelivered: false,
-              expiresAt: undefined
+              expiresAt: entry.expiresAt
             }
             if (disposition.delay > 0) enqueueAt(group, retry, now() + disposition.delay)
             else enqueue(group, retry)

@@ -15,7 +15,8 @@
  * - More than `maxDeliver` deliveries: dead-lettered without running the handler.
  * - A message held past a third of the ack wait (running or waiting for a slot) gets `working()`
  *   sent for it, so a slow handler is not redelivered to another consumer while it runs.
- * - Expired messages (past `x-eb-expiration` from entering the stream) are acked unseen.
+ * - Expired messages (past `x-eb-expiration` from entering the stream) are acked unseen; a
+ *   retry is the same stream message redelivered, so it keeps that deadline.
  * - Shutdown: no new pull; messages waiting for a slot are nak'd (redelivered at once); in-flight
  *   handlers get `shutdownTimeout`, then are interrupted and their messages nak'd.
  */

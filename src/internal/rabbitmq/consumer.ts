@@ -80,6 +80,32 @@ export const routingKeyHeader = "x-eb-routing-key"
  */
 export const publishedAtHeader = "x-eb-published-at"
 
+/**
+ * A retry copy's deadline (epoch ms): its message's `expiration` counted from the publish. Not
+ * the copy's own AMQP `expiration`: that would also bound its wait in the retry queue, and
+ * RabbitMQ removes it when the copy comes back. Checked when a delivery starts.
+ *
+ * @internal
+ */
+export const expiresAtHeader = "x-eb-expires-at"
+
+/** The deadline header for a retry copy of `message`, unless it carries one already (copied on). */
+const retryDeadline = (
+  message: Amqp.Message,
+  delivery: BrokerTransport.TransportDelivery
+): Record<string, string> => {
+  const expiration = delivery.message.expiration
+  if (message.properties.headers?.[expiresAtHeader] !== undefined || expiration === undefined) return {}
+  if (!Number.isFinite(expiration)) return {}
+  return { [expiresAtHeader]: String((delivery.message.publishedAt ?? Date.now()) + expiration) }
+}
+
+/** Whether a delivery is a retry copy past its message's deadline. */
+const pastDeadline = (message: Amqp.Message): boolean => {
+  const deadline: unknown = message.properties.headers?.[expiresAtHeader]
+  return deadline !== undefined && Number(deadline) <= Date.now()
+}
+
 /** @internal */
 export interface ConsumerDeps {
   readonly manager: Manager
@@ -300,6 +326,13 @@ export const consume = (deps: ConsumerDeps) =>
         waiting.push(source)
         return
       }
+      // A retry that came due after its message's deadline: dropped, as RabbitMQ drops an
+      // expired message.
+      if (pastDeadline(source.message)) {
+        settle(source, { done: false }, true)
+        runFork(Effect.logDebug("dropped a retry past its message's expiration"))
+        return
+      }
       running++
       const state = { done: false }
       const delivery = toDelivery(source.message)
@@ -373,7 +406,8 @@ export const consume = (deps: ConsumerDeps) =>
         case "Retry": {
           const extra = {
             [wire.headers.attempt]: String(delivery.attempt + 1),
-            [wire.headers.lastError]: bounded(disposition.reason)
+            [wire.headers.lastError]: bounded(disposition.reason),
+            ...retryDeadline(message, delivery)
           }
           if (disposition.delay <= 0) {
             return forward(

@@ -4,18 +4,22 @@ import * as Effect from "effect/Effect"
 import { BrokerUnavailable } from "../../BrokerError.js"
 import { headers as libraryHeaders } from "../wire.js"
 import type { Manager } from "./connection.js"
-import { copyOptions } from "./consumer.js"
+import { copyOptions, expiresAtHeader } from "./consumer.js"
 import type * as topology from "./topology.js"
 
 /** Dead letters moved per confirm round trip. */
 const batchSize = 100
 
-/** What a dead letter carries that a fresh delivery must not: why it died, how often it ran. */
+/**
+ * What a dead letter carries that a fresh delivery must not: why it died, how often it ran, and
+ * its retries' deadline (a redriven message starts its expiration again).
+ */
 const deathHeaders = new Set<string>([
   libraryHeaders.deadReason,
   libraryHeaders.group,
   libraryHeaders.lastError,
-  libraryHeaders.attempt
+  libraryHeaders.attempt,
+  expiresAtHeader
 ])
 
 /** The dead letter's copy in the group queue: fresh attempts, the original routing key kept. */

@@ -3,7 +3,8 @@
  * (epoch ms; left out when `i` is a UUIDv7 of that millisecond, which tells it: one field less for
  * Redis to store and for every reader to parse; without either, the time the entry entered its
  * stream), `c` correlation id, `e` expiration (ms, counted from the entry's id time, i.e. from
- * when it entered the stream it is read from), `h:<name>` a caller header, `m:<name>` library
+ * when it entered the stream it is read from; copies carry the message's deadline instead, `x`,
+ * epoch ms), `h:<name>` a caller header, `m:<name>` library
  * metadata (kept apart, so no header can collide with metadata), and the transport's bookkeeping
  * set by the scripts: `k` topic (entries of a group stream), `a` attempt (absent: 1), `r` redelivered,
  * `l` last error, `d` dead reason, `g` group.
@@ -73,7 +74,7 @@ export interface Entry {
   readonly message: BrokerTransport.TransportMessage
   readonly attempt: number
   readonly redelivered: boolean
-  /** Epoch ms after which the entry is dropped, from its id time and `e`. */
+  /** Epoch ms after which the entry is dropped: `x`, or its id time plus `e`. */
   readonly expiresAt: number | undefined
   readonly deadReason: string | undefined
 }
@@ -106,6 +107,7 @@ export const fromReply = (raw: unknown, topic: string): Entry | undefined => {
   let publishedAt: number | undefined
   let correlationId: string | undefined
   let expiration: number | undefined
+  let deadline: number | undefined
   let routingKey = topic
   let attempt = 1
   let redelivered = false
@@ -137,6 +139,9 @@ export const fromReply = (raw: unknown, topic: string): Entry | undefined => {
       case "e":
         expiration = Number(string)
         break
+      case "x":
+        deadline = Number(string)
+        break
       case "k":
         routingKey = string
         break
@@ -162,7 +167,7 @@ export const fromReply = (raw: unknown, topic: string): Entry | undefined => {
     id,
     attempt: Number.isInteger(attempt) && attempt >= 1 ? attempt : 1,
     redelivered,
-    expiresAt: expiration === undefined ? undefined : idMillis(id) + expiration,
+    expiresAt: deadline ?? (expiration === undefined ? undefined : idMillis(id) + expiration),
     deadReason,
     message: {
       routingKey,

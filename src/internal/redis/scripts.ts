@@ -84,7 +84,9 @@ return {#due, nxt[2] or false}
  * (or its delayed set when `ARGV[6]` > 0) with attempt `ARGV[4]` and last error `ARGV[5]`;
  * `requeue` to the group stream flagged redelivered, attempt and last error kept; `dead` to the
  * dead-letter stream with the reason; `stalled` likewise, keeping the entry's attempt (a delivery
- * handed out too often without being settled). `ARGV[8]` empty keeps the entry's topic. Returns 1 moved, 0 already settled, -1 entry gone.
+ * handed out too often without being settled). `ARGV[8]` empty keeps the entry's topic. Every
+ * copy carries its message's deadline as `x` (epoch ms): the first entry's id time plus its
+ * expiration `e`, so no retry outlives the message. Returns 1 moved, 0 already settled, -1 entry gone.
  */
 export const settle = script(`
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
@@ -104,6 +106,14 @@ end
 if ARGV[8] ~= '' then
   out[#out + 1] = 'k'
   out[#out + 1] = ARGV[8]
+end
+local x, ttl
+for i = 1, #f, 2 do
+  if f[i] == 'x' then x = f[i + 1] elseif f[i] == 'e' then ttl = f[i + 1] end
+end
+if x == nil and ttl ~= nil then
+  out[#out + 1] = 'x'
+  out[#out + 1] = string.format('%.0f', tonumber(string.match(ARGV[2], '^%d+')) + tonumber(ttl))
 end
 if ARGV[4] ~= '1' and not kept then
   out[#out + 1] = 'a'
@@ -161,7 +171,10 @@ end
 return redis.call('XTRIM', KEYS[1], 'MINID', string.format('%.0f-%.0f', bestMs, bestSeq))
 `)
 
-/** Moves up to ARGV[2] dead letters (ids up to ARGV[1]) back to the group stream from attempt 1. */
+/**
+ * Moves up to ARGV[2] dead letters (ids up to ARGV[1]) back to the group stream from attempt 1,
+ * their expiration started again (`x` dropped).
+ */
 export const redrive = script(`
 local e = redis.call('XRANGE', KEYS[1], '-', ARGV[1], 'COUNT', ARGV[2])
 for _, x in ipairs(e) do
@@ -169,7 +182,7 @@ for _, x in ipairs(e) do
   local out = {}
   for i = 1, #f, 2 do
     local n = f[i]
-    if n ~= 'a' and n ~= 'r' and n ~= 'l' and n ~= 'd' and n ~= 'g' then
+    if n ~= 'a' and n ~= 'r' and n ~= 'l' and n ~= 'd' and n ~= 'g' and n ~= 'x' then
       out[#out + 1] = n
       out[#out + 1] = f[i + 1]
     end
