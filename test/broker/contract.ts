@@ -585,6 +585,42 @@ export const brokerContract = <E>(
         assert.deepStrictEqual(Chunk.toArray(yield* Queue.takeAll(handled)), [], "the expired message's retry ran")
       }))
 
+    it.scoped("a delayed message whose expiration is shorter than its delay arrives after the delay", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker.Broker
+        const topic = freshTopic("expire-delay")
+        const handled = yield* Queue.unbounded<number>()
+        yield* broker.subscribe(
+          topic,
+          () => Effect.flatMap(Clock.currentTimeMillis, (at) => Queue.offer(handled, at)),
+          {
+            group: uniqueName("g")
+          }
+        )
+        const sentAt = yield* Clock.currentTimeMillis
+        yield* broker.publish(topic, order("later"), { delay: "800 millis", expiration: "300 millis" })
+        const at = yield* take(handled, "the delayed message")
+        assert.isAtLeast(at - sentAt, 750, "the expiration cut the delay short")
+      }))
+
+    it.scoped("a delayed message nobody consumes within its expiration after its delay is dropped", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker.Broker
+        const topic = freshTopic("expire-after-delay")
+        const group = uniqueName("g")
+        yield* broker.declare(topic, { group })
+        yield* broker.publish(topic, order("stale"), { delay: "200 millis", expiration: "300 millis" })
+        yield* broker.publish(topic, order("kept"), { delay: "200 millis", expiration: "1 minute" })
+        // No consumer until well past the first one's deadline (200 + 300 ms).
+        yield* Effect.sleep("1 second")
+        yield* broker.publish(topic, order("fresh"))
+        const handled = yield* Queue.unbounded<string>()
+        yield* broker.subscribe(topic, (m) => Queue.offer(handled, m.id), { group, concurrency: 1 })
+        assert.sameMembers(yield* takeN(handled, 2, "live message"), ["kept", "fresh"])
+        yield* Effect.sleep("300 millis")
+        assert.deepStrictEqual(Chunk.toArray(yield* Queue.takeAll(handled)), [], "the expired message arrived")
+      }))
+
     it.scoped("a redriven dead letter starts its expiration again, past the deadline its retries had", () =>
       Effect.gen(function*() {
         const broker = yield* Broker.Broker

@@ -81,9 +81,10 @@ export const routingKeyHeader = "x-eb-routing-key"
 export const publishedAtHeader = "x-eb-published-at"
 
 /**
- * A retry copy's deadline (epoch ms): its message's `expiration` counted from the publish. Not
- * the copy's own AMQP `expiration`: that would also bound its wait in the retry queue, and
- * RabbitMQ removes it when the copy comes back. Checked when a delivery starts.
+ * The deadline (epoch ms) of a retry copy, or of a delayed message: its `expiration` counted
+ * from the publish, or from the end of the delay. Not AMQP's own `expiration`: that would also
+ * bound the wait in the retry or delay queue, and RabbitMQ removes it when the message comes
+ * back. Checked when a delivery starts.
  *
  * @internal
  */
@@ -326,8 +327,8 @@ export const consume = (deps: ConsumerDeps) =>
         waiting.push(source)
         return
       }
-      // A retry that came due after its message's deadline: dropped, as RabbitMQ drops an
-      // expired message.
+      // A retry or delayed message that came due after its deadline: dropped, as RabbitMQ drops
+      // an expired message.
       if (pastDeadline(source.message)) {
         settle(source, { done: false }, true)
         runFork(Effect.logDebug("dropped a retry past its message's expiration"))

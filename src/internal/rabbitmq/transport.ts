@@ -86,12 +86,20 @@ export const make = (options: Resolved): Effect.Effect<BrokerTransport.Transport
       if (delay !== undefined) {
         properties.headers = { ...table, [topology.delayHeader]: String(delay) }
         exchange = names.delayExchange
+        // Not AMQP's `expiration`: in the delay queue it would cut the delay short (the message
+        // dead-letters on the shorter TTL) and come out without it. A deadline counted from the
+        // end of the delay, checked when the delivery starts.
+        if (message.expiration !== undefined) {
+          properties.headers[consumer.expiresAtHeader] = String(
+            (message.publishedAt ?? Date.now()) + delay + message.expiration
+          )
+        }
       } else if (wire.hasHeaders(table)) {
         properties.headers = table
       }
       if (message.correlationId !== undefined) properties.correlationId = message.correlationId
       if (message.priority !== undefined) properties.priority = message.priority
-      if (message.expiration !== undefined) properties.expiration = String(message.expiration)
+      if (message.expiration !== undefined && delay === undefined) properties.expiration = String(message.expiration)
       return {
         exchange,
         routingKey: message.routingKey,

@@ -67,15 +67,30 @@ for _, g in ipairs(groups) do redis.call('ZADD', ARGV[1] .. g, ARGV[2], member) 
 return #groups
 `)
 
-/** Moves up to ARGV[2] entries due at ARGV[1] from the delayed set to the group stream; returns {moved, next due or false}. */
+/**
+ * Moves up to ARGV[2] entries due at ARGV[1] from the delayed set to the group stream; returns
+ * {moved, next due or false}. An entry with an expiration `e` and no deadline yet gets `x`, its
+ * due time plus `e`: its expiration counts from the end of its delay even when no consumer ran
+ * the mover then.
+ */
 export const move = script(`
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-for _, m in ipairs(due) do
-  redis.call('XADD', KEYS[2], '*', unpack(cmsgpack.unpack(string.sub(m, 17))))
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[2])
+for i = 1, #due, 2 do
+  local m = due[i]
+  local f = cmsgpack.unpack(string.sub(m, 17))
+  local x, ttl
+  for j = 1, #f, 2 do
+    if f[j] == 'x' then x = f[j + 1] elseif f[j] == 'e' then ttl = f[j + 1] end
+  end
+  if x == nil and ttl ~= nil then
+    f[#f + 1] = 'x'
+    f[#f + 1] = string.format('%.0f', tonumber(due[i + 1]) + tonumber(ttl))
+  end
+  redis.call('XADD', KEYS[2], '*', unpack(f))
   redis.call('ZREM', KEYS[1], m)
 end
 local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {#due, nxt[2] or false}
+return {#due / 2, nxt[2] or false}
 `)
 
 /**
