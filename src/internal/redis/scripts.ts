@@ -7,8 +7,8 @@
  * still be missing (an operator's `SCRIPT FLUSH`), `run` loads it and repeats the call.
  *
  * Stream entry fields (see codec.ts): `a` attempt, `r` redelivered, `l` last error, `k` topic,
- * `d` dead reason, `g` group. Delayed entries are sorted-set members: a 16-byte nonce (so equal
- * messages stay distinct) followed by the entry's fields packed with `cmsgpack`.
+ * `d` dead reason, `g` group, `x` deadline. Delayed entries are sorted-set members: a 16-byte
+ * nonce (so equal messages stay distinct) followed by the entry's fields packed with `cmsgpack`.
  */
 import { createHash } from "node:crypto"
 import type { Connection } from "./connection.js"
@@ -68,24 +68,33 @@ return #groups
 `)
 
 /**
+ * Lua: appends to `out` the deadline `x` (epoch ms: `from` plus the expiration `e`) of an entry
+ * whose fields `f` have an expiration and no deadline yet.
+ */
+const deadline = `
+local function deadline(f, out, from)
+  local x, ttl
+  for i = 1, #f, 2 do
+    if f[i] == 'x' then x = f[i + 1] elseif f[i] == 'e' then ttl = f[i + 1] end
+  end
+  if x == nil and ttl ~= nil then
+    out[#out + 1] = 'x'
+    out[#out + 1] = string.format('%.0f', from + tonumber(ttl))
+  end
+end`
+
+/**
  * Moves up to ARGV[2] entries due at ARGV[1] from the delayed set to the group stream; returns
  * {moved, next due or false}. An entry with an expiration `e` and no deadline yet gets `x`, its
  * due time plus `e`: its expiration counts from the end of its delay even when no consumer ran
  * the mover then.
  */
-export const move = script(`
+export const move = script(`${deadline}
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[2])
 for i = 1, #due, 2 do
   local m = due[i]
   local f = cmsgpack.unpack(string.sub(m, 17))
-  local x, ttl
-  for j = 1, #f, 2 do
-    if f[j] == 'x' then x = f[j + 1] elseif f[j] == 'e' then ttl = f[j + 1] end
-  end
-  if x == nil and ttl ~= nil then
-    f[#f + 1] = 'x'
-    f[#f + 1] = string.format('%.0f', tonumber(due[i + 1]) + tonumber(ttl))
-  end
+  deadline(f, f, tonumber(due[i + 1]))
   redis.call('XADD', KEYS[2], '*', unpack(f))
   redis.call('ZREM', KEYS[1], m)
 end
@@ -103,7 +112,7 @@ return {#due / 2, nxt[2] or false}
  * copy carries its message's deadline as `x` (epoch ms): the first entry's id time plus its
  * expiration `e`, so no retry outlives the message. Returns 1 moved, 0 already settled, -1 entry gone.
  */
-export const settle = script(`
+export const settle = script(`${deadline}
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 local e = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
 if #e == 0 then return -1 end
@@ -122,14 +131,7 @@ if ARGV[8] ~= '' then
   out[#out + 1] = 'k'
   out[#out + 1] = ARGV[8]
 end
-local x, ttl
-for i = 1, #f, 2 do
-  if f[i] == 'x' then x = f[i + 1] elseif f[i] == 'e' then ttl = f[i + 1] end
-end
-if x == nil and ttl ~= nil then
-  out[#out + 1] = 'x'
-  out[#out + 1] = string.format('%.0f', tonumber(string.match(ARGV[2], '^%d+')) + tonumber(ttl))
-end
+deadline(f, out, tonumber(string.match(ARGV[2], '^%d+')))
 if ARGV[4] ~= '1' and not kept then
   out[#out + 1] = 'a'
   out[#out + 1] = ARGV[4]
