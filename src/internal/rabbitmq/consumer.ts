@@ -101,7 +101,7 @@ const retryDeadline = (
   return { [expiresAtHeader]: String((delivery.message.publishedAt ?? Date.now()) + expiration) }
 }
 
-/** Whether a delivery is a retry copy past its message's deadline. */
+/** Whether a delivery (a retry copy, or a delayed message) is past its deadline. */
 const pastDeadline = (message: Amqp.Message): boolean => {
   const deadline: unknown = message.properties.headers?.[expiresAtHeader]
   return deadline !== undefined && Number(deadline) <= Date.now()
@@ -331,7 +331,7 @@ export const consume = (deps: ConsumerDeps) =>
       // an expired message.
       if (pastDeadline(source.message)) {
         settle(source, { done: false }, true)
-        runFork(Effect.logDebug("dropped a retry past its message's expiration"))
+        runFork(Effect.logDebug("dropped a delivery past its expiration"))
         return
       }
       running++

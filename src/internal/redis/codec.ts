@@ -139,9 +139,12 @@ export const fromReply = (raw: unknown, topic: string): Entry | undefined => {
       case "e":
         expiration = Number(string)
         break
-      case "x":
-        deadline = Number(string)
+      case "x": {
+        // A deadline that does not parse is ignored (a NaN would read as past: dropped).
+        const at = Number(string)
+        if (Number.isFinite(at)) deadline = at
         break
+      }
       case "k":
         routingKey = string
         break
