@@ -15,14 +15,14 @@ import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import * as Amqp from "amqplib"
 import { Context, Duration, Effect, Either, Fiber, Layer, Redacted, Schedule } from "effect"
-import { execFile } from "node:child_process"
 import * as Pg from "pg"
 import * as Broker from "../src/Broker.js"
 import * as MessageId from "../src/internal/messageId.js"
 import * as PgOutbox from "../src/layers/PgOutbox.js"
 import * as RabbitMQBroker from "../src/layers/RabbitMQBroker.js"
 import * as Outbox from "../src/Outbox.js"
-import { databaseUrl, rabbitmqUrl, runId } from "../test/fixtures/env.js"
+import { databaseUrl, runId } from "../test/fixtures/env.js"
+import { scopedVhost } from "./support/amqp.js"
 import { fillPending, OrderPlaced } from "./support/outbox.js"
 import { percentile } from "./support/report.js"
 
@@ -66,28 +66,6 @@ const confirmTimes = (broker: Broker.Service) => {
   }
   return { confirmed, service }
 }
-
-const rabbitmqctl = (...args: ReadonlyArray<string>) =>
-  Effect.async<string, Error>((resume) => {
-    execFile("rabbitmqctl", [...args], { timeout: 60_000 }, (error, stdout, stderr) => {
-      if (error !== null) resume(Effect.fail(new Error(`rabbitmqctl ${args.join(" ")}: ${error.message} ${stderr}`)))
-      else resume(Effect.succeed(stdout))
-    })
-  })
-
-/** A vhost of the bench's own (its queues hold ~100k messages), deleted with everything in it. */
-const scopedVhost = (name: string) =>
-  Effect.acquireRelease(
-    Effect.gen(function*() {
-      const user = decodeURIComponent(new URL(rabbitmqUrl).username || "guest")
-      yield* rabbitmqctl("add_vhost", name)
-      yield* rabbitmqctl("set_permissions", "-p", name, user, ".*", ".*", ".*")
-      const url = new URL(rabbitmqUrl)
-      url.pathname = `/${encodeURIComponent(name)}`
-      return url.toString()
-    }),
-    () => Effect.orDie(rabbitmqctl("delete_vhost", name))
-  )
 
 const tableOf = (prefix: string) => `${prefix}_outbox`
 

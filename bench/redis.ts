@@ -35,6 +35,7 @@ import * as RedisBroker from "../src/layers/RedisBroker.js"
 import * as Task from "../src/Task.js"
 import * as TaskQueue from "../src/TaskQueue.js"
 import { runId } from "../test/fixtures/env.js"
+import { deleteKeys } from "./support/redis.js"
 import { counter, log, median, paced, Payload, payload, percentile, print, ratio } from "./support/report.js"
 
 const N = Number(process.env["BENCH_REDIS_N"] ?? 50_000)
@@ -278,12 +279,6 @@ const bullRun = async (client: Raw, round: string): Promise<Measured> => {
 }
 
 // ---------------------------------------------------------------------------------------------
-
-const deleteKeys = async (client: Raw, match: string) => {
-  for await (const keys of client.scanIterator({ MATCH: match, COUNT: 1000 })) {
-    if (keys.length > 0) await client.del(keys)
-  }
-}
 
 const main = Effect.gen(function*() {
   const benchStarted = performance.now()

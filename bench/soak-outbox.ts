@@ -21,16 +21,16 @@
  */
 import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
-import * as Amqp from "amqplib"
 import { Context, Duration, Effect, Fiber, Layer, Redacted, Schema } from "effect"
 import * as Broker from "../src/Broker.js"
 import * as PgOutbox from "../src/layers/PgOutbox.js"
 import * as RabbitMQBroker from "../src/layers/RabbitMQBroker.js"
 import * as Outbox from "../src/Outbox.js"
-import { databaseUrl, rabbitmqUrl, runId } from "../test/fixtures/env.js"
+import { databaseUrl, runId } from "../test/fixtures/env.js"
+import { scopedVhost } from "./support/amqp.js"
 import { fillPending, OrderPlaced } from "./support/outbox.js"
 import { log, percentile, print } from "./support/report.js"
-import { firstAndLast, heapAfterGcMiB, heapGrowthPct } from "./support/soak.js"
+import { arrivals, firstAndLast, heapAfterGcMiB, heapGrowthPct } from "./support/soak.js"
 
 const RATE = Number(process.env["SOAK_RATE"] ?? 1_000)
 const SECONDS = Number(process.env["SOAK_SECONDS"] ?? 300)
@@ -53,19 +53,9 @@ interface Window {
   readonly heapMiB: number
 }
 
-/** The broker's exchanges and queues and the outbox table, removed at the end. */
+/** The outbox table, dropped at the end (the broker's queues go with their vhost). */
 const cleanUp = Effect.addFinalizer(() =>
-  Effect.gen(function*() {
-    const sql = yield* SqlClient.SqlClient
-    yield* Effect.orDie(sql`drop table if exists ${sql(`${prefix}_outbox`)}`)
-    yield* Effect.promise(async () => {
-      const model = await Amqp.connect(rabbitmqUrl)
-      const admin = await model.createChannel()
-      for (const queue of [`${prefix}.group.${group}`, `${prefix}.dlq.${group}`]) await admin.deleteQueue(queue)
-      for (const exchange of [`${prefix}.topic`, `${prefix}.delay`]) await admin.deleteExchange(exchange)
-      await model.close()
-    })
-  })
+  Effect.flatMap(SqlClient.SqlClient, (sql) => Effect.orDie(sql`drop table if exists ${sql(`${prefix}_outbox`)}`))
 )
 
 /**
@@ -74,7 +64,8 @@ const cleanUp = Effect.addFinalizer(() =>
  */
 const dispatching = <E, R>(ready: (broker: Broker.Service) => Effect.Effect<void, E, R>) =>
   Effect.gen(function*() {
-    const brokerContext = yield* Layer.build(RabbitMQBroker.layer({ url: Redacted.make(rabbitmqUrl), prefix }))
+    const url = yield* scopedVhost(`eb-soak-outbox-${runId}`)
+    const brokerContext = yield* Layer.build(RabbitMQBroker.layer({ url: Redacted.make(url), prefix }))
     yield* ready(Context.get(brokerContext, Broker.Broker))
     const dispatcher = (name: string) =>
       PgOutbox.dispatcher({ prefix }).pipe(
@@ -94,14 +85,12 @@ const steady = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
 
   const total = RATE * SECONDS
-  const seen = new Uint8Array(total)
-  let duplicates = 0
+  const arrived = arrivals(total)
   let current: Array<number> = []
   yield* broker.subscribe(topic, (event) =>
     Effect.sync(() => {
       current.push(performance.now() - event.addedAt)
-      if (seen[event.n] === 1) duplicates++
-      seen[event.n] = 1
+      arrived.hit(event.n)
     }), { group, concurrency: 50 })
 
   let added = 0
@@ -154,9 +143,8 @@ const steady = Effect.gen(function*() {
   }
   yield* Fiber.join(writing)
   yield* Fiber.interrupt(sampling)
-  const handledCount = () => seen.reduce((a, b) => a + b, 0)
-  for (let wait = 0; wait < 300 && handledCount() < added; wait++) yield* Effect.sleep("100 millis")
-  const handled = handledCount()
+  for (let wait = 0; wait < 300 && arrived.counts.handled < added; wait++) yield* Effect.sleep("100 millis")
+  const { duplicates, handled } = arrived.counts
 
   const lagOk = windows.slice(1).every((w) => w.maxLagMs < 1000)
   const heapGrowth = heapGrowthPct(windows)
@@ -186,35 +174,32 @@ const backlog = Effect.gen(function*() {
   const filling = performance.now()
   yield* fillPending(`${prefix}_outbox`, BACKLOG, BacklogEvent.name, note)
   log(`${BACKLOG} pending rows written in ${((performance.now() - filling) / 1000).toFixed(1)} s`)
-  const seen = new Uint8Array(BACKLOG + 1)
-  let duplicates = 0
+  // Orders are numbered from 1.
+  const arrived = arrivals(BACKLOG + 1)
   // The group exists before the dispatchers publish (or every event would be unroutable).
   const broker = yield* dispatching((broker) => broker.declare(BacklogEvent, { group }))
-  yield* broker.subscribe(BacklogEvent, (order) =>
-    Effect.sync(() => {
-      const n = Number(order.orderId.slice(2))
-      if (seen[n] === 1) duplicates++
-      seen[n] = 1
-    }), { group, concurrency: 50 })
+  yield* broker.subscribe(BacklogEvent, (order) => Effect.sync(() => arrived.hit(Number(order.orderId.slice(2)))), {
+    group,
+    concurrency: 50
+  })
   const windows: Array<{ readonly rowsPerSecond: number; readonly handled: number; readonly heapMiB: number }> = []
   const started = performance.now()
-  const count = () => seen.reduce((a, b) => a + b, 0)
-  let before = 0
+  let pending = BACKLOG
   let windowStarted = started
-  for (let w = 0; (yield* outbox.stats).pending > 0 || count() < BACKLOG; w++) {
+  for (let w = 0; pending > 0 || arrived.counts.handled < BACKLOG; w++) {
     if (performance.now() - started > 1_200_000) {
       return yield* Effect.dieMessage("the backlog did not drain in 20 minutes")
     }
     yield* Effect.sleep(Duration.seconds(WINDOW_SECONDS))
     // Counting a million pending rows takes seconds itself: rates use the window's real length.
-    const dispatched = BACKLOG - (yield* outbox.stats).pending
+    const left = (yield* outbox.stats).pending
     const now = performance.now()
     const window = {
-      rowsPerSecond: (dispatched - before) / ((now - windowStarted) / 1000),
-      handled: count(),
+      rowsPerSecond: (pending - left) / ((now - windowStarted) / 1000),
+      handled: arrived.counts.handled,
       heapMiB: heapAfterGcMiB()
     }
-    before = dispatched
+    pending = left
     windowStarted = now
     windows.push(window)
     log(
@@ -230,7 +215,8 @@ const backlog = Effect.gen(function*() {
   const heapGrowth = heapGrowthPct(windows)
   const heapOk = heapGrowth < 10
   const steadyOk = rate.last >= rate.first / 2
-  const countOk = count() === BACKLOG && duplicates === 0
+  const { duplicates, handled } = arrived.counts
+  const countOk = handled === BACKLOG && duplicates === 0
   print("soak.backlog.rows", BACKLOG, "events")
   print("soak.backlog.seconds_until_all_handled", seconds, "s")
   print("soak.backlog.first_third_rows_per_s", rate.first, "rows/s")

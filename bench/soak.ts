@@ -2,7 +2,8 @@
  * `npm run bench -- soak`: RELIABILITY's L1, publish → consume at a steady rate for minutes, on
  * one transport, checking what a short benchmark cannot: that nothing accumulates.
  *
- * - `SOAK_BROKER`: `rabbitmq` (default, `RABBITMQ_URL`), `redis` (`REDIS_URL`) or `memory`.
+ * - `SOAK_BROKER`: `rabbitmq` (default, `RABBITMQ_URL`, in a vhost of its own), `redis`
+ *   (`REDIS_URL`) or `memory`.
  * - `SOAK_RATE` (default 2,000 msg/s) single `Broker.publish`es, paced, each from its own fiber
  *   (independent producers); one subscription at concurrency 50. `SOAK_SECONDS` (default 300)
  *   in windows of `SOAK_WINDOW_SECONDS` (default 30).
@@ -14,7 +15,6 @@
  *   trend; a single slow window on this shared machine is not a trend), and every message
  *   published was handled exactly once.
  */
-import * as Amqp from "amqplib"
 import { Context, Effect, Layer, Redacted, Runtime } from "effect"
 import { createClient } from "redis"
 import * as Broker from "../src/Broker.js"
@@ -22,15 +22,16 @@ import * as MemoryBroker from "../src/layers/MemoryBroker.js"
 import * as RabbitMQBroker from "../src/layers/RabbitMQBroker.js"
 import * as RedisBroker from "../src/layers/RedisBroker.js"
 import { runId } from "../test/fixtures/env.js"
-import { log, Payload, payload, percentile, print } from "./support/report.js"
-import { firstAndLast, heapAfterGcMiB, heapGrowthPct } from "./support/soak.js"
+import { scopedVhost } from "./support/amqp.js"
+import { deleteKeys } from "./support/redis.js"
+import { log, paced, Payload, payload, percentile, print } from "./support/report.js"
+import { arrivals, firstAndLast, heapAfterGcMiB, heapGrowthPct } from "./support/soak.js"
 
 const BROKER = process.env["SOAK_BROKER"] ?? "rabbitmq"
 const RATE = Number(process.env["SOAK_RATE"] ?? 2_000)
 const SECONDS = Number(process.env["SOAK_SECONDS"] ?? 300)
 const WINDOW_SECONDS = Number(process.env["SOAK_WINDOW_SECONDS"] ?? 30)
 const CONCURRENCY = 50
-const rabbitmqUrl = process.env["RABBITMQ_URL"] ?? "amqp://guest:guest@127.0.0.1:5672"
 const redisUrl = process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379"
 const prefix = `soak${runId}`
 const group = "soak"
@@ -44,24 +45,13 @@ const brokerLayer = Effect.gen(function*() {
       yield* Effect.addFinalizer(() =>
         Effect.promise(async () => {
           const client = await createClient({ url: redisUrl }).connect()
-          for await (const keys of client.scanIterator({ MATCH: `${prefix}*`, COUNT: 1000 })) {
-            if (keys.length > 0) await client.del(keys)
-          }
+          await deleteKeys(client, `${prefix}:*`)
           client.destroy()
         })
       )
       return RedisBroker.layer({ url: Redacted.make(redisUrl), prefix })
     case "rabbitmq":
-      yield* Effect.addFinalizer(() =>
-        Effect.promise(async () => {
-          const model = await Amqp.connect(rabbitmqUrl)
-          const admin = await model.createChannel()
-          for (const queue of [`${prefix}.group.${group}`, `${prefix}.dlq.${group}`]) await admin.deleteQueue(queue)
-          for (const exchange of [`${prefix}.topic`, `${prefix}.delay`]) await admin.deleteExchange(exchange)
-          await model.close()
-        })
-      )
-      return RabbitMQBroker.layer({ url: Redacted.make(rabbitmqUrl), prefix })
+      return RabbitMQBroker.layer({ url: Redacted.make(yield* scopedVhost(`eb-soak-${runId}`)), prefix })
     default:
       return yield* Effect.dieMessage(`SOAK_BROKER must be rabbitmq, redis or memory, not ${BROKER}`)
   }
@@ -78,15 +68,12 @@ const main = Effect.gen(function*() {
   const context = yield* Layer.build(yield* brokerLayer)
   const broker = Context.get(context, Broker.Broker)
   const topic = Broker.topic(`${prefix}.l1`, Payload)
-  const seen = new Uint8Array(RATE * SECONDS)
-  let duplicates = 0
+  const arrived = arrivals(RATE * SECONDS)
   let current: Array<number> = []
   yield* broker.subscribe(topic, (p) =>
     Effect.sync(() => {
       current.push(performance.now() - p.sentAt)
-      const n = p.amount
-      if (seen[n] === 1) duplicates++
-      seen[n] = 1
+      arrived.hit(p.amount)
     }), { group, concurrency: CONCURRENCY })
 
   const run = Runtime.runFork(yield* Effect.runtime<never>())
@@ -105,15 +92,11 @@ const main = Effect.gen(function*() {
   const windows: Array<Window> = []
   const started = performance.now()
   let sent = 0
-  const total = RATE * SECONDS
   for (let w = 0; w < Math.ceil(SECONDS / WINDOW_SECONDS); w++) {
-    const windowEnd = Math.min(SECONDS, (w + 1) * WINDOW_SECONDS) * 1000
-    // Paced in 1 ms ticks, catching up on the schedule rather than drifting.
-    while (performance.now() - started < windowEnd) {
-      const due = Math.min(total, Math.floor(((performance.now() - started) / 1000) * RATE))
-      while (sent < due) publishOne(sent++)
-      yield* Effect.sleep("1 millis")
-    }
+    const count = RATE * (Math.min(SECONDS, (w + 1) * WINDOW_SECONDS) - w * WINDOW_SECONDS)
+    const from = sent
+    yield* Effect.promise(() => paced((n) => publishOne(from + n), count, RATE))
+    sent += count
     const latencies = current.sort((a, b) => a - b)
     current = []
     const heapMiB = heapAfterGcMiB()
@@ -131,10 +114,10 @@ const main = Effect.gen(function*() {
     )
   }
   // The last messages: give them a moment to arrive before counting.
-  for (let wait = 0; wait < 100 && seen.reduce((a, b) => a + b, 0) < sent - failedPublishes; wait++) {
+  for (let wait = 0; wait < 100 && arrived.counts.handled < sent - failedPublishes; wait++) {
     yield* Effect.sleep("100 millis")
   }
-  const handled = seen.reduce((a, b) => a + b, 0)
+  const { duplicates, handled } = arrived.counts
 
   const heapGrowth = heapGrowthPct(windows)
   const p99 = firstAndLast(windows, (w) => w.p99)

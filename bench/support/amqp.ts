@@ -1,4 +1,32 @@
 import type * as Amqp from "amqplib"
+import * as Effect from "effect/Effect"
+import { execFile } from "node:child_process"
+import { rabbitmqUrl } from "../../test/fixtures/env.js"
+
+const rabbitmqctl = (...args: ReadonlyArray<string>) =>
+  Effect.async<string, Error>((resume) => {
+    execFile("rabbitmqctl", [...args], { timeout: 60_000 }, (error, stdout, stderr) => {
+      if (error !== null) resume(Effect.fail(new Error(`rabbitmqctl ${args.join(" ")}: ${error.message} ${stderr}`)))
+      else resume(Effect.succeed(stdout))
+    })
+  })
+
+/**
+ * A vhost of the bench's own (its queues may hold a million messages), deleted with everything
+ * in it when the scope closes; returns its URL.
+ */
+export const scopedVhost = (name: string) =>
+  Effect.acquireRelease(
+    Effect.gen(function*() {
+      const user = decodeURIComponent(new URL(rabbitmqUrl).username || "guest")
+      yield* rabbitmqctl("add_vhost", name)
+      yield* rabbitmqctl("set_permissions", "-p", name, user, ".*", ".*", ".*")
+      const url = new URL(rabbitmqUrl)
+      url.pathname = `/${encodeURIComponent(name)}`
+      return url.toString()
+    }),
+    () => Effect.orDie(rabbitmqctl("delete_vhost", name))
+  )
 
 /**
  * The raw amqplib baseline every bench compares against: `count` persistent messages with up to

@@ -35,3 +35,18 @@ export const firstAndLast = <W>(windows: ReadonlyArray<W>, pick: (w: W) => numbe
   const { first, last } = thirds(windows)
   return { first: median(first.map(pick)), last: median(last.map(pick)) }
 }
+
+/** Counts the arrivals of messages numbered 0 … size - 1: each one's first, and any repeat. */
+export const arrivals = (size: number) => {
+  const seen = new Uint8Array(size)
+  const counts = { handled: 0, duplicates: 0 }
+  const hit = (n: number): void => {
+    if (seen[n] === 1) {
+      counts.duplicates++
+      return
+    }
+    seen[n] = 1
+    counts.handled++
+  }
+  return { counts, hit }
+}

@@ -61,7 +61,7 @@ import { Fifo } from "../fifo.js"
 import * as MessageId from "../messageId.js"
 import * as wire from "../wire.js"
 import { Acker } from "./acker.js"
-import { closeChannel as closeAmqpChannel } from "./closeChannel.js"
+import { closeChannel } from "./closeChannel.js"
 import type { Connection, Manager } from "./connection.js"
 import type { Declarer } from "./declarer.js"
 import * as headerValue from "./headerValue.js"
@@ -515,20 +515,16 @@ export const consume = (deps: ConsumerDeps) =>
           return reply.consumerTag
         })
         const consumerTag = yield* setup.pipe(
-          Effect.onError(() => closeChannel(channel, lost, deps.shutdownTimeout))
+          Effect.onError(() => closeConsumerChannel(channel, lost, deps.shutdownTimeout))
         )
         return { connection, channel, acker, consumerTag, lost }
       })
 
-    const closeChannel = (channel: Amqp.Channel, lost: Deferred.Deferred<string>, timeout: Duration.Duration) =>
+    /** Closes a consumer channel unless its connection is already gone. */
+    const closeConsumerChannel = (channel: Amqp.Channel, lost: Deferred.Deferred<string>, timeout: Duration.Duration) =>
       Effect.flatMap(
         Deferred.isDone(lost),
-        (gone) =>
-          gone ? Effect.void : Effect.tryPromise(() => closeAmqpChannel(channel)).pipe(
-            Effect.interruptible,
-            Effect.timeout(timeout),
-            Effect.catchAll((error) => Effect.logDebug(`closing a consumer channel: ${manager.describeError(error)}`))
-          )
+        (gone) => gone ? Effect.void : closeChannel(channel, timeout, manager, "a consumer channel")
       )
 
     attached = yield* attach(0)
@@ -574,7 +570,7 @@ export const consume = (deps: ConsumerDeps) =>
         current.acker.flush()
         // What is left of the deadline: the acks and nacks are written before the close either
         // way, and a channel not closed here goes with its connection.
-        yield* closeChannel(current.channel, current.lost, yield* left)
+        yield* closeConsumerChannel(current.channel, current.lost, yield* left)
       }).pipe(Effect.annotateLogs(annotations))
     )
 

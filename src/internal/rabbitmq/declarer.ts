@@ -93,13 +93,7 @@ export const make = (manager: Manager, timeout: Duration.Duration): Effect.Effec
         if (open === undefined || open.closed) {
           return Effect.void
         }
-        return Effect.tryPromise(() =>
-          closeChannel(open.channel)
-        ).pipe(
-          Effect.interruptible,
-          Effect.timeout(closeTimeout),
-          Effect.catchAll((error) => Effect.logDebug(`closing the topology channel: ${manager.describeError(error)}`))
-        )
+        return closeChannel(open.channel, closeTimeout, manager, "the topology channel")
       })
 
     return { ensure, close } satisfies Declarer

@@ -414,11 +414,7 @@ export const make = (manager: Manager, publishTimeout: Duration.Duration): Effec
         const current = sink
         sink = undefined
         if (current === undefined || current.closed !== undefined) return Effect.void
-        return Effect.tryPromise(() => closeChannel(current.channel)).pipe(
-          Effect.interruptible,
-          Effect.timeout(timeout),
-          Effect.catchAll((error) => Effect.logDebug(`closing the publish channel: ${manager.describeError(error)}`))
-        )
+        return closeChannel(current.channel, timeout, manager, "the publish channel")
       })
 
     /** One message as `publish` would send it, without its retry loop while the channel is open. */
